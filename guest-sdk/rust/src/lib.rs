@@ -1,0 +1,133 @@
+//! Write Sluice operators in plain Rust.
+//!
+//! An application is one `.wasm` component: it names its operators and builds
+//! a job's dataflow graph from the job's arguments. This SDK does the rest —
+//! batching across the component boundary, chaining operators inside one call,
+//! partitioning keyed state by key group, timers, snapshots and restore.
+//!
+//! ```ignore
+//! use sluice_sdk::prelude::*;
+//!
+//! struct Upper;
+//!
+//! impl Application for Upper {
+//!     fn operators() -> Vec<OperatorDef> {
+//!         vec![map("upper", |r: Record<'_>, out: &mut Collector| {
+//!             out.emit(&r.value.to_ascii_uppercase());
+//!             Ok(())
+//!         })]
+//!     }
+//!
+//!     fn plan(args: &Args) -> Result<Graph, Error> {
+//!         let mut g = Graph::new();
+//!         let src = g.add(Node::connector("read", "file-source").config("path", args.require("input")?));
+//!         let up = g.add(Node::guest("upper", "upper"));
+//!         let out = g.add(Node::connector("print", "print"));
+//!         g.forward(&src, &up);
+//!         g.forward(&up, &out);
+//!         Ok(g)
+//!     }
+//! }
+//!
+//! sluice_sdk::export_app!(Upper);
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2` and run with
+//! `sluice run target/wasm32-wasip2/release/NAME.wasm --arg input=FILE`.
+//! `examples/wordcount` in the Sluice repository is a complete application.
+#![warn(missing_docs)]
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "sluice:app/application",
+        pub_export_macro: true,
+        default_bindings_module: "sluice_sdk::bindings",
+        export_macro_name: "__export_bindings",
+    });
+}
+
+mod keyed;
+mod operator;
+mod plan;
+mod record;
+#[doc(hidden)]
+pub mod runtime;
+
+pub use keyed::{KeyedContext, KeyedProcess, TimeDomain, Timer};
+pub use operator::{
+    Application, Source, SourceStatus, co_process, filter, flat_map, keyed_process, map, sink,
+    source,
+};
+pub use operator::{Config, OperatorDef};
+pub use plan::{Args, Graph, Node, NodeId};
+pub use record::{Collector, Record};
+
+/// Errors an operator or a plan function reports to the user.
+pub type Error = bindings::sluice::app::types::Error;
+
+/// `Error::InvalidConfig` with a message.
+pub fn invalid_config(message: impl Into<String>) -> Error {
+    Error::InvalidConfig(message.into())
+}
+
+/// `Error::Failed` with a message.
+pub fn failed(message: impl Into<String>) -> Error {
+    Error::Failed(message.into())
+}
+
+/// Logs a message into the task's log on the host.
+pub fn log(level: LogLevel, message: &str) {
+    bindings::sluice::app::log::log(level, message);
+}
+
+/// Log levels.
+pub use bindings::sluice::app::log::Level as LogLevel;
+
+/// Processing time (ms since the epoch) as the host fixed it for this call.
+pub fn processing_time() -> i64 {
+    bindings::sluice::app::clock::processing_time()
+}
+
+/// Adds to a user-defined counter (exported per job, operator and subtask).
+/// Each call crosses into the host: count locally and add once per batch.
+pub fn counter_add(name: &str, delta: u64) {
+    bindings::sluice::app::metrics::counter_add(name, delta);
+}
+
+/// Everything an operator author needs.
+pub mod prelude {
+    pub use crate::{
+        Application, Args, Collector, Config, Error, Graph, KeyedContext, KeyedProcess, Node,
+        NodeId, OperatorDef, Record, Source, SourceStatus, TimeDomain, Timer, co_process,
+        failed, filter, flat_map, invalid_config, keyed_process, map, sink, source,
+    };
+}
+
+/// Exports an [`Application`] as the component's implementation of the
+/// Sluice contract. Use it once, in the application's `lib.rs`.
+#[macro_export]
+macro_rules! export_app {
+    ($app:ty) => {
+        #[doc(hidden)]
+        struct __SluiceExports;
+
+        impl $crate::bindings::exports::sluice::app::app::Guest for __SluiceExports {
+            fn operators() -> ::std::vec::Vec<$crate::bindings::exports::sluice::app::app::OperatorInfo> {
+                $crate::runtime::operators::<$app>()
+            }
+            fn plan(
+                args: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+            ) -> ::std::result::Result<$crate::bindings::sluice::app::plan::Graph, $crate::Error> {
+                $crate::runtime::plan::<$app>(args)
+            }
+        }
+
+        impl $crate::bindings::exports::sluice::app::task::Guest for __SluiceExports {
+            type Chain = $crate::runtime::ChainImpl<$app>;
+        }
+
+        $crate::bindings::__export_bindings!(__SluiceExports with_types_in $crate::bindings);
+    };
+}

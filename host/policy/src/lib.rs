@@ -1,0 +1,320 @@
+//! Tenants and policies: parsing `tenants/*.toml` and `policies/*.toml`, and
+//! pure decisions over them (may this job use that connector, that path,
+//! that parallelism). No IO beyond reading the files it is pointed at.
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The policy `sluice run` uses when given none (`policies/standard.toml`).
+pub const STANDARD_POLICY: &str = include_str!("../../../policies/standard.toml");
+
+/// Per-instance limits enforced by the wasm runtime.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory per instance, MiB.
+    pub memory_mib: u64,
+    /// Fuel per guest call; `None` turns fuel metering off.
+    pub fuel_per_call: Option<u64>,
+    /// Wall-clock deadline per guest call, ms; `None` turns it off.
+    pub max_call_ms: Option<u64>,
+    /// Wasm stack size, KiB.
+    pub stack_kib: u64,
+    /// Guest stdout/stderr bytes kept per call.
+    pub log_bytes_per_call: usize,
+}
+
+impl Limits {
+    /// Memory limit in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib.saturating_mul(1 << 20)
+    }
+}
+
+/// Quotas checked when a job is submitted.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Upper bound of any node's parallelism.
+    pub max_parallelism: u32,
+    /// Connectors the tenant may use.
+    pub connectors: Vec<String>,
+    /// Path prefixes file connectors may use; empty means anywhere.
+    #[serde(default)]
+    pub file_roots: Vec<PathBuf>,
+}
+
+/// A named policy.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Its name (referenced by tenants).
+    pub name: String,
+    /// Runtime limits.
+    pub limits: Limits,
+    /// Submission quotas.
+    pub quotas: Quotas,
+}
+
+/// A tenant: a team sharing the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// Identifier used in the API and in metrics.
+    pub name: String,
+    /// Human-readable name.
+    #[serde(default)]
+    pub display_name: String,
+    /// The policy applied to its jobs.
+    pub policy: String,
+}
+
+/// A policy or tenant file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown/missing fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line, column, field).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A tenant names a policy that does not exist.
+    #[error("tenant `{tenant}` uses policy `{policy}`, which is not defined under policies/")]
+    UnknownPolicy {
+        /// The tenant.
+        tenant: String,
+        /// The missing policy.
+        policy: String,
+    },
+}
+
+/// A job's use of the outside world that its policy forbids.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Denied {
+    /// A connector not in the policy's list.
+    #[error("connector `{connector}` is not allowed by policy `{policy}` (allowed: {allowed})")]
+    Connector {
+        /// The connector.
+        connector: String,
+        /// The policy.
+        policy: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// A path outside the policy's file roots.
+    #[error("path `{path}` is outside the file roots of policy `{policy}` ({roots})")]
+    Path {
+        /// The path.
+        path: String,
+        /// The policy.
+        policy: String,
+        /// The roots.
+        roots: String,
+    },
+    /// Parallelism above the quota.
+    #[error("parallelism {requested} exceeds the limit {max} of policy `{policy}`")]
+    Parallelism {
+        /// Requested.
+        requested: u32,
+        /// Allowed.
+        max: u32,
+        /// The policy.
+        policy: String,
+    },
+}
+
+impl Policy {
+    /// Parses a policy from TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyError> {
+        let p: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: &str| PolicyError::Invalid { path: path.to_owned(), message: message.to_owned() };
+        if p.limits.memory_mib == 0 || p.limits.memory_mib > 4096 {
+            return Err(invalid("limits.memory_mib must be between 1 and 4096"));
+        }
+        if p.limits.stack_kib < 64 || p.limits.stack_kib > 64 * 1024 {
+            return Err(invalid("limits.stack_kib must be between 64 and 65536"));
+        }
+        if p.limits.fuel_per_call == Some(0) || p.limits.max_call_ms == Some(0) {
+            return Err(invalid("limits.fuel_per_call and limits.max_call_ms must be positive; omit them to turn them off"));
+        }
+        if p.quotas.max_parallelism == 0 {
+            return Err(invalid("quotas.max_parallelism must be at least 1"));
+        }
+        Ok(p)
+    }
+
+    /// Reads and parses a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// The built-in standard policy.
+    pub fn standard() -> Self {
+        Self::parse(STANDARD_POLICY, Path::new("policies/standard.toml"))
+            .expect("invariant: the bundled standard policy is valid")
+    }
+
+    /// May a job use this connector?
+    pub fn check_connector(&self, connector: &str) -> Result<(), Denied> {
+        if self.quotas.connectors.iter().any(|c| c == connector) {
+            return Ok(());
+        }
+        Err(Denied::Connector {
+            connector: connector.to_owned(),
+            policy: self.name.clone(),
+            allowed: self.quotas.connectors.join(", "),
+        })
+    }
+
+    /// May a file connector use `path`? Paths with `..` components are refused
+    /// when roots are set, so a prefix check cannot be escaped.
+    pub fn check_path(&self, path: &Path) -> Result<(), Denied> {
+        if self.quotas.file_roots.is_empty() {
+            return Ok(());
+        }
+        let escapes = path.components().any(|c| matches!(c, std::path::Component::ParentDir));
+        if !escapes && self.quotas.file_roots.iter().any(|r| path.starts_with(r)) {
+            return Ok(());
+        }
+        Err(Denied::Path {
+            path: path.display().to_string(),
+            policy: self.name.clone(),
+            roots: self.quotas.file_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// May a node run at this parallelism?
+    pub fn check_parallelism(&self, requested: u32) -> Result<(), Denied> {
+        if requested <= self.quotas.max_parallelism {
+            return Ok(());
+        }
+        Err(Denied::Parallelism { requested, max: self.quotas.max_parallelism, policy: self.name.clone() })
+    }
+}
+
+/// Every tenant and policy of a cluster, loaded from two directories.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    /// Policies by name.
+    pub policies: BTreeMap<String, Policy>,
+    /// Tenants by name.
+    pub tenants: BTreeMap<String, Tenant>,
+}
+
+impl Registry {
+    /// Loads `*.toml` from `policies_dir` and `tenants_dir`; every tenant must
+    /// name an existing policy.
+    pub fn load(policies_dir: &Path, tenants_dir: &Path) -> Result<Self, PolicyError> {
+        let mut reg = Registry::default();
+        for path in toml_files(policies_dir)? {
+            let p = Policy::load(&path)?;
+            reg.policies.insert(p.name.clone(), p);
+        }
+        for path in toml_files(tenants_dir)? {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+            let t: Tenant = toml::from_str(&text)
+                .map_err(|e| PolicyError::Parse { path: path.clone(), message: e.to_string() })?;
+            if !reg.policies.contains_key(&t.policy) {
+                return Err(PolicyError::UnknownPolicy { tenant: t.name, policy: t.policy });
+            }
+            reg.tenants.insert(t.name.clone(), t);
+        }
+        Ok(reg)
+    }
+}
+
+fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read { path: dir.to_owned(), source })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    #[test]
+    fn the_repository_policies_and_tenants_load() {
+        let reg = Registry::load(&repo().join("policies"), &repo().join("tenants")).expect("valid files");
+        assert_eq!(reg.tenants["acme"].policy, "standard");
+        assert_eq!(reg.policies["small"].limits.memory_mib, 32);
+        assert_eq!(Policy::standard(), reg.policies["standard"]);
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_in_the_error() {
+        let text = STANDARD_POLICY.replace("stack_kib", "stack_kb");
+        let err = Policy::parse(&text, Path::new("p.toml")).expect_err("unknown field");
+        assert!(err.to_string().contains("stack_kb"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_limits_are_refused() {
+        let text = STANDARD_POLICY.replace("memory_mib = 256", "memory_mib = 0");
+        let err = Policy::parse(&text, Path::new("p.toml")).expect_err("zero memory");
+        assert!(err.to_string().contains("memory_mib"), "{err}");
+    }
+
+    #[test]
+    fn a_tenant_naming_a_missing_policy_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (p, t) = (dir.path().join("p"), dir.path().join("t"));
+        std::fs::create_dir_all(&p).expect("mkdir");
+        std::fs::create_dir_all(&t).expect("mkdir");
+        std::fs::write(p.join("standard.toml"), STANDARD_POLICY).expect("write");
+        std::fs::write(t.join("x.toml"), "name = \"x\"\npolicy = \"gold\"\n").expect("write");
+        let err = Registry::load(&p, &t).expect_err("gold is missing");
+        assert!(matches!(err, PolicyError::UnknownPolicy { ref policy, .. } if policy == "gold"), "{err}");
+    }
+
+    #[test]
+    fn connectors_paths_and_parallelism_are_checked() {
+        let mut p = Policy::standard();
+        assert!(p.check_connector("datagen").is_ok());
+        let denied = p.check_connector("http").expect_err("not listed");
+        assert!(denied.to_string().contains("http"));
+        assert!(p.check_path(Path::new("/anything")).is_ok());
+        p.quotas.file_roots = vec![PathBuf::from("/data/acme")];
+        assert!(p.check_path(Path::new("/data/acme/in.txt")).is_ok());
+        assert!(p.check_path(Path::new("/data/acme/../other/x")).is_err());
+        assert!(p.check_path(Path::new("/data/acmeevil")).is_err());
+        assert!(p.check_parallelism(64).is_ok());
+        assert!(p.check_parallelism(65).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Record batches in the contract's layout: one byte buffer plus one
+//! fixed-size metadata entry per record. The host hands a batch to a guest
+//! (and back) with two copies, never one allocation per record.
+
+use serde::{Deserialize, Serialize};
+
+/// `key_len` meaning "this record has no key".
+pub const NO_KEY: u32 = u32::MAX;
+/// `timestamp` meaning "this record has no event time".
+pub const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// Metadata of one record (mirrors the WIT `record-meta`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordMeta {
+    /// Key length in bytes, or [`NO_KEY`].
+    pub key_len: u32,
+    /// Value length in bytes.
+    pub value_len: u32,
+    /// Event time (ms), or [`NO_TIMESTAMP`].
+    pub timestamp: i64,
+}
+
+/// A batch of records: keys and values back to back in `data`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Key then value bytes of each record, in order.
+    pub data: Vec<u8>,
+    /// One entry per record.
+    pub meta: Vec<RecordMeta>,
+}
+
+/// One record borrowed from a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The value.
+    pub value: &'a [u8],
+    /// Event time (ms), if any.
+    pub timestamp: Option<i64>,
+}
+
+/// A batch whose metadata does not fit its buffer (e.g. from a buggy guest).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed batch: record {index} ends at byte {end} but the buffer has {len} bytes")]
+pub struct MalformedBatch {
+    index: usize,
+    end: u64,
+    len: usize,
+}
+
+impl Batch {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Whether the batch holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// Checks that every record lies inside the buffer, so that iterating
+    /// cannot fail. Call it on batches from an untrusted source.
+    pub fn validate(&self) -> Result<(), MalformedBatch> {
+        let mut end = 0u64;
+        for (index, m) in self.meta.iter().enumerate() {
+            let key = if m.key_len == NO_KEY { 0 } else { u64::from(m.key_len) };
+            end += key + u64::from(m.value_len);
+            if end > self.data.len() as u64 {
+                return Err(MalformedBatch { index, end, len: self.data.len() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Iterates over the records. The batch must be valid (see [`Batch::validate`]);
+    /// iteration stops early at the first record that does not fit.
+    pub fn iter(&self) -> impl Iterator<Item = Record<'_>> + '_ {
+        let mut pos = 0usize;
+        self.meta.iter().map_while(move |m| {
+            let key_len = if m.key_len == NO_KEY { 0 } else { m.key_len as usize };
+            let end = pos.checked_add(key_len)?.checked_add(m.value_len as usize)?;
+            let key = (m.key_len != NO_KEY).then(|| self.data.get(pos..pos + key_len)).flatten();
+            let value = self.data.get(pos + key_len..end)?;
+            pos = end;
+            Some(Record {
+                key,
+                value,
+                timestamp: (m.timestamp != NO_TIMESTAMP).then_some(m.timestamp),
+            })
+        })
+    }
+}
+
+/// Accumulates records into a batch.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    batch: Batch,
+}
+
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a record.
+    pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        let key_len = match key {
+            Some(k) => {
+                self.batch.data.extend_from_slice(k);
+                u32::try_from(k.len()).unwrap_or(NO_KEY - 1)
+            }
+            None => NO_KEY,
+        };
+        self.batch.data.extend_from_slice(value);
+        self.batch.meta.push(RecordMeta {
+            key_len,
+            value_len: u32::try_from(value.len()).unwrap_or(u32::MAX),
+            timestamp: timestamp.unwrap_or(NO_TIMESTAMP),
+        });
+    }
+
+    /// Appends a record borrowed from another batch.
+    pub fn push_record(&mut self, r: &Record<'_>) {
+        self.push(r.key, r.value, r.timestamp);
+    }
+
+    /// Records so far.
+    pub fn len(&self) -> usize {
+        self.batch.meta.len()
+    }
+
+    /// Whether no record has been added.
+    pub fn is_empty(&self) -> bool {
+        self.batch.meta.is_empty()
+    }
+
+    /// Bytes of key and value data so far.
+    pub fn bytes(&self) -> usize {
+        self.batch.data.len()
+    }
+
+    /// Takes the batch, leaving the builder empty.
+    pub fn take(&mut self) -> Batch {
+        std::mem::take(&mut self.batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn built_batches_iterate_back_to_what_was_pushed(
+            recs in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+                 proptest::collection::vec(any::<u8>(), 0..16),
+                 proptest::option::of(any::<i64>().prop_filter("not the sentinel", |t| *t != NO_TIMESTAMP))),
+                0..50)
+        ) {
+            let mut b = BatchBuilder::new();
+            for (k, v, t) in &recs {
+                b.push(k.as_deref(), v, *t);
+            }
+            let batch = b.take();
+            prop_assert!(batch.validate().is_ok());
+            let back: Vec<_> = batch.iter().map(|r| (r.key.map(<[u8]>::to_vec), r.value.to_vec(), r.timestamp)).collect();
+            prop_assert_eq!(back, recs);
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_lengths_overrun_its_buffer_is_rejected() {
+        let batch = Batch {
+            data: vec![1, 2, 3],
+            meta: vec![RecordMeta { key_len: 2, value_len: 2, timestamp: NO_TIMESTAMP }],
+        };
+        assert_eq!(batch.validate(), Err(MalformedBatch { index: 0, end: 4, len: 3 }));
+        assert_eq!(batch.iter().count(), 0);
+    }
+}

@@ -1,0 +1,71 @@
+//! Precompiled components on disk, keyed by the component's content hash and
+//! the engine's compatibility hash (a cache written by an engine with other
+//! settings, e.g. fuel on, is never loaded by this one).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::error::RuntimeError;
+
+pub(crate) struct Cache {
+    dir: PathBuf,
+    engine_hash: String,
+}
+
+impl Cache {
+    pub(crate) fn open(dir: PathBuf, engine: &Engine) -> Result<Self, RuntimeError> {
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Cache { path: dir.clone(), source })?;
+        let mut h = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        Ok(Cache { dir, engine_hash: format!("{:016x}", h.finish()) })
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
+    }
+
+    /// A cached compilation of the component with this digest, if any.
+    pub(crate) fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.path(digest);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `put` below from wasmtime's own
+        // `serialize` output for exactly this content digest and engine
+        // configuration, into a directory owned by this process's user.
+        // wasmtime still checks its header and engine compatibility.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        match loaded {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component");
+                None
+            }
+        }
+    }
+
+    /// Stores a compilation; failures only cost a recompilation later.
+    pub(crate) fn put(&self, digest: &str, component: &Component) {
+        let path = self.path(digest);
+        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            let tmp = tempfile_in(&self.dir, digest);
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    e.to_string()
+                })
+        });
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
+        }
+    }
+}
+
+fn tempfile_in(dir: &std::path::Path, digest: &str) -> PathBuf {
+    dir.join(format!(".{digest}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()))
+}

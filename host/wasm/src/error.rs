@@ -1,0 +1,154 @@
+//! Errors of the sandbox, one enum per boundary.
+
+use std::fmt;
+
+/// The engine or cache could not be set up (a host configuration problem;
+/// not retryable without changing it).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime refused the configuration.
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+    /// The cache directory is unusable.
+    #[error("cannot use the component cache at {path}: {source}")]
+    Cache {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+/// A component that cannot be loaded. Never retryable: the user must fix the
+/// component.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a WebAssembly component at all, or malformed.
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// Imports outside the sandbox's allowed set.
+    #[error(
+        "the component imports {} outside the sandbox: {}; Sluice operators may not use the network or the file system (use a host connector instead)",
+        if .0.len() == 1 { "an interface" } else { "interfaces" },
+        .0.join(", ")
+    )]
+    ForbiddenImports(Vec<String>),
+    /// Does not export the contract's world.
+    #[error(
+        "the component does not implement the Sluice contract (world sluice:app/application@0.1.0): {0}; build it with the Sluice SDK"
+    )]
+    NotAnApplication(String),
+}
+
+/// Why a plan function did not produce a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The application rejected the arguments.
+    #[error("the application rejected the job's arguments: {0}")]
+    InvalidArguments(String),
+    /// The application reported a failure.
+    #[error("the plan function failed: {0}")]
+    Failed(String),
+    /// The plan function trapped or hit a limit.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
+/// What went wrong inside a guest call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Fuel ran out.
+    OutOfFuel {
+        /// The per-call limit.
+        limit: u64,
+    },
+    /// The wall-clock deadline passed.
+    Deadline {
+        /// The per-call limit in ms.
+        limit_ms: u64,
+    },
+    /// Linear memory would have grown beyond the limit.
+    MemoryLimit {
+        /// The limit in bytes.
+        limit: u64,
+        /// What the guest asked for.
+        requested: u64,
+    },
+    /// The wasm stack overflowed.
+    StackOverflow {
+        /// The limit in KiB.
+        limit_kib: u64,
+    },
+    /// The guest panicked with this message.
+    Panic(String),
+    /// Any other trap.
+    Trap(String),
+    /// The guest returned `error.failed`.
+    Failed(String),
+    /// The guest returned `error.invalid-config`.
+    InvalidConfig(String),
+    /// The guest returned data that breaks the contract.
+    Malformed(String),
+    /// The chain already trapped and cannot be called again.
+    Poisoned,
+}
+
+/// Names a task in errors: "task `read -> split` subtask 2/4".
+#[derive(Clone, Debug, Default)]
+pub struct TaskName {
+    /// What the task runs (operators or "plan function").
+    pub what: String,
+    /// Subtask and parallelism, if it is a subtask.
+    pub subtask: Option<(u32, u32)>,
+    /// The policy that set the limits.
+    pub policy: String,
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.subtask {
+            Some((s, p)) => write!(f, "operator `{}` subtask {}/{}", self.what, s + 1, p),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+/// A guest call failed. A trap poisons the chain (the store is dropped and
+/// the task fails); the process stays healthy.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct TaskError {
+    /// Which task.
+    pub task: TaskName,
+    /// Why.
+    pub cause: Cause,
+}
+
+impl TaskError {
+    fn describe(&self) -> String {
+        let t = &self.task;
+        let policy = &t.policy;
+        match &self.cause {
+            Cause::OutOfFuel { limit } => format!(
+                "{t} ran out of fuel (limit {limit} per call, policy `{policy}`); raise `fuel_per_call` or make the operator cheaper"
+            ),
+            Cause::Deadline { limit_ms } => format!(
+                "{t} exceeded its time limit ({limit_ms} ms per call, policy `{policy}`); raise `max_call_ms` or make the operator cheaper"
+            ),
+            Cause::MemoryLimit { limit, requested } => format!(
+                "{t} exceeded its memory limit ({} MiB, policy `{policy}`; it asked for {} MiB); raise `memory_mib` or keep less in memory",
+                limit >> 20,
+                requested.div_ceil(1 << 20)
+            ),
+            Cause::StackOverflow { limit_kib } => format!(
+                "{t} overflowed its stack ({limit_kib} KiB, policy `{policy}`); raise `stack_kib` or recurse less"
+            ),
+            Cause::Panic(msg) => format!("{t} panicked: {msg}"),
+            Cause::Trap(msg) => format!("{t} trapped: {msg}"),
+            Cause::Failed(msg) => format!("{t} failed: {msg}"),
+            Cause::InvalidConfig(msg) => format!("{t} rejected its configuration: {msg}"),
+            Cause::Malformed(msg) => format!("{t} broke the contract: {msg}"),
+            Cause::Poisoned => format!("{t} was called after it trapped"),
+        }
+    }
+}

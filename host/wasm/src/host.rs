@@ -1,0 +1,151 @@
+//! Per-instance host state: the locked-down WASI context, the memory
+//! limiter, captured output, and the contract's host imports (log, metrics,
+//! clock).
+
+use std::collections::BTreeMap;
+
+use sluice_policy::Limits;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Result};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::sluice::app::{clock, log, metrics};
+use crate::capture::Capture;
+
+/// Seed for the guest's random numbers: fixed, so a job is reproducible and
+/// a guest cannot use randomness as a covert channel between runs.
+const RANDOM_SEED: u64 = 0x5eed_5eed_5eed_5eed;
+
+/// Table elements one instance may have (function tables of large guests
+/// stay far below this).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Host log messages kept per call: more are counted and dropped.
+const MAX_LOG_MESSAGES_PER_CALL: usize = 1000;
+
+/// Enforces the memory limit and remembers that it did, so a trap that
+/// follows a refused `memory.grow` is reported as what it is.
+pub(crate) struct Limiter {
+    memory_limit: usize,
+    pub refused_growth: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        if desired > self.memory_limit {
+            self.refused_growth = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// A message logged by the guest through the contract's `log` import.
+#[derive(Clone, Debug)]
+pub struct GuestLog {
+    /// Level name.
+    pub level: &'static str,
+    /// Message text.
+    pub message: String,
+}
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: Limiter,
+    pub stdout: Capture,
+    pub stderr: Capture,
+    /// Processing time fixed for the current call.
+    pub now_ms: i64,
+    pub logs: Vec<GuestLog>,
+    pub logs_dropped: usize,
+    pub counters: BTreeMap<String, u64>,
+    pub gauges: BTreeMap<String, f64>,
+}
+
+impl HostState {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let stdout = Capture::new(limits.log_bytes_per_call);
+        let stderr = Capture::new(limits.log_bytes_per_call);
+        // No preopened directories, no environment, no arguments, no
+        // network: WasiCtxBuilder grants none of them unless asked.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .insecure_random_seed(u128::from(RANDOM_SEED))
+            .secure_random(wasmtime_wasi::Deterministic::new(RANDOM_SEED.to_le_bytes().to_vec()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(RANDOM_SEED.to_be_bytes().to_vec()))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                memory_limit: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
+                refused_growth: None,
+            },
+            stdout,
+            stderr,
+            now_ms: 0,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            counters: BTreeMap::new(),
+            gauges: BTreeMap::new(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        if self.logs.len() >= MAX_LOG_MESSAGES_PER_CALL {
+            self.logs_dropped += 1;
+            return;
+        }
+        let level = match level {
+            log::Level::Trace => "trace",
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        self.logs.push(GuestLog { level, message });
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, delta: u64) {
+        let c = self.counters.entry(name).or_default();
+        *c = c.saturating_add(delta);
+    }
+
+    fn gauge_set(&mut self, name: String, value: f64) {
+        self.gauges.insert(name, value);
+    }
+}
+
+impl clock::Host for HostState {
+    fn processing_time(&mut self) -> i64 {
+        self.now_ms
+    }
+}
+
+impl crate::bindings::sluice::app::types::Host for HostState {}
+impl crate::bindings::sluice::app::plan::Host for HostState {}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    crate::bindings::Application::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
+}

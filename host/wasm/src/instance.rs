@@ -1,0 +1,447 @@
+//! A loaded application and the per-subtask chains it runs.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use sluice_types::{Batch, EdgeSpec, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning, RecordMeta};
+use wasmtime::component::{Component, ResourceAny};
+use wasmtime::{Store, Trap};
+
+use crate::Inner;
+use crate::bindings::exports::sluice::app::{app as wit_app, task as wit_task};
+use crate::bindings::sluice::app::{plan as wit_plan, types as wit_types};
+use crate::bindings::{Application as Bindings, ApplicationPre};
+use crate::error::{Cause, LoadError, PlanError, TaskError, TaskName};
+use crate::host::{GuestLog, HostState};
+use crate::validate::check_imports;
+
+/// An exported operator, as `operators()` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorInfo {
+    /// Export name.
+    pub name: String,
+    /// Kind.
+    pub kind: OperatorKind,
+    /// One-line description.
+    pub description: String,
+}
+
+/// One operator of a chain to create.
+pub type OperatorSpec = (String, String, Vec<(String, String)>);
+
+/// A state chunk of a chain (see the WIT `state-chunk`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChunk {
+    /// Operator index in the chain.
+    pub operator: u32,
+    /// Key group, for keyed state.
+    pub key_group: Option<u32>,
+    /// Serialised state.
+    pub data: Vec<u8>,
+}
+
+/// Everything needed to create one subtask's chain.
+#[derive(Clone, Debug)]
+pub struct ChainSpec {
+    /// `(operator export, node name, config)` in chain order.
+    pub operators: Vec<OperatorSpec>,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Parallelism.
+    pub parallelism: u32,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// State to restore.
+    pub restore: Vec<StateChunk>,
+}
+
+/// What one call produced.
+#[derive(Debug, Default)]
+pub struct GuestOutput {
+    /// Records emitted by the chain's last operator (validated).
+    pub records: Batch,
+    /// The earliest pending processing-time timer.
+    pub next_processing_timer: Option<i64>,
+}
+
+/// What a source chain's poll produced.
+#[derive(Debug, Default)]
+pub struct SourceOutput {
+    /// Records and timers.
+    pub output: GuestOutput,
+    /// A watermark the source asserts.
+    pub watermark: Option<i64>,
+    /// The source is exhausted.
+    pub finished: bool,
+}
+
+/// Names a task in errors and logs.
+pub type TaskLabel = TaskName;
+
+/// A validated, compiled application, ready to instantiate. Cheap to clone
+/// and shareable between threads.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+    pre: ApplicationPre<HostState>,
+    digest: String,
+    imports: Vec<String>,
+}
+
+impl App {
+    pub(crate) fn load(inner: Arc<Inner>, wasm: &[u8]) -> Result<Self, LoadError> {
+        let digest = hex::encode(Sha256::digest(wasm));
+        let cached = inner.cache.as_ref().and_then(|c| c.get(&inner.engine, &digest));
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                if !wasm.starts_with(b"\0asm") {
+                    return Err(LoadError::Invalid(
+                        "the file does not start with the WebAssembly magic bytes `\\0asm`".into(),
+                    ));
+                }
+                let c = Component::new(&inner.engine, wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                if let Some(cache) = &inner.cache {
+                    cache.put(&digest, &c);
+                }
+                c
+            }
+        };
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&inner.engine).map(|(n, _)| n.to_owned()).collect();
+        check_imports(imports.iter().map(String::as_str))?;
+        let instance_pre = inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
+        let pre = ApplicationPre::new(instance_pre).map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
+        Ok(App { inner, pre, digest, imports })
+    }
+
+    /// SHA-256 of the component's bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The interfaces the component imports.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    fn instantiate(&self, name: &TaskName) -> Result<(Store<HostState>, Bindings), TaskError> {
+        let mut store = Store::new(&self.inner.engine, HostState::new(&self.inner.policy.limits));
+        store.limiter(|s| &mut s.limiter);
+        let mut sandbox = Sandbox { store, name: name.clone(), inner: self.inner.clone(), poisoned: false };
+        let bindings = sandbox.call(|store| self.pre.instantiate(store).map(Ok))?;
+        Ok((sandbox.store, bindings))
+    }
+
+    fn sandbox(&self, what: &str) -> Result<(Sandbox, Bindings), TaskError> {
+        let name = TaskName { what: what.to_owned(), subtask: None, policy: self.inner.policy.name.clone() };
+        let (store, bindings) = self.instantiate(&name)?;
+        Ok((Sandbox { store, name, inner: self.inner.clone(), poisoned: false }, bindings))
+    }
+
+    /// The operators the application exports (runs a sandboxed instance).
+    pub fn operators(&self) -> Result<Vec<OperatorInfo>, TaskError> {
+        let (mut sb, b) = self.sandbox("the application's `operators` function")?;
+        let ops = sb.call(|s| b.sluice_app_app().call_operators(s).map(Ok))?;
+        Ok(ops
+            .into_iter()
+            .map(|o| OperatorInfo { name: o.name, kind: kind_from_wit(o.kind), description: o.description })
+            .collect())
+    }
+
+    /// Runs the plan function, sandboxed with the policy's limits.
+    pub fn plan(&self, args: &[(String, String)]) -> Result<JobGraph, PlanError> {
+        let (mut sb, b) = self.sandbox("the application's plan function")?;
+        match sb.call(|s| b.sluice_app_app().call_plan(s, &args.to_vec())) {
+            Ok(g) => Ok(graph_from_wit(g)),
+            Err(TaskError { cause: Cause::InvalidConfig(m), .. }) => Err(PlanError::InvalidArguments(m)),
+            Err(TaskError { cause: Cause::Failed(m), .. }) => Err(PlanError::Failed(m)),
+            Err(e) => Err(PlanError::Task(e)),
+        }
+    }
+
+    /// Instantiates a chain for one subtask.
+    pub fn chain(&self, name: TaskName, spec: ChainSpec) -> Result<GuestChain, TaskError> {
+        let (store, bindings) = self.instantiate(&name)?;
+        let mut sandbox = Sandbox { store, name, inner: self.inner.clone(), poisoned: false };
+        let wit_spec = wit_task::ChainSpec {
+            operators: spec
+                .operators
+                .into_iter()
+                .map(|(operator, node, config)| wit_task::OperatorSpec { operator, node, config })
+                .collect(),
+            subtask: spec.subtask,
+            parallelism: spec.parallelism,
+            max_parallelism: spec.max_parallelism,
+            restore: spec
+                .restore
+                .into_iter()
+                .map(|c| wit_task::StateChunk { operator: c.operator, key_group: c.key_group, data: c.data })
+                .collect(),
+        };
+        let handle = sandbox.call(|s| bindings.sluice_app_task().chain().call_create(s, &wit_spec))?;
+        Ok(GuestChain { sandbox, bindings, handle })
+    }
+}
+
+/// One store and the bookkeeping around every call into it.
+struct Sandbox {
+    store: Store<HostState>,
+    name: TaskName,
+    inner: Arc<Inner>,
+    poisoned: bool,
+}
+
+impl Sandbox {
+    /// Calls into the guest with fresh per-call limits, then forwards its
+    /// output to the log and classifies any failure.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit_types::Error>>,
+    ) -> Result<R, TaskError> {
+        if self.poisoned {
+            return Err(self.error(Cause::Poisoned));
+        }
+        let limits = &self.inner.policy.limits;
+        if let Some(fuel) = limits.fuel_per_call {
+            self.store.set_fuel(fuel).expect("invariant: fuel is enabled when the policy sets it");
+        }
+        if let Some(ms) = limits.max_call_ms {
+            self.store.set_epoch_deadline(ms.div_ceil(crate::EPOCH_TICK.as_millis() as u64).max(1));
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        self.store.data_mut().now_ms = now;
+        self.store.data_mut().limiter.refused_growth = None;
+        let result = f(&mut self.store);
+        let stderr = self.forward_output();
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(wit_types::Error::Failed(m))) => Err(self.error(Cause::Failed(m))),
+            Ok(Err(wit_types::Error::InvalidConfig(m))) => Err(self.error(Cause::InvalidConfig(m))),
+            Err(e) => {
+                self.poisoned = true;
+                let cause = self.classify(&e, &stderr);
+                Err(self.error(cause))
+            }
+        }
+    }
+
+    fn error(&self, cause: Cause) -> TaskError {
+        TaskError { task: self.name.clone(), cause }
+    }
+
+    fn classify(&self, e: &wasmtime::Error, stderr: &str) -> Cause {
+        let limits = &self.inner.policy.limits;
+        if let Some(requested) = self.store.data().limiter.refused_growth {
+            return Cause::MemoryLimit { limit: limits.memory_bytes(), requested: requested as u64 };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Cause::OutOfFuel { limit: limits.fuel_per_call.unwrap_or(0) },
+            Some(Trap::Interrupt) => Cause::Deadline { limit_ms: limits.max_call_ms.unwrap_or(0) },
+            Some(Trap::StackOverflow) => Cause::StackOverflow { limit_kib: limits.stack_kib },
+            _ => match panic_message(stderr) {
+                Some(msg) => Cause::Panic(msg),
+                None => Cause::Trap(format!("{e:#}")),
+            },
+        }
+    }
+
+    /// Sends the guest's stdout, stderr and log calls to the host log;
+    /// returns stderr (for panic messages).
+    fn forward_output(&mut self) -> String {
+        let task = self.name.to_string();
+        let data = self.store.data_mut();
+        let (out, out_dropped) = data.stdout.take();
+        let (err, err_dropped) = data.stderr.take();
+        for line in String::from_utf8_lossy(&out).lines() {
+            tracing::info!(task = %task, stream = "stdout", "{line}");
+        }
+        let err = String::from_utf8_lossy(&err).into_owned();
+        for line in err.lines() {
+            tracing::info!(task = %task, stream = "stderr", "{line}");
+        }
+        for GuestLog { level, message } in data.logs.drain(..) {
+            match level {
+                "error" => tracing::error!(task = %task, "{message}"),
+                "warn" => tracing::warn!(task = %task, "{message}"),
+                "info" => tracing::info!(task = %task, "{message}"),
+                _ => tracing::debug!(task = %task, "{message}"),
+            }
+        }
+        let dropped = out_dropped + err_dropped + std::mem::take(&mut data.logs_dropped);
+        if dropped > 0 {
+            tracing::warn!(task = %task, dropped, "guest output over the per-call cap was dropped");
+        }
+        err
+    }
+}
+
+/// The message of a Rust panic as the default hook prints it to stderr.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.find("panicked at ")?;
+    let rest = &stderr[start + "panicked at ".len()..];
+    let (location, message) = rest.split_once(":\n").unwrap_or((rest, ""));
+    let message: Vec<&str> = message.lines().take_while(|l| !l.starts_with("note: ")).collect();
+    Some(format!("{} (at {})", message.join(" ").trim(), location.trim()))
+}
+
+/// A subtask's chain: one store, one `chain` resource. After a trap every
+/// call fails with [`Cause::Poisoned`]; drop it and create a new one.
+pub struct GuestChain {
+    sandbox: Sandbox,
+    bindings: Bindings,
+    handle: ResourceAny,
+}
+
+impl GuestChain {
+    /// Whether a trap has poisoned this chain.
+    pub fn is_poisoned(&self) -> bool {
+        self.sandbox.poisoned
+    }
+
+    /// Fuel left after the last call, when fuel metering is on.
+    pub fn fuel_left(&self) -> Option<u64> {
+        self.sandbox.store.get_fuel().ok()
+    }
+
+    /// Runs a batch through the chain.
+    pub fn process(&mut self, input: u32, batch: Batch) -> Result<GuestOutput, TaskError> {
+        let wit = batch_to_wit(batch);
+        let (b, h) = (&self.bindings, self.handle);
+        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_process(s, h, input, &wit))?;
+        self.output(out)
+    }
+
+    /// Polls a source chain for up to `max` records.
+    pub fn poll_source(&mut self, max: u32) -> Result<SourceOutput, TaskError> {
+        let (b, h) = (&self.bindings, self.handle);
+        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_poll_source(s, h, max))?;
+        Ok(SourceOutput { output: self.output(out.output)?, watermark: out.watermark, finished: out.finished })
+    }
+
+    /// The watermark advanced.
+    pub fn advance_watermark(&mut self, wm: i64) -> Result<GuestOutput, TaskError> {
+        let (b, h) = (&self.bindings, self.handle);
+        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_advance_watermark(s, h, wm))?;
+        self.output(out)
+    }
+
+    /// Processing time reached `now`.
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<GuestOutput, TaskError> {
+        let (b, h) = (&self.bindings, self.handle);
+        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_advance_processing_time(s, h, now))?;
+        self.output(out)
+    }
+
+    /// All inputs ended.
+    pub fn end_of_input(&mut self) -> Result<GuestOutput, TaskError> {
+        let (b, h) = (&self.bindings, self.handle);
+        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_end_of_input(s, h))?;
+        self.output(out)
+    }
+
+    /// Snapshots every operator's state.
+    pub fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<StateChunk>, TaskError> {
+        let (b, h) = (&self.bindings, self.handle);
+        let chunks = self.sandbox.call(|s| b.sluice_app_task().chain().call_snapshot(s, h, checkpoint))?;
+        Ok(chunks
+            .into_iter()
+            .map(|c| StateChunk { operator: c.operator, key_group: c.key_group, data: c.data })
+            .collect())
+    }
+
+    fn output(&self, out: wit_task::Output) -> Result<GuestOutput, TaskError> {
+        let records = batch_from_wit(out.records);
+        records.validate().map_err(|e| self.sandbox.error(Cause::Malformed(e.to_string())))?;
+        Ok(GuestOutput { records, next_processing_timer: out.next_processing_timer })
+    }
+}
+
+fn batch_to_wit(b: Batch) -> wit_types::Batch {
+    wit_types::Batch {
+        data: b.data,
+        meta: b
+            .meta
+            .into_iter()
+            .map(|m| wit_types::RecordMeta { key_len: m.key_len, value_len: m.value_len, timestamp: m.timestamp })
+            .collect(),
+    }
+}
+
+fn batch_from_wit(b: wit_types::Batch) -> Batch {
+    Batch {
+        data: b.data,
+        meta: b
+            .meta
+            .into_iter()
+            .map(|m| RecordMeta { key_len: m.key_len, value_len: m.value_len, timestamp: m.timestamp })
+            .collect(),
+    }
+}
+
+fn kind_from_wit(k: wit_app::OperatorKind) -> OperatorKind {
+    use wit_app::OperatorKind as K;
+    match k {
+        K::Source => OperatorKind::Source,
+        K::Map => OperatorKind::Map,
+        K::Filter => OperatorKind::Filter,
+        K::FlatMap => OperatorKind::FlatMap,
+        K::KeyedProcess => OperatorKind::KeyedProcess,
+        K::CoProcess => OperatorKind::CoProcess,
+        K::Sink => OperatorKind::Sink,
+    }
+}
+
+fn graph_from_wit(g: wit_plan::Graph) -> JobGraph {
+    JobGraph {
+        nodes: g
+            .nodes
+            .into_iter()
+            .map(|n| NodeSpec {
+                name: n.name,
+                implementation: match n.implementation {
+                    wit_plan::Implementation::Guest(s) => Implementation::Guest(s),
+                    wit_plan::Implementation::Connector(s) => Implementation::Connector(s),
+                },
+                parallelism: n.parallelism,
+                config: n.config,
+                watermarks: n.watermarks.map(|w| w.max_out_of_orderness_ms),
+            })
+            .collect(),
+        edges: g
+            .edges
+            .into_iter()
+            .map(|e| EdgeSpec {
+                source: e.source,
+                target: e.target,
+                partitioning: match e.partitioning {
+                    wit_plan::Partitioning::Forward => Partitioning::Forward,
+                    wit_plan::Partitioning::Hash => Partitioning::Hash,
+                    wit_plan::Partitioning::Rebalance => Partitioning::Rebalance,
+                    wit_plan::Partitioning::Broadcast => Partitioning::Broadcast,
+                },
+                target_input: e.target_input,
+            })
+            .collect(),
+        max_parallelism: g.max_parallelism,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_messages_are_extracted_from_the_default_hook_output() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:36:17:\noperator gave up on record \"0\"\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("operator gave up on record \"0\" (at src/lib.rs:36:17)")
+        );
+        assert_eq!(panic_message("all fine"), None);
+    }
+}

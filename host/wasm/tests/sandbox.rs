@@ -1,0 +1,210 @@
+//! The sandbox against real guests: contract checks, limits, and recovery
+//! from misbehaving components within one process.
+
+use sluice_policy::Policy;
+use sluice_types::{BatchBuilder, Implementation, OperatorKind};
+use sluice_wasm::{App, Cause, ChainSpec, LoadError, PlanError, Runtime, RuntimeOptions, TaskError, TaskLabel};
+
+fn runtime_with(edit: impl FnOnce(&mut Policy)) -> Runtime {
+    let mut policy = Policy::standard();
+    // Smaller than the standard policy so a runaway loop is stopped quickly.
+    policy.limits.fuel_per_call = Some(200_000_000);
+    policy.limits.memory_mib = 64;
+    edit(&mut policy);
+    Runtime::new(policy, RuntimeOptions::default()).expect("engine")
+}
+
+fn load(rt: &Runtime, path: &str) -> Result<App, LoadError> {
+    rt.load(&std::fs::read(path).expect("guest built by sluice-test-programs"))
+}
+
+fn label(what: &str) -> TaskLabel {
+    TaskLabel { what: what.into(), subtask: Some((0, 1)), policy: "test".into() }
+}
+
+fn one_op_chain(app: &App, op: &str) -> sluice_wasm::GuestChain {
+    let spec = ChainSpec {
+        operators: vec![(op.into(), op.into(), vec![])],
+        subtask: 0,
+        parallelism: 1,
+        max_parallelism: 128,
+        restore: vec![],
+    };
+    app.chain(label(op), spec).expect("chain")
+}
+
+fn one_record() -> sluice_types::Batch {
+    let mut b = BatchBuilder::new();
+    b.push(None, b"42", None);
+    b.take()
+}
+
+fn run_bad(app: &App, op: &str) -> TaskError {
+    let mut chain = one_op_chain(app, op);
+    let err = chain.process(0, one_record()).expect_err("misbehaving operator must fail");
+    assert!(chain.is_poisoned());
+    let again = chain.process(0, one_record()).expect_err("poisoned");
+    assert_eq!(again.cause, Cause::Poisoned);
+    err
+}
+
+/// wordcount's split operator still works: the process is healthy.
+fn assert_healthy(rt: &Runtime) {
+    let app = load(rt, sluice_test_programs::WORDCOUNT).expect("wordcount loads");
+    let mut chain = one_op_chain(&app, "split");
+    let mut b = BatchBuilder::new();
+    b.push(None, b"Hello, hello WORLD!", None);
+    let out = chain.process(0, b.take()).expect("split runs");
+    let keys: Vec<_> = out.records.iter().map(|r| r.key.expect("keyed").to_vec()).collect();
+    assert_eq!(keys, [b"hello".to_vec(), b"hello".to_vec(), b"world".to_vec()]);
+}
+
+#[test]
+fn wordcount_describes_its_operators_and_plans_a_graph() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::WORDCOUNT).expect("loads");
+    let ops = app.operators().expect("operators");
+    let kinds: Vec<_> = ops.iter().map(|o| (o.name.as_str(), o.kind)).collect();
+    assert_eq!(kinds, [("split", OperatorKind::FlatMap), ("count", OperatorKind::KeyedProcess)]);
+    let g = app
+        .plan(&[("input".into(), "/in".into()), ("output".into(), "/out".into())])
+        .expect("plan");
+    assert_eq!(g.nodes.len(), 4);
+    assert_eq!(g.nodes[0].implementation, Implementation::Connector("file-source".into()));
+    let err = app.plan(&[]).expect_err("missing arguments");
+    assert!(matches!(&err, PlanError::InvalidArguments(m) if m.contains("input")), "{err}");
+}
+
+#[test]
+fn an_infinite_loop_runs_out_of_fuel_and_the_process_stays_healthy() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = run_bad(&app, "spin");
+    assert_eq!(err.cause, Cause::OutOfFuel { limit: 200_000_000 });
+    assert!(err.to_string().contains("operator `spin` subtask 1/1 ran out of fuel"), "{err}");
+    assert_healthy(&rt);
+}
+
+#[test]
+fn an_infinite_loop_hits_the_wall_clock_deadline_when_fuel_is_off() {
+    let rt = runtime_with(|p| {
+        p.limits.fuel_per_call = None;
+        p.limits.max_call_ms = Some(100);
+    });
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = run_bad(&app, "spin");
+    assert_eq!(err.cause, Cause::Deadline { limit_ms: 100 });
+    assert!(err.to_string().contains("exceeded its time limit"), "{err}");
+    assert_healthy(&rt);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_limit_and_the_process_stays_healthy() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = run_bad(&app, "bomb");
+    assert!(matches!(err.cause, Cause::MemoryLimit { limit, .. } if limit == 64 << 20), "{err}");
+    assert!(err.to_string().contains("exceeded its memory limit (64 MiB"), "{err}");
+    assert_healthy(&rt);
+}
+
+#[test]
+fn a_panic_is_reported_with_the_guests_message_and_the_process_stays_healthy() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = run_bad(&app, "panic");
+    match &err.cause {
+        Cause::Panic(msg) => assert!(msg.contains("operator gave up on record \"42\""), "{msg}"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert_healthy(&rt);
+}
+
+#[test]
+fn an_endless_plan_function_runs_out_of_fuel() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = app.plan(&[("mode".into(), "plan-spin".into())]).expect_err("never returns");
+    match err {
+        PlanError::Task(TaskError { cause: Cause::OutOfFuel { .. }, task }) => {
+            assert_eq!(task.what, "the application's plan function")
+        }
+        other => panic!("expected out of fuel, got {other}"),
+    }
+    assert_healthy(&rt);
+}
+
+#[test]
+fn a_component_importing_sockets_is_rejected_naming_the_import() {
+    let rt = runtime_with(|_| {});
+    let err = load(&rt, sluice_test_programs::FORBIDDEN_IMPORT).err().expect("rejected");
+    match &err {
+        LoadError::ForbiddenImports(names) => {
+            assert!(names.iter().any(|n| n.starts_with("wasi:sockets/")), "{names:?}")
+        }
+        other => panic!("expected a forbidden import, got {other}"),
+    }
+    assert!(err.to_string().contains("wasi:sockets/"), "{err}");
+    assert_healthy(&rt);
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_rejected_with_the_reason() {
+    let rt = runtime_with(|_| {});
+    let err = rt.load(b"PK\x03\x04 a jar, not wasm").err().expect("rejected");
+    assert!(err.to_string().contains("magic bytes"), "{err}");
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = rt.load(core_module).err().expect("a core module is not a component");
+    assert!(matches!(err, LoadError::Invalid(_)), "{err}");
+}
+
+#[test]
+fn the_cache_serves_a_second_load_and_survives_a_corrupt_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(
+        Policy::standard(),
+        RuntimeOptions { cache_dir: Some(dir.path().to_owned()), ..RuntimeOptions::default() },
+    )
+    .expect("engine");
+    let wasm = std::fs::read(sluice_test_programs::WORDCOUNT).expect("built");
+    let first = rt.load(&wasm).expect("compiles");
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].file_name().expect("name").to_string_lossy().starts_with(first.digest()));
+    let second = rt.load(&wasm).expect("from cache");
+    assert_eq!(second.operators().expect("works").len(), 2);
+    // Replace the file (a new inode, as the cache itself writes): the loaded
+    // components still map the old one.
+    std::fs::remove_file(&entries[0]).expect("remove");
+    std::fs::write(&entries[0], b"garbage").expect("corrupt it");
+    let third = rt.load(&wasm).expect("recompiles");
+    assert_eq!(third.operators().expect("works").len(), 2);
+}
+
+#[test]
+fn a_guest_source_chain_snapshots_and_restores_its_position() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::WINDOWED_SUM).expect("loads");
+    let spec = |restore| ChainSpec {
+        operators: vec![("events".into(), "events".into(), vec![("events".into(), "10".into())])],
+        subtask: 0,
+        parallelism: 1,
+        max_parallelism: 128,
+        restore,
+    };
+    let mut chain = app.chain(label("events"), spec(vec![])).expect("chain");
+    let first = chain.poll_source(4).expect("poll");
+    assert_eq!(first.output.records.len(), 4);
+    assert_eq!(first.watermark, Some(30));
+    let snapshot = chain.snapshot(1).expect("snapshot");
+    let mut resumed = app.chain(label("events"), spec(snapshot)).expect("restored");
+    let rest = resumed.poll_source(100).expect("poll");
+    assert!(rest.finished);
+    let values: Vec<u64> = rest
+        .output
+        .records
+        .iter()
+        .map(|r| u64::from_le_bytes(r.value.try_into().expect("u64")))
+        .collect();
+    assert_eq!(values, [4, 5, 6, 7, 8, 9]);
+}
