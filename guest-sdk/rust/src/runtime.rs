@@ -31,6 +31,8 @@ struct Chain {
     ops: Vec<Box<dyn RawOperator>>,
     /// Scratch buffers between operators: `bufs[i]` holds operator i's output.
     bufs: Vec<Collector>,
+    /// Records each operator emitted during the current call.
+    emitted: Vec<u64>,
 }
 
 impl Chain {
@@ -43,6 +45,7 @@ impl Chain {
             if input.is_empty() {
                 continue;
             }
+            self.emitted[j - 1] += input.meta.len() as u64;
             process_batch(&mut *self.ops[j], 0, &input.data, &input.meta, &mut after[0])?;
             input.clear();
         }
@@ -52,6 +55,14 @@ impl Chain {
     fn output(&mut self) -> Output {
         let next = self.ops.iter().filter_map(|o| o.next_processing_timer()).min();
         let last = self.bufs.last_mut().expect("invariant: a chain has at least one operator");
+        let n = self.emitted.len();
+        self.emitted[n - 1] += last.meta.len() as u64;
+        // One host call per operator that emitted anything, not per record.
+        for (i, count) in self.emitted.iter_mut().enumerate() {
+            if *count > 0 {
+                crate::counter_add(&format!("sluice.records-out.{i}"), core::mem::take(count));
+            }
+        }
         Output { records: last.take_batch(), next_processing_timer: next }
     }
 
@@ -105,8 +116,9 @@ impl<A: Application> task::GuestChain for ChainImpl<A> {
             op.restore(chunk.key_group, &chunk.data)?;
         }
         let bufs = ops.iter().map(|_| Collector::default()).collect();
+        let emitted = vec![0; ops.len()];
         Ok(task::Chain::new(ChainImpl::<A> {
-            chain: RefCell::new(Chain { ops, bufs }),
+            chain: RefCell::new(Chain { ops, bufs, emitted }),
             _app: PhantomData,
         }))
     }

@@ -1,1 +1,207 @@
-//! placeholder
+//! Host connectors: sources and sinks that reach the outside world on a
+//! tenant's behalf, so guests never need to.
+//!
+//! | name          | kind   | config                                              |
+//! |---------------|--------|-----------------------------------------------------|
+//! | `file-source` | source | `path`: a file; subtasks split it by byte range     |
+//! | `file-sink`   | sink   | `path`: a directory; one `part-N` file per subtask  |
+//! | `datagen`     | source | `count` records in all, `keys` (optional)           |
+//! | `print`       | sink   | prints `SUBTASK> VALUE` lines to stdout             |
+//! | `blackhole`   | sink   | discards                                            |
+//!
+//! Files go through OpenDAL (its `fs` service here; object stores share the
+//! same code path). Checking a node against the tenant's policy happens at
+//! submission ([`check`]); opening happens in the task ([`Connectors`]).
+
+#![warn(missing_docs)]
+
+mod datagen;
+mod file;
+mod simple;
+
+use std::path::{Path, PathBuf};
+
+use sluice_policy::{Denied, Policy};
+use sluice_types::{Batch, BatchBuilder, NodeSpec, OperatorKind};
+
+/// Every connector name, for error messages.
+pub const CONNECTORS: &[&str] = &["file-source", "file-sink", "datagen", "print", "blackhole"];
+
+/// A connector failure. `retryable` says whether trying again may succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The node's configuration is wrong.
+    #[error("node `{node}`: {message}")]
+    Config {
+        /// The node.
+        node: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The tenant's policy forbids it.
+    #[error("node `{node}`: {denied}")]
+    Denied {
+        /// The node.
+        node: String,
+        /// The policy decision.
+        denied: Denied,
+    },
+    /// Reading or writing failed.
+    #[error("node `{node}`: cannot {action} `{path}`: {source}")]
+    Io {
+        /// The node.
+        node: String,
+        /// What it was doing.
+        action: &'static str,
+        /// The file.
+        path: String,
+        /// The storage error.
+        source: opendal::Error,
+    },
+}
+
+impl ConnectorError {
+    /// Whether a retry may succeed (a transient storage error).
+    pub fn retryable(&self) -> bool {
+        matches!(self, ConnectorError::Io { source, .. } if source.is_temporary())
+    }
+}
+
+/// What a source poll reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// More may follow.
+    More,
+    /// Exhausted.
+    Finished,
+}
+
+/// A host source: one per subtask.
+pub trait Source: Send {
+    /// Appends up to `max` records to `out`.
+    fn poll(&mut self, max: usize, out: &mut BatchBuilder) -> Result<Poll, ConnectorError>;
+}
+
+/// A host sink: one per subtask.
+pub trait Sink: Send {
+    /// Writes a batch.
+    fn write(&mut self, batch: &Batch) -> Result<(), ConnectorError>;
+    /// The input ended: make everything written visible.
+    fn finish(&mut self) -> Result<(), ConnectorError>;
+}
+
+/// The kind of a connector, or `None` if it does not exist.
+pub fn kind(connector: &str) -> Option<OperatorKind> {
+    match connector {
+        "file-source" | "datagen" => Some(OperatorKind::Source),
+        "file-sink" | "print" | "blackhole" => Some(OperatorKind::Sink),
+        _ => None,
+    }
+}
+
+fn config_error(node: &NodeSpec, message: impl Into<String>) -> ConnectorError {
+    ConnectorError::Config { node: node.name.clone(), message: message.into() }
+}
+
+fn parse<T: std::str::FromStr>(node: &NodeSpec, key: &str, default: Option<T>) -> Result<T, ConnectorError> {
+    match (node.config(key), default) {
+        (Some(v), _) => v
+            .parse()
+            .map_err(|_| config_error(node, format!("config `{key}={v}` is not a valid number"))),
+        (None, Some(d)) => Ok(d),
+        (None, None) => Err(config_error(node, format!("{} needs config `{key}`", connector_name(node)))),
+    }
+}
+
+fn connector_name(node: &NodeSpec) -> &str {
+    match &node.implementation {
+        sluice_types::Implementation::Connector(c) => c,
+        sluice_types::Implementation::Guest(g) => g,
+    }
+}
+
+/// The absolute file path a file connector uses: relative paths resolve
+/// against `base` (the user's working directory for `sluice run`; none on a
+/// shared cluster, where they are refused).
+fn file_path(node: &NodeSpec, base: Option<&Path>) -> Result<PathBuf, ConnectorError> {
+    let p = node
+        .config("path")
+        .ok_or_else(|| config_error(node, format!("{} needs config `path`", connector_name(node))))?;
+    let p = Path::new(p);
+    match base {
+        _ if p.is_absolute() => Ok(p.to_owned()),
+        Some(base) => Ok(base.join(p)),
+        None => Err(config_error(node, format!("path `{}` must be absolute", p.display()))),
+    }
+}
+
+/// Checks a connector node against its configuration rules and the tenant's
+/// policy, at submission time.
+pub fn check(node: &NodeSpec, connector: &str, policy: &Policy, base: Option<&Path>) -> Result<(), ConnectorError> {
+    policy
+        .check_connector(connector)
+        .map_err(|denied| ConnectorError::Denied { node: node.name.clone(), denied })?;
+    match connector {
+        "file-source" | "file-sink" => {
+            let path = file_path(node, base)?;
+            policy.check_path(&path).map_err(|denied| ConnectorError::Denied { node: node.name.clone(), denied })
+        }
+        "datagen" => {
+            parse::<u64>(node, "count", None)?;
+            parse::<u64>(node, "keys", Some(0)).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Opens connectors; owns the storage operator and the async runtime that
+/// OpenDAL's blocking API runs on.
+pub struct Connectors {
+    fs: opendal::blocking::Operator,
+    base: Option<PathBuf>,
+}
+
+impl Connectors {
+    /// Connectors whose storage IO runs on `handle`; relative file paths
+    /// resolve against `base`.
+    pub fn new(handle: &tokio::runtime::Handle, base: Option<PathBuf>) -> Result<Self, opendal::Error> {
+        let _guard = handle.enter();
+        let op = opendal::Operator::new(opendal::services::Fs::default().root("/"))?;
+        Ok(Connectors { fs: opendal::blocking::Operator::new(op)?, base })
+    }
+
+    /// Where relative file paths resolve.
+    pub fn base(&self) -> Option<&Path> {
+        self.base.as_deref()
+    }
+
+    /// Opens subtask `subtask` of a source node.
+    pub fn source(&self, node: &NodeSpec, subtask: u32, parallelism: u32) -> Result<Box<dyn Source>, ConnectorError> {
+        match connector_name(node) {
+            "file-source" => Ok(Box::new(file::FileSource::open(
+                self.fs.clone(),
+                node,
+                file_path(node, self.base())?,
+                subtask,
+                parallelism,
+            )?)),
+            "datagen" => Ok(Box::new(datagen::DataGen::new(
+                parse(node, "count", None)?,
+                parse(node, "keys", Some(0))?,
+                subtask,
+                parallelism,
+            ))),
+            other => Err(config_error(node, format!("`{other}` is not a source connector"))),
+        }
+    }
+
+    /// Opens subtask `subtask` of a sink node.
+    pub fn sink(&self, node: &NodeSpec, subtask: u32) -> Result<Box<dyn Sink>, ConnectorError> {
+        match connector_name(node) {
+            "file-sink" => Ok(Box::new(file::FileSink::open(self.fs.clone(), node, file_path(node, self.base())?, subtask)?)),
+            "print" => Ok(Box::new(simple::Print { subtask })),
+            "blackhole" => Ok(Box::new(simple::Blackhole)),
+            other => Err(config_error(node, format!("`{other}` is not a sink connector"))),
+        }
+    }
+}

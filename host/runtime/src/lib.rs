@@ -1,1 +1,273 @@
-//! placeholder
+//! The embedded mini-cluster behind `sluice run`: the JobManager core
+//! (`sluice-coord`) and one TaskManager's task core (`sluice-task`) in one
+//! process, with in-process channels instead of QUIC.
+//!
+//! Each subtask runs on its own thread. Channels between subtasks are
+//! bounded queues of batches, so a slow consumer holds back its producers
+//! (backpressure) and memory stays bounded. The driver feeds task status
+//! reports into the coordinator and carries out its commands.
+
+#![warn(missing_docs)]
+
+mod task;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use sluice_connectors::{ConnectorError, Connectors};
+use sluice_coord::{Command, ExecutionGraph, Job, JobStatus, SchedulingError, TaskId, TaskStatus};
+use sluice_policy::Policy;
+use sluice_types::{Event, GraphError, Implementation, JobGraph, OperatorKind, keygroup};
+use sluice_wasm::{App, LoadError, PlanError, Runtime, RuntimeOptions};
+
+/// Batches a channel holds before its sender blocks.
+const CHANNEL_CAPACITY: usize = 8;
+/// How often the observer hears about progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why a job could not run or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The cluster could not be set up.
+    #[error("cannot start the mini-cluster: {0}")]
+    Setup(String),
+    /// The component was rejected.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The plan function failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The graph cannot run.
+    #[error("the job graph is invalid: {0}")]
+    Graph(#[from] GraphError),
+    /// A connector node is misconfigured or not allowed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// Not enough slots.
+    #[error(transparent)]
+    Scheduling(#[from] SchedulingError),
+    /// The job ran and failed.
+    #[error("job failed: {0}")]
+    Failed(String),
+}
+
+/// Records counted at one node of the graph.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    /// Node name.
+    pub name: String,
+    /// Records received.
+    pub records_in: u64,
+    /// Records emitted.
+    pub records_out: u64,
+}
+
+/// A snapshot of a running (or finished) job.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Time since the job started.
+    pub elapsed: Duration,
+    /// Job status.
+    pub status: JobStatus,
+    /// Per node, in graph order.
+    pub nodes: Vec<NodeCounts>,
+    /// Subtasks finished / total.
+    pub finished_tasks: (u32, u32),
+}
+
+#[derive(Default)]
+pub(crate) struct Counter {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+}
+
+/// Shared, lock-free counters for every node of every vertex.
+pub(crate) struct Counters {
+    /// `nodes[vertex][node in chain]`.
+    pub nodes: Vec<Vec<(String, Counter)>>,
+    pub finished: AtomicU32,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Vec<NodeCounts> {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|(name, c)| NodeCounts {
+                name: name.clone(),
+                records_in: c.records_in.load(Ordering::Relaxed),
+                records_out: c.records_out.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+/// A planned job, ready to run.
+pub struct PreparedJob {
+    /// The plan function's graph.
+    pub graph: JobGraph,
+    /// The chained execution graph.
+    pub execution: ExecutionGraph,
+}
+
+/// The mini-cluster.
+pub struct LocalCluster {
+    runtime: Runtime,
+    connectors: Arc<Connectors>,
+    slots: u32,
+    // Drives OpenDAL's IO; dropped last.
+    _io: tokio::runtime::Runtime,
+}
+
+impl LocalCluster {
+    /// A mini-cluster with `slots` task slots under `policy`; relative file
+    /// paths in jobs resolve against `base_dir`.
+    pub fn new(policy: Policy, slots: u32, cache_dir: Option<PathBuf>, base_dir: Option<PathBuf>) -> Result<Self, RunError> {
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-io")
+            .enable_all()
+            .build()
+            .map_err(|e| RunError::Setup(format!("cannot start the IO runtime: {e}")))?;
+        let connectors = Connectors::new(io.handle(), base_dir).map_err(|e| RunError::Setup(e.to_string()))?;
+        let options = RuntimeOptions { slots, cache_dir, ..RuntimeOptions::default() };
+        let runtime = Runtime::new(policy, options).map_err(|e| RunError::Setup(e.to_string()))?;
+        Ok(LocalCluster { runtime, connectors: Arc::new(connectors), slots, _io: io })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        self.runtime.policy()
+    }
+
+    /// Validates and compiles a component.
+    pub fn load(&self, wasm: &[u8]) -> Result<App, RunError> {
+        Ok(self.runtime.load(wasm)?)
+    }
+
+    /// Runs the plan function and checks the graph against the contract,
+    /// the connectors' rules and the policy.
+    pub fn prepare(&self, app: &App, args: &[(String, String)], parallelism: u32) -> Result<PreparedJob, RunError> {
+        let policy = self.runtime.policy();
+        policy
+            .check_parallelism(parallelism)
+            .map_err(|d| RunError::Setup(d.to_string()))?;
+        let graph = app.plan(args)?;
+        let operators: HashMap<String, OperatorKind> =
+            app.operators().map_err(PlanError::from)?.into_iter().map(|o| (o.name, o.kind)).collect();
+        let max_parallelism = graph.max_parallelism.unwrap_or(keygroup::DEFAULT_MAX_PARALLELISM);
+        let limit = max_parallelism.min(policy.quotas.max_parallelism);
+        graph.validate(parallelism, limit, &|node| match &node.implementation {
+            Implementation::Guest(op) => operators.get(op).copied().ok_or_else(|| GraphError::UnknownOperator {
+                node: node.name.clone(),
+                operator: op.clone(),
+            }),
+            Implementation::Connector(c) => sluice_connectors::kind(c).ok_or_else(|| GraphError::UnknownConnector {
+                node: node.name.clone(),
+                connector: c.clone(),
+                available: sluice_connectors::CONNECTORS.join(", "),
+            }),
+        })?;
+        for node in &graph.nodes {
+            if let Implementation::Connector(c) = &node.implementation {
+                sluice_connectors::check(node, c, policy, self.connectors.base())?;
+            }
+        }
+        let execution = ExecutionGraph::build(&graph, parallelism, max_parallelism);
+        Ok(PreparedJob { graph, execution })
+    }
+
+    /// Runs a prepared job to its end, calling `observe` with progress
+    /// about twice a second and once at the end.
+    pub fn run(&self, app: &App, job: PreparedJob, observe: &mut dyn FnMut(&Progress)) -> Result<Progress, RunError> {
+        let started = Instant::now();
+        let now = || started.elapsed().as_millis() as u64;
+        let counters = Arc::new(Counters {
+            nodes: job
+                .execution
+                .vertices
+                .iter()
+                .map(|v| v.nodes.iter().map(|n| (n.name.clone(), Counter::default())).collect())
+                .collect(),
+            finished: AtomicU32::new(0),
+        });
+        let total_tasks = job.execution.tasks().count() as u32;
+        let mut channels: Vec<Option<(Sender<Event>, Receiver<Event>)>> =
+            (0..job.execution.channel_count()).map(|_| Some(bounded(CHANNEL_CAPACITY))).collect();
+        let (status_tx, status_rx) = unbounded::<(TaskId, TaskStatus)>();
+        let (cancel_tx, cancel_rx) = bounded::<()>(0);
+        let mut cancel_tx = Some(cancel_tx);
+        let mut coord = Job::new(job.execution, now());
+        coord.handle_slots_offered(self.slots, now())?;
+        let mut threads = Vec::new();
+        let progress = |coord: &Job| Progress {
+            elapsed: started.elapsed(),
+            status: coord.status(),
+            nodes: counters.snapshot(),
+            finished_tasks: (counters.finished.load(Ordering::Relaxed), total_tasks),
+        };
+        loop {
+            while let Some(cmd) = coord.poll_command() {
+                match cmd {
+                    Command::Deploy { deployment, .. } => {
+                        let ctx = task::TaskContext {
+                            app: app.clone(),
+                            connectors: self.connectors.clone(),
+                            policy: self.runtime.policy().name.clone(),
+                            inputs: deployment
+                                .inputs
+                                .iter()
+                                .map(|&(ch, input)| (channel(&channels, ch).1, input))
+                                .collect(),
+                            outputs: deployment
+                                .outputs
+                                .iter()
+                                .flat_map(|o| o.channels.iter())
+                                .map(|&ch| (ch, channel(&channels, ch).0))
+                                .collect(),
+                            cancel: cancel_rx.clone(),
+                            counters: counters.clone(),
+                        };
+                        let status = status_tx.clone();
+                        let id = deployment.task;
+                        let handle = std::thread::Builder::new()
+                            .name(format!("task-{}-{}", id.vertex, id.subtask))
+                            .spawn(move || task::run(*deployment, ctx, &status))
+                            .map_err(|e| RunError::Setup(format!("cannot start a task thread: {e}")))?;
+                        threads.push(handle);
+                    }
+                    // The mini-cluster cancels all tasks at once: every task
+                    // selects on this channel and sees it close.
+                    Command::Cancel(_) => drop(cancel_tx.take()),
+                }
+            }
+            // All tasks hold their own channel ends now; drop ours so a task
+            // that exits is seen by its peers as a closed channel.
+            channels.iter_mut().for_each(|c| *c = None);
+            if coord.status().is_terminal() {
+                break;
+            }
+            match status_rx.recv_timeout(PROGRESS_INTERVAL) {
+                Ok((task, status)) => coord.handle_task_status(task, status, now()),
+                Err(_) => observe(&progress(&coord)),
+            }
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        let end = progress(&coord);
+        observe(&end);
+        match coord.status() {
+            JobStatus::Finished => Ok(end),
+            _ => Err(RunError::Failed(coord.failure().unwrap_or("the job was cancelled").to_owned())),
+        }
+    }
+}
+
+fn channel(channels: &[Option<(Sender<Event>, Receiver<Event>)>], ch: u32) -> (Sender<Event>, Receiver<Event>) {
+    channels[ch as usize].clone().expect("invariant: every channel exists until all tasks are deployed")
+}

@@ -308,6 +308,11 @@ impl GuestChain {
         self.sandbox.store.get_fuel().ok()
     }
 
+    /// Takes the counters the guest added to since the last call to this.
+    pub fn take_counters(&mut self) -> std::collections::BTreeMap<String, u64> {
+        std::mem::take(&mut self.sandbox.store.data_mut().counters)
+    }
+
     /// Runs a batch through the chain.
     pub fn process(&mut self, input: u32, batch: Batch) -> Result<GuestOutput, TaskError> {
         let wit = batch_to_wit(batch);

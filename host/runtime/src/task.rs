@@ -1,0 +1,399 @@
+//! One subtask: its chain (host source or inputs → guest operators → host
+//! sink) and its outputs.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use sluice_connectors::{Connectors, Poll, Sink, Source};
+use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
+use sluice_task::{BatchLimits, InputTracker, OutputRouter, WatermarkGenerator};
+use sluice_types::{Batch, BatchBuilder, Event, Implementation, NodeSpec, OperatorKind};
+use sluice_wasm::{App, ChainSpec, GuestChain, GuestOutput, TaskLabel};
+
+use crate::Counters;
+
+/// Records a source is asked for per poll (and so per guest call).
+const SOURCE_BATCH: usize = 1024;
+
+pub(crate) struct TaskContext {
+    pub app: App,
+    pub connectors: Arc<Connectors>,
+    pub policy: String,
+    pub inputs: Vec<(Receiver<Event>, u32)>,
+    pub outputs: HashMap<u32, Sender<Event>>,
+    pub cancel: Receiver<()>,
+    pub counters: Arc<Counters>,
+}
+
+enum Stop {
+    Canceled,
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Failed(e.to_string())
+    }
+}
+
+/// Runs a subtask to its end and reports its status; a panic in the host
+/// code of one task fails that task, not the process.
+pub(crate) fn run(dep: TaskDeployment, ctx: TaskContext, status: &Sender<(TaskId, TaskStatus)>) {
+    let id = dep.task;
+    let name = format!("{} ({}/{})", dep.name, id.subtask + 1, dep.parallelism);
+    let _ = status.send((id, TaskStatus::Running));
+    let counters = ctx.counters.clone();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| Task::open(dep, ctx).and_then(Task::run)));
+    let final_status = match result {
+        Ok(Ok(())) => TaskStatus::Finished,
+        Ok(Err(Stop::Canceled)) => TaskStatus::Canceled,
+        Ok(Err(Stop::Failed(msg))) => {
+            tracing::error!(task = %name, "task failed: {msg}");
+            TaskStatus::Failed(msg)
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            TaskStatus::Failed(format!("task {name} hit an internal error: {msg}"))
+        }
+    };
+    if final_status == TaskStatus::Finished {
+        counters.finished.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = status.send((id, final_status));
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct Task {
+    dep: TaskDeployment,
+    ctx: TaskContext,
+    source: Option<Box<dyn Source>>,
+    guest: Option<GuestChain>,
+    /// Index in `dep.nodes` of the first guest node.
+    first_guest: usize,
+    guest_len: usize,
+    sink: Option<Box<dyn Sink>>,
+    router: OutputRouter,
+    watermarks: Option<WatermarkGenerator>,
+    next_timer: Option<i64>,
+    pending: Vec<(u32, Batch)>,
+}
+
+impl Task {
+    fn open(dep: TaskDeployment, ctx: TaskContext) -> Result<Self, Stop> {
+        let (subtask, parallelism) = (dep.task.subtask, dep.parallelism);
+        let connector = |n: &NodeSpec| match &n.implementation {
+            Implementation::Connector(c) => Some(sluice_connectors::kind(c)),
+            Implementation::Guest(_) => None,
+        };
+        let head = &dep.nodes[0];
+        let source = match connector(head) {
+            Some(Some(OperatorKind::Source)) => Some(ctx.connectors.source(head, subtask, parallelism)?),
+            _ => None,
+        };
+        let tail = dep.nodes.last().expect("invariant: a vertex has nodes");
+        let sink = match connector(tail) {
+            Some(Some(OperatorKind::Sink)) => Some(ctx.connectors.sink(tail, subtask)?),
+            _ => None,
+        };
+        let guests: Vec<(usize, &NodeSpec, &String)> = dep
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match &n.implementation {
+                Implementation::Guest(op) => Some((i, n, op)),
+                Implementation::Connector(_) => None,
+            })
+            .collect();
+        let first_guest = guests.first().map_or(0, |g| g.0);
+        let guest_len = guests.len();
+        let guest = if guests.is_empty() {
+            None
+        } else {
+            let label = TaskLabel {
+                what: guests.iter().map(|g| g.1.name.as_str()).collect::<Vec<_>>().join(" -> "),
+                subtask: Some((subtask, parallelism)),
+                policy: ctx.policy.clone(),
+            };
+            let spec = ChainSpec {
+                operators: guests.iter().map(|(_, n, op)| ((*op).clone(), n.name.clone(), n.config.clone())).collect(),
+                subtask,
+                parallelism,
+                max_parallelism: dep.max_parallelism,
+                restore: Vec::new(),
+            };
+            Some(ctx.app.chain(label, spec)?)
+        };
+        let mut router = OutputRouter::new(dep.max_parallelism, BatchLimits::default());
+        for o in &dep.outputs {
+            router.add_output(o.partitioning, o.channels.clone());
+        }
+        let watermarks = dep.nodes.iter().rev().find_map(|n| n.watermarks).map(WatermarkGenerator::new);
+        Ok(Task {
+            dep,
+            ctx,
+            source,
+            guest,
+            first_guest,
+            guest_len,
+            sink,
+            router,
+            watermarks,
+            next_timer: None,
+            pending: Vec::new(),
+        })
+    }
+
+    fn counter(&self, node: usize) -> &crate::Counter {
+        &self.ctx.counters.nodes[self.dep.task.vertex as usize][node].1
+    }
+
+    fn cancelled(&self) -> bool {
+        matches!(self.ctx.cancel.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    fn run(mut self) -> Result<(), Stop> {
+        let is_guest_source = self.source.is_none() && self.dep.inputs.is_empty() && self.guest.is_some();
+        if self.source.is_some() || is_guest_source {
+            self.run_source()?;
+        } else {
+            self.run_inputs()?;
+        }
+        self.finish()
+    }
+
+    fn run_source(&mut self) -> Result<(), Stop> {
+        loop {
+            if self.cancelled() {
+                return Err(Stop::Canceled);
+            }
+            self.fire_due_timers()?;
+            let finished = if let Some(src) = self.source.as_mut() {
+                let mut b = BatchBuilder::new();
+                let poll = src.poll(SOURCE_BATCH, &mut b)?;
+                let batch = b.take();
+                self.counter(0).records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.chain_input(0, batch)?;
+                poll == Poll::Finished
+            } else {
+                let guest = self.guest.as_mut().expect("invariant: a guest source has a chain");
+                let out = guest.poll_source(SOURCE_BATCH as u32)?;
+                self.handle_output(out.output)?;
+                if let Some(wm) = out.watermark {
+                    self.advance_watermark(wm)?;
+                }
+                out.finished
+            };
+            if finished {
+                return Ok(());
+            }
+        }
+    }
+
+    fn run_inputs(&mut self) -> Result<(), Stop> {
+        let inputs = std::mem::take(&mut self.ctx.inputs);
+        let mut tracker = InputTracker::new(inputs.len());
+        let mut select = Select::new();
+        for (rx, _) in &inputs {
+            select.recv(rx);
+        }
+        let cancel = self.ctx.cancel.clone();
+        let cancel_index = select.recv(&cancel);
+        while !tracker.all_ended() {
+            let op = match self.next_timer {
+                Some(t) => {
+                    let wait = Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64);
+                    match select.select_deadline(Instant::now() + wait) {
+                        Ok(op) => op,
+                        Err(_) => {
+                            self.fire_due_timers()?;
+                            continue;
+                        }
+                    }
+                }
+                None => select.select(),
+            };
+            let i = op.index();
+            if i == cancel_index {
+                let _ = op.recv(&cancel);
+                return Err(Stop::Canceled);
+            }
+            let (rx, input) = &inputs[i];
+            match op.recv(rx) {
+                Ok(Event::Records(batch)) => self.chain_input(*input, batch)?,
+                Ok(Event::Watermark(wm)) => {
+                    if let Some(f) = tracker.handle_watermark(i, wm) {
+                        self.upstream_watermark(f)?;
+                    }
+                }
+                Ok(Event::EndOfInput) => {
+                    select.remove(i);
+                    if let Some(f) = tracker.handle_end(i) {
+                        self.upstream_watermark(f)?;
+                    }
+                }
+                Err(_) if self.cancelled() => return Err(Stop::Canceled),
+                Err(_) => return Err(Stop::Failed("an upstream task stopped without finishing its output".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records entering the chain after the head (host source or input channel).
+    fn chain_input(&mut self, input: u32, batch: Batch) -> Result<(), Stop> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len() as u64;
+        match self.guest.as_mut() {
+            Some(g) => {
+                self.ctx.counters.nodes[self.dep.task.vertex as usize][self.first_guest]
+                    .1
+                    .records_in
+                    .fetch_add(n, Ordering::Relaxed);
+                let out = g.process(input, batch)?;
+                self.handle_output(out)
+            }
+            None => self.emit(batch),
+        }
+    }
+
+    fn handle_output(&mut self, out: GuestOutput) -> Result<(), Stop> {
+        self.next_timer = out.next_processing_timer;
+        let guest = self.guest.as_mut().expect("invariant: output comes from the chain");
+        // Per-operator counts, reported by the SDK once per call.
+        let counts = guest.take_counters();
+        let vertex = &self.ctx.counters.nodes[self.dep.task.vertex as usize];
+        for (name, n) in counts {
+            if let Some(i) = name.strip_prefix("sluice.records-out.").and_then(|i| i.parse::<usize>().ok()) {
+                if i < self.guest_len {
+                    let node = self.first_guest + i;
+                    vertex[node].1.records_out.fetch_add(n, Ordering::Relaxed);
+                    if let Some(next) = vertex.get(node + 1).filter(|_| i + 1 < self.guest_len) {
+                        next.1.records_in.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.emit(out.records)
+    }
+
+    /// Records leaving the chain: into the sink, then to the outputs.
+    fn emit(&mut self, batch: Batch) -> Result<(), Stop> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(g) = self.watermarks.as_mut() {
+            batch.iter().filter_map(|r| r.timestamp).for_each(|t| g.observe(t));
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            let last = self.dep.nodes.len() - 1;
+            self.ctx.counters.nodes[self.dep.task.vertex as usize][last]
+                .1
+                .records_in
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            sink.write(&batch)?;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        self.router
+            .route(&batch, &mut |ch, b| pending.push((ch, b)))
+            .map_err(|_| Stop::Failed(format!("`{}` emitted a record without a key onto a hash edge", self.dep.name)))?;
+        self.send_all(&mut pending)?;
+        self.pending = pending;
+        if let Some(wm) = self.watermarks.as_mut().and_then(WatermarkGenerator::poll) {
+            self.broadcast_watermark(wm)?;
+        }
+        Ok(())
+    }
+
+    /// Sends batches, blocking while a receiver is full (backpressure) unless cancelled.
+    fn send_all(&mut self, batches: &mut Vec<(u32, Batch)>) -> Result<(), Stop> {
+        for (ch, b) in batches.drain(..) {
+            self.send(ch, Event::Records(b))?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, ch: u32, event: Event) -> Result<(), Stop> {
+        let tx = &self.ctx.outputs[&ch];
+        crossbeam_channel::select! {
+            send(tx, event) -> r => r.map_err(|_| {
+                if self.cancelled() { Stop::Canceled } else { Stop::Failed("a downstream task stopped early".into()) }
+            }),
+            recv(self.ctx.cancel) -> _ => Err(Stop::Canceled),
+        }
+    }
+
+    /// A watermark from the inputs (or a guest source).
+    fn upstream_watermark(&mut self, wm: i64) -> Result<(), Stop> {
+        // i64::MAX means every input ended: `finish` completes event time.
+        if wm == i64::MAX {
+            return Ok(());
+        }
+        self.advance_watermark(wm)
+    }
+
+    fn advance_watermark(&mut self, wm: i64) -> Result<(), Stop> {
+        if let Some(g) = self.guest.as_mut() {
+            let out = g.advance_watermark(wm)?;
+            self.handle_output(out)?;
+        }
+        // A vertex that generates its own watermarks does not forward its inputs'.
+        if self.watermarks.is_none() {
+            self.broadcast_watermark(wm)?;
+        }
+        Ok(())
+    }
+
+    fn broadcast_watermark(&mut self, wm: i64) -> Result<(), Stop> {
+        self.flush()?;
+        for ch in self.router.channels().collect::<Vec<_>>() {
+            self.send(ch, Event::Watermark(wm))?;
+        }
+        Ok(())
+    }
+
+    fn fire_due_timers(&mut self) -> Result<(), Stop> {
+        let now = now_ms();
+        if let (Some(t), Some(g)) = (self.next_timer, self.guest.as_mut()) {
+            if t <= now {
+                let out = g.advance_processing_time(now)?;
+                self.handle_output(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Stop> {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.router.flush(&mut |ch, b| pending.push((ch, b)));
+        self.send_all(&mut pending)?;
+        self.pending = pending;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), Stop> {
+        if let Some(g) = self.guest.as_mut() {
+            let out = g.end_of_input()?;
+            self.handle_output(out)?;
+        }
+        self.flush()?;
+        for ch in self.router.channels().collect::<Vec<_>>() {
+            self.send(ch, Event::EndOfInput)?;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            sink.finish()?;
+        }
+        Ok(())
+    }
+}
