@@ -5,11 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[&str] = &["wordcount", "windowed-sum", "adversarial", "forbidden-import"];
+const GUESTS: &[&str] = &[
+    "wordcount",
+    "windowed-sum",
+    "adversarial",
+    "forbidden-import",
+];
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest.join("../..").canonicalize().expect("repository root");
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .join("../..")
+        .canonicalize()
+        .expect("repository root");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for dir in ["examples", "guest-sdk", "wit", "host"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
@@ -17,7 +26,14 @@ fn main() {
     let target_dir = out.join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(root.join("examples/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -35,11 +51,19 @@ fn main() {
     let users = host_sources(&root.join("host"));
     let mut consts = String::new();
     for guest in GUESTS {
-        let file = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", guest.replace('-', "_")));
-        assert!(file.exists(), "guest {guest} built but {} is missing", file.display());
+        let file = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", guest.replace('-', "_")));
+        assert!(
+            file.exists(),
+            "guest {guest} built but {} is missing",
+            file.display()
+        );
         let name = guest.to_uppercase().replace('-', "_");
         assert!(
-            users.iter().any(|src| src.contains(&format!("test_programs::{name}"))),
+            users
+                .iter()
+                .any(|src| src.contains(&format!("test_programs::{name}"))),
             "guest `{guest}` is built but no host test uses sluice_test_programs::{name}: use it or remove it"
         );
         consts.push_str(&format!(
@@ -52,7 +76,9 @@ fn main() {
 
 fn host_sources(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.ends_with("test-programs") || p.ends_with("target") {

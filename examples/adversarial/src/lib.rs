@@ -33,7 +33,10 @@ impl Application for Adversarial {
                 }
             }),
             map("panic", |r: Record<'_>, _out: &mut Collector| {
-                panic!("operator gave up on record {:?}", String::from_utf8_lossy(r.value));
+                panic!(
+                    "operator gave up on record {:?}",
+                    String::from_utf8_lossy(r.value)
+                );
             }),
         ]
     }

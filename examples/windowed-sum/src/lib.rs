@@ -37,7 +37,9 @@ impl Source for Events {
             self.next += self.step;
         }
         // Everything this subtask emits later is newer than its last event.
-        Ok(SourceStatus::Watermark(((self.next - self.step) * 10) as i64))
+        Ok(SourceStatus::Watermark(
+            ((self.next - self.step) * 10) as i64,
+        ))
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -45,7 +47,9 @@ impl Source for Events {
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<(), Error> {
-        let bytes: [u8; 8] = position.try_into().map_err(|_| failed("corrupt generator position"))?;
+        let bytes: [u8; 8] = position
+            .try_into()
+            .map_err(|_| failed("corrupt generator position"))?;
         self.next = u64::from_le_bytes(bytes);
         Ok(())
     }
@@ -62,9 +66,20 @@ struct Sum {
 impl KeyedProcess for Sum {
     type State = Windows;
 
-    fn process(&mut self, ctx: &mut KeyedContext<'_, Windows>, r: Record<'_>, _out: &mut Collector) -> Result<(), Error> {
-        let ts = r.timestamp.ok_or_else(|| failed("event without a timestamp"))?;
-        let value = u64::from_le_bytes(r.value.try_into().map_err(|_| failed("value is not a u64"))?);
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Windows>,
+        r: Record<'_>,
+        _out: &mut Collector,
+    ) -> Result<(), Error> {
+        let ts = r
+            .timestamp
+            .ok_or_else(|| failed("event without a timestamp"))?;
+        let value = u64::from_le_bytes(
+            r.value
+                .try_into()
+                .map_err(|_| failed("value is not a u64"))?,
+        );
         let start = ts - ts.rem_euclid(self.window_ms);
         if start + self.window_ms <= ctx.watermark() {
             return Ok(()); // late: its window already fired
@@ -78,10 +93,17 @@ impl KeyedProcess for Sum {
         Ok(())
     }
 
-    fn on_timer(&mut self, ctx: &mut KeyedContext<'_, Windows>, timer: Timer, out: &mut Collector) -> Result<(), Error> {
+    fn on_timer(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Windows>,
+        timer: Timer,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
         let key = String::from_utf8_lossy(ctx.key()).into_owned();
         let window_ms = self.window_ms;
-        let Some(windows) = ctx.state() else { return Ok(()) };
+        let Some(windows) = ctx.state() else {
+            return Ok(());
+        };
         windows.0.retain(|&(start, sum)| {
             if start + window_ms - 1 <= timer.time {
                 out.emit(format!("{key}\t{start}\t{sum}").as_bytes());
@@ -109,8 +131,12 @@ impl Application for WindowedSum {
                 })
             })
             .describe("keyed events with event time"),
-            keyed_process("sum", |cfg| Ok(Sum { window_ms: cfg.parse_or("window_ms", 1000)? }))
-                .describe("per-key sums over tumbling event-time windows"),
+            keyed_process("sum", |cfg| {
+                Ok(Sum {
+                    window_ms: cfg.parse_or("window_ms", 1000)?,
+                })
+            })
+            .describe("per-key sums over tumbling event-time windows"),
         ]
     }
 
@@ -126,7 +152,8 @@ impl Application for WindowedSum {
                 .config("events", args.parse_or::<u64>("events", 100_000)?),
         );
         let sum = g.add(Node::guest("sum", "sum").config("window_ms", window_ms));
-        let write = g.add(Node::connector("write", "file-sink").config("path", args.require("output")?));
+        let write =
+            g.add(Node::connector("write", "file-sink").config("path", args.require("output")?));
         g.hash(&events, &sum).forward(&sum, &write);
         Ok(g)
     }

@@ -68,11 +68,15 @@ impl Application for WordCount {
 
     fn plan(args: &Args) -> Result<Graph, Error> {
         let mut g = Graph::new();
-        let read = g.add(Node::connector("read", "file-source").config("path", args.require("input")?));
+        let read =
+            g.add(Node::connector("read", "file-source").config("path", args.require("input")?));
         let split = g.add(Node::guest("split", "split"));
         let count = g.add(Node::guest("count", "count"));
-        let write = g.add(Node::connector("write", "file-sink").config("path", args.require("output")?));
-        g.forward(&read, &split).hash(&split, &count).forward(&count, &write);
+        let write =
+            g.add(Node::connector("write", "file-sink").config("path", args.require("output")?));
+        g.forward(&read, &split)
+            .hash(&split, &count)
+            .forward(&count, &write);
         Ok(g)
     }
 }

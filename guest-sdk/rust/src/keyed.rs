@@ -138,7 +138,11 @@ impl<P: KeyedProcess> KeyedOperator<P> {
     pub(crate) fn new(f: P) -> Self {
         KeyedOperator {
             f,
-            ctx: OpenContext { subtask: 0, parallelism: 1, max_parallelism: 1 },
+            ctx: OpenContext {
+                subtask: 0,
+                parallelism: 1,
+                max_parallelism: 1,
+            },
             first_group: 0,
             groups: Vec::new(),
             event_timers: BTreeSet::new(),

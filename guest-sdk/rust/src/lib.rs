@@ -100,8 +100,8 @@ pub fn counter_add(name: &str, delta: u64) {
 pub mod prelude {
     pub use crate::{
         Application, Args, Collector, Config, Error, Graph, KeyedContext, KeyedProcess, Node,
-        NodeId, OperatorDef, Record, Source, SourceStatus, TimeDomain, Timer, co_process,
-        failed, filter, flat_map, invalid_config, keyed_process, map, sink, source,
+        NodeId, OperatorDef, Record, Source, SourceStatus, TimeDomain, Timer, co_process, failed,
+        filter, flat_map, invalid_config, keyed_process, map, sink, source,
     };
 }
 

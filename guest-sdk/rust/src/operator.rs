@@ -126,17 +126,19 @@ where
         Box::new(move |_| {
             let mut f = f.clone();
             let op_name = op_name.clone();
-            Ok(Box::new(FnOperator(move |r: Record<'_>, out: &mut Collector| {
-                let before = out.len();
-                f(r, out)?;
-                if out.len() > before + 1 {
-                    return Err(crate::failed(format!(
-                        "map operator `{op_name}` emitted {} records for one input; use flat_map",
-                        out.len() - before
-                    )));
-                }
-                Ok(())
-            })) as Box<dyn RawOperator>)
+            Ok(
+                Box::new(FnOperator(move |r: Record<'_>, out: &mut Collector| {
+                    let before = out.len();
+                    f(r, out)?;
+                    if out.len() > before + 1 {
+                        return Err(crate::failed(format!(
+                            "map operator `{op_name}` emitted {} records for one input; use flat_map",
+                            out.len() - before
+                        )));
+                    }
+                    Ok(())
+                })) as Box<dyn RawOperator>,
+            )
         }),
     )
 }
@@ -163,12 +165,14 @@ where
         OperatorKind::Filter,
         Box::new(move |_| {
             let mut f = f.clone();
-            Ok(Box::new(FnOperator(move |r: Record<'_>, out: &mut Collector| {
-                if f(&r) {
-                    out.push_record(&r);
-                }
-                Ok(())
-            })) as Box<dyn RawOperator>)
+            Ok(
+                Box::new(FnOperator(move |r: Record<'_>, out: &mut Collector| {
+                    if f(&r) {
+                        out.push_record(&r);
+                    }
+                    Ok(())
+                })) as Box<dyn RawOperator>,
+            )
         }),
     )
 }
@@ -183,8 +187,10 @@ where
         OperatorKind::Sink,
         Box::new(move |_| {
             let mut f = f.clone();
-            Ok(Box::new(FnOperator(move |r: Record<'_>, _out: &mut Collector| f(r)))
-                as Box<dyn RawOperator>)
+            Ok(
+                Box::new(FnOperator(move |r: Record<'_>, _out: &mut Collector| f(r)))
+                    as Box<dyn RawOperator>,
+            )
         }),
     )
 }
@@ -199,9 +205,7 @@ where
     OperatorDef::new(
         name,
         OperatorKind::KeyedProcess,
-        Box::new(move |cfg| {
-            Ok(Box::new(KeyedOperator::new(make(cfg)?)) as Box<dyn RawOperator>)
-        }),
+        Box::new(move |cfg| Ok(Box::new(KeyedOperator::new(make(cfg)?)) as Box<dyn RawOperator>)),
     )
 }
 
@@ -255,9 +259,18 @@ impl<S: Source> RawOperator for SourceOperator<S> {
     }
     fn poll_source(&mut self, max: u32, out: &mut Collector) -> Result<SourcePoll, Error> {
         Ok(match self.0.poll(max, out)? {
-            SourceStatus::More => SourcePoll { watermark: None, finished: false },
-            SourceStatus::Watermark(w) => SourcePoll { watermark: Some(w), finished: false },
-            SourceStatus::Finished => SourcePoll { watermark: None, finished: true },
+            SourceStatus::More => SourcePoll {
+                watermark: None,
+                finished: false,
+            },
+            SourceStatus::Watermark(w) => SourcePoll {
+                watermark: Some(w),
+                finished: false,
+            },
+            SourceStatus::Finished => SourcePoll {
+                watermark: None,
+                finished: true,
+            },
         })
     }
     fn snapshot(&mut self) -> Result<Vec<(Option<u32>, Vec<u8>)>, Error> {

@@ -15,13 +15,18 @@ impl Args {
 
     /// The last value given for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of `key`, or an `invalid-config` error naming it.
     pub fn require(&self, key: &str) -> Result<&str, Error> {
-        self.get(key)
-            .ok_or_else(|| invalid_config(format!("missing argument `{key}` (pass --arg {key}=...)")))
+        self.get(key).ok_or_else(|| {
+            invalid_config(format!("missing argument `{key}` (pass --arg {key}=...)"))
+        })
     }
 
     /// Parses the value of `key`, or returns `default` when it is absent.
@@ -84,7 +89,9 @@ impl Node {
     /// Generates watermarks from this node's output timestamps, allowing
     /// records to be up to `max_out_of_orderness_ms` late.
     pub fn watermarks(mut self, max_out_of_orderness_ms: u64) -> Self {
-        self.0.watermarks = Some(plan::WatermarkStrategy { max_out_of_orderness_ms });
+        self.0.watermarks = Some(plan::WatermarkStrategy {
+            max_out_of_orderness_ms,
+        });
         self
     }
 }
@@ -121,7 +128,13 @@ impl Graph {
     }
 
     /// Connects `from` to input `input` of `to`.
-    pub fn edge(&mut self, from: &NodeId, to: &NodeId, p: plan::Partitioning, input: u32) -> &mut Self {
+    pub fn edge(
+        &mut self,
+        from: &NodeId,
+        to: &NodeId,
+        p: plan::Partitioning,
+        input: u32,
+    ) -> &mut Self {
         self.edges.push(plan::Edge {
             source: from.0.clone(),
             target: to.0.clone(),

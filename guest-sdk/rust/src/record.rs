@@ -32,7 +32,11 @@ pub(crate) fn records<'a>(
 ) -> impl Iterator<Item = Result<Record<'a>, crate::Error>> + 'a {
     let mut pos = 0usize;
     meta.iter().map(move |m| {
-        let key_len = if m.key_len == NO_KEY { 0 } else { m.key_len as usize };
+        let key_len = if m.key_len == NO_KEY {
+            0
+        } else {
+            m.key_len as usize
+        };
         let end = pos
             .checked_add(key_len)
             .and_then(|k| k.checked_add(m.value_len as usize))

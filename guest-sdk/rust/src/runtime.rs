@@ -18,7 +18,11 @@ use crate::{Application, Args, Error, invalid_config};
 pub fn operators<A: Application>() -> Vec<OperatorInfo> {
     A::operators()
         .into_iter()
-        .map(|d| OperatorInfo { name: d.name, kind: d.kind, description: d.description })
+        .map(|d| OperatorInfo {
+            name: d.name,
+            kind: d.kind,
+            description: d.description,
+        })
         .collect()
 }
 
@@ -46,15 +50,28 @@ impl Chain {
                 continue;
             }
             self.emitted[j - 1] += input.meta.len() as u64;
-            process_batch(&mut *self.ops[j], 0, &input.data, &input.meta, &mut after[0])?;
+            process_batch(
+                &mut *self.ops[j],
+                0,
+                &input.data,
+                &input.meta,
+                &mut after[0],
+            )?;
             input.clear();
         }
         Ok(())
     }
 
     fn output(&mut self) -> Output {
-        let next = self.ops.iter().filter_map(|o| o.next_processing_timer()).min();
-        let last = self.bufs.last_mut().expect("invariant: a chain has at least one operator");
+        let next = self
+            .ops
+            .iter()
+            .filter_map(|o| o.next_processing_timer())
+            .min();
+        let last = self
+            .bufs
+            .last_mut()
+            .expect("invariant: a chain has at least one operator");
         let n = self.emitted.len();
         self.emitted[n - 1] += last.meta.len() as u64;
         // One host call per operator that emitted anything, not per record.
@@ -63,7 +80,10 @@ impl Chain {
                 crate::counter_add(&format!("sluice.records-out.{i}"), core::mem::take(count));
             }
         }
-        Output { records: last.take_batch(), next_processing_timer: next }
+        Output {
+            records: last.take_batch(),
+            next_processing_timer: next,
+        }
     }
 
     /// Runs `step` on every operator in order, passing what each emits downstream.
@@ -99,19 +119,25 @@ impl<A: Application> task::GuestChain for ChainImpl<A> {
         };
         let mut ops = Vec::with_capacity(spec.operators.len());
         for o in spec.operators {
-            let def = defs.iter_mut().find(|d| d.name == o.operator).ok_or_else(|| {
-                invalid_config(format!(
-                    "node `{}` names operator `{}`, which this application does not export",
-                    o.node, o.operator
-                ))
-            })?;
+            let def = defs
+                .iter_mut()
+                .find(|d| d.name == o.operator)
+                .ok_or_else(|| {
+                    invalid_config(format!(
+                        "node `{}` names operator `{}`, which this application does not export",
+                        o.node, o.operator
+                    ))
+                })?;
             let mut op = (def.factory)(&Args::new(o.config))?;
             op.open(&ctx)?;
             ops.push(op);
         }
         for chunk in spec.restore {
             let op = ops.get_mut(chunk.operator as usize).ok_or_else(|| {
-                invalid_config(format!("restored state names operator {} of the chain", chunk.operator))
+                invalid_config(format!(
+                    "restored state names operator {} of the chain",
+                    chunk.operator
+                ))
             })?;
             op.restore(chunk.key_group, &chunk.data)?;
         }
@@ -126,7 +152,13 @@ impl<A: Application> task::GuestChain for ChainImpl<A> {
     fn process(&self, input: u32, records: Batch) -> Result<Output, Error> {
         let mut c = self.chain.borrow_mut();
         let c = &mut *c;
-        process_batch(&mut *c.ops[0], input, &records.data, &records.meta, &mut c.bufs[0])?;
+        process_batch(
+            &mut *c.ops[0],
+            input,
+            &records.data,
+            &records.meta,
+            &mut c.bufs[0],
+        )?;
         c.drain_from(0)?;
         Ok(c.output())
     }
@@ -136,19 +168,29 @@ impl<A: Application> task::GuestChain for ChainImpl<A> {
         let c = &mut *c;
         let poll = c.ops[0].poll_source(max_records, &mut c.bufs[0])?;
         c.drain_from(0)?;
-        Ok(SourceOutput { output: c.output(), watermark: poll.watermark, finished: poll.finished })
+        Ok(SourceOutput {
+            output: c.output(),
+            watermark: poll.watermark,
+            finished: poll.finished,
+        })
     }
 
     fn advance_watermark(&self, watermark: i64) -> Result<Output, Error> {
-        self.chain.borrow_mut().each_operator(|op, out| op.watermark(watermark, out))
+        self.chain
+            .borrow_mut()
+            .each_operator(|op, out| op.watermark(watermark, out))
     }
 
     fn advance_processing_time(&self, now: i64) -> Result<Output, Error> {
-        self.chain.borrow_mut().each_operator(|op, out| op.processing_time(now, out))
+        self.chain
+            .borrow_mut()
+            .each_operator(|op, out| op.processing_time(now, out))
     }
 
     fn end_of_input(&self) -> Result<Output, Error> {
-        self.chain.borrow_mut().each_operator(|op, out| op.end_of_input(out))
+        self.chain
+            .borrow_mut()
+            .each_operator(|op, out| op.end_of_input(out))
     }
 
     fn snapshot(&self, _checkpoint_id: u64) -> Result<Vec<StateChunk>, Error> {
@@ -156,7 +198,11 @@ impl<A: Application> task::GuestChain for ChainImpl<A> {
         let mut chunks = Vec::new();
         for (i, op) in c.ops.iter_mut().enumerate() {
             for (key_group, data) in op.snapshot()? {
-                chunks.push(StateChunk { operator: i as u32, key_group, data });
+                chunks.push(StateChunk {
+                    operator: i as u32,
+                    key_group,
+                    data,
+                });
             }
         }
         Ok(chunks)

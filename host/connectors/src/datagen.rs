@@ -15,7 +15,12 @@ pub(crate) struct DataGen {
 
 impl DataGen {
     pub(crate) fn new(count: u64, keys: u64, subtask: u32, parallelism: u32) -> Self {
-        DataGen { next: u64::from(subtask), step: u64::from(parallelism.max(1)), count, keys }
+        DataGen {
+            next: u64::from(subtask),
+            step: u64::from(parallelism.max(1)),
+            count,
+            keys,
+        }
     }
 }
 
@@ -37,7 +42,11 @@ impl Source for DataGen {
             }
             self.next += self.step;
         }
-        Ok(if self.next >= self.count { Poll::Finished } else { Poll::More })
+        Ok(if self.next >= self.count {
+            Poll::Finished
+        } else {
+            Poll::More
+        })
     }
 }
 
@@ -52,7 +61,11 @@ mod tests {
             let mut g = DataGen::new(10, 0, s, 3);
             let mut b = BatchBuilder::new();
             while g.poll(2, &mut b).expect("no io") == Poll::More {}
-            all.extend(b.take().iter().map(|r| String::from_utf8_lossy(r.value).parse::<u64>().expect("num")));
+            all.extend(b.take().iter().map(|r| {
+                String::from_utf8_lossy(r.value)
+                    .parse::<u64>()
+                    .expect("num")
+            }));
         }
         all.sort_unstable();
         assert_eq!(all, (0..10).collect::<Vec<_>>());

@@ -19,8 +19,18 @@ fn storage_path(p: &Path) -> String {
     p.to_string_lossy().trim_start_matches('/').to_owned()
 }
 
-fn io_error(node: &str, action: &'static str, path: &Path, source: opendal::Error) -> ConnectorError {
-    ConnectorError::Io { node: node.to_owned(), action, path: path.display().to_string(), source }
+fn io_error(
+    node: &str,
+    action: &'static str,
+    path: &Path,
+    source: opendal::Error,
+) -> ConnectorError {
+    ConnectorError::Io {
+        node: node.to_owned(),
+        action,
+        path: path.display().to_string(),
+        source: Box::new(source),
+    }
 }
 
 /// Reads the lines whose first byte lies in `[start, end)` — the same rule
@@ -45,10 +55,20 @@ impl FileSource {
     ) -> Result<Self, ConnectorError> {
         let name = node.name.clone();
         let sp = storage_path(&path);
-        let len = fs.stat(&sp).map_err(|e| io_error(&name, "read", &path, e))?.content_length();
+        let len = fs
+            .stat(&sp)
+            .map_err(|e| io_error(&name, "read", &path, e))?
+            .content_length();
         let (s, p) = (u64::from(subtask), u64::from(parallelism.max(1)));
         let (start, end) = (len * s / p, len * (s + 1) / p);
-        let mut src = FileSource { node: name, path, reader: None, pos: start, end, line: Vec::new() };
+        let mut src = FileSource {
+            node: name,
+            path,
+            reader: None,
+            pos: start,
+            end,
+            line: Vec::new(),
+        };
         if start >= end {
             return Ok(src);
         }
@@ -69,14 +89,21 @@ impl FileSource {
 
     /// Reads one line (without its `\n` / `\r\n`) into `self.line`; false at EOF.
     fn read_line(&mut self) -> Result<bool, ConnectorError> {
-        let Some(reader) = self.reader.as_mut() else { return Ok(false) };
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(false);
+        };
         self.line.clear();
-        let n = reader.read_until(b'\n', &mut self.line).map_err(|e| ConnectorError::Io {
-            node: self.node.clone(),
-            action: "read",
-            path: self.path.display().to_string(),
-            source: opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
-        })?;
+        let n = reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| ConnectorError::Io {
+                node: self.node.clone(),
+                action: "read",
+                path: self.path.display().to_string(),
+                source: Box::new(opendal::Error::new(
+                    opendal::ErrorKind::Unexpected,
+                    e.to_string(),
+                )),
+            })?;
         self.pos += n as u64;
         if self.line.last() == Some(&b'\n') {
             self.line.pop();
@@ -100,7 +127,11 @@ impl Source for FileSource {
                 break;
             }
         }
-        Ok(if self.pos >= self.end { Poll::Finished } else { Poll::More })
+        Ok(if self.pos >= self.end {
+            Poll::Finished
+        } else {
+            Poll::More
+        })
     }
 }
 
@@ -116,10 +147,25 @@ pub(crate) struct FileSink {
 }
 
 impl FileSink {
-    pub(crate) fn open(fs: Operator, node: &NodeSpec, dir: PathBuf, subtask: u32) -> Result<Self, ConnectorError> {
-        let mut sink = FileSink { fs, node: node.name.clone(), dir, subtask, writer: None, buf: Vec::new() };
+    pub(crate) fn open(
+        fs: Operator,
+        node: &NodeSpec,
+        dir: PathBuf,
+        subtask: u32,
+    ) -> Result<Self, ConnectorError> {
+        let mut sink = FileSink {
+            fs,
+            node: node.name.clone(),
+            dir,
+            subtask,
+            writer: None,
+            buf: Vec::new(),
+        };
         let tmp = sink.in_progress();
-        let writer = sink.fs.writer(&storage_path(&tmp)).map_err(|e| io_error(&sink.node, "create", &tmp, e))?;
+        let writer = sink
+            .fs
+            .writer(&storage_path(&tmp))
+            .map_err(|e| io_error(&sink.node, "create", &tmp, e))?;
         sink.writer = Some(writer);
         Ok(sink)
     }
@@ -137,7 +183,8 @@ impl FileSink {
             node: self.node.clone(),
             message: "write after finish".into(),
         })?;
-        w.write(std::mem::take(&mut self.buf)).map_err(|e| io_error(&self.node, "write", &tmp, e))
+        w.write(std::mem::take(&mut self.buf))
+            .map_err(|e| io_error(&self.node, "write", &tmp, e))
     }
 }
 
@@ -157,7 +204,8 @@ impl Sink for FileSink {
         self.flush()?;
         let tmp = self.in_progress();
         if let Some(mut w) = self.writer.take() {
-            w.close().map_err(|e| io_error(&self.node, "close", &tmp, e))?;
+            w.close()
+                .map_err(|e| io_error(&self.node, "close", &tmp, e))?;
         }
         let dst = self.dir.join(format!("part-{}", self.subtask));
         self.fs
@@ -231,7 +279,10 @@ mod tests {
     fn a_missing_input_file_is_an_error_naming_it() {
         let rt = tokio::runtime::Runtime::new().expect("tokio");
         let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let err = c.source(&node("file-source", Path::new("/no/such/file.txt")), 0, 1).err().expect("missing");
+        let err = c
+            .source(&node("file-source", Path::new("/no/such/file.txt")), 0, 1)
+            .err()
+            .expect("missing");
         assert!(err.to_string().contains("/no/such/file.txt"), "{err}");
     }
 
@@ -248,7 +299,10 @@ mod tests {
         sink.write(&b.take()).expect("write");
         assert!(!out.join("part-3").exists());
         sink.finish().expect("finish");
-        assert_eq!(std::fs::read_to_string(out.join("part-3")).expect("committed"), "a\t1\nb\t2\n");
+        assert_eq!(
+            std::fs::read_to_string(out.join("part-3")).expect("committed"),
+            "a\t1\nb\t2\n"
+        );
         assert!(!out.join(".part-3.inprogress").exists());
     }
 }

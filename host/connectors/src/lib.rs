@@ -55,8 +55,8 @@ pub enum ConnectorError {
         action: &'static str,
         /// The file.
         path: String,
-        /// The storage error.
-        source: opendal::Error,
+        /// The storage error (boxed: it is large and errors are rare).
+        source: Box<opendal::Error>,
     },
 }
 
@@ -100,16 +100,26 @@ pub fn kind(connector: &str) -> Option<OperatorKind> {
 }
 
 fn config_error(node: &NodeSpec, message: impl Into<String>) -> ConnectorError {
-    ConnectorError::Config { node: node.name.clone(), message: message.into() }
+    ConnectorError::Config {
+        node: node.name.clone(),
+        message: message.into(),
+    }
 }
 
-fn parse<T: std::str::FromStr>(node: &NodeSpec, key: &str, default: Option<T>) -> Result<T, ConnectorError> {
+fn parse<T: std::str::FromStr>(
+    node: &NodeSpec,
+    key: &str,
+    default: Option<T>,
+) -> Result<T, ConnectorError> {
     match (node.config(key), default) {
         (Some(v), _) => v
             .parse()
             .map_err(|_| config_error(node, format!("config `{key}={v}` is not a valid number"))),
         (None, Some(d)) => Ok(d),
-        (None, None) => Err(config_error(node, format!("{} needs config `{key}`", connector_name(node)))),
+        (None, None) => Err(config_error(
+            node,
+            format!("{} needs config `{key}`", connector_name(node)),
+        )),
     }
 }
 
@@ -124,27 +134,46 @@ fn connector_name(node: &NodeSpec) -> &str {
 /// against `base` (the user's working directory for `sluice run`; none on a
 /// shared cluster, where they are refused).
 fn file_path(node: &NodeSpec, base: Option<&Path>) -> Result<PathBuf, ConnectorError> {
-    let p = node
-        .config("path")
-        .ok_or_else(|| config_error(node, format!("{} needs config `path`", connector_name(node))))?;
+    let p = node.config("path").ok_or_else(|| {
+        config_error(
+            node,
+            format!("{} needs config `path`", connector_name(node)),
+        )
+    })?;
     let p = Path::new(p);
     match base {
         _ if p.is_absolute() => Ok(p.to_owned()),
         Some(base) => Ok(base.join(p)),
-        None => Err(config_error(node, format!("path `{}` must be absolute", p.display()))),
+        None => Err(config_error(
+            node,
+            format!("path `{}` must be absolute", p.display()),
+        )),
     }
 }
 
 /// Checks a connector node against its configuration rules and the tenant's
 /// policy, at submission time.
-pub fn check(node: &NodeSpec, connector: &str, policy: &Policy, base: Option<&Path>) -> Result<(), ConnectorError> {
+pub fn check(
+    node: &NodeSpec,
+    connector: &str,
+    policy: &Policy,
+    base: Option<&Path>,
+) -> Result<(), ConnectorError> {
     policy
         .check_connector(connector)
-        .map_err(|denied| ConnectorError::Denied { node: node.name.clone(), denied })?;
+        .map_err(|denied| ConnectorError::Denied {
+            node: node.name.clone(),
+            denied,
+        })?;
     match connector {
         "file-source" | "file-sink" => {
             let path = file_path(node, base)?;
-            policy.check_path(&path).map_err(|denied| ConnectorError::Denied { node: node.name.clone(), denied })
+            policy
+                .check_path(&path)
+                .map_err(|denied| ConnectorError::Denied {
+                    node: node.name.clone(),
+                    denied,
+                })
         }
         "datagen" => {
             parse::<u64>(node, "count", None)?;
@@ -164,10 +193,16 @@ pub struct Connectors {
 impl Connectors {
     /// Connectors whose storage IO runs on `handle`; relative file paths
     /// resolve against `base`.
-    pub fn new(handle: &tokio::runtime::Handle, base: Option<PathBuf>) -> Result<Self, opendal::Error> {
+    pub fn new(
+        handle: &tokio::runtime::Handle,
+        base: Option<PathBuf>,
+    ) -> Result<Self, opendal::Error> {
         let _guard = handle.enter();
         let op = opendal::Operator::new(opendal::services::Fs::default().root("/"))?;
-        Ok(Connectors { fs: opendal::blocking::Operator::new(op)?, base })
+        Ok(Connectors {
+            fs: opendal::blocking::Operator::new(op)?,
+            base,
+        })
     }
 
     /// Where relative file paths resolve.
@@ -176,7 +211,12 @@ impl Connectors {
     }
 
     /// Opens subtask `subtask` of a source node.
-    pub fn source(&self, node: &NodeSpec, subtask: u32, parallelism: u32) -> Result<Box<dyn Source>, ConnectorError> {
+    pub fn source(
+        &self,
+        node: &NodeSpec,
+        subtask: u32,
+        parallelism: u32,
+    ) -> Result<Box<dyn Source>, ConnectorError> {
         match connector_name(node) {
             "file-source" => Ok(Box::new(file::FileSource::open(
                 self.fs.clone(),
@@ -191,17 +231,28 @@ impl Connectors {
                 subtask,
                 parallelism,
             ))),
-            other => Err(config_error(node, format!("`{other}` is not a source connector"))),
+            other => Err(config_error(
+                node,
+                format!("`{other}` is not a source connector"),
+            )),
         }
     }
 
     /// Opens subtask `subtask` of a sink node.
     pub fn sink(&self, node: &NodeSpec, subtask: u32) -> Result<Box<dyn Sink>, ConnectorError> {
         match connector_name(node) {
-            "file-sink" => Ok(Box::new(file::FileSink::open(self.fs.clone(), node, file_path(node, self.base())?, subtask)?)),
+            "file-sink" => Ok(Box::new(file::FileSink::open(
+                self.fs.clone(),
+                node,
+                file_path(node, self.base())?,
+                subtask,
+            )?)),
             "print" => Ok(Box::new(simple::Print { subtask })),
             "blackhole" => Ok(Box::new(simple::Blackhole)),
-            other => Err(config_error(node, format!("`{other}` is not a sink connector"))),
+            other => Err(config_error(
+                node,
+                format!("`{other}` is not a sink connector"),
+            )),
         }
     }
 }

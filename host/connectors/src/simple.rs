@@ -16,7 +16,12 @@ impl Sink for Print {
         let mut out = std::io::stdout().lock();
         for r in batch.iter() {
             // A closed stdout (e.g. piped into `head`) must not fail the job.
-            let _ = writeln!(out, "{}> {}", self.subtask + 1, String::from_utf8_lossy(r.value));
+            let _ = writeln!(
+                out,
+                "{}> {}",
+                self.subtask + 1,
+                String::from_utf8_lossy(r.value)
+            );
         }
         Ok(())
     }

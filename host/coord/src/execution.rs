@@ -88,11 +88,29 @@ impl ExecutionGraph {
     /// joins A's chain when a forward edge connects them, it is A's only output
     /// and B's only input, and their parallelism is equal.
     pub fn build(graph: &JobGraph, default_parallelism: u32, max_parallelism: u32) -> Self {
-        let order = graph.topological_order().expect("invariant: graph was validated");
+        let order = graph
+            .topological_order()
+            .expect("invariant: graph was validated");
         let n = graph.nodes.len();
-        let outs = |i: usize| graph.edges.iter().filter(move |e| e.source == graph.nodes[i].name);
-        let ins = |i: usize| graph.edges.iter().filter(move |e| e.target == graph.nodes[i].name);
-        let index = |name: &str| graph.nodes.iter().position(|x| x.name == name).expect("validated");
+        let outs = |i: usize| {
+            graph
+                .edges
+                .iter()
+                .filter(move |e| e.source == graph.nodes[i].name)
+        };
+        let ins = |i: usize| {
+            graph
+                .edges
+                .iter()
+                .filter(move |e| e.target == graph.nodes[i].name)
+        };
+        let index = |name: &str| {
+            graph
+                .nodes
+                .iter()
+                .position(|x| x.name == name)
+                .expect("validated")
+        };
         let par = |i: usize| JobGraph::parallelism_of(&graph.nodes[i], default_parallelism);
 
         // chained_to[b] = Some(a) when b continues a's chain.
@@ -101,7 +119,10 @@ impl ExecutionGraph {
             let o: Vec<_> = outs(i).collect();
             if let [e] = o.as_slice() {
                 let t = index(&e.target);
-                if e.partitioning == Partitioning::Forward && ins(t).count() == 1 && par(i) == par(t) {
+                if e.partitioning == Partitioning::Forward
+                    && ins(t).count() == 1
+                    && par(i) == par(t)
+                {
                     chained_to[t] = Some(i);
                 }
             }
@@ -123,7 +144,11 @@ impl ExecutionGraph {
                 vertex_of[c] = v;
             }
             vertices.push(Vertex {
-                name: chain.iter().map(|&c| graph.nodes[c].name.as_str()).collect::<Vec<_>>().join(" -> "),
+                name: chain
+                    .iter()
+                    .map(|&c| graph.nodes[c].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
                 parallelism: par(i),
                 nodes: chain.iter().map(|&c| graph.nodes[c].clone()).collect(),
                 inputs: Vec::new(),
@@ -136,17 +161,40 @@ impl ExecutionGraph {
                 continue;
             }
             let (vs, vt) = (vertex_of[s], vertex_of[t]);
-            vertices[vs].outputs.push(VertexEdge { vertex: vt as u32, partitioning: e.partitioning, input: e.target_input });
-            vertices[vt].inputs.push(VertexEdge { vertex: vs as u32, partitioning: e.partitioning, input: e.target_input });
+            vertices[vs].outputs.push(VertexEdge {
+                vertex: vt as u32,
+                partitioning: e.partitioning,
+                input: e.target_input,
+            });
+            vertices[vt].inputs.push(VertexEdge {
+                vertex: vs as u32,
+                partitioning: e.partitioning,
+                input: e.target_input,
+            });
         }
         // Heads were visited in topological order, so edges point forward.
-        ExecutionGraph { vertices, max_parallelism }
+        ExecutionGraph {
+            vertices,
+            max_parallelism,
+        }
+    }
+
+    /// Slots needed with slot sharing: one slot holds one subtask of every vertex.
+    pub fn slots_needed(&self) -> u32 {
+        self.vertices
+            .iter()
+            .map(|v| v.parallelism)
+            .max()
+            .unwrap_or(0)
     }
 
     /// All subtasks.
     pub fn tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.vertices.iter().enumerate().flat_map(|(v, vx)| {
-            (0..vx.parallelism).map(move |s| TaskId { vertex: v as u32, subtask: s })
+            (0..vx.parallelism).map(move |s| TaskId {
+                vertex: v as u32,
+                subtask: s,
+            })
         })
     }
 
@@ -157,9 +205,17 @@ impl ExecutionGraph {
         for (v, vx) in self.vertices.iter().enumerate() {
             for (k, e) in vx.outputs.iter().enumerate() {
                 let tp = self.vertices[e.vertex as usize].parallelism;
-                let per_source = if e.partitioning == Partitioning::Forward { 1 } else { tp };
+                let per_source = if e.partitioning == Partitioning::Forward {
+                    1
+                } else {
+                    tp
+                };
                 if v as u32 == from && k == out_edge {
-                    let within = if e.partitioning == Partitioning::Forward { 0 } else { t };
+                    let within = if e.partitioning == Partitioning::Forward {
+                        0
+                    } else {
+                        t
+                    };
                     return id + s * per_source + within;
                 }
                 id += vx.parallelism * per_source;
@@ -175,7 +231,12 @@ impl ExecutionGraph {
             .flat_map(|vx| {
                 vx.outputs.iter().map(|e| {
                     let tp = self.vertices[e.vertex as usize].parallelism;
-                    vx.parallelism * if e.partitioning == Partitioning::Forward { 1 } else { tp }
+                    vx.parallelism
+                        * if e.partitioning == Partitioning::Forward {
+                            1
+                        } else {
+                            tp
+                        }
                 })
             })
             .sum()
@@ -191,7 +252,10 @@ impl ExecutionGraph {
                     continue;
                 }
                 if e.partitioning == Partitioning::Forward {
-                    inputs.push((self.channel_id(u as u32, k, task.subtask, task.subtask), e.input));
+                    inputs.push((
+                        self.channel_id(u as u32, k, task.subtask, task.subtask),
+                        e.input,
+                    ));
                 } else {
                     for s in 0..ux.parallelism {
                         inputs.push((self.channel_id(u as u32, k, s, task.subtask), e.input));
@@ -208,9 +272,15 @@ impl ExecutionGraph {
                 let channels = if e.partitioning == Partitioning::Forward {
                     vec![self.channel_id(task.vertex, k, task.subtask, task.subtask)]
                 } else {
-                    (0..tp).map(|t| self.channel_id(task.vertex, k, task.subtask, t)).collect()
+                    (0..tp)
+                        .map(|t| self.channel_id(task.vertex, k, task.subtask, t))
+                        .collect()
                 };
-                OutputSpec { partitioning: e.partitioning, channels, target_parallelism: tp }
+                OutputSpec {
+                    partitioning: e.partitioning,
+                    channels,
+                    target_parallelism: tp,
+                }
             })
             .collect();
         TaskDeployment {
@@ -232,11 +302,22 @@ mod tests {
     use std::collections::HashMap;
 
     fn node(name: &str, imp: Implementation, p: Option<u32>) -> NodeSpec {
-        NodeSpec { name: name.into(), implementation: imp, parallelism: p, config: vec![], watermarks: None }
+        NodeSpec {
+            name: name.into(),
+            implementation: imp,
+            parallelism: p,
+            config: vec![],
+            watermarks: None,
+        }
     }
 
     fn edge(s: &str, t: &str, p: Partitioning) -> EdgeSpec {
-        EdgeSpec { source: s.into(), target: t.into(), partitioning: p, target_input: 0 }
+        EdgeSpec {
+            source: s.into(),
+            target: t.into(),
+            partitioning: p,
+            target_input: 0,
+        }
     }
 
     fn wordcount() -> JobGraph {
@@ -287,7 +368,10 @@ mod tests {
             }
             assert_eq!(senders.len() as u32, g.channel_count(), "p={p}");
             assert!(senders.values().all(|&n| n == 1));
-            assert_eq!(senders.keys().collect::<std::collections::BTreeSet<_>>(), receivers.keys().collect());
+            assert_eq!(
+                senders.keys().collect::<std::collections::BTreeSet<_>>(),
+                receivers.keys().collect()
+            );
             assert!(receivers.values().all(|&n| n == 1));
         }
     }
@@ -301,7 +385,10 @@ mod tests {
                 node("b", Connector("datagen".into()), None),
                 node("join", Guest("join".into()), None),
             ],
-            edges: vec![edge("a", "join", Partitioning::Forward), edge("b", "join", Partitioning::Forward)],
+            edges: vec![
+                edge("a", "join", Partitioning::Forward),
+                edge("b", "join", Partitioning::Forward),
+            ],
             max_parallelism: None,
         };
         let g = ExecutionGraph::build(&graph, 2, 128);

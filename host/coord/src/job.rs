@@ -27,7 +27,10 @@ pub enum JobStatus {
 impl JobStatus {
     /// Whether the job will not change any more.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Finished | JobStatus::Failed | JobStatus::Canceled)
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Failed | JobStatus::Canceled
+        )
     }
 }
 
@@ -48,7 +51,10 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     fn is_terminal(&self) -> bool {
-        matches!(self, TaskStatus::Finished | TaskStatus::Failed(_) | TaskStatus::Canceled)
+        matches!(
+            self,
+            TaskStatus::Finished | TaskStatus::Failed(_) | TaskStatus::Canceled
+        )
     }
 }
 
@@ -68,7 +74,9 @@ pub enum Command {
 
 /// The job cannot get the slots it needs.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the job needs {needed} slots (its largest parallelism, with slot sharing) but the cluster has {available}")]
+#[error(
+    "the job needs {needed} slots (its largest parallelism, with slot sharing) but the cluster has {available}"
+)]
 pub struct SchedulingError {
     /// Slots needed.
     pub needed: u32,
@@ -127,20 +135,18 @@ impl Job {
         self.ended_at.unwrap_or(now).saturating_sub(self.started_at)
     }
 
-    /// Slots needed with slot sharing: one slot holds one subtask of every vertex.
-    pub fn slots_needed(&self) -> u32 {
-        self.graph.vertices.iter().map(|v| v.parallelism).max().unwrap_or(0)
-    }
-
     /// Schedules every subtask onto `slots` free slots: subtask i of every
     /// vertex goes to slot i (slot sharing, as in Flink).
     pub fn handle_slots_offered(&mut self, slots: u32, _now: u64) -> Result<(), SchedulingError> {
         if self.status != JobStatus::Created {
             return Ok(());
         }
-        let needed = self.slots_needed();
+        let needed = self.graph.slots_needed();
         if slots < needed {
-            return Err(SchedulingError { needed, available: slots });
+            return Err(SchedulingError {
+                needed,
+                available: slots,
+            });
         }
         for task in self.graph.tasks().collect::<Vec<_>>() {
             self.tasks.insert(task, TaskStatus::Deploying);
@@ -159,11 +165,12 @@ impl Job {
             Some(slot) if !slot.is_terminal() => *slot = status.clone(),
             _ => return,
         }
-        if let TaskStatus::Failed(msg) = status {
-            if self.failure.is_none() && !self.status.is_terminal() {
-                self.failure = Some(msg);
-                self.cancel_running(task);
-            }
+        if let TaskStatus::Failed(msg) = status
+            && self.failure.is_none()
+            && !self.status.is_terminal()
+        {
+            self.failure = Some(msg);
+            self.cancel_running(task);
         }
         self.update_status(now);
     }
@@ -178,7 +185,10 @@ impl Job {
             self.ended_at = Some(now);
             return;
         }
-        self.cancel_running(TaskId { vertex: u32::MAX, subtask: u32::MAX });
+        self.cancel_running(TaskId {
+            vertex: u32::MAX,
+            subtask: u32::MAX,
+        });
         self.update_status(now);
     }
 
@@ -255,7 +265,13 @@ mod tests {
     fn too_few_slots_is_an_error_that_names_both_numbers() {
         let mut job = Job::new(graph(3), 0);
         let err = job.handle_slots_offered(2, 0).expect_err("3 > 2");
-        assert_eq!(err, SchedulingError { needed: 3, available: 2 });
+        assert_eq!(
+            err,
+            SchedulingError {
+                needed: 3,
+                available: 2
+            }
+        );
         assert_eq!(job.status(), JobStatus::Created);
     }
 

@@ -12,5 +12,7 @@
 mod execution;
 mod job;
 
-pub use execution::{ChannelId, ExecutionGraph, OutputSpec, TaskDeployment, TaskId, Vertex, VertexEdge};
+pub use execution::{
+    ChannelId, ExecutionGraph, OutputSpec, TaskDeployment, TaskId, Vertex, VertexEdge,
+};
 pub use job::{Command, Job, JobStatus, SchedulingError, TaskStatus};

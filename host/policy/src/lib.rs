@@ -152,7 +152,10 @@ impl Policy {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let invalid = |message: &str| PolicyError::Invalid { path: path.to_owned(), message: message.to_owned() };
+        let invalid = |message: &str| PolicyError::Invalid {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
         if p.limits.memory_mib == 0 || p.limits.memory_mib > 4096 {
             return Err(invalid("limits.memory_mib must be between 1 and 4096"));
         }
@@ -160,7 +163,9 @@ impl Policy {
             return Err(invalid("limits.stack_kib must be between 64 and 65536"));
         }
         if p.limits.fuel_per_call == Some(0) || p.limits.max_call_ms == Some(0) {
-            return Err(invalid("limits.fuel_per_call and limits.max_call_ms must be positive; omit them to turn them off"));
+            return Err(invalid(
+                "limits.fuel_per_call and limits.max_call_ms must be positive; omit them to turn them off",
+            ));
         }
         if p.quotas.max_parallelism == 0 {
             return Err(invalid("quotas.max_parallelism must be at least 1"));
@@ -170,8 +175,10 @@ impl Policy {
 
     /// Reads and parses a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -199,14 +206,22 @@ impl Policy {
         if self.quotas.file_roots.is_empty() {
             return Ok(());
         }
-        let escapes = path.components().any(|c| matches!(c, std::path::Component::ParentDir));
+        let escapes = path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
         if !escapes && self.quotas.file_roots.iter().any(|r| path.starts_with(r)) {
             return Ok(());
         }
         Err(Denied::Path {
             path: path.display().to_string(),
             policy: self.name.clone(),
-            roots: self.quotas.file_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
+            roots: self
+                .quotas
+                .file_roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 
@@ -215,7 +230,11 @@ impl Policy {
         if requested <= self.quotas.max_parallelism {
             return Ok(());
         }
-        Err(Denied::Parallelism { requested, max: self.quotas.max_parallelism, policy: self.name.clone() })
+        Err(Denied::Parallelism {
+            requested,
+            max: self.quotas.max_parallelism,
+            policy: self.name.clone(),
+        })
     }
 }
 
@@ -238,12 +257,19 @@ impl Registry {
             reg.policies.insert(p.name.clone(), p);
         }
         for path in toml_files(tenants_dir)? {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
-            let t: Tenant = toml::from_str(&text)
-                .map_err(|e| PolicyError::Parse { path: path.clone(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let t: Tenant = toml::from_str(&text).map_err(|e| PolicyError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             if !reg.policies.contains_key(&t.policy) {
-                return Err(PolicyError::UnknownPolicy { tenant: t.name, policy: t.policy });
+                return Err(PolicyError::UnknownPolicy {
+                    tenant: t.name,
+                    policy: t.policy,
+                });
             }
             reg.tenants.insert(t.name.clone(), t);
         }
@@ -252,7 +278,10 @@ impl Registry {
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read { path: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -271,7 +300,8 @@ mod tests {
 
     #[test]
     fn the_repository_policies_and_tenants_load() {
-        let reg = Registry::load(&repo().join("policies"), &repo().join("tenants")).expect("valid files");
+        let reg =
+            Registry::load(&repo().join("policies"), &repo().join("tenants")).expect("valid files");
         assert_eq!(reg.tenants["acme"].policy, "standard");
         assert_eq!(reg.policies["small"].limits.memory_mib, 32);
         assert_eq!(Policy::standard(), reg.policies["standard"]);
@@ -300,7 +330,10 @@ mod tests {
         std::fs::write(p.join("standard.toml"), STANDARD_POLICY).expect("write");
         std::fs::write(t.join("x.toml"), "name = \"x\"\npolicy = \"gold\"\n").expect("write");
         let err = Registry::load(&p, &t).expect_err("gold is missing");
-        assert!(matches!(err, PolicyError::UnknownPolicy { ref policy, .. } if policy == "gold"), "{err}");
+        assert!(
+            matches!(err, PolicyError::UnknownPolicy { ref policy, .. } if policy == "gold"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -126,17 +126,32 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// A mini-cluster with `slots` task slots under `policy`; relative file
     /// paths in jobs resolve against `base_dir`.
-    pub fn new(policy: Policy, slots: u32, cache_dir: Option<PathBuf>, base_dir: Option<PathBuf>) -> Result<Self, RunError> {
+    pub fn new(
+        policy: Policy,
+        slots: u32,
+        cache_dir: Option<PathBuf>,
+        base_dir: Option<PathBuf>,
+    ) -> Result<Self, RunError> {
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluice-io")
             .enable_all()
             .build()
             .map_err(|e| RunError::Setup(format!("cannot start the IO runtime: {e}")))?;
-        let connectors = Connectors::new(io.handle(), base_dir).map_err(|e| RunError::Setup(e.to_string()))?;
-        let options = RuntimeOptions { slots, cache_dir, ..RuntimeOptions::default() };
+        let connectors =
+            Connectors::new(io.handle(), base_dir).map_err(|e| RunError::Setup(e.to_string()))?;
+        let options = RuntimeOptions {
+            slots,
+            cache_dir,
+            ..RuntimeOptions::default()
+        };
         let runtime = Runtime::new(policy, options).map_err(|e| RunError::Setup(e.to_string()))?;
-        Ok(LocalCluster { runtime, connectors: Arc::new(connectors), slots, _io: io })
+        Ok(LocalCluster {
+            runtime,
+            connectors: Arc::new(connectors),
+            slots,
+            _io: io,
+        })
     }
 
     /// The policy in force.
@@ -151,26 +166,44 @@ impl LocalCluster {
 
     /// Runs the plan function and checks the graph against the contract,
     /// the connectors' rules and the policy.
-    pub fn prepare(&self, app: &App, args: &[(String, String)], parallelism: u32) -> Result<PreparedJob, RunError> {
+    pub fn prepare(
+        &self,
+        app: &App,
+        args: &[(String, String)],
+        parallelism: u32,
+    ) -> Result<PreparedJob, RunError> {
         let policy = self.runtime.policy();
         policy
             .check_parallelism(parallelism)
             .map_err(|d| RunError::Setup(d.to_string()))?;
         let graph = app.plan(args)?;
-        let operators: HashMap<String, OperatorKind> =
-            app.operators().map_err(PlanError::from)?.into_iter().map(|o| (o.name, o.kind)).collect();
-        let max_parallelism = graph.max_parallelism.unwrap_or(keygroup::DEFAULT_MAX_PARALLELISM);
+        let operators: HashMap<String, OperatorKind> = app
+            .operators()
+            .map_err(PlanError::from)?
+            .into_iter()
+            .map(|o| (o.name, o.kind))
+            .collect();
+        let max_parallelism = graph
+            .max_parallelism
+            .unwrap_or(keygroup::DEFAULT_MAX_PARALLELISM);
         let limit = max_parallelism.min(policy.quotas.max_parallelism);
         graph.validate(parallelism, limit, &|node| match &node.implementation {
-            Implementation::Guest(op) => operators.get(op).copied().ok_or_else(|| GraphError::UnknownOperator {
-                node: node.name.clone(),
-                operator: op.clone(),
-            }),
-            Implementation::Connector(c) => sluice_connectors::kind(c).ok_or_else(|| GraphError::UnknownConnector {
-                node: node.name.clone(),
-                connector: c.clone(),
-                available: sluice_connectors::CONNECTORS.join(", "),
-            }),
+            Implementation::Guest(op) => {
+                operators
+                    .get(op)
+                    .copied()
+                    .ok_or_else(|| GraphError::UnknownOperator {
+                        node: node.name.clone(),
+                        operator: op.clone(),
+                    })
+            }
+            Implementation::Connector(c) => {
+                sluice_connectors::kind(c).ok_or_else(|| GraphError::UnknownConnector {
+                    node: node.name.clone(),
+                    connector: c.clone(),
+                    available: sluice_connectors::CONNECTORS.join(", "),
+                })
+            }
         })?;
         for node in &graph.nodes {
             if let Implementation::Connector(c) = &node.implementation {
@@ -178,12 +211,25 @@ impl LocalCluster {
             }
         }
         let execution = ExecutionGraph::build(&graph, parallelism, max_parallelism);
+        let needed = execution.slots_needed();
+        if needed > self.slots {
+            return Err(SchedulingError {
+                needed,
+                available: self.slots,
+            }
+            .into());
+        }
         Ok(PreparedJob { graph, execution })
     }
 
     /// Runs a prepared job to its end, calling `observe` with progress
     /// about twice a second and once at the end.
-    pub fn run(&self, app: &App, job: PreparedJob, observe: &mut dyn FnMut(&Progress)) -> Result<Progress, RunError> {
+    pub fn run(
+        &self,
+        app: &App,
+        job: PreparedJob,
+        observe: &mut dyn FnMut(&Progress),
+    ) -> Result<Progress, RunError> {
         let started = Instant::now();
         let now = || started.elapsed().as_millis() as u64;
         let counters = Arc::new(Counters {
@@ -191,13 +237,20 @@ impl LocalCluster {
                 .execution
                 .vertices
                 .iter()
-                .map(|v| v.nodes.iter().map(|n| (n.name.clone(), Counter::default())).collect())
+                .map(|v| {
+                    v.nodes
+                        .iter()
+                        .map(|n| (n.name.clone(), Counter::default()))
+                        .collect()
+                })
                 .collect(),
             finished: AtomicU32::new(0),
         });
         let total_tasks = job.execution.tasks().count() as u32;
         let mut channels: Vec<Option<(Sender<Event>, Receiver<Event>)>> =
-            (0..job.execution.channel_count()).map(|_| Some(bounded(CHANNEL_CAPACITY))).collect();
+            (0..job.execution.channel_count())
+                .map(|_| Some(bounded(CHANNEL_CAPACITY)))
+                .collect();
         let (status_tx, status_rx) = unbounded::<(TaskId, TaskStatus)>();
         let (cancel_tx, cancel_rx) = bounded::<()>(0);
         let mut cancel_tx = Some(cancel_tx);
@@ -237,7 +290,9 @@ impl LocalCluster {
                         let handle = std::thread::Builder::new()
                             .name(format!("task-{}-{}", id.vertex, id.subtask))
                             .spawn(move || task::run(*deployment, ctx, &status))
-                            .map_err(|e| RunError::Setup(format!("cannot start a task thread: {e}")))?;
+                            .map_err(|e| {
+                                RunError::Setup(format!("cannot start a task thread: {e}"))
+                            })?;
                         threads.push(handle);
                     }
                     // The mini-cluster cancels all tasks at once: every task
@@ -263,11 +318,21 @@ impl LocalCluster {
         observe(&end);
         match coord.status() {
             JobStatus::Finished => Ok(end),
-            _ => Err(RunError::Failed(coord.failure().unwrap_or("the job was cancelled").to_owned())),
+            _ => Err(RunError::Failed(
+                coord
+                    .failure()
+                    .unwrap_or("the job was cancelled")
+                    .to_owned(),
+            )),
         }
     }
 }
 
-fn channel(channels: &[Option<(Sender<Event>, Receiver<Event>)>], ch: u32) -> (Sender<Event>, Receiver<Event>) {
-    channels[ch as usize].clone().expect("invariant: every channel exists until all tasks are deployed")
+fn channel(
+    channels: &[Option<(Sender<Event>, Receiver<Event>)>],
+    ch: u32,
+) -> (Sender<Event>, Receiver<Event>) {
+    channels[ch as usize]
+        .clone()
+        .expect("invariant: every channel exists until all tasks are deployed")
 }

@@ -47,7 +47,9 @@ pub(crate) fn run(dep: TaskDeployment, ctx: TaskContext, status: &Sender<(TaskId
     let name = format!("{} ({}/{})", dep.name, id.subtask + 1, dep.parallelism);
     let _ = status.send((id, TaskStatus::Running));
     let counters = ctx.counters.clone();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| Task::open(dep, ctx).and_then(Task::run)));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        Task::open(dep, ctx).and_then(Task::run)
+    }));
     let final_status = match result {
         Ok(Ok(())) => TaskStatus::Finished,
         Ok(Err(Stop::Canceled)) => TaskStatus::Canceled,
@@ -71,7 +73,10 @@ pub(crate) fn run(dep: TaskDeployment, ctx: TaskContext, status: &Sender<(TaskId
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 struct Task {
@@ -98,7 +103,9 @@ impl Task {
         };
         let head = &dep.nodes[0];
         let source = match connector(head) {
-            Some(Some(OperatorKind::Source)) => Some(ctx.connectors.source(head, subtask, parallelism)?),
+            Some(Some(OperatorKind::Source)) => {
+                Some(ctx.connectors.source(head, subtask, parallelism)?)
+            }
             _ => None,
         };
         let tail = dep.nodes.last().expect("invariant: a vertex has nodes");
@@ -121,12 +128,19 @@ impl Task {
             None
         } else {
             let label = TaskLabel {
-                what: guests.iter().map(|g| g.1.name.as_str()).collect::<Vec<_>>().join(" -> "),
+                what: guests
+                    .iter()
+                    .map(|g| g.1.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
                 subtask: Some((subtask, parallelism)),
                 policy: ctx.policy.clone(),
             };
             let spec = ChainSpec {
-                operators: guests.iter().map(|(_, n, op)| ((*op).clone(), n.name.clone(), n.config.clone())).collect(),
+                operators: guests
+                    .iter()
+                    .map(|(_, n, op)| ((*op).clone(), n.name.clone(), n.config.clone()))
+                    .collect(),
                 subtask,
                 parallelism,
                 max_parallelism: dep.max_parallelism,
@@ -138,7 +152,12 @@ impl Task {
         for o in &dep.outputs {
             router.add_output(o.partitioning, o.channels.clone());
         }
-        let watermarks = dep.nodes.iter().rev().find_map(|n| n.watermarks).map(WatermarkGenerator::new);
+        let watermarks = dep
+            .nodes
+            .iter()
+            .rev()
+            .find_map(|n| n.watermarks)
+            .map(WatermarkGenerator::new);
         Ok(Task {
             dep,
             ctx,
@@ -163,7 +182,8 @@ impl Task {
     }
 
     fn run(mut self) -> Result<(), Stop> {
-        let is_guest_source = self.source.is_none() && self.dep.inputs.is_empty() && self.guest.is_some();
+        let is_guest_source =
+            self.source.is_none() && self.dep.inputs.is_empty() && self.guest.is_some();
         if self.source.is_some() || is_guest_source {
             self.run_source()?;
         } else {
@@ -182,11 +202,16 @@ impl Task {
                 let mut b = BatchBuilder::new();
                 let poll = src.poll(SOURCE_BATCH, &mut b)?;
                 let batch = b.take();
-                self.counter(0).records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.counter(0)
+                    .records_out
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.chain_input(0, batch)?;
                 poll == Poll::Finished
             } else {
-                let guest = self.guest.as_mut().expect("invariant: a guest source has a chain");
+                let guest = self
+                    .guest
+                    .as_mut()
+                    .expect("invariant: a guest source has a chain");
                 let out = guest.poll_source(SOURCE_BATCH as u32)?;
                 self.handle_output(out.output)?;
                 if let Some(wm) = out.watermark {
@@ -243,7 +268,11 @@ impl Task {
                     }
                 }
                 Err(_) if self.cancelled() => return Err(Stop::Canceled),
-                Err(_) => return Err(Stop::Failed("an upstream task stopped without finishing its output".into())),
+                Err(_) => {
+                    return Err(Stop::Failed(
+                        "an upstream task stopped without finishing its output".into(),
+                    ));
+                }
             }
         }
         Ok(())
@@ -270,18 +299,23 @@ impl Task {
 
     fn handle_output(&mut self, out: GuestOutput) -> Result<(), Stop> {
         self.next_timer = out.next_processing_timer;
-        let guest = self.guest.as_mut().expect("invariant: output comes from the chain");
+        let guest = self
+            .guest
+            .as_mut()
+            .expect("invariant: output comes from the chain");
         // Per-operator counts, reported by the SDK once per call.
         let counts = guest.take_counters();
         let vertex = &self.ctx.counters.nodes[self.dep.task.vertex as usize];
         for (name, n) in counts {
-            if let Some(i) = name.strip_prefix("sluice.records-out.").and_then(|i| i.parse::<usize>().ok()) {
-                if i < self.guest_len {
-                    let node = self.first_guest + i;
-                    vertex[node].1.records_out.fetch_add(n, Ordering::Relaxed);
-                    if let Some(next) = vertex.get(node + 1).filter(|_| i + 1 < self.guest_len) {
-                        next.1.records_in.fetch_add(n, Ordering::Relaxed);
-                    }
+            if let Some(i) = name
+                .strip_prefix("sluice.records-out.")
+                .and_then(|i| i.parse::<usize>().ok())
+                && i < self.guest_len
+            {
+                let node = self.first_guest + i;
+                vertex[node].1.records_out.fetch_add(n, Ordering::Relaxed);
+                if let Some(next) = vertex.get(node + 1).filter(|_| i + 1 < self.guest_len) {
+                    next.1.records_in.fetch_add(n, Ordering::Relaxed);
                 }
             }
         }
@@ -294,7 +328,10 @@ impl Task {
             return Ok(());
         }
         if let Some(g) = self.watermarks.as_mut() {
-            batch.iter().filter_map(|r| r.timestamp).for_each(|t| g.observe(t));
+            batch
+                .iter()
+                .filter_map(|r| r.timestamp)
+                .for_each(|t| g.observe(t));
         }
         if let Some(sink) = self.sink.as_mut() {
             let last = self.dep.nodes.len() - 1;
@@ -307,7 +344,12 @@ impl Task {
         let mut pending = std::mem::take(&mut self.pending);
         self.router
             .route(&batch, &mut |ch, b| pending.push((ch, b)))
-            .map_err(|_| Stop::Failed(format!("`{}` emitted a record without a key onto a hash edge", self.dep.name)))?;
+            .map_err(|_| {
+                Stop::Failed(format!(
+                    "`{}` emitted a record without a key onto a hash edge",
+                    self.dep.name
+                ))
+            })?;
         self.send_all(&mut pending)?;
         self.pending = pending;
         if let Some(wm) = self.watermarks.as_mut().and_then(WatermarkGenerator::poll) {
@@ -365,11 +407,11 @@ impl Task {
 
     fn fire_due_timers(&mut self) -> Result<(), Stop> {
         let now = now_ms();
-        if let (Some(t), Some(g)) = (self.next_timer, self.guest.as_mut()) {
-            if t <= now {
-                let out = g.advance_processing_time(now)?;
-                self.handle_output(out)?;
-            }
+        if let (Some(t), Some(g)) = (self.next_timer, self.guest.as_mut())
+            && t <= now
+        {
+            let out = g.advance_processing_time(now)?;
+            self.handle_output(out)?;
         }
         Ok(())
     }

@@ -13,9 +13,17 @@ fn cluster(slots: u32) -> LocalCluster {
     LocalCluster::new(policy, slots, None, None).expect("mini-cluster")
 }
 
-fn run(c: &LocalCluster, wasm: &str, args: &[(&str, String)], parallelism: u32) -> Result<Progress, RunError> {
+fn run(
+    c: &LocalCluster,
+    wasm: &str,
+    args: &[(&str, String)],
+    parallelism: u32,
+) -> Result<Progress, RunError> {
     let app = c.load(&std::fs::read(wasm).expect("guest built"))?;
-    let args: Vec<(String, String)> = args.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    let args: Vec<(String, String)> = args
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
     let job = c.prepare(&app, &args, parallelism)?;
     c.run(&app, job, &mut |_| {})
 }
@@ -30,13 +38,25 @@ fn generate_text(bytes: usize) -> Vec<u8> {
         state ^= state << 17;
         state
     };
-    let vocabulary = ["the", "Quick", "BROWN", "fox", "jumps", "über", "naïve", "x42", "a", "Stream", "wasm", "Flink"];
-    let separators: [&[u8]; 8] = [b" ", b", ", b". ", b" - ", b"\t", b"!? ", b" \xff\xfe ", b"\xe2\x80\x94"];
+    let vocabulary = [
+        "the", "Quick", "BROWN", "fox", "jumps", "über", "naïve", "x42", "a", "Stream", "wasm",
+        "Flink",
+    ];
+    let separators: [&[u8]; 8] = [
+        b" ",
+        b", ",
+        b". ",
+        b" - ",
+        b"\t",
+        b"!? ",
+        b" \xff\xfe ",
+        b"\xe2\x80\x94",
+    ];
     let mut text = Vec::with_capacity(bytes + 1024);
     while text.len() < bytes {
         let r = next();
         match r % 100 {
-            0..=2 => text.push(b'\n'),                        // empty lines
+            0..=2 => text.push(b'\n'), // empty lines
             3 => {
                 // a very long line of ~200 KB
                 for i in 0..20_000 {
@@ -85,13 +105,26 @@ fn read_output(dir: &Path) -> (HashMap<String, u64>, usize) {
     let mut parts = 0;
     for entry in std::fs::read_dir(dir).expect("output dir") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
-        assert!(name.starts_with("part-"), "unexpected file {name} in the output");
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with("part-"),
+            "unexpected file {name} in the output"
+        );
         parts += 1;
-        for line in std::fs::read_to_string(&path).expect("utf-8 output").lines() {
+        for line in std::fs::read_to_string(&path)
+            .expect("utf-8 output")
+            .lines()
+        {
             let (word, count) = line.split_once('\t').expect("WORD<TAB>COUNT");
             let previous = counts.insert(word.to_owned(), count.parse::<u64>().expect("count"));
-            assert!(previous.is_none(), "word {word} appears twice in the output");
+            assert!(
+                previous.is_none(),
+                "word {word} appears twice in the output"
+            );
         }
     }
     (counts, parts)
@@ -104,24 +137,44 @@ fn wordcount_over_10_mb_matches_the_reference_at_parallelism_1_and_4() {
     let text = generate_text(10 << 20);
     std::fs::write(&input, &text).expect("write input");
     let expected = reference_counts(&text);
-    assert!(expected.len() > 1000, "the generated text has a varied vocabulary");
+    assert!(
+        expected.len() > 1000,
+        "the generated text has a varied vocabulary"
+    );
     let c = cluster(4);
     for p in [1, 4] {
         let output = dir.path().join(format!("out-{p}"));
         let progress = run(
             &c,
             sluice_test_programs::WORDCOUNT,
-            &[("input", input.display().to_string()), ("output", output.display().to_string())],
+            &[
+                ("input", input.display().to_string()),
+                ("output", output.display().to_string()),
+            ],
             p,
         )
         .expect("wordcount runs");
         let (counts, parts) = read_output(&output);
         assert_eq!(parts, p as usize, "one part file per sink subtask");
         assert_eq!(counts.len(), expected.len(), "p={p}: distinct words");
-        assert!(counts == expected, "p={p}: counts differ from the reference");
+        assert!(
+            counts == expected,
+            "p={p}: counts differ from the reference"
+        );
         let words: u64 = expected.values().sum();
-        let node = |n: &str| progress.nodes.iter().find(|c| c.name == n).cloned().expect("node");
-        assert_eq!(node("split").records_out, words, "split emitted one record per word");
+        let node = |n: &str| {
+            progress
+                .nodes
+                .iter()
+                .find(|c| c.name == n)
+                .cloned()
+                .expect("node")
+        };
+        assert_eq!(
+            node("split").records_out,
+            words,
+            "split emitted one record per word"
+        );
         assert_eq!(node("count").records_in, words);
         assert_eq!(node("write").records_in, expected.len() as u64);
         assert_eq!(progress.finished_tasks, (2 * p, 2 * p));
@@ -148,14 +201,22 @@ fn windowed_sums_match_the_reference() {
     let mut expected: HashMap<(String, i64), u64> = HashMap::new();
     for i in 0..events {
         let ts = (i * 10) as i64;
-        *expected.entry((format!("k{}", i % keys), ts - ts % window)).or_default() += i;
+        *expected
+            .entry((format!("k{}", i % keys), ts - ts % window))
+            .or_default() += i;
     }
     let mut got = HashMap::new();
     for entry in std::fs::read_dir(&output).expect("output") {
-        for line in std::fs::read_to_string(entry.expect("entry").path()).expect("read").lines() {
+        for line in std::fs::read_to_string(entry.expect("entry").path())
+            .expect("read")
+            .lines()
+        {
             let f: Vec<&str> = line.split('\t').collect();
             let key = (f[0].to_owned(), f[1].parse::<i64>().expect("start"));
-            assert!(got.insert(key, f[2].parse::<u64>().expect("sum")).is_none(), "window emitted twice: {line}");
+            assert!(
+                got.insert(key, f[2].parse::<u64>().expect("sum")).is_none(),
+                "window emitted twice: {line}"
+            );
         }
     }
     assert_eq!(got, expected);
@@ -164,11 +225,24 @@ fn windowed_sums_match_the_reference() {
 #[test]
 fn misbehaving_jobs_fail_with_their_cause_and_the_next_job_runs() {
     let c = cluster(2);
-    for (mode, cause) in [("spin", "ran out of fuel"), ("bomb", "exceeded its memory limit"), ("panic", "panicked: operator gave up")] {
-        let err = run(&c, sluice_test_programs::ADVERSARIAL, &[("mode", mode.into())], 2).expect_err(mode);
+    for (mode, cause) in [
+        ("spin", "ran out of fuel"),
+        ("bomb", "exceeded its memory limit"),
+        ("panic", "panicked: operator gave up"),
+    ] {
+        let err = run(
+            &c,
+            sluice_test_programs::ADVERSARIAL,
+            &[("mode", mode.into())],
+            2,
+        )
+        .expect_err(mode);
         let msg = err.to_string();
         assert!(msg.contains(cause), "{mode}: {msg}");
-        assert!(msg.contains(&format!("operator `{mode}` subtask")), "{mode}: {msg}");
+        assert!(
+            msg.contains(&format!("operator `{mode}` subtask")),
+            "{mode}: {msg}"
+        );
     }
     let err = run(&c, sluice_test_programs::FORBIDDEN_IMPORT, &[], 1).expect_err("forbidden");
     assert!(err.to_string().contains("wasi:sockets/"), "{err}");
@@ -180,20 +254,46 @@ fn misbehaving_jobs_fail_with_their_cause_and_the_next_job_runs() {
     run(
         &c,
         sluice_test_programs::WORDCOUNT,
-        &[("input", input.display().to_string()), ("output", output.display().to_string())],
+        &[
+            ("input", input.display().to_string()),
+            ("output", output.display().to_string()),
+        ],
         2,
     )
     .expect("a healthy job runs after the failures");
     let (counts, _) = read_output(&output);
-    assert_eq!(counts, HashMap::from([("still".into(), 1), ("alive".into(), 2), ("and".into(), 1), ("well".into(), 1)]));
+    assert_eq!(
+        counts,
+        HashMap::from([
+            ("still".into(), 1),
+            ("alive".into(), 2),
+            ("and".into(), 1),
+            ("well".into(), 1)
+        ])
+    );
 }
 
 #[test]
 fn plans_that_break_the_rules_are_rejected_before_running() {
     let c = cluster(2);
-    let err = run(&c, sluice_test_programs::WORDCOUNT, &[("input", "in".into())], 1).expect_err("no output");
-    assert!(err.to_string().contains("missing argument `output`"), "{err}");
-    let err = run(&c, sluice_test_programs::ADVERSARIAL, &[("mode", "spin".into())], 3).expect_err("3 > 2 slots");
+    let err = run(
+        &c,
+        sluice_test_programs::WORDCOUNT,
+        &[("input", "in".into())],
+        1,
+    )
+    .expect_err("no output");
+    assert!(
+        err.to_string().contains("missing argument `output`"),
+        "{err}"
+    );
+    let err = run(
+        &c,
+        sluice_test_programs::ADVERSARIAL,
+        &[("mode", "spin".into())],
+        3,
+    )
+    .expect_err("3 > 2 slots");
     assert!(err.to_string().contains("needs 3 slots"), "{err}");
     let mut policy = Policy::standard();
     policy.quotas.connectors.retain(|c| c != "file-source");
@@ -205,5 +305,9 @@ fn plans_that_break_the_rules_are_rejected_before_running() {
         1,
     )
     .expect_err("file-source is not allowed");
-    assert!(err.to_string().contains("connector `file-source` is not allowed by policy `standard`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("connector `file-source` is not allowed by policy `standard`"),
+        "{err}"
+    );
 }

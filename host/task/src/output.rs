@@ -13,7 +13,10 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        BatchLimits { records: 1024, bytes: 256 * 1024 }
+        BatchLimits {
+            records: 1024,
+            bytes: 256 * 1024,
+        }
     }
 }
 
@@ -54,13 +57,22 @@ pub struct OutputRouter {
 impl OutputRouter {
     /// A router with no outputs yet.
     pub fn new(max_parallelism: u32, limits: BatchLimits) -> Self {
-        OutputRouter { outputs: Vec::new(), max_parallelism, limits }
+        OutputRouter {
+            outputs: Vec::new(),
+            max_parallelism,
+            limits,
+        }
     }
 
     /// Adds an output edge whose channels are indexed by target subtask.
     pub fn add_output(&mut self, partitioning: Partitioning, channels: Vec<u32>) {
         let pending = channels.iter().map(|_| BatchBuilder::new()).collect();
-        self.outputs.push(Output { partitioning, channels, pending, next: 0 });
+        self.outputs.push(Output {
+            partitioning,
+            channels,
+            pending,
+            next: 0,
+        });
     }
 
     /// Every output channel id.
@@ -70,7 +82,11 @@ impl OutputRouter {
 
     /// Routes `batch`; full pending batches go to `send(channel, batch)`.
     /// Fails if a hash edge receives a record without a key.
-    pub fn route(&mut self, batch: &Batch, send: &mut dyn FnMut(u32, Batch)) -> Result<(), MissingKey> {
+    pub fn route(
+        &mut self,
+        batch: &Batch,
+        send: &mut dyn FnMut(u32, Batch),
+    ) -> Result<(), MissingKey> {
         let limits = self.limits;
         for o in &mut self.outputs {
             let n = o.channels.len();
@@ -121,7 +137,13 @@ mod tests {
 
     #[test]
     fn hash_routing_sends_each_key_to_the_subtask_owning_its_key_group() {
-        let mut r = OutputRouter::new(128, BatchLimits { records: 3, bytes: 1 << 20 });
+        let mut r = OutputRouter::new(
+            128,
+            BatchLimits {
+                records: 3,
+                bytes: 1 << 20,
+            },
+        );
         r.add_output(Partitioning::Hash, vec![10, 11, 12, 13]);
         let mut b = BatchBuilder::new();
         let words: Vec<String> = (0..500).map(|i| format!("w{}", i % 37)).collect();
@@ -154,10 +176,15 @@ mod tests {
             b.push(None, &[i], None);
         }
         let mut counts: HashMap<u32, usize> = HashMap::new();
-        r.route(&b.take(), &mut |ch, batch| *counts.entry(ch).or_default() += batch.len())
-            .expect("no hash edge");
+        r.route(&b.take(), &mut |ch, batch| {
+            *counts.entry(ch).or_default() += batch.len()
+        })
+        .expect("no hash edge");
         r.flush(&mut |ch, batch| *counts.entry(ch).or_default() += batch.len());
-        assert_eq!(counts, HashMap::from([(0, 3), (1, 3), (2, 3), (3, 9), (4, 9)]));
+        assert_eq!(
+            counts,
+            HashMap::from([(0, 3), (1, 3), (2, 3), (3, 9), (4, 9)])
+        );
     }
 
     #[test]

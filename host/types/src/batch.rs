@@ -65,10 +65,18 @@ impl Batch {
     pub fn validate(&self) -> Result<(), MalformedBatch> {
         let mut end = 0u64;
         for (index, m) in self.meta.iter().enumerate() {
-            let key = if m.key_len == NO_KEY { 0 } else { u64::from(m.key_len) };
+            let key = if m.key_len == NO_KEY {
+                0
+            } else {
+                u64::from(m.key_len)
+            };
             end += key + u64::from(m.value_len);
             if end > self.data.len() as u64 {
-                return Err(MalformedBatch { index, end, len: self.data.len() });
+                return Err(MalformedBatch {
+                    index,
+                    end,
+                    len: self.data.len(),
+                });
             }
         }
         Ok(())
@@ -79,9 +87,17 @@ impl Batch {
     pub fn iter(&self) -> impl Iterator<Item = Record<'_>> + '_ {
         let mut pos = 0usize;
         self.meta.iter().map_while(move |m| {
-            let key_len = if m.key_len == NO_KEY { 0 } else { m.key_len as usize };
-            let end = pos.checked_add(key_len)?.checked_add(m.value_len as usize)?;
-            let key = (m.key_len != NO_KEY).then(|| self.data.get(pos..pos + key_len)).flatten();
+            let key_len = if m.key_len == NO_KEY {
+                0
+            } else {
+                m.key_len as usize
+            };
+            let end = pos
+                .checked_add(key_len)?
+                .checked_add(m.value_len as usize)?;
+            let key = (m.key_len != NO_KEY)
+                .then(|| self.data.get(pos..pos + key_len))
+                .flatten();
             let value = self.data.get(pos + key_len..end)?;
             pos = end;
             Some(Record {
@@ -177,9 +193,20 @@ mod tests {
     fn a_batch_whose_lengths_overrun_its_buffer_is_rejected() {
         let batch = Batch {
             data: vec![1, 2, 3],
-            meta: vec![RecordMeta { key_len: 2, value_len: 2, timestamp: NO_TIMESTAMP }],
+            meta: vec![RecordMeta {
+                key_len: 2,
+                value_len: 2,
+                timestamp: NO_TIMESTAMP,
+            }],
         };
-        assert_eq!(batch.validate(), Err(MalformedBatch { index: 0, end: 4, len: 3 }));
+        assert_eq!(
+            batch.validate(),
+            Err(MalformedBatch {
+                index: 0,
+                end: 4,
+                len: 3
+            })
+        );
         assert_eq!(batch.iter().count(), 0);
     }
 }

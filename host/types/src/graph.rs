@@ -84,7 +84,11 @@ pub struct NodeSpec {
 impl NodeSpec {
     /// The last value of config key `key`.
     pub fn config(&self, key: &str) -> Option<&str> {
-        self.config.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.config
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -260,12 +264,20 @@ impl JobGraph {
         }
         for n in &self.nodes {
             let kind = kinds[n.name.as_str()];
-            let ins = inputs.get(n.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            let bad = |problem: String| GraphError::BadInputs { node: n.name.clone(), problem };
+            let ins = inputs
+                .get(n.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let bad = |problem: String| GraphError::BadInputs {
+                node: n.name.clone(),
+                problem,
+            };
             let wanted = kind.inputs();
             for input in 0..wanted {
                 if !ins.iter().any(|e| e.target_input == input) {
-                    return Err(bad(format!("({kind:?}) has nothing connected to input {input}")));
+                    return Err(bad(format!(
+                        "({kind:?}) has nothing connected to input {input}"
+                    )));
                 }
             }
             if let Some(e) = ins.iter().find(|e| e.target_input >= wanted) {
@@ -274,13 +286,14 @@ impl JobGraph {
                     e.source, e.target_input
                 )));
             }
-            if kind.keyed() {
-                if let Some(e) = ins.iter().find(|e| e.partitioning != Partitioning::Hash) {
-                    return Err(bad(format!(
-                        "is keyed, so its input from `{}` must be partitioned by hash, not {:?}",
-                        e.source, e.partitioning
-                    )));
-                }
+            if let Some(e) = ins
+                .iter()
+                .find(|e| kind.keyed() && e.partitioning != Partitioning::Hash)
+            {
+                return Err(bad(format!(
+                    "is keyed, so its input from `{}` must be partitioned by hash, not {:?}",
+                    e.source, e.partitioning
+                )));
             }
             if !kind.has_output() && outputs.get(n.name.as_str()).copied().unwrap_or(0) > 0 {
                 return Err(bad("is a sink but has downstream edges".to_owned()));
@@ -291,15 +304,21 @@ impl JobGraph {
 
     /// Node indices in an order where every edge goes forward.
     pub fn topological_order(&self) -> Result<Vec<usize>, GraphError> {
-        let index: HashMap<&str, usize> =
-            self.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
         let mut indegree = vec![0usize; self.nodes.len()];
         for e in &self.edges {
             if let Some(&t) = index.get(e.target.as_str()) {
                 indegree[t] += 1;
             }
         }
-        let mut ready: Vec<usize> = (0..self.nodes.len()).filter(|&i| indegree[i] == 0).collect();
+        let mut ready: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| indegree[i] == 0)
+            .collect();
         let mut order = Vec::with_capacity(self.nodes.len());
         while let Some(i) = ready.pop() {
             order.push(i);

@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A job's id: 16 bytes, written as 32 lowercase hex characters as in Flink.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct JobId(pub [u8; 16]);
 
 impl fmt::Display for JobId {
@@ -45,7 +47,11 @@ mod tests {
         let id = JobId([0xab; 16]);
         assert_eq!(id.to_string().len(), 32);
         assert_eq!(id.to_string().parse::<JobId>().expect("valid"), id);
-        for bad in ["abc", "ABABABABABABABABABABABABABABABAB", "zz00000000000000000000000000000000"] {
+        for bad in [
+            "abc",
+            "ABABABABABABABABABABABABABABABAB",
+            "zz00000000000000000000000000000000",
+        ] {
             assert!(bad.parse::<JobId>().is_err(), "{bad}");
         }
     }

@@ -10,7 +10,9 @@ mod graph;
 mod ids;
 
 pub use batch::{Batch, BatchBuilder, NO_KEY, NO_TIMESTAMP, Record, RecordMeta};
-pub use graph::{EdgeSpec, GraphError, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning};
+pub use graph::{
+    EdgeSpec, GraphError, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning,
+};
 pub use ids::{JobId, ParseIdError};
 pub use sluice_keygroup as keygroup;
 

@@ -17,14 +17,21 @@ pub(crate) struct Cache {
 
 impl Cache {
     pub(crate) fn open(dir: PathBuf, engine: &Engine) -> Result<Self, RuntimeError> {
-        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Cache { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Cache {
+            path: dir.clone(),
+            source,
+        })?;
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        Ok(Cache { dir, engine_hash: format!("{:016x}", h.finish()) })
+        Ok(Cache {
+            dir,
+            engine_hash: format!("{:016x}", h.finish()),
+        })
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     /// A cached compilation of the component with this digest, if any.
@@ -51,15 +58,18 @@ impl Cache {
     /// Stores a compilation; failures only cost a recompilation later.
     pub(crate) fn put(&self, digest: &str, component: &Component) {
         let path = self.path(digest);
-        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-            let tmp = tempfile_in(&self.dir, digest);
-            std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| {
-                    let _ = std::fs::remove_file(&tmp);
-                    e.to_string()
-                })
-        });
+        let result = component
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let tmp = tempfile_in(&self.dir, digest);
+                std::fs::write(&tmp, bytes)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| {
+                        let _ = std::fs::remove_file(&tmp);
+                        e.to_string()
+                    })
+            });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
         }
@@ -67,5 +77,9 @@ impl Cache {
 }
 
 fn tempfile_in(dir: &std::path::Path, digest: &str) -> PathBuf {
-    dir.join(format!(".{digest}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()))
+    dir.join(format!(
+        ".{digest}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ))
 }

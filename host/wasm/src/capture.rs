@@ -24,7 +24,11 @@ pub(crate) struct Capture(Arc<Mutex<Buffer>>);
 
 impl Capture {
     pub(crate) fn new(cap: usize) -> Self {
-        Capture(Arc::new(Mutex::new(Buffer { bytes: Vec::new(), cap, dropped: 0 })))
+        Capture(Arc::new(Mutex::new(Buffer {
+            bytes: Vec::new(),
+            cap,
+            dropped: 0,
+        })))
     }
 
     fn append(&self, data: &[u8]) {
@@ -77,7 +81,11 @@ impl OutputStream for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -31,7 +31,12 @@ pub(crate) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         if desired > self.memory_limit {
             self.refused_growth = Some(desired);
             return Ok(false);
@@ -39,7 +44,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -77,8 +87,12 @@ impl HostState {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .insecure_random_seed(u128::from(RANDOM_SEED))
-            .secure_random(wasmtime_wasi::Deterministic::new(RANDOM_SEED.to_le_bytes().to_vec()))
-            .insecure_random(wasmtime_wasi::Deterministic::new(RANDOM_SEED.to_be_bytes().to_vec()))
+            .secure_random(wasmtime_wasi::Deterministic::new(
+                RANDOM_SEED.to_le_bytes().to_vec(),
+            ))
+            .insecure_random(wasmtime_wasi::Deterministic::new(
+                RANDOM_SEED.to_be_bytes().to_vec(),
+            ))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -103,7 +117,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

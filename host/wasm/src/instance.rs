@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use sluice_types::{Batch, EdgeSpec, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning, RecordMeta};
+use sluice_types::{
+    Batch, EdgeSpec, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning, RecordMeta,
+};
 use wasmtime::component::{Component, ResourceAny};
 use wasmtime::{Store, Trap};
 
@@ -90,33 +92,54 @@ pub struct App {
 }
 
 impl App {
-    pub(crate) fn load(inner: Arc<Inner>, wasm: &[u8]) -> Result<Self, LoadError> {
+    /// Compiles (or loads from the cache) without checking the contract.
+    pub(crate) fn compile(inner: &Inner, wasm: &[u8]) -> Result<(Component, String), LoadError> {
         let digest = hex::encode(Sha256::digest(wasm));
-        let cached = inner.cache.as_ref().and_then(|c| c.get(&inner.engine, &digest));
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                if !wasm.starts_with(b"\0asm") {
-                    return Err(LoadError::Invalid(
-                        "the file does not start with the WebAssembly magic bytes `\\0asm`".into(),
-                    ));
-                }
-                let c = Component::new(&inner.engine, wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-                if let Some(cache) = &inner.cache {
-                    cache.put(&digest, &c);
-                }
-                c
-            }
-        };
-        let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&inner.engine).map(|(n, _)| n.to_owned()).collect();
+        if let Some(c) = inner
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&inner.engine, &digest))
+        {
+            return Ok((c, digest));
+        }
+        if !wasm.starts_with(b"\0asm") {
+            return Err(LoadError::Invalid(
+                "the file does not start with the WebAssembly magic bytes `\\0asm`".into(),
+            ));
+        }
+        let c = Component::new(&inner.engine, wasm)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Some(cache) = &inner.cache {
+            cache.put(&digest, &c);
+        }
+        Ok((c, digest))
+    }
+
+    /// The import names of a compiled component.
+    pub(crate) fn import_names(inner: &Inner, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .imports(&inner.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect()
+    }
+
+    pub(crate) fn load(inner: Arc<Inner>, wasm: &[u8]) -> Result<Self, LoadError> {
+        let (component, digest) = Self::compile(&inner, wasm)?;
+        let imports = Self::import_names(&inner, &component);
         check_imports(imports.iter().map(String::as_str))?;
         let instance_pre = inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
-        let pre = ApplicationPre::new(instance_pre).map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
-        Ok(App { inner, pre, digest, imports })
+        let pre = ApplicationPre::new(instance_pre)
+            .map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
+        Ok(App {
+            inner,
+            pre,
+            digest,
+            imports,
+        })
     }
 
     /// SHA-256 of the component's bytes, hex.
@@ -130,17 +153,37 @@ impl App {
     }
 
     fn instantiate(&self, name: &TaskName) -> Result<(Store<HostState>, Bindings), TaskError> {
-        let mut store = Store::new(&self.inner.engine, HostState::new(&self.inner.policy.limits));
+        let mut store = Store::new(
+            &self.inner.engine,
+            HostState::new(&self.inner.policy.limits),
+        );
         store.limiter(|s| &mut s.limiter);
-        let mut sandbox = Sandbox { store, name: name.clone(), inner: self.inner.clone(), poisoned: false };
+        let mut sandbox = Sandbox {
+            store,
+            name: name.clone(),
+            inner: self.inner.clone(),
+            poisoned: false,
+        };
         let bindings = sandbox.call(|store| self.pre.instantiate(store).map(Ok))?;
         Ok((sandbox.store, bindings))
     }
 
     fn sandbox(&self, what: &str) -> Result<(Sandbox, Bindings), TaskError> {
-        let name = TaskName { what: what.to_owned(), subtask: None, policy: self.inner.policy.name.clone() };
+        let name = TaskName {
+            what: what.to_owned(),
+            subtask: None,
+            policy: self.inner.policy.name.clone(),
+        };
         let (store, bindings) = self.instantiate(&name)?;
-        Ok((Sandbox { store, name, inner: self.inner.clone(), poisoned: false }, bindings))
+        Ok((
+            Sandbox {
+                store,
+                name,
+                inner: self.inner.clone(),
+                poisoned: false,
+            },
+            bindings,
+        ))
     }
 
     /// The operators the application exports (runs a sandboxed instance).
@@ -149,7 +192,11 @@ impl App {
         let ops = sb.call(|s| b.sluice_app_app().call_operators(s).map(Ok))?;
         Ok(ops
             .into_iter()
-            .map(|o| OperatorInfo { name: o.name, kind: kind_from_wit(o.kind), description: o.description })
+            .map(|o| OperatorInfo {
+                name: o.name,
+                kind: kind_from_wit(o.kind),
+                description: o.description,
+            })
             .collect())
     }
 
@@ -158,8 +205,14 @@ impl App {
         let (mut sb, b) = self.sandbox("the application's plan function")?;
         match sb.call(|s| b.sluice_app_app().call_plan(s, &args.to_vec())) {
             Ok(g) => Ok(graph_from_wit(g)),
-            Err(TaskError { cause: Cause::InvalidConfig(m), .. }) => Err(PlanError::InvalidArguments(m)),
-            Err(TaskError { cause: Cause::Failed(m), .. }) => Err(PlanError::Failed(m)),
+            Err(TaskError {
+                cause: Cause::InvalidConfig(m),
+                ..
+            }) => Err(PlanError::InvalidArguments(m)),
+            Err(TaskError {
+                cause: Cause::Failed(m),
+                ..
+            }) => Err(PlanError::Failed(m)),
             Err(e) => Err(PlanError::Task(e)),
         }
     }
@@ -167,12 +220,21 @@ impl App {
     /// Instantiates a chain for one subtask.
     pub fn chain(&self, name: TaskName, spec: ChainSpec) -> Result<GuestChain, TaskError> {
         let (store, bindings) = self.instantiate(&name)?;
-        let mut sandbox = Sandbox { store, name, inner: self.inner.clone(), poisoned: false };
+        let mut sandbox = Sandbox {
+            store,
+            name,
+            inner: self.inner.clone(),
+            poisoned: false,
+        };
         let wit_spec = wit_task::ChainSpec {
             operators: spec
                 .operators
                 .into_iter()
-                .map(|(operator, node, config)| wit_task::OperatorSpec { operator, node, config })
+                .map(|(operator, node, config)| wit_task::OperatorSpec {
+                    operator,
+                    node,
+                    config,
+                })
                 .collect(),
             subtask: spec.subtask,
             parallelism: spec.parallelism,
@@ -180,11 +242,20 @@ impl App {
             restore: spec
                 .restore
                 .into_iter()
-                .map(|c| wit_task::StateChunk { operator: c.operator, key_group: c.key_group, data: c.data })
+                .map(|c| wit_task::StateChunk {
+                    operator: c.operator,
+                    key_group: c.key_group,
+                    data: c.data,
+                })
                 .collect(),
         };
-        let handle = sandbox.call(|s| bindings.sluice_app_task().chain().call_create(s, &wit_spec))?;
-        Ok(GuestChain { sandbox, bindings, handle })
+        let handle =
+            sandbox.call(|s| bindings.sluice_app_task().chain().call_create(s, &wit_spec))?;
+        Ok(GuestChain {
+            sandbox,
+            bindings,
+            handle,
+        })
     }
 }
 
@@ -208,12 +279,18 @@ impl Sandbox {
         }
         let limits = &self.inner.policy.limits;
         if let Some(fuel) = limits.fuel_per_call {
-            self.store.set_fuel(fuel).expect("invariant: fuel is enabled when the policy sets it");
+            self.store
+                .set_fuel(fuel)
+                .expect("invariant: fuel is enabled when the policy sets it");
         }
         if let Some(ms) = limits.max_call_ms {
-            self.store.set_epoch_deadline(ms.div_ceil(crate::EPOCH_TICK.as_millis() as u64).max(1));
+            self.store
+                .set_epoch_deadline(ms.div_ceil(crate::EPOCH_TICK.as_millis() as u64).max(1));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         self.store.data_mut().now_ms = now;
         self.store.data_mut().limiter.refused_growth = None;
         let result = f(&mut self.store);
@@ -231,18 +308,30 @@ impl Sandbox {
     }
 
     fn error(&self, cause: Cause) -> TaskError {
-        TaskError { task: self.name.clone(), cause }
+        TaskError {
+            task: self.name.clone(),
+            cause,
+        }
     }
 
     fn classify(&self, e: &wasmtime::Error, stderr: &str) -> Cause {
         let limits = &self.inner.policy.limits;
         if let Some(requested) = self.store.data().limiter.refused_growth {
-            return Cause::MemoryLimit { limit: limits.memory_bytes(), requested: requested as u64 };
+            return Cause::MemoryLimit {
+                limit: limits.memory_bytes(),
+                requested: requested as u64,
+            };
         }
         match e.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => Cause::OutOfFuel { limit: limits.fuel_per_call.unwrap_or(0) },
-            Some(Trap::Interrupt) => Cause::Deadline { limit_ms: limits.max_call_ms.unwrap_or(0) },
-            Some(Trap::StackOverflow) => Cause::StackOverflow { limit_kib: limits.stack_kib },
+            Some(Trap::OutOfFuel) => Cause::OutOfFuel {
+                limit: limits.fuel_per_call.unwrap_or(0),
+            },
+            Some(Trap::Interrupt) => Cause::Deadline {
+                limit_ms: limits.max_call_ms.unwrap_or(0),
+            },
+            Some(Trap::StackOverflow) => Cause::StackOverflow {
+                limit_kib: limits.stack_kib,
+            },
             _ => match panic_message(stderr) {
                 Some(msg) => Cause::Panic(msg),
                 None => Cause::Trap(format!("{e:#}")),
@@ -285,8 +374,15 @@ fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.find("panicked at ")?;
     let rest = &stderr[start + "panicked at ".len()..];
     let (location, message) = rest.split_once(":\n").unwrap_or((rest, ""));
-    let message: Vec<&str> = message.lines().take_while(|l| !l.starts_with("note: ")).collect();
-    Some(format!("{} (at {})", message.join(" ").trim(), location.trim()))
+    let message: Vec<&str> = message
+        .lines()
+        .take_while(|l| !l.starts_with("note: "))
+        .collect();
+    Some(format!(
+        "{} (at {})",
+        message.join(" ").trim(),
+        location.trim()
+    ))
 }
 
 /// A subtask's chain: one store, one `chain` resource. After a trap every
@@ -317,52 +413,79 @@ impl GuestChain {
     pub fn process(&mut self, input: u32, batch: Batch) -> Result<GuestOutput, TaskError> {
         let wit = batch_to_wit(batch);
         let (b, h) = (&self.bindings, self.handle);
-        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_process(s, h, input, &wit))?;
+        let out = self
+            .sandbox
+            .call(|s| b.sluice_app_task().chain().call_process(s, h, input, &wit))?;
         self.output(out)
     }
 
     /// Polls a source chain for up to `max` records.
     pub fn poll_source(&mut self, max: u32) -> Result<SourceOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_poll_source(s, h, max))?;
-        Ok(SourceOutput { output: self.output(out.output)?, watermark: out.watermark, finished: out.finished })
+        let out = self
+            .sandbox
+            .call(|s| b.sluice_app_task().chain().call_poll_source(s, h, max))?;
+        Ok(SourceOutput {
+            output: self.output(out.output)?,
+            watermark: out.watermark,
+            finished: out.finished,
+        })
     }
 
     /// The watermark advanced.
     pub fn advance_watermark(&mut self, wm: i64) -> Result<GuestOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_advance_watermark(s, h, wm))?;
+        let out = self
+            .sandbox
+            .call(|s| b.sluice_app_task().chain().call_advance_watermark(s, h, wm))?;
         self.output(out)
     }
 
     /// Processing time reached `now`.
     pub fn advance_processing_time(&mut self, now: i64) -> Result<GuestOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_advance_processing_time(s, h, now))?;
+        let out = self.sandbox.call(|s| {
+            b.sluice_app_task()
+                .chain()
+                .call_advance_processing_time(s, h, now)
+        })?;
         self.output(out)
     }
 
     /// All inputs ended.
     pub fn end_of_input(&mut self) -> Result<GuestOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self.sandbox.call(|s| b.sluice_app_task().chain().call_end_of_input(s, h))?;
+        let out = self
+            .sandbox
+            .call(|s| b.sluice_app_task().chain().call_end_of_input(s, h))?;
         self.output(out)
     }
 
     /// Snapshots every operator's state.
     pub fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<StateChunk>, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let chunks = self.sandbox.call(|s| b.sluice_app_task().chain().call_snapshot(s, h, checkpoint))?;
+        let chunks = self
+            .sandbox
+            .call(|s| b.sluice_app_task().chain().call_snapshot(s, h, checkpoint))?;
         Ok(chunks
             .into_iter()
-            .map(|c| StateChunk { operator: c.operator, key_group: c.key_group, data: c.data })
+            .map(|c| StateChunk {
+                operator: c.operator,
+                key_group: c.key_group,
+                data: c.data,
+            })
             .collect())
     }
 
     fn output(&self, out: wit_task::Output) -> Result<GuestOutput, TaskError> {
         let records = batch_from_wit(out.records);
-        records.validate().map_err(|e| self.sandbox.error(Cause::Malformed(e.to_string())))?;
-        Ok(GuestOutput { records, next_processing_timer: out.next_processing_timer })
+        records
+            .validate()
+            .map_err(|e| self.sandbox.error(Cause::Malformed(e.to_string())))?;
+        Ok(GuestOutput {
+            records,
+            next_processing_timer: out.next_processing_timer,
+        })
     }
 }
 
@@ -372,7 +495,11 @@ fn batch_to_wit(b: Batch) -> wit_types::Batch {
         meta: b
             .meta
             .into_iter()
-            .map(|m| wit_types::RecordMeta { key_len: m.key_len, value_len: m.value_len, timestamp: m.timestamp })
+            .map(|m| wit_types::RecordMeta {
+                key_len: m.key_len,
+                value_len: m.value_len,
+                timestamp: m.timestamp,
+            })
             .collect(),
     }
 }
@@ -383,7 +510,11 @@ fn batch_from_wit(b: wit_types::Batch) -> Batch {
         meta: b
             .meta
             .into_iter()
-            .map(|m| RecordMeta { key_len: m.key_len, value_len: m.value_len, timestamp: m.timestamp })
+            .map(|m| RecordMeta {
+                key_len: m.key_len,
+                value_len: m.value_len,
+                timestamp: m.timestamp,
+            })
             .collect(),
     }
 }

@@ -24,8 +24,11 @@ mod host;
 mod instance;
 mod validate;
 
+pub use error::TaskName;
 pub use error::{Cause, LoadError, PlanError, RuntimeError, TaskError};
-pub use instance::{App, ChainSpec, GuestChain, GuestOutput, OperatorInfo, SourceOutput, StateChunk, TaskLabel};
+pub use instance::{
+    App, ChainSpec, GuestChain, GuestOutput, OperatorInfo, SourceOutput, StateChunk, TaskLabel,
+};
 pub use validate::ALLOWED_IMPORTS;
 
 use std::path::PathBuf;
@@ -57,7 +60,11 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { slots: 4, instances_per_slot: 8, cache_dir: None }
+        RuntimeOptions {
+            slots: 4,
+            instances_per_slot: 8,
+            cache_dir: None,
+        }
     }
 }
 
@@ -94,7 +101,11 @@ impl Runtime {
         config.consume_fuel(limits.fuel_per_call.is_some());
         config.epoch_interruption(limits.max_call_ms.is_some());
         config.max_wasm_stack(usize::try_from(limits.stack_kib * 1024).unwrap_or(usize::MAX));
-        let instances = options.slots.max(1).saturating_mul(options.instances_per_slot.max(1)).saturating_add(8);
+        let instances = options
+            .slots
+            .max(1)
+            .saturating_mul(options.instances_per_slot.max(1))
+            .saturating_add(8);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
             .total_core_instances(instances.saturating_mul(16))
@@ -117,19 +128,41 @@ impl Runtime {
                 .spawn(move || {
                     // A timer, not synchronisation: the epoch is the clock the
                     // per-call deadline is measured in.
-                    while let Err(mpsc::RecvTimeoutError::Timeout) = ticks.recv_timeout(EPOCH_TICK) {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = ticks.recv_timeout(EPOCH_TICK)
+                    {
                         engine.increment_epoch();
                     }
                 })
                 .expect("invariant: spawning the epoch thread succeeds");
             (stop, handle)
         });
-        Ok(Runtime { inner: Arc::new(Inner { engine, linker, policy, cache, epoch }) })
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                policy,
+                cache,
+                epoch,
+            }),
+        })
     }
 
     /// The policy this runtime enforces.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// Every import of a component with whether the sandbox allows it,
+    /// without checking anything else (for `sluice validate`).
+    pub fn imports(&self, wasm: &[u8]) -> Result<Vec<(String, bool)>, LoadError> {
+        let (component, _) = App::compile(&self.inner, wasm)?;
+        Ok(App::import_names(&self.inner, &component)
+            .into_iter()
+            .map(|name| {
+                let allowed = validate::is_allowed(&name);
+                (name, allowed)
+            })
+            .collect())
     }
 
     /// Validates and compiles (or loads from the cache) a component.

@@ -38,22 +38,28 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
 const CONTRACT_VERSION: &str = "0.1.0";
 const WASI_MAJOR_MINOR: &str = "0.2.";
 
-/// Checks every import name (`ns:pkg/iface@version`).
-pub(crate) fn check_imports<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), LoadError> {
-    let mut forbidden = Vec::new();
-    for name in names {
-        let (iface, version) = name.split_once('@').unwrap_or((name, ""));
-        let allowed = ALLOWED_IMPORTS.contains(&iface)
-            && if iface.starts_with("sluice:") {
-                version == CONTRACT_VERSION
-            } else {
-                version.starts_with(WASI_MAJOR_MINOR)
-            };
-        if !allowed {
-            forbidden.push(name.to_owned());
+/// Whether the sandbox provides this import (`ns:pkg/iface@version`).
+pub(crate) fn is_allowed(name: &str) -> bool {
+    let (iface, version) = name.split_once('@').unwrap_or((name, ""));
+    ALLOWED_IMPORTS.contains(&iface)
+        && if iface.starts_with("sluice:") {
+            version == CONTRACT_VERSION
+        } else {
+            version.starts_with(WASI_MAJOR_MINOR)
         }
+}
+
+/// Checks every import name.
+pub(crate) fn check_imports<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), LoadError> {
+    let forbidden: Vec<String> = names
+        .filter(|n| !is_allowed(n))
+        .map(str::to_owned)
+        .collect();
+    if forbidden.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::ForbiddenImports(forbidden))
     }
-    if forbidden.is_empty() { Ok(()) } else { Err(LoadError::ForbiddenImports(forbidden)) }
 }
 
 #[cfg(test)]
@@ -63,8 +69,13 @@ mod tests {
     #[test]
     fn sockets_and_unknown_versions_are_named() {
         let err = check_imports(
-            ["wasi:io/streams@0.2.6", "wasi:sockets/tcp@0.2.6", "sluice:app/log@9.0.0", "sluice:app/log@0.1.0"]
-                .into_iter(),
+            [
+                "wasi:io/streams@0.2.6",
+                "wasi:sockets/tcp@0.2.6",
+                "sluice:app/log@9.0.0",
+                "sluice:app/log@0.1.0",
+            ]
+            .into_iter(),
         )
         .expect_err("sockets are forbidden");
         match err {

@@ -3,7 +3,9 @@
 
 use sluice_policy::Policy;
 use sluice_types::{BatchBuilder, Implementation, OperatorKind};
-use sluice_wasm::{App, Cause, ChainSpec, LoadError, PlanError, Runtime, RuntimeOptions, TaskError, TaskLabel};
+use sluice_wasm::{
+    App, Cause, ChainSpec, LoadError, PlanError, Runtime, RuntimeOptions, TaskError, TaskLabel,
+};
 
 fn runtime_with(edit: impl FnOnce(&mut Policy)) -> Runtime {
     let mut policy = Policy::standard();
@@ -19,7 +21,11 @@ fn load(rt: &Runtime, path: &str) -> Result<App, LoadError> {
 }
 
 fn label(what: &str) -> TaskLabel {
-    TaskLabel { what: what.into(), subtask: Some((0, 1)), policy: "test".into() }
+    TaskLabel {
+        what: what.into(),
+        subtask: Some((0, 1)),
+        policy: "test".into(),
+    }
 }
 
 fn one_op_chain(app: &App, op: &str) -> sluice_wasm::GuestChain {
@@ -41,7 +47,9 @@ fn one_record() -> sluice_types::Batch {
 
 fn run_bad(app: &App, op: &str) -> TaskError {
     let mut chain = one_op_chain(app, op);
-    let err = chain.process(0, one_record()).expect_err("misbehaving operator must fail");
+    let err = chain
+        .process(0, one_record())
+        .expect_err("misbehaving operator must fail");
     assert!(chain.is_poisoned());
     let again = chain.process(0, one_record()).expect_err("poisoned");
     assert_eq!(again.cause, Cause::Poisoned);
@@ -55,8 +63,15 @@ fn assert_healthy(rt: &Runtime) {
     let mut b = BatchBuilder::new();
     b.push(None, b"Hello, hello WORLD!", None);
     let out = chain.process(0, b.take()).expect("split runs");
-    let keys: Vec<_> = out.records.iter().map(|r| r.key.expect("keyed").to_vec()).collect();
-    assert_eq!(keys, [b"hello".to_vec(), b"hello".to_vec(), b"world".to_vec()]);
+    let keys: Vec<_> = out
+        .records
+        .iter()
+        .map(|r| r.key.expect("keyed").to_vec())
+        .collect();
+    assert_eq!(
+        keys,
+        [b"hello".to_vec(), b"hello".to_vec(), b"world".to_vec()]
+    );
 }
 
 #[test]
@@ -65,14 +80,29 @@ fn wordcount_describes_its_operators_and_plans_a_graph() {
     let app = load(&rt, sluice_test_programs::WORDCOUNT).expect("loads");
     let ops = app.operators().expect("operators");
     let kinds: Vec<_> = ops.iter().map(|o| (o.name.as_str(), o.kind)).collect();
-    assert_eq!(kinds, [("split", OperatorKind::FlatMap), ("count", OperatorKind::KeyedProcess)]);
+    assert_eq!(
+        kinds,
+        [
+            ("split", OperatorKind::FlatMap),
+            ("count", OperatorKind::KeyedProcess)
+        ]
+    );
     let g = app
-        .plan(&[("input".into(), "/in".into()), ("output".into(), "/out".into())])
+        .plan(&[
+            ("input".into(), "/in".into()),
+            ("output".into(), "/out".into()),
+        ])
         .expect("plan");
     assert_eq!(g.nodes.len(), 4);
-    assert_eq!(g.nodes[0].implementation, Implementation::Connector("file-source".into()));
+    assert_eq!(
+        g.nodes[0].implementation,
+        Implementation::Connector("file-source".into())
+    );
     let err = app.plan(&[]).expect_err("missing arguments");
-    assert!(matches!(&err, PlanError::InvalidArguments(m) if m.contains("input")), "{err}");
+    assert!(
+        matches!(&err, PlanError::InvalidArguments(m) if m.contains("input")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -81,7 +111,11 @@ fn an_infinite_loop_runs_out_of_fuel_and_the_process_stays_healthy() {
     let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
     let err = run_bad(&app, "spin");
     assert_eq!(err.cause, Cause::OutOfFuel { limit: 200_000_000 });
-    assert!(err.to_string().contains("operator `spin` subtask 1/1 ran out of fuel"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("operator `spin` subtask 1/1 ran out of fuel"),
+        "{err}"
+    );
     assert_healthy(&rt);
 }
 
@@ -103,8 +137,15 @@ fn a_memory_bomb_hits_the_memory_limit_and_the_process_stays_healthy() {
     let rt = runtime_with(|_| {});
     let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
     let err = run_bad(&app, "bomb");
-    assert!(matches!(err.cause, Cause::MemoryLimit { limit, .. } if limit == 64 << 20), "{err}");
-    assert!(err.to_string().contains("exceeded its memory limit (64 MiB"), "{err}");
+    assert!(
+        matches!(err.cause, Cause::MemoryLimit { limit, .. } if limit == 64 << 20),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("exceeded its memory limit (64 MiB"),
+        "{err}"
+    );
     assert_healthy(&rt);
 }
 
@@ -124,9 +165,14 @@ fn a_panic_is_reported_with_the_guests_message_and_the_process_stays_healthy() {
 fn an_endless_plan_function_runs_out_of_fuel() {
     let rt = runtime_with(|_| {});
     let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
-    let err = app.plan(&[("mode".into(), "plan-spin".into())]).expect_err("never returns");
+    let err = app
+        .plan(&[("mode".into(), "plan-spin".into())])
+        .expect_err("never returns");
     match err {
-        PlanError::Task(TaskError { cause: Cause::OutOfFuel { .. }, task }) => {
+        PlanError::Task(TaskError {
+            cause: Cause::OutOfFuel { .. },
+            task,
+        }) => {
             assert_eq!(task.what, "the application's plan function")
         }
         other => panic!("expected out of fuel, got {other}"),
@@ -137,10 +183,15 @@ fn an_endless_plan_function_runs_out_of_fuel() {
 #[test]
 fn a_component_importing_sockets_is_rejected_naming_the_import() {
     let rt = runtime_with(|_| {});
-    let err = load(&rt, sluice_test_programs::FORBIDDEN_IMPORT).err().expect("rejected");
+    let err = load(&rt, sluice_test_programs::FORBIDDEN_IMPORT)
+        .err()
+        .expect("rejected");
     match &err {
         LoadError::ForbiddenImports(names) => {
-            assert!(names.iter().any(|n| n.starts_with("wasi:sockets/")), "{names:?}")
+            assert!(
+                names.iter().any(|n| n.starts_with("wasi:sockets/")),
+                "{names:?}"
+            )
         }
         other => panic!("expected a forbidden import, got {other}"),
     }
@@ -151,10 +202,16 @@ fn a_component_importing_sockets_is_rejected_naming_the_import() {
 #[test]
 fn bytes_that_are_not_a_component_are_rejected_with_the_reason() {
     let rt = runtime_with(|_| {});
-    let err = rt.load(b"PK\x03\x04 a jar, not wasm").err().expect("rejected");
+    let err = rt
+        .load(b"PK\x03\x04 a jar, not wasm")
+        .err()
+        .expect("rejected");
     assert!(err.to_string().contains("magic bytes"), "{err}");
     let core_module = b"\0asm\x01\0\0\0";
-    let err = rt.load(core_module).err().expect("a core module is not a component");
+    let err = rt
+        .load(core_module)
+        .err()
+        .expect("a core module is not a component");
     assert!(matches!(err, LoadError::Invalid(_)), "{err}");
 }
 
@@ -163,14 +220,27 @@ fn the_cache_serves_a_second_load_and_survives_a_corrupt_entry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::new(
         Policy::standard(),
-        RuntimeOptions { cache_dir: Some(dir.path().to_owned()), ..RuntimeOptions::default() },
+        RuntimeOptions {
+            cache_dir: Some(dir.path().to_owned()),
+            ..RuntimeOptions::default()
+        },
     )
     .expect("engine");
     let wasm = std::fs::read(sluice_test_programs::WORDCOUNT).expect("built");
     let first = rt.load(&wasm).expect("compiles");
-    let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert!(entries[0].file_name().expect("name").to_string_lossy().starts_with(first.digest()));
+    assert!(
+        entries[0]
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .starts_with(first.digest())
+    );
     let second = rt.load(&wasm).expect("from cache");
     assert_eq!(second.operators().expect("works").len(), 2);
     // Replace the file (a new inode, as the cache itself writes): the loaded
@@ -186,7 +256,11 @@ fn a_guest_source_chain_snapshots_and_restores_its_position() {
     let rt = runtime_with(|_| {});
     let app = load(&rt, sluice_test_programs::WINDOWED_SUM).expect("loads");
     let spec = |restore| ChainSpec {
-        operators: vec![("events".into(), "events".into(), vec![("events".into(), "10".into())])],
+        operators: vec![(
+            "events".into(),
+            "events".into(),
+            vec![("events".into(), "10".into())],
+        )],
         subtask: 0,
         parallelism: 1,
         max_parallelism: 128,
@@ -197,7 +271,9 @@ fn a_guest_source_chain_snapshots_and_restores_its_position() {
     assert_eq!(first.output.records.len(), 4);
     assert_eq!(first.watermark, Some(30));
     let snapshot = chain.snapshot(1).expect("snapshot");
-    let mut resumed = app.chain(label("events"), spec(snapshot)).expect("restored");
+    let mut resumed = app
+        .chain(label("events"), spec(snapshot))
+        .expect("restored");
     let rest = resumed.poll_source(100).expect("poll");
     assert!(rest.finished);
     let values: Vec<u64> = rest

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets everything up on a machine with rustup and cargo, then runs every
+# check and test: formatting, clippy on host and guests, and the whole test
+# suite (the guests under examples/ are built by host/test-programs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target add wasm32-wasip2
+rustup component add rustfmt clippy
+cargo fmt --all -- --check
+(cd examples && cargo fmt --all -- --check)
+rustfmt --edition 2024 --check guest-sdk/rust/src/*.rs guest-sdk/keygroup/src/*.rs host/test-programs/build.rs
+cargo clippy --locked --target wasm32-wasip2 --manifest-path examples/Cargo.toml -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
