@@ -8,7 +8,6 @@ rustup target add wasm32-wasip2
 rustup component add rustfmt clippy
 cargo fmt --all -- --check
 (cd examples && cargo fmt --all -- --check)
-rustfmt --edition 2024 --check guest-sdk/rust/src/*.rs guest-sdk/keygroup/src/*.rs host/test-programs/build.rs
 cargo clippy --locked --target wasm32-wasip2 --manifest-path examples/Cargo.toml -- -D warnings
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace

@@ -72,6 +72,11 @@ impl<S> KeyedContext<'_, S> {
         self.key
     }
 
+    /// This key's state, read-only.
+    pub fn get(&self) -> Option<&S> {
+        self.state.as_ref()
+    }
+
     /// This key's state; `None` if it has none. Set it to `None` to delete it.
     pub fn state(&mut self) -> &mut Option<S> {
         self.state
@@ -249,7 +254,7 @@ impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
         self.watermark(i64::MAX, out)
     }
 
-    fn snapshot(&mut self) -> Result<Vec<(Option<u32>, Vec<u8>)>, Error> {
+    fn snapshot(&mut self) -> Result<crate::operator::Chunks, Error> {
         let mut per_group: Vec<KeyGroupSnapshot<&P::State>> = self
             .groups
             .iter()

@@ -5,12 +5,12 @@
 //! batching across the component boundary, chaining operators inside one call,
 //! partitioning keyed state by key group, timers, snapshots and restore.
 //!
-//! ```ignore
+//! ```
 //! use sluice_sdk::prelude::*;
 //!
-//! struct Upper;
+//! struct Shout;
 //!
-//! impl Application for Upper {
+//! impl Application for Shout {
 //!     fn operators() -> Vec<OperatorDef> {
 //!         vec![map("upper", |r: Record<'_>, out: &mut Collector| {
 //!             out.emit(&r.value.to_ascii_uppercase());
@@ -20,16 +20,20 @@
 //!
 //!     fn plan(args: &Args) -> Result<Graph, Error> {
 //!         let mut g = Graph::new();
-//!         let src = g.add(Node::connector("read", "file-source").config("path", args.require("input")?));
-//!         let up = g.add(Node::guest("upper", "upper"));
-//!         let out = g.add(Node::connector("print", "print"));
-//!         g.forward(&src, &up);
-//!         g.forward(&up, &out);
+//!         let read = g.add(Node::connector("read", "file-source").config("path", args.require("input")?));
+//!         let upper = g.add(Node::guest("upper", "upper"));
+//!         let print = g.add(Node::connector("print", "print"));
+//!         g.forward(&read, &upper).forward(&upper, &print);
 //!         Ok(g)
 //!     }
 //! }
 //!
-//! sluice_sdk::export_app!(Upper);
+//! // In the application crate: `sluice_sdk::export_app!(Shout);`
+//!
+//! // Operators run natively in tests, through the same chain runtime:
+//! let mut h = sluice_sdk::testing::Harness::new::<Shout>(&["upper"]).unwrap();
+//! let out = h.process(0, &[(None, b"hello".as_slice())]).unwrap();
+//! assert_eq!(out[0].value, b"HELLO");
 //! ```
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` and run with
@@ -54,6 +58,7 @@ mod plan;
 mod record;
 #[doc(hidden)]
 pub mod runtime;
+pub mod testing;
 
 pub use keyed::{KeyedContext, KeyedProcess, TimeDomain, Timer};
 pub use operator::{
@@ -77,9 +82,13 @@ pub fn failed(message: impl Into<String>) -> Error {
     Error::Failed(message.into())
 }
 
-/// Logs a message into the task's log on the host.
+/// Logs a message into the task's log on the host (stderr when the
+/// operator runs natively, e.g. under [`testing::Harness`]).
 pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
     bindings::sluice::app::log::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
 }
 
 /// Log levels.
@@ -87,13 +96,23 @@ pub use bindings::sluice::app::log::Level as LogLevel;
 
 /// Processing time (ms since the epoch) as the host fixed it for this call.
 pub fn processing_time() -> i64 {
-    bindings::sluice::app::clock::processing_time()
+    #[cfg(target_arch = "wasm32")]
+    return bindings::sluice::app::clock::processing_time();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Adds to a user-defined counter (exported per job, operator and subtask).
 /// Each call crosses into the host: count locally and add once per batch.
+/// Natively (in tests) counters are not recorded.
 pub fn counter_add(name: &str, delta: u64) {
+    #[cfg(target_arch = "wasm32")]
     bindings::sluice::app::metrics::counter_add(name, delta);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (name, delta);
 }
 
 /// Everything an operator author needs.

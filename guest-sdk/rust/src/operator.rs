@@ -51,6 +51,9 @@ pub(crate) struct OpenContext {
     pub max_parallelism: u32,
 }
 
+/// Snapshot chunks: `(key group, bytes)`, `None` for operator (non-keyed) state.
+pub(crate) type Chunks = Vec<(Option<u32>, Vec<u8>)>;
+
 /// What every operator looks like to the chain runtime.
 pub(crate) trait RawOperator {
     fn open(&mut self, _ctx: &OpenContext) -> Result<(), Error> {
@@ -71,7 +74,7 @@ pub(crate) trait RawOperator {
         Ok(())
     }
     /// `(key group, bytes)` chunks; `None` for operator (non-keyed) state.
-    fn snapshot(&mut self) -> Result<Vec<(Option<u32>, Vec<u8>)>, Error> {
+    fn snapshot(&mut self) -> Result<Chunks, Error> {
         Ok(Vec::new())
     }
     fn restore(&mut self, _key_group: Option<u32>, _data: &[u8]) -> Result<(), Error> {
@@ -273,7 +276,7 @@ impl<S: Source> RawOperator for SourceOperator<S> {
             },
         })
     }
-    fn snapshot(&mut self) -> Result<Vec<(Option<u32>, Vec<u8>)>, Error> {
+    fn snapshot(&mut self) -> Result<Chunks, Error> {
         Ok(vec![(None, self.0.snapshot())])
     }
     fn restore(&mut self, key_group: Option<u32>, data: &[u8]) -> Result<(), Error> {

@@ -31,7 +31,7 @@ pub fn plan<A: Application>(args: Vec<(String, String)>) -> Result<WitGraph, Err
     A::plan(&Args::new(args)).map(crate::Graph::into_wit)
 }
 
-struct Chain {
+pub(crate) struct Chain {
     ops: Vec<Box<dyn RawOperator>>,
     /// Scratch buffers between operators: `bufs[i]` holds operator i's output.
     bufs: Vec<Collector>,
@@ -99,15 +99,9 @@ impl Chain {
     }
 }
 
-/// The `chain` resource, generic over the application.
-#[doc(hidden)]
-pub struct ChainImpl<A> {
-    chain: RefCell<Chain>,
-    _app: PhantomData<fn() -> A>,
-}
-
-impl<A: Application> task::GuestChain for ChainImpl<A> {
-    fn create(spec: ChainSpec) -> Result<task::Chain, Error> {
+impl Chain {
+    /// Creates the operators of a chain and restores their state.
+    pub(crate) fn create<A: Application>(spec: ChainSpec) -> Result<Chain, Error> {
         if spec.operators.is_empty() {
             return Err(invalid_config("a chain needs at least one operator"));
         }
@@ -143,60 +137,46 @@ impl<A: Application> task::GuestChain for ChainImpl<A> {
         }
         let bufs = ops.iter().map(|_| Collector::default()).collect();
         let emitted = vec![0; ops.len()];
-        Ok(task::Chain::new(ChainImpl::<A> {
-            chain: RefCell::new(Chain { ops, bufs, emitted }),
-            _app: PhantomData,
-        }))
+        Ok(Chain { ops, bufs, emitted })
     }
 
-    fn process(&self, input: u32, records: Batch) -> Result<Output, Error> {
-        let mut c = self.chain.borrow_mut();
-        let c = &mut *c;
+    pub(crate) fn process(&mut self, input: u32, records: &Batch) -> Result<Output, Error> {
         process_batch(
-            &mut *c.ops[0],
+            &mut *self.ops[0],
             input,
             &records.data,
             &records.meta,
-            &mut c.bufs[0],
+            &mut self.bufs[0],
         )?;
-        c.drain_from(0)?;
-        Ok(c.output())
+        self.drain_from(0)?;
+        Ok(self.output())
     }
 
-    fn poll_source(&self, max_records: u32) -> Result<SourceOutput, Error> {
-        let mut c = self.chain.borrow_mut();
-        let c = &mut *c;
-        let poll = c.ops[0].poll_source(max_records, &mut c.bufs[0])?;
-        c.drain_from(0)?;
+    pub(crate) fn poll_source(&mut self, max_records: u32) -> Result<SourceOutput, Error> {
+        let poll = self.ops[0].poll_source(max_records, &mut self.bufs[0])?;
+        self.drain_from(0)?;
         Ok(SourceOutput {
-            output: c.output(),
+            output: self.output(),
             watermark: poll.watermark,
             finished: poll.finished,
         })
     }
 
-    fn advance_watermark(&self, watermark: i64) -> Result<Output, Error> {
-        self.chain
-            .borrow_mut()
-            .each_operator(|op, out| op.watermark(watermark, out))
+    pub(crate) fn advance_watermark(&mut self, watermark: i64) -> Result<Output, Error> {
+        self.each_operator(|op, out| op.watermark(watermark, out))
     }
 
-    fn advance_processing_time(&self, now: i64) -> Result<Output, Error> {
-        self.chain
-            .borrow_mut()
-            .each_operator(|op, out| op.processing_time(now, out))
+    pub(crate) fn advance_processing_time(&mut self, now: i64) -> Result<Output, Error> {
+        self.each_operator(|op, out| op.processing_time(now, out))
     }
 
-    fn end_of_input(&self) -> Result<Output, Error> {
-        self.chain
-            .borrow_mut()
-            .each_operator(|op, out| op.end_of_input(out))
+    pub(crate) fn end_of_input(&mut self) -> Result<Output, Error> {
+        self.each_operator(|op, out| op.end_of_input(out))
     }
 
-    fn snapshot(&self, _checkpoint_id: u64) -> Result<Vec<StateChunk>, Error> {
-        let mut c = self.chain.borrow_mut();
+    pub(crate) fn snapshot(&mut self) -> Result<Vec<StateChunk>, Error> {
         let mut chunks = Vec::new();
-        for (i, op) in c.ops.iter_mut().enumerate() {
+        for (i, op) in self.ops.iter_mut().enumerate() {
             for (key_group, data) in op.snapshot()? {
                 chunks.push(StateChunk {
                     operator: i as u32,
@@ -206,5 +186,46 @@ impl<A: Application> task::GuestChain for ChainImpl<A> {
             }
         }
         Ok(chunks)
+    }
+}
+
+/// The `chain` resource, generic over the application.
+#[doc(hidden)]
+pub struct ChainImpl<A> {
+    chain: RefCell<Chain>,
+    _app: PhantomData<fn() -> A>,
+}
+
+impl<A: Application> task::GuestChain for ChainImpl<A> {
+    fn create(spec: ChainSpec) -> Result<task::Chain, Error> {
+        let chain = Chain::create::<A>(spec)?;
+        Ok(task::Chain::new(ChainImpl::<A> {
+            chain: RefCell::new(chain),
+            _app: PhantomData,
+        }))
+    }
+
+    fn process(&self, input: u32, records: Batch) -> Result<Output, Error> {
+        self.chain.borrow_mut().process(input, &records)
+    }
+
+    fn poll_source(&self, max_records: u32) -> Result<SourceOutput, Error> {
+        self.chain.borrow_mut().poll_source(max_records)
+    }
+
+    fn advance_watermark(&self, watermark: i64) -> Result<Output, Error> {
+        self.chain.borrow_mut().advance_watermark(watermark)
+    }
+
+    fn advance_processing_time(&self, now: i64) -> Result<Output, Error> {
+        self.chain.borrow_mut().advance_processing_time(now)
+    }
+
+    fn end_of_input(&self) -> Result<Output, Error> {
+        self.chain.borrow_mut().end_of_input()
+    }
+
+    fn snapshot(&self, _checkpoint_id: u64) -> Result<Vec<StateChunk>, Error> {
+        self.chain.borrow_mut().snapshot()
     }
 }
