@@ -41,6 +41,10 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
+        // Under `cargo clippy` the outer build sets a clippy wrapper; the
+        // guests are linted separately and must build the same either way.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
         .status()
         .expect("cannot run cargo to build the guests");
     assert!(

@@ -7,7 +7,8 @@
 
 use sluice_sdk::prelude::*;
 
-struct WordCount;
+/// The application (public so benchmarks can run it natively).
+pub struct WordCount;
 
 /// Emits every word of a line as a keyed record with an empty value.
 fn split(line: Record<'_>, out: &mut Collector) -> Result<(), Error> {

@@ -135,6 +135,32 @@ impl Source for FileSource {
     }
 }
 
+/// Refuses an output directory that already holds part files: mixed with
+/// a new run's (at another parallelism, say) they would give wrong results.
+pub(crate) fn check_output_dir(
+    fs: &Operator,
+    node: &NodeSpec,
+    dir: &Path,
+) -> Result<(), ConnectorError> {
+    let listing = format!("{}/", storage_path(dir));
+    let entries = match fs.list(&listing) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(&node.name, "list", dir, e)),
+    };
+    if let Some(part) = entries.iter().find(|e| e.name().starts_with("part-")) {
+        return Err(ConnectorError::Config {
+            node: node.name.clone(),
+            message: format!(
+                "output directory `{}` already holds `{}` from an earlier run; remove its part files or choose another directory",
+                dir.display(),
+                part.name()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Writes `VALUE\n` lines to `DIR/.part-N.inprogress` and renames it to
 /// `DIR/part-N` when the input ends, so readers never see a partial file.
 pub(crate) struct FileSink {
@@ -284,6 +310,26 @@ mod tests {
             .err()
             .expect("missing");
         assert!(err.to_string().contains("/no/such/file.txt"), "{err}");
+    }
+
+    #[test]
+    fn an_output_directory_with_part_files_is_refused() {
+        let rt = tokio::runtime::Runtime::new().expect("tokio");
+        let c = Connectors::new(rt.handle(), None).expect("connectors");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = sluice_policy::Policy::standard();
+        let out = dir.path().join("out");
+        c.check(&node("file-sink", &out), "file-sink", &policy)
+            .expect("absent is fine");
+        std::fs::create_dir(&out).expect("mkdir");
+        std::fs::write(out.join("notes.txt"), "x").expect("write");
+        c.check(&node("file-sink", &out), "file-sink", &policy)
+            .expect("no part files");
+        std::fs::write(out.join("part-3"), "old\t1\n").expect("write");
+        let err = c
+            .check(&node("file-sink", &out), "file-sink", &policy)
+            .expect_err("stale part file");
+        assert!(err.to_string().contains("already holds `part-3`"), "{err}");
     }
 
     #[test]

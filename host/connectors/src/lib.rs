@@ -151,38 +151,6 @@ fn file_path(node: &NodeSpec, base: Option<&Path>) -> Result<PathBuf, ConnectorE
     }
 }
 
-/// Checks a connector node against its configuration rules and the tenant's
-/// policy, at submission time.
-pub fn check(
-    node: &NodeSpec,
-    connector: &str,
-    policy: &Policy,
-    base: Option<&Path>,
-) -> Result<(), ConnectorError> {
-    policy
-        .check_connector(connector)
-        .map_err(|denied| ConnectorError::Denied {
-            node: node.name.clone(),
-            denied,
-        })?;
-    match connector {
-        "file-source" | "file-sink" => {
-            let path = file_path(node, base)?;
-            policy
-                .check_path(&path)
-                .map_err(|denied| ConnectorError::Denied {
-                    node: node.name.clone(),
-                    denied,
-                })
-        }
-        "datagen" => {
-            parse::<u64>(node, "count", None)?;
-            parse::<u64>(node, "keys", Some(0)).map(|_| ())
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Opens connectors; owns the storage operator and the async runtime that
 /// OpenDAL's blocking API runs on.
 pub struct Connectors {
@@ -208,6 +176,36 @@ impl Connectors {
     /// Where relative file paths resolve.
     pub fn base(&self) -> Option<&Path> {
         self.base.as_deref()
+    }
+
+    /// Checks a connector node against its configuration rules, the
+    /// tenant's policy and the state of its storage, at submission time.
+    pub fn check(
+        &self,
+        node: &NodeSpec,
+        connector: &str,
+        policy: &Policy,
+    ) -> Result<(), ConnectorError> {
+        let denied = |denied| ConnectorError::Denied {
+            node: node.name.clone(),
+            denied,
+        };
+        policy.check_connector(connector).map_err(denied)?;
+        match connector {
+            "file-source" => policy
+                .check_path(&file_path(node, self.base())?)
+                .map_err(denied),
+            "file-sink" => {
+                let dir = file_path(node, self.base())?;
+                policy.check_path(&dir).map_err(denied)?;
+                file::check_output_dir(&self.fs, node, &dir)
+            }
+            "datagen" => {
+                parse::<u64>(node, "count", None)?;
+                parse::<u64>(node, "keys", Some(0)).map(|_| ())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Opens subtask `subtask` of a source node.

@@ -207,7 +207,7 @@ impl LocalCluster {
         })?;
         for node in &graph.nodes {
             if let Implementation::Connector(c) = &node.implementation {
-                sluice_connectors::check(node, c, policy, self.connectors.base())?;
+                self.connectors.check(node, c, policy)?;
             }
         }
         let execution = ExecutionGraph::build(&graph, parallelism, max_parallelism);
