@@ -125,13 +125,17 @@ pub mod prelude {
 }
 
 /// Exports an [`Application`] as the component's implementation of the
-/// Sluice contract. Use it once, in the application's `lib.rs`.
+/// Sluice contract. Use it once, in the application's `lib.rs`. It expands
+/// to nothing on targets other than wasm32, so the same crate also builds
+/// natively (for tests and benchmarks through [`testing::Harness`]).
 #[macro_export]
 macro_rules! export_app {
     ($app:ty) => {
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         struct __SluiceExports;
 
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::exports::sluice::app::app::Guest for __SluiceExports {
             fn operators() -> ::std::vec::Vec<$crate::bindings::exports::sluice::app::app::OperatorInfo> {
                 $crate::runtime::operators::<$app>()
@@ -143,10 +147,12 @@ macro_rules! export_app {
             }
         }
 
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::exports::sluice::app::task::Guest for __SluiceExports {
             type Chain = $crate::runtime::ChainImpl<$app>;
         }
 
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_bindings!(__SluiceExports with_types_in $crate::bindings);
     };
 }

@@ -94,6 +94,19 @@ impl Harness {
         owned(self.chain.advance_watermark(watermark)?)
     }
 
+    /// Advances processing time and returns what fired.
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<Vec<OwnedRecord>, Error> {
+        owned(self.chain.advance_processing_time(now)?)
+    }
+
+    /// The earliest pending processing-time timer, as the host would see it.
+    pub fn next_processing_timer(&mut self) -> Result<Option<i64>, Error> {
+        Ok(self
+            .chain
+            .advance_processing_time(i64::MIN)?
+            .next_processing_timer)
+    }
+
     /// Ends the input and returns what was flushed.
     pub fn end_of_input(&mut self) -> Result<Vec<OwnedRecord>, Error> {
         owned(self.chain.end_of_input()?)
@@ -196,6 +209,72 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(values(h.end_of_input().expect("end")), ["b=5"]);
+    }
+
+    /// Emits `key` once processing time reaches 100 ms after the record.
+    struct Ping;
+
+    impl KeyedProcess for Ping {
+        type State = ();
+
+        fn process(
+            &mut self,
+            ctx: &mut KeyedContext<'_, ()>,
+            r: Record<'_>,
+            _: &mut Collector,
+        ) -> Result<(), Error> {
+            let at: i64 = r
+                .value_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| failed("not a time"))?;
+            ctx.register_processing_timer(at + 100);
+            Ok(())
+        }
+
+        fn on_timer(
+            &mut self,
+            ctx: &mut KeyedContext<'_, ()>,
+            t: Timer,
+            out: &mut Collector,
+        ) -> Result<(), Error> {
+            assert_eq!(t.domain, TimeDomain::ProcessingTime);
+            out.emit(ctx.key());
+            Ok(())
+        }
+    }
+
+    struct PingApp;
+
+    impl Application for PingApp {
+        fn operators() -> Vec<OperatorDef> {
+            vec![keyed_process("ping", |_| Ok(Ping))]
+        }
+
+        fn plan(_: &Args) -> Result<Graph, Error> {
+            Ok(Graph::new())
+        }
+    }
+
+    #[test]
+    fn processing_time_timers_fire_in_time_order_and_report_the_next_one() {
+        let mut h = Harness::new::<PingApp>(&["ping"]).expect("chain");
+        h.process(0, &[(Some(b"late"), b"500"), (Some(b"early"), b"0")])
+            .expect("process");
+        assert_eq!(h.next_processing_timer().expect("timer"), Some(100));
+        assert_eq!(
+            values(h.advance_processing_time(99).expect("tick")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            values(h.advance_processing_time(100).expect("tick")),
+            ["early"]
+        );
+        assert_eq!(h.next_processing_timer().expect("timer"), Some(600));
+        assert_eq!(
+            values(h.advance_processing_time(1_000).expect("tick")),
+            ["late"]
+        );
+        assert_eq!(h.next_processing_timer().expect("timer"), None);
     }
 
     #[test]
