@@ -5,10 +5,11 @@
 //! list of independent per-key-group chunks that a job restored at another
 //! parallelism can hand to new owners.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::operator::{OpenContext, RawOperator};
 use crate::record::{Collector, Record};
@@ -118,7 +119,12 @@ impl<S> KeyedContext<'_, S> {
     }
 }
 
-type KeyMap<S> = HashMap<Vec<u8>, S, Xxh3Builder>;
+/// Values are `Option`s so that a key's state can be lent to the operator in
+/// place (one lookup, no allocation for a key already present); entries left
+/// `None` after a call are removed. FxHash: only 64-bit multiplies, which
+/// wasm runs natively (xxh3's 128-bit products become library calls there);
+/// flooding is not a concern inside a tenant's own sandbox.
+type KeyMap<S> = HashMap<Vec<u8>, Option<S>, rustc_hash::FxBuildHasher>;
 
 /// What one key group holds; the unit of snapshots.
 #[derive(Serialize, Deserialize)]
@@ -181,17 +187,18 @@ impl<P: KeyedProcess> KeyedOperator<P> {
     ) -> Result<(), Error> {
         let gi = self.group_index(kg)?;
         let map = &mut self.groups[gi];
-        let mut slot = map.remove(key);
+        // One lookup; the key is copied only when it is new.
+        let slot = map.entry_ref(key).or_insert(None);
         let mut ctx = KeyedContext {
             key,
-            state: &mut slot,
+            state: slot,
             timers: &mut self.scratch_timers,
             watermark: self.watermark,
             input,
         };
         let result = call(&mut self.f, &mut ctx, out);
-        if let Some(s) = slot {
-            map.insert(key.to_vec(), s);
+        if ctx.state.is_none() {
+            map.remove(key);
         }
         for (domain, t) in self.scratch_timers.drain(..) {
             let set = match domain {
@@ -259,7 +266,10 @@ impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
             .groups
             .iter()
             .map(|m| KeyGroupSnapshot {
-                state: m.iter().map(|(k, v)| (k.clone(), v)).collect(),
+                state: m
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_ref()?)))
+                    .collect(),
                 timers: Vec::new(),
             })
             .collect();
@@ -289,7 +299,7 @@ impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
         let gi = self.group_index(kg)?;
         let g: KeyGroupSnapshot<P::State> = postcard::from_bytes(data)
             .map_err(|e| failed(format!("corrupt keyed state for key group {kg}: {e}")))?;
-        self.groups[gi].extend(g.state);
+        self.groups[gi].extend(g.state.into_iter().map(|(k, v)| (k, Some(v))));
         for (domain, t, key) in g.timers {
             match domain {
                 TimeDomain::EventTime => self.event_timers.insert((t, kg, key)),
