@@ -8,6 +8,7 @@ use std::process::Command;
 const GUESTS: &[&str] = &[
     "wordcount",
     "windowed-sum",
+    "join",
     "adversarial",
     "forbidden-import",
 ];

@@ -60,6 +60,8 @@ mod record;
 pub mod runtime;
 pub mod testing;
 
+/// How records travel along an edge (for [`Graph::edge`]).
+pub use bindings::sluice::app::plan::Partitioning;
 pub use keyed::{KeyedContext, KeyedProcess, TimeDomain, Timer};
 pub use operator::{
     Application, Source, SourceStatus, co_process, filter, flat_map, keyed_process, map, sink,
@@ -119,8 +121,8 @@ pub fn counter_add(name: &str, delta: u64) {
 pub mod prelude {
     pub use crate::{
         Application, Args, Collector, Config, Error, Graph, KeyedContext, KeyedProcess, Node,
-        NodeId, OperatorDef, Record, Source, SourceStatus, TimeDomain, Timer, co_process, failed,
-        filter, flat_map, invalid_config, keyed_process, map, sink, source,
+        NodeId, OperatorDef, Partitioning, Record, Source, SourceStatus, TimeDomain, Timer,
+        co_process, failed, filter, flat_map, invalid_config, keyed_process, map, sink, source,
     };
 }
 

@@ -223,6 +223,45 @@ fn windowed_sums_match_the_reference() {
 }
 
 #[test]
+fn a_two_input_operator_sees_each_record_once_on_its_own_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("out");
+    let (left, right, keys) = (5_000u64, 3_001u64, 13u64);
+    run(
+        &cluster(3),
+        sluice_test_programs::JOIN,
+        &[
+            ("left", left.to_string()),
+            ("right", right.to_string()),
+            ("keys", keys.to_string()),
+            ("output", output.display().to_string()),
+        ],
+        3,
+    )
+    .expect("join runs");
+    let side = |n: u64, k: u64| {
+        let matching = (0..n).filter(|i| i % keys == k);
+        (matching.clone().count() as u64, matching.sum::<u64>())
+    };
+    let mut expected: Vec<String> = (0..keys)
+        .map(|k| {
+            let (l, r) = (side(left, k), side(right, k));
+            format!("k{k}\t{}\t{}\t{}\t{}", l.0, l.1, r.0, r.1)
+        })
+        .collect();
+    let mut got: Vec<String> = std::fs::read_dir(&output)
+        .expect("output")
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
+            text.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn misbehaving_jobs_fail_with_their_cause_and_the_next_job_runs() {
     let c = cluster(2);
     for (mode, cause) in [
