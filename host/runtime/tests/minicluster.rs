@@ -100,8 +100,9 @@ fn reference_counts(text: &[u8]) -> HashMap<String, u64> {
     counts
 }
 
-fn read_output(dir: &Path) -> (HashMap<String, u64>, usize) {
-    let mut counts = HashMap::new();
+/// Every line of every part file under `dir`, and how many part files there are.
+fn output_lines(dir: &Path) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
     let mut parts = 0;
     for entry in std::fs::read_dir(dir).expect("output dir") {
         let path = entry.expect("entry").path();
@@ -115,17 +116,22 @@ fn read_output(dir: &Path) -> (HashMap<String, u64>, usize) {
             "unexpected file {name} in the output"
         );
         parts += 1;
-        for line in std::fs::read_to_string(&path)
-            .expect("utf-8 output")
-            .lines()
-        {
-            let (word, count) = line.split_once('\t').expect("WORD<TAB>COUNT");
-            let previous = counts.insert(word.to_owned(), count.parse::<u64>().expect("count"));
-            assert!(
-                previous.is_none(),
-                "word {word} appears twice in the output"
-            );
-        }
+        let text = std::fs::read_to_string(&path).expect("utf-8 output");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    (lines, parts)
+}
+
+fn read_output(dir: &Path) -> (HashMap<String, u64>, usize) {
+    let (lines, parts) = output_lines(dir);
+    let mut counts = HashMap::new();
+    for line in &lines {
+        let (word, count) = line.split_once('\t').expect("WORD<TAB>COUNT");
+        let previous = counts.insert(word.to_owned(), count.parse::<u64>().expect("count"));
+        assert!(
+            previous.is_none(),
+            "word {word} appears twice in the output"
+        );
     }
     (counts, parts)
 }
@@ -206,18 +212,13 @@ fn windowed_sums_match_the_reference() {
             .or_default() += i;
     }
     let mut got = HashMap::new();
-    for entry in std::fs::read_dir(&output).expect("output") {
-        for line in std::fs::read_to_string(entry.expect("entry").path())
-            .expect("read")
-            .lines()
-        {
-            let f: Vec<&str> = line.split('\t').collect();
-            let key = (f[0].to_owned(), f[1].parse::<i64>().expect("start"));
-            assert!(
-                got.insert(key, f[2].parse::<u64>().expect("sum")).is_none(),
-                "window emitted twice: {line}"
-            );
-        }
+    for line in output_lines(&output).0 {
+        let f: Vec<&str> = line.split('\t').collect();
+        let key = (f[0].to_owned(), f[1].parse::<i64>().expect("start"));
+        assert!(
+            got.insert(key, f[2].parse::<u64>().expect("sum")).is_none(),
+            "window emitted twice: {line}"
+        );
     }
     assert_eq!(got, expected);
 }
@@ -249,13 +250,7 @@ fn a_two_input_operator_sees_each_record_once_on_its_own_input() {
             format!("k{k}\t{}\t{}\t{}\t{}", l.0, l.1, r.0, r.1)
         })
         .collect();
-    let mut got: Vec<String> = std::fs::read_dir(&output)
-        .expect("output")
-        .flat_map(|e| {
-            let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
-            text.lines().map(str::to_owned).collect::<Vec<_>>()
-        })
-        .collect();
+    let mut got = output_lines(&output).0;
     expected.sort();
     got.sort();
     assert_eq!(got, expected);
