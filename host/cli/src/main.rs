@@ -13,6 +13,8 @@ use sluice_runtime::{LocalCluster, Progress, RunError};
 use sluice_types::OperatorKind;
 use sluice_wasm::{Runtime, RuntimeOptions};
 
+mod cluster;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -38,6 +40,12 @@ enum Command {
     Run(RunArgs),
     /// Check an application against the contract (and, given arguments, its plan against the policy).
     Validate(ValidateArgs),
+    /// Start a JobManager: the cluster's coordinator, REST API and CA.
+    Jobmanager(cluster::JobManagerArgs),
+    /// Start a TaskManager that offers slots to a JobManager.
+    Taskmanager(cluster::TaskManagerArgs),
+    #[command(flatten)]
+    Client(cluster::ClientCommand),
 }
 
 #[derive(clap::Args)]
@@ -95,11 +103,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(args),
-        Command::Validate(args) => validate(args),
+        Command::Run(args) => run(args).map(|()| true),
+        Command::Validate(args) => validate(args).map(|()| true),
+        Command::Jobmanager(args) => cluster::jobmanager(args).map(|()| true),
+        Command::Taskmanager(args) => cluster::taskmanager(args).map(|()| true),
+        Command::Client(cmd) => cluster::client(cmd),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -16,6 +16,8 @@ pub enum JobStatus {
     Running,
     /// Cancelling its tasks after a failure or a cancel request.
     Cancelling,
+    /// Waiting out the restart strategy's delay after a failure.
+    Restarting,
     /// Every task finished.
     Finished,
     /// A task failed.
@@ -84,6 +86,80 @@ pub struct SchedulingError {
     pub available: u32,
 }
 
+/// What to do when a run of a job fails, as Flink's restart strategies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RestartStrategy {
+    /// Fail the job at the first failure.
+    None,
+    /// Restart up to `attempts` times, `delay_ms` after each failure.
+    FixedDelay {
+        /// Restarts allowed.
+        attempts: u32,
+        /// Wait before each restart.
+        delay_ms: u64,
+    },
+    /// Restart without limit, waiting `initial_ms` after the first failure
+    /// and `multiplier` times longer after each further one, up to
+    /// `max_ms`; a run that lasted `reset_after_ms` resets the delay.
+    ExponentialDelay {
+        /// First delay.
+        initial_ms: u64,
+        /// Largest delay.
+        max_ms: u64,
+        /// Growth per failure.
+        multiplier: f64,
+        /// A run this long starts the backoff over.
+        reset_after_ms: u64,
+    },
+}
+
+impl Default for RestartStrategy {
+    /// Flink's default since 1.19: exponential delay from 1 s to 5 min,
+    /// times 1.5, reset after an hour without failure.
+    fn default() -> Self {
+        RestartStrategy::ExponentialDelay {
+            initial_ms: 1_000,
+            max_ms: 300_000,
+            multiplier: 1.5,
+            reset_after_ms: 3_600_000,
+        }
+    }
+}
+
+impl RestartStrategy {
+    /// The delay before restart number `restarts + 1`, or `None` to give up.
+    pub fn delay(&self, restarts: u32) -> Option<u64> {
+        match *self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay_ms } => {
+                (restarts < attempts).then_some(delay_ms)
+            }
+            RestartStrategy::ExponentialDelay {
+                initial_ms,
+                max_ms,
+                multiplier,
+                ..
+            } => {
+                let d = initial_ms as f64 * multiplier.max(1.0).powi(restarts.min(1000) as i32);
+                Some((d.min(max_ms as f64) as u64).max(initial_ms.min(max_ms)))
+            }
+        }
+    }
+}
+
+/// One failure of a job run, for its exception history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// When it was reported.
+    pub at: u64,
+    /// The run it ended.
+    pub attempt: u32,
+    /// The task that failed, if one did.
+    pub task: Option<TaskId>,
+    /// What happened.
+    pub message: String,
+}
+
 /// One job's core state.
 #[derive(Debug)]
 pub struct Job {
@@ -94,6 +170,13 @@ pub struct Job {
     failure: Option<String>,
     started_at: u64,
     ended_at: Option<u64>,
+    strategy: RestartStrategy,
+    attempt: u32,
+    restarts: u32,
+    run_started_at: u64,
+    restart_at: Option<u64>,
+    cancel_requested: bool,
+    failures: Vec<Failure>,
 }
 
 impl Job {
@@ -107,6 +190,48 @@ impl Job {
             failure: None,
             started_at: now,
             ended_at: None,
+            strategy: RestartStrategy::None,
+            attempt: 0,
+            restarts: 0,
+            run_started_at: now,
+            restart_at: None,
+            cancel_requested: false,
+            failures: Vec::new(),
+        }
+    }
+
+    /// The same job, restarting failed runs under `strategy`.
+    pub fn with_restart_strategy(mut self, strategy: RestartStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Which run of the job this is (0 for the first; restarts count up).
+    /// Reports from other runs must be dropped by the driver.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Every failure so far, oldest first.
+    pub fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+
+    /// When the driver must call [`Job::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.restart_at
+    }
+
+    /// Time passed: a restart whose delay is over puts the job back in
+    /// `Created`, for a new run to be scheduled.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if self.status == JobStatus::Restarting && self.restart_at.is_some_and(|t| now >= t) {
+            self.restart_at = None;
+            self.status = JobStatus::Created;
+            self.attempt += 1;
+            self.restarts += 1;
+            self.tasks.clear();
+            self.failure = None;
         }
     }
 
@@ -135,9 +260,25 @@ impl Job {
         self.ended_at.unwrap_or(now).saturating_sub(self.started_at)
     }
 
+    /// The job could not get slots in time (or at all): it fails with `reason`.
+    pub fn fail_scheduling(&mut self, reason: String, now: u64) {
+        if self.status != JobStatus::Created {
+            return;
+        }
+        self.failures.push(Failure {
+            at: now,
+            attempt: self.attempt,
+            task: None,
+            message: reason.clone(),
+        });
+        self.failure = Some(reason);
+        self.status = JobStatus::Failed;
+        self.ended_at = Some(now);
+    }
+
     /// Schedules every subtask onto `slots` free slots: subtask i of every
     /// vertex goes to slot i (slot sharing, as in Flink).
-    pub fn handle_slots_offered(&mut self, slots: u32, _now: u64) -> Result<(), SchedulingError> {
+    pub fn handle_slots_offered(&mut self, slots: u32, now: u64) -> Result<(), SchedulingError> {
         if self.status != JobStatus::Created {
             return Ok(());
         }
@@ -156,6 +297,7 @@ impl Job {
             });
         }
         self.status = JobStatus::Running;
+        self.run_started_at = now;
         Ok(())
     }
 
@@ -169,6 +311,12 @@ impl Job {
             && self.failure.is_none()
             && !self.status.is_terminal()
         {
+            self.failures.push(Failure {
+                at: now,
+                attempt: self.attempt,
+                task: Some(task),
+                message: msg.clone(),
+            });
             self.failure = Some(msg);
             self.cancel_running(task);
         }
@@ -180,7 +328,9 @@ impl Job {
         if self.status.is_terminal() {
             return;
         }
-        if self.status == JobStatus::Created {
+        self.cancel_requested = true;
+        if matches!(self.status, JobStatus::Created | JobStatus::Restarting) {
+            self.restart_at = None;
             self.status = JobStatus::Canceled;
             self.ended_at = Some(now);
             return;
@@ -204,10 +354,26 @@ impl Job {
     }
 
     fn update_status(&mut self, now: u64) {
-        if !self.tasks.values().all(TaskStatus::is_terminal) || self.status.is_terminal() {
+        if !self.tasks.values().all(TaskStatus::is_terminal)
+            || self.status.is_terminal()
+            || matches!(self.status, JobStatus::Created | JobStatus::Restarting)
+        {
             return;
         }
-        self.status = if self.failure.is_some() {
+        if let RestartStrategy::ExponentialDelay { reset_after_ms, .. } = self.strategy
+            && now.saturating_sub(self.run_started_at) >= reset_after_ms
+        {
+            self.restarts = 0;
+        }
+        if self.failure.is_some()
+            && !self.cancel_requested
+            && let Some(delay) = self.strategy.delay(self.restarts)
+        {
+            self.status = JobStatus::Restarting;
+            self.restart_at = Some(now + delay);
+            return;
+        }
+        self.status = if self.failure.is_some() && !self.cancel_requested {
             JobStatus::Failed
         } else if self.tasks.values().all(|s| *s == TaskStatus::Finished) {
             JobStatus::Finished
@@ -303,5 +469,67 @@ mod tests {
         }
         assert_eq!(job.status(), JobStatus::Failed);
         assert_eq!(job.failure(), Some("boom"));
+    }
+
+    #[test]
+    fn a_failed_run_restarts_after_the_delay_as_a_new_attempt() {
+        let strategy = RestartStrategy::FixedDelay {
+            attempts: 1,
+            delay_ms: 50,
+        };
+        let mut job = Job::new(graph(1), 0).with_restart_strategy(strategy);
+        job.handle_slots_offered(1, 0).expect("enough slots");
+        let tasks = deployed(&mut job);
+        job.handle_task_status(tasks[0], TaskStatus::Failed("lost".into()), 10);
+        let _ = std::iter::from_fn(|| job.poll_command()).count();
+        job.handle_task_status(tasks[1], TaskStatus::Canceled, 20);
+        assert_eq!(job.status(), JobStatus::Restarting);
+        assert_eq!(job.poll_timeout(), Some(70));
+        job.handle_timeout(69);
+        assert_eq!(job.status(), JobStatus::Restarting);
+        job.handle_timeout(70);
+        assert_eq!((job.status(), job.attempt()), (JobStatus::Created, 1));
+        // The second run fails too: one restart was all the strategy allowed.
+        job.handle_slots_offered(1, 80).expect("enough slots");
+        let tasks = deployed(&mut job);
+        job.handle_task_status(tasks[1], TaskStatus::Failed("again".into()), 90);
+        let _ = std::iter::from_fn(|| job.poll_command()).count();
+        job.handle_task_status(tasks[0], TaskStatus::Canceled, 95);
+        assert_eq!(job.status(), JobStatus::Failed);
+        let history: Vec<_> = job
+            .failures()
+            .iter()
+            .map(|f| (f.attempt, f.message.as_str()))
+            .collect();
+        assert_eq!(history, [(0, "lost"), (1, "again")]);
+    }
+
+    #[test]
+    fn cancelling_a_restarting_job_cancels_it() {
+        let mut job = Job::new(graph(1), 0).with_restart_strategy(RestartStrategy::default());
+        job.handle_slots_offered(1, 0).expect("enough slots");
+        let tasks = deployed(&mut job);
+        job.handle_task_status(tasks[0], TaskStatus::Failed("lost".into()), 10);
+        job.handle_task_status(tasks[1], TaskStatus::Canceled, 20);
+        assert_eq!(job.status(), JobStatus::Restarting);
+        job.cancel(30);
+        assert_eq!(job.status(), JobStatus::Canceled);
+        assert_eq!(job.poll_timeout(), None);
+    }
+
+    #[test]
+    fn exponential_delay_grows_to_its_cap() {
+        let s = RestartStrategy::ExponentialDelay {
+            initial_ms: 1000,
+            max_ms: 5000,
+            multiplier: 2.0,
+            reset_after_ms: 60_000,
+        };
+        let delays: Vec<_> = (0..5).map(|n| s.delay(n)).collect();
+        assert_eq!(
+            delays,
+            [Some(1000), Some(2000), Some(4000), Some(5000), Some(5000)]
+        );
+        assert_eq!(RestartStrategy::None.delay(0), None);
     }
 }

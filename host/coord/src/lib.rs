@@ -15,4 +15,4 @@ mod job;
 pub use execution::{
     ChannelId, ExecutionGraph, OutputSpec, TaskDeployment, TaskId, Vertex, VertexEdge,
 };
-pub use job::{Command, Job, JobStatus, SchedulingError, TaskStatus};
+pub use job::{Command, Failure, Job, JobStatus, RestartStrategy, SchedulingError, TaskStatus};

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The policy `sluice run` uses when given none (`policies/standard.toml`).
 pub const STANDARD_POLICY: &str = include_str!("../../../policies/standard.toml");
 
 /// Per-instance limits enforced by the wasm runtime.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Linear memory per instance, MiB.
@@ -36,7 +36,7 @@ impl Limits {
 }
 
 /// Quotas checked when a job is submitted.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     /// Upper bound of any node's parallelism.
@@ -49,7 +49,7 @@ pub struct Quotas {
 }
 
 /// A named policy.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Its name (referenced by tenants).
@@ -61,7 +61,7 @@ pub struct Policy {
 }
 
 /// A tenant: a team sharing the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// Identifier used in the API and in metrics.

@@ -9,12 +9,12 @@
 
 #![warn(missing_docs)]
 
-mod task;
+pub mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -79,24 +79,40 @@ pub struct Progress {
     pub finished_tasks: (u32, u32),
 }
 
-#[derive(Default)]
-pub(crate) struct Counter {
+/// A count updated by a task thread and read by anyone.
+#[derive(Debug, Default)]
+pub struct Counter {
+    /// Records received.
     pub records_in: AtomicU64,
+    /// Records emitted.
     pub records_out: AtomicU64,
 }
 
-/// Shared, lock-free counters for every node of every vertex.
-pub(crate) struct Counters {
-    /// `nodes[vertex][node in chain]`.
-    pub nodes: Vec<Vec<(String, Counter)>>,
-    pub finished: AtomicU32,
+/// One subtask's counters, per node of its chain; lock-free.
+#[derive(Debug)]
+pub struct TaskCounters {
+    /// Node name and counts, in chain order.
+    pub nodes: Vec<(String, Counter)>,
+    /// Set when the task finished its input.
+    pub finished: AtomicBool,
 }
 
-impl Counters {
-    fn snapshot(&self) -> Vec<NodeCounts> {
+impl TaskCounters {
+    /// Zeroed counters for the nodes of a chain.
+    pub fn new(nodes: &[sluice_types::NodeSpec]) -> Self {
+        TaskCounters {
+            nodes: nodes
+                .iter()
+                .map(|n| (n.name.clone(), Counter::default()))
+                .collect(),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    /// The current counts.
+    pub fn snapshot(&self) -> Vec<NodeCounts> {
         self.nodes
             .iter()
-            .flatten()
             .map(|(name, c)| NodeCounts {
                 name: name.clone(),
                 records_in: c.records_in.load(Ordering::Relaxed),
@@ -104,6 +120,35 @@ impl Counters {
             })
             .collect()
     }
+}
+
+/// Sums per-subtask counts into per-node counts, in graph order.
+pub fn sum_by_node(
+    execution: &ExecutionGraph,
+    tasks: &[(TaskId, Vec<NodeCounts>)],
+) -> Vec<NodeCounts> {
+    let mut out: Vec<Vec<NodeCounts>> = execution
+        .vertices
+        .iter()
+        .map(|v| {
+            v.nodes
+                .iter()
+                .map(|n| NodeCounts {
+                    name: n.name.clone(),
+                    ..NodeCounts::default()
+                })
+                .collect()
+        })
+        .collect();
+    for (task, counts) in tasks {
+        if let Some(vertex) = out.get_mut(task.vertex as usize) {
+            for (total, c) in vertex.iter_mut().zip(counts) {
+                total.records_in += c.records_in;
+                total.records_out += c.records_out;
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
 }
 
 /// A planned job, ready to run.
@@ -165,53 +210,15 @@ impl LocalCluster {
     }
 
     /// Runs the plan function and checks the graph against the contract,
-    /// the connectors' rules and the policy.
+    /// the connectors' rules, the policy and the mini-cluster's slots.
     pub fn prepare(
         &self,
         app: &App,
         args: &[(String, String)],
         parallelism: u32,
     ) -> Result<PreparedJob, RunError> {
-        let policy = self.runtime.policy();
-        policy
-            .check_parallelism(parallelism)
-            .map_err(|d| RunError::Setup(d.to_string()))?;
-        let graph = app.plan(args)?;
-        let operators: HashMap<String, OperatorKind> = app
-            .operators()
-            .map_err(PlanError::from)?
-            .into_iter()
-            .map(|o| (o.name, o.kind))
-            .collect();
-        let max_parallelism = graph
-            .max_parallelism
-            .unwrap_or(keygroup::DEFAULT_MAX_PARALLELISM);
-        let limit = max_parallelism.min(policy.quotas.max_parallelism);
-        graph.validate(parallelism, limit, &|node| match &node.implementation {
-            Implementation::Guest(op) => {
-                operators
-                    .get(op)
-                    .copied()
-                    .ok_or_else(|| GraphError::UnknownOperator {
-                        node: node.name.clone(),
-                        operator: op.clone(),
-                    })
-            }
-            Implementation::Connector(c) => {
-                sluice_connectors::kind(c).ok_or_else(|| GraphError::UnknownConnector {
-                    node: node.name.clone(),
-                    connector: c.clone(),
-                    available: sluice_connectors::CONNECTORS.join(", "),
-                })
-            }
-        })?;
-        for node in &graph.nodes {
-            if let Implementation::Connector(c) = &node.implementation {
-                self.connectors.check(node, c, policy)?;
-            }
-        }
-        let execution = ExecutionGraph::build(&graph, parallelism, max_parallelism);
-        let needed = execution.slots_needed();
+        let job = prepare_job(&self.runtime, &self.connectors, app, args, parallelism)?;
+        let needed = job.execution.slots_needed();
         if needed > self.slots {
             return Err(SchedulingError {
                 needed,
@@ -219,7 +226,7 @@ impl LocalCluster {
             }
             .into());
         }
-        Ok(PreparedJob { graph, execution })
+        Ok(job)
     }
 
     /// Runs a prepared job to its end, calling `observe` with progress
@@ -232,20 +239,7 @@ impl LocalCluster {
     ) -> Result<Progress, RunError> {
         let started = Instant::now();
         let now = || started.elapsed().as_millis() as u64;
-        let counters = Arc::new(Counters {
-            nodes: job
-                .execution
-                .vertices
-                .iter()
-                .map(|v| {
-                    v.nodes
-                        .iter()
-                        .map(|n| (n.name.clone(), Counter::default()))
-                        .collect()
-                })
-                .collect(),
-            finished: AtomicU32::new(0),
-        });
+        let mut counters: Vec<(TaskId, Arc<TaskCounters>)> = Vec::new();
         let total_tasks = job.execution.tasks().count() as u32;
         let mut channels: Vec<Option<(Sender<Event>, Receiver<Event>)>> =
             (0..job.execution.channel_count())
@@ -254,19 +248,29 @@ impl LocalCluster {
         let (status_tx, status_rx) = unbounded::<(TaskId, TaskStatus)>();
         let (cancel_tx, cancel_rx) = bounded::<()>(0);
         let mut cancel_tx = Some(cancel_tx);
+        let execution = job.execution.clone();
         let mut coord = Job::new(job.execution, now());
         coord.handle_slots_offered(self.slots, now())?;
         let mut threads = Vec::new();
-        let progress = |coord: &Job| Progress {
-            elapsed: started.elapsed(),
-            status: coord.status(),
-            nodes: counters.snapshot(),
-            finished_tasks: (counters.finished.load(Ordering::Relaxed), total_tasks),
+        let progress = |coord: &Job, counters: &[(TaskId, Arc<TaskCounters>)]| {
+            let per_task: Vec<_> = counters.iter().map(|(t, c)| (*t, c.snapshot())).collect();
+            let finished = counters
+                .iter()
+                .filter(|(_, c)| c.finished.load(Ordering::Relaxed))
+                .count() as u32;
+            Progress {
+                elapsed: started.elapsed(),
+                status: coord.status(),
+                nodes: sum_by_node(&execution, &per_task),
+                finished_tasks: (finished, total_tasks),
+            }
         };
         loop {
             while let Some(cmd) = coord.poll_command() {
                 match cmd {
                     Command::Deploy { deployment, .. } => {
+                        let task_counters = Arc::new(TaskCounters::new(&deployment.nodes));
+                        counters.push((deployment.task, task_counters.clone()));
                         let ctx = task::TaskContext {
                             app: app.clone(),
                             connectors: self.connectors.clone(),
@@ -283,13 +287,17 @@ impl LocalCluster {
                                 .map(|&ch| (ch, channel(&channels, ch).0))
                                 .collect(),
                             cancel: cancel_rx.clone(),
-                            counters: counters.clone(),
+                            counters: task_counters,
                         };
                         let status = status_tx.clone();
                         let id = deployment.task;
                         let handle = std::thread::Builder::new()
                             .name(format!("task-{}-{}", id.vertex, id.subtask))
-                            .spawn(move || task::run(*deployment, ctx, &status))
+                            .spawn(move || {
+                                task::run(*deployment, ctx, &|t, s| {
+                                    let _ = status.send((t, s));
+                                })
+                            })
                             .map_err(|e| {
                                 RunError::Setup(format!("cannot start a task thread: {e}"))
                             })?;
@@ -308,13 +316,13 @@ impl LocalCluster {
             }
             match status_rx.recv_timeout(PROGRESS_INTERVAL) {
                 Ok((task, status)) => coord.handle_task_status(task, status, now()),
-                Err(_) => observe(&progress(&coord)),
+                Err(_) => observe(&progress(&coord, &counters)),
             }
         }
         for t in threads {
             let _ = t.join();
         }
-        let end = progress(&coord);
+        let end = progress(&coord, &counters);
         observe(&end);
         match coord.status() {
             JobStatus::Finished => Ok(end),
@@ -335,4 +343,56 @@ fn channel(
     channels[ch as usize]
         .clone()
         .expect("invariant: every channel exists until all tasks are deployed")
+}
+
+/// Runs the plan function and checks the graph against the contract, the
+/// connectors' rules and the policy: everything a submission must pass
+/// before it waits for slots.
+pub fn prepare_job(
+    runtime: &Runtime,
+    connectors: &Connectors,
+    app: &App,
+    args: &[(String, String)],
+    parallelism: u32,
+) -> Result<PreparedJob, RunError> {
+    let policy = runtime.policy();
+    policy
+        .check_parallelism(parallelism)
+        .map_err(|d| RunError::Setup(d.to_string()))?;
+    let graph = app.plan(args)?;
+    let operators: HashMap<String, OperatorKind> = app
+        .operators()
+        .map_err(PlanError::from)?
+        .into_iter()
+        .map(|o| (o.name, o.kind))
+        .collect();
+    let max_parallelism = graph
+        .max_parallelism
+        .unwrap_or(keygroup::DEFAULT_MAX_PARALLELISM);
+    let limit = max_parallelism.min(policy.quotas.max_parallelism);
+    graph.validate(parallelism, limit, &|node| match &node.implementation {
+        Implementation::Guest(op) => {
+            operators
+                .get(op)
+                .copied()
+                .ok_or_else(|| GraphError::UnknownOperator {
+                    node: node.name.clone(),
+                    operator: op.clone(),
+                })
+        }
+        Implementation::Connector(c) => {
+            sluice_connectors::kind(c).ok_or_else(|| GraphError::UnknownConnector {
+                node: node.name.clone(),
+                connector: c.clone(),
+                available: sluice_connectors::CONNECTORS.join(", "),
+            })
+        }
+    })?;
+    for node in &graph.nodes {
+        if let Implementation::Connector(c) = &node.implementation {
+            connectors.check(node, c, policy)?;
+        }
+    }
+    let execution = ExecutionGraph::build(&graph, parallelism, max_parallelism);
+    Ok(PreparedJob { graph, execution })
 }

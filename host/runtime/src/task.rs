@@ -14,19 +14,28 @@ use sluice_task::{BatchLimits, InputTracker, OutputRouter, WatermarkGenerator};
 use sluice_types::{Batch, BatchBuilder, Event, Implementation, NodeSpec, OperatorKind};
 use sluice_wasm::{App, ChainSpec, GuestChain, GuestOutput, TaskLabel};
 
-use crate::Counters;
+use crate::TaskCounters;
 
 /// Records a source is asked for per poll (and so per guest call).
 const SOURCE_BATCH: usize = 1024;
 
-pub(crate) struct TaskContext {
+/// What a subtask runs with. Channels are in-process queues; a
+/// TaskManager bridges the ones that cross to another process.
+pub struct TaskContext {
+    /// The application.
     pub app: App,
+    /// Host connectors.
     pub connectors: Arc<Connectors>,
+    /// The policy's name, for error messages.
     pub policy: String,
+    /// Input channels with the input index each feeds.
     pub inputs: Vec<(Receiver<Event>, u32)>,
+    /// Output channels by channel id.
     pub outputs: HashMap<u32, Sender<Event>>,
+    /// Disconnected when the task must stop.
     pub cancel: Receiver<()>,
-    pub counters: Arc<Counters>,
+    /// This task's counters.
+    pub counters: Arc<TaskCounters>,
 }
 
 enum Stop {
@@ -42,10 +51,10 @@ impl<E: std::fmt::Display> From<E> for Stop {
 
 /// Runs a subtask to its end and reports its status; a panic in the host
 /// code of one task fails that task, not the process.
-pub(crate) fn run(dep: TaskDeployment, ctx: TaskContext, status: &Sender<(TaskId, TaskStatus)>) {
+pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskStatus)) {
     let id = dep.task;
     let name = format!("{} ({}/{})", dep.name, id.subtask + 1, dep.parallelism);
-    let _ = status.send((id, TaskStatus::Running));
+    report(id, TaskStatus::Running);
     let counters = ctx.counters.clone();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         Task::open(dep, ctx).and_then(Task::run)
@@ -67,9 +76,9 @@ pub(crate) fn run(dep: TaskDeployment, ctx: TaskContext, status: &Sender<(TaskId
         }
     };
     if final_status == TaskStatus::Finished {
-        counters.finished.fetch_add(1, Ordering::Relaxed);
+        counters.finished.store(true, Ordering::Relaxed);
     }
-    let _ = status.send((id, final_status));
+    report(id, final_status);
 }
 
 fn now_ms() -> i64 {
@@ -174,7 +183,7 @@ impl Task {
     }
 
     fn counter(&self, node: usize) -> &crate::Counter {
-        &self.ctx.counters.nodes[self.dep.task.vertex as usize][node].1
+        &self.ctx.counters.nodes[node].1
     }
 
     fn cancelled(&self) -> bool {
@@ -286,7 +295,7 @@ impl Task {
         let n = batch.len() as u64;
         match self.guest.as_mut() {
             Some(g) => {
-                self.ctx.counters.nodes[self.dep.task.vertex as usize][self.first_guest]
+                self.ctx.counters.nodes[self.first_guest]
                     .1
                     .records_in
                     .fetch_add(n, Ordering::Relaxed);
@@ -305,7 +314,7 @@ impl Task {
             .expect("invariant: output comes from the chain");
         // Per-operator counts, reported by the SDK once per call.
         let counts = guest.take_counters();
-        let vertex = &self.ctx.counters.nodes[self.dep.task.vertex as usize];
+        let vertex = &self.ctx.counters.nodes;
         for (name, n) in counts {
             if let Some(i) = name
                 .strip_prefix("sluice.records-out.")
@@ -335,7 +344,7 @@ impl Task {
         }
         if let Some(sink) = self.sink.as_mut() {
             let last = self.dep.nodes.len() - 1;
-            self.ctx.counters.nodes[self.dep.task.vertex as usize][last]
+            self.ctx.counters.nodes[last]
                 .1
                 .records_in
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -1,0 +1,586 @@
+//! `sluice jobmanager`, `sluice taskmanager`, and the client commands that
+//! talk to a cluster's REST API.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use sluice_cluster::{JobManagerConfig, TaskManagerConfig};
+use sluice_coord::RestartStrategy;
+use sluice_policy::Policy;
+
+use crate::parse_key_value;
+
+#[derive(clap::Args)]
+pub struct JobManagerArgs {
+    /// Address of the REST API (and of `/metrics`).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    rest_addr: SocketAddr,
+    /// Address of the cluster RPC endpoint (QUIC) TaskManagers connect to.
+    #[arg(long, default_value = "127.0.0.1:6123")]
+    rpc_addr: SocketAddr,
+    /// Where the cluster CA, the join token and uploaded applications live.
+    #[arg(long, default_value = "sluice-data/jobmanager")]
+    data_dir: PathBuf,
+    /// Policy file with limits and quotas for jobs [default: the bundled policies/standard.toml].
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// How long a job waits for free slots before it fails.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    slot_timeout: Duration,
+    /// A TaskManager silent this long is declared lost and its tasks fail.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+    /// Restart strategy after a failure: `exponential-delay` (Flink's
+    /// default), `fixed-delay` or `none`.
+    #[arg(long, default_value = "exponential-delay")]
+    restart_strategy: String,
+    /// Restarts allowed with `fixed-delay`.
+    #[arg(long, default_value_t = 3)]
+    restart_attempts: u32,
+    /// Delay before a restart (`fixed-delay`), or the first delay
+    /// (`exponential-delay`).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    restart_delay: Duration,
+    /// Longest delay of `exponential-delay`.
+    #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
+    restart_max_delay: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct TaskManagerArgs {
+    /// The JobManager's cluster RPC address.
+    #[arg(long, default_value = "127.0.0.1:6123", value_name = "HOST:PORT")]
+    jobmanager: String,
+    /// Task slots offered to the cluster.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    slots: u32,
+    /// Address of this TaskManager's QUIC endpoint; other TaskManagers
+    /// connect to it (use a routable address on a multi-host cluster).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    rpc_addr: SocketAddr,
+    /// Where the certificate and the component cache live.
+    #[arg(long, default_value = "sluice-data/taskmanager")]
+    data_dir: PathBuf,
+    /// The join token the JobManager printed; needed only at the first start.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
+    let policy = match &args.policy {
+        Some(p) => Policy::load(p)?,
+        None => Policy::standard(),
+    };
+    let restart = match args.restart_strategy.as_str() {
+        "exponential-delay" | "exponential" => RestartStrategy::ExponentialDelay {
+            initial_ms: args.restart_delay.as_millis() as u64,
+            max_ms: args.restart_max_delay.as_millis() as u64,
+            multiplier: 1.5,
+            reset_after_ms: 3_600_000,
+        },
+        "fixed-delay" | "fixed" => RestartStrategy::FixedDelay {
+            attempts: args.restart_attempts,
+            delay_ms: args.restart_delay.as_millis() as u64,
+        },
+        "none" | "disable" => RestartStrategy::None,
+        other => {
+            bail!("unknown restart strategy `{other}`: use exponential-delay, fixed-delay or none")
+        }
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let endpoints_file = args.data_dir.join("endpoints.json");
+    let _ = std::fs::remove_file(&endpoints_file);
+    let config = JobManagerConfig {
+        rest_addr: args.rest_addr,
+        rpc_addr: args.rpc_addr,
+        data_dir: args.data_dir.clone(),
+        policy,
+        slot_timeout: args.slot_timeout,
+        heartbeat_timeout: args.heartbeat_timeout,
+        restart,
+        base_dir: Some(std::env::current_dir()?),
+    };
+    let rt = server_runtime()?;
+    rt.block_on(sluice_cluster::jobmanager::run(config, |e| {
+        println!(
+            "sluice jobmanager: REST http://{} | cluster RPC {}",
+            e.rest, e.rpc
+        );
+        println!(
+            "TaskManagers join with:\n  sluice taskmanager --jobmanager {} --token {}",
+            e.rpc, e.token
+        );
+        // For scripts and tests: where this JobManager actually listens.
+        if let Ok(json) = serde_json::to_vec(e) {
+            let tmp = endpoints_file.with_extension("tmp");
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &endpoints_file);
+            }
+        }
+    }))
+}
+
+pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
+    let token = args
+        .token
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("invalid --token")?;
+    let config = TaskManagerConfig {
+        jobmanager: args.jobmanager,
+        slots: args.slots,
+        rpc_addr: args.rpc_addr,
+        data_dir: args.data_dir,
+        token,
+        base_dir: Some(std::env::current_dir()?),
+    };
+    server_runtime()?.block_on(sluice_cluster::taskmanager::run(config))
+}
+
+fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-io")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Where the cluster is, and how to print.
+#[derive(clap::Args)]
+pub struct Remote {
+    /// The JobManager's REST address.
+    #[arg(
+        long,
+        env = "SLUICE_JOBMANAGER",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    jobmanager: String,
+    /// Machine-readable JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClientCommand {
+    /// Upload an application; prints its id.
+    Upload {
+        #[command(flatten)]
+        remote: Remote,
+        /// The `.wasm` component.
+        app: PathBuf,
+    },
+    /// Submit a job from a `.wasm` file (uploaded first) or an uploaded id.
+    Submit {
+        #[command(flatten)]
+        remote: Remote,
+        /// A `.wasm` file or the id of an uploaded application.
+        app: String,
+        /// Default parallelism of the job's nodes.
+        #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        parallelism: u32,
+        /// Job argument passed to the plan function (repeatable).
+        #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        args: Vec<(String, String)>,
+        /// Wait for the job to end; fail if it does not finish.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List jobs.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a job: state, tasks, counts, failures.
+    Info {
+        #[command(flatten)]
+        remote: Remote,
+        /// Job id.
+        job: String,
+    },
+    /// Cancel a job.
+    Cancel {
+        #[command(flatten)]
+        remote: Remote,
+        /// Job id.
+        job: String,
+    },
+    /// List TaskManagers.
+    Taskmanagers {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.base.trim_end_matches('/'))
+    }
+
+    async fn check(&self, resp: reqwest::Response) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let errors = body["errors"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        bail!("the JobManager answered {status}: {errors}")
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the JobManager at {}", self.base))?;
+        self.check(resp).await
+    }
+
+    async fn upload(&self, path: &Path, show: bool) -> anyhow::Result<String> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bar = (show && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(bytes.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template("uploading {bytes}/{total_bytes} {wide_bar}")
+                    .expect("invariant: valid template"),
+            );
+            bar
+        });
+        let len = bytes.len() as u64;
+        let bar2 = bar.clone();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            bytes.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+        let stream = futures_util::stream::iter(chunks).map(move |c| {
+            if let (Some(b), Ok(c)) = (&bar2, &c) {
+                b.inc(c.len() as u64);
+            }
+            c
+        });
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "application.wasm".into());
+        let part =
+            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+                .file_name(name)
+                .mime_str("application/wasm")?;
+        let form = reqwest::multipart::Form::new().part("jarfile", part);
+        let resp = self
+            .http
+            .post(self.url("/jars/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the JobManager at {}", self.base))?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let body = self.check(resp).await?;
+        let filename = body["filename"]
+            .as_str()
+            .context("the JobManager's upload answer has no filename")?;
+        Ok(filename.rsplit('/').next().unwrap_or(filename).to_owned())
+    }
+}
+
+pub fn client(cmd: ClientCommand) -> anyhow::Result<bool> {
+    let remote = match &cmd {
+        ClientCommand::Upload { remote, .. }
+        | ClientCommand::Submit { remote, .. }
+        | ClientCommand::List { remote }
+        | ClientCommand::Info { remote, .. }
+        | ClientCommand::Cancel { remote, .. }
+        | ClientCommand::Taskmanagers { remote } => remote,
+    };
+    let json = remote.json;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = Client {
+        base: remote.jobmanager.clone(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()?,
+    };
+    rt.block_on(client_command(&client, cmd, json))
+}
+
+/// Runs a client command; `Ok(false)` means it ran but the outcome is a
+/// failure (a job that did not finish).
+async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::Result<bool> {
+    match cmd {
+        ClientCommand::Upload { app, .. } => {
+            let id = c.upload(&app, !json).await?;
+            if json {
+                println!("{}", serde_json::json!({ "id": id }));
+            } else {
+                println!("{id}");
+            }
+        }
+        ClientCommand::Submit {
+            app,
+            parallelism,
+            args,
+            wait,
+            ..
+        } => {
+            let jar = if Path::new(&app).is_file() {
+                c.upload(Path::new(&app), !json).await?
+            } else if app.ends_with(".wasm")
+                && !app.chars().take(64).all(|ch| ch.is_ascii_hexdigit())
+            {
+                bail!("{app}: no such file (and not the id of an uploaded application)");
+            } else {
+                app
+            };
+            let body = serde_json::json!({
+                "parallelism": parallelism,
+                "programArgsList": args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            });
+            let resp = c
+                .http
+                .post(c.url(&format!("/jars/{jar}/run")))
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the JobManager at {}", c.base))?;
+            let answer = c.check(resp).await?;
+            let job = answer["jobid"]
+                .as_str()
+                .context("the JobManager's answer has no job id")?
+                .to_owned();
+            if !wait {
+                if json {
+                    println!("{answer}");
+                } else {
+                    println!("{job}");
+                }
+                return Ok(true);
+            }
+            if !json {
+                eprintln!("submitted job {job}");
+            }
+            let detail = wait_for(c, &job, json).await?;
+            if json {
+                println!("{detail}");
+            } else {
+                print_job(&detail);
+                println!("{job}");
+            }
+            if detail["state"] != "FINISHED" {
+                let exceptions = c.get(&format!("/jobs/{job}/exceptions")).await?;
+                if let Some(e) = exceptions["exceptionHistory"]["entries"]
+                    .as_array()
+                    .and_then(|e| e.first())
+                {
+                    eprintln!("error: {}", e["stacktrace"].as_str().unwrap_or("unknown"));
+                }
+                return Ok(false);
+            }
+        }
+        ClientCommand::List { .. } => {
+            let jobs = c.get("/jobs/overview").await?;
+            if json {
+                println!("{jobs}");
+                return Ok(true);
+            }
+            let rows: Vec<Vec<String>> = jobs["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|j| {
+                    vec![
+                        j["jid"].as_str().unwrap_or("").to_owned(),
+                        j["state"].as_str().unwrap_or("").to_owned(),
+                        format!(
+                            "{:.1}s",
+                            j["duration"].as_u64().unwrap_or(0) as f64 / 1000.0
+                        ),
+                        j["name"].as_str().unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect();
+            print_table(&["JOB ID", "STATE", "DURATION", "NAME"], &rows);
+        }
+        ClientCommand::Info { job, .. } => {
+            let detail = c.get(&format!("/jobs/{job}")).await?;
+            let exceptions = c.get(&format!("/jobs/{job}/exceptions")).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"job": detail, "exceptions": exceptions})
+                );
+                return Ok(true);
+            }
+            print_job(&detail);
+            let entries = exceptions["exceptionHistory"]["entries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !entries.is_empty() {
+                println!("failures (newest first):");
+                for e in entries {
+                    println!(
+                        "  run {}: {}{}",
+                        e["attempt"],
+                        e["taskName"]
+                            .as_str()
+                            .map(|t| format!("{t}: "))
+                            .unwrap_or_default(),
+                        e["stacktrace"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        ClientCommand::Cancel { job, .. } => {
+            let resp = c
+                .http
+                .patch(c.url(&format!("/jobs/{job}?mode=cancel")))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the JobManager at {}", c.base))?;
+            c.check(resp).await?;
+            if json {
+                println!("{}", serde_json::json!({"jobid": job, "cancelled": true}));
+            } else {
+                println!("cancelling {job}");
+            }
+        }
+        ClientCommand::Taskmanagers { .. } => {
+            let tms = c.get("/taskmanagers").await?;
+            if json {
+                println!("{tms}");
+                return Ok(true);
+            }
+            let rows: Vec<Vec<String>> = tms["taskmanagers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    vec![
+                        t["id"].as_str().unwrap_or("").to_owned(),
+                        t["slotsNumber"].to_string(),
+                        t["freeSlots"].to_string(),
+                        t["assignedTasks"].to_string(),
+                        format!("{}ms", t["timeSinceLastHeartbeat"]),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "SLOTS", "FREE", "TASKS", "HEARTBEAT"], &rows);
+        }
+    }
+    Ok(true)
+}
+
+/// Polls a job until it reaches a terminal state, with a spinner on a terminal.
+async fn wait_for(c: &Client, job: &str, quiet: bool) -> anyhow::Result<Value> {
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg}").expect("invariant: valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let detail = c.get(&format!("/jobs/{job}")).await?;
+        let state = detail["state"].as_str().unwrap_or("UNKNOWN");
+        if let Some(bar) = &bar {
+            let counts: Vec<String> = detail["vertices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    format!(
+                        "{} {}",
+                        v["name"].as_str().unwrap_or(""),
+                        v["metrics"]["write-records"]
+                    )
+                })
+                .collect();
+            bar.set_message(format!("{state} | {}", counts.join(" | ")));
+        }
+        if matches!(state, "FINISHED" | "FAILED" | "CANCELED") {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return Ok(detail);
+        }
+    }
+}
+
+fn print_job(d: &Value) {
+    println!(
+        "job {}  {}  {}  {:.1}s  run {}",
+        d["jid"].as_str().unwrap_or(""),
+        d["state"].as_str().unwrap_or(""),
+        d["name"].as_str().unwrap_or(""),
+        d["duration"].as_u64().unwrap_or(0) as f64 / 1000.0,
+        d["attempt"]
+    );
+    let mut rows = Vec::new();
+    for v in d["vertices"].as_array().into_iter().flatten() {
+        for n in v["nodes"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                v["name"].as_str().unwrap_or("").to_owned(),
+                v["status"].as_str().unwrap_or("").to_owned(),
+                v["parallelism"].to_string(),
+                n["name"].as_str().unwrap_or("").to_owned(),
+                n["read-records"].to_string(),
+                n["write-records"].to_string(),
+            ]);
+        }
+    }
+    print_table(
+        &["TASK", "STATUS", "P", "NODE", "RECORDS IN", "RECORDS OUT"],
+        &rows,
+    );
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(header.to_vec()));
+    for r in rows {
+        println!("{}", line(r.iter().map(String::as_str).collect()));
+    }
+}

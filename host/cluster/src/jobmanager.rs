@@ -1,0 +1,792 @@
+//! The JobManager process: the cluster CA, the TaskManager registry, the
+//! jobs (each driven by the sans-IO core of `sluice-coord`), the slot
+//! scheduler and the failure detector. The REST API (`crate::rest`) reads
+//! and changes the same state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use quinn::Connection;
+use sha2::{Digest, Sha256};
+use sluice_connectors::Connectors;
+use sluice_coord::{Command, ExecutionGraph, Job, JobStatus, RestartStrategy, TaskId, TaskStatus};
+use sluice_policy::Policy;
+use sluice_runtime::{NodeCounts, PreparedJob, RunError};
+use sluice_transport::{ALPN_CLUSTER, ALPN_JOIN, ClusterCa, JoinToken, frame};
+use sluice_types::JobId;
+use sluice_wasm::{Runtime, RuntimeOptions};
+use tokio::sync::mpsc;
+
+use crate::protocol::{
+    Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, ToJobManager,
+    ToTaskManager, Welcome, version_mismatch,
+};
+
+/// Seconds between TaskManager heartbeats.
+pub const HEARTBEAT_SECS: u32 = 2;
+
+/// How to start a JobManager.
+#[derive(Clone, Debug)]
+pub struct JobManagerConfig {
+    /// REST API address.
+    pub rest_addr: SocketAddr,
+    /// Cluster RPC (QUIC) address.
+    pub rpc_addr: SocketAddr,
+    /// CA, join token, uploaded components.
+    pub data_dir: PathBuf,
+    /// The policy jobs run under.
+    pub policy: Policy,
+    /// How long a job waits for enough free slots before it fails.
+    pub slot_timeout: Duration,
+    /// A TaskManager silent this long is declared lost.
+    pub heartbeat_timeout: Duration,
+    /// What happens when a job run fails.
+    pub restart: RestartStrategy,
+    /// Relative file paths in jobs resolve against this directory.
+    pub base_dir: Option<PathBuf>,
+}
+
+/// Milliseconds since the Unix epoch: the JobManager's clock for the core
+/// and for the REST API's timestamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A registered TaskManager.
+pub(crate) struct Tm {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub slots: u32,
+    pub registered_at: u64,
+    pub last_heartbeat: Instant,
+    pub tx: mpsc::UnboundedSender<ToTaskManager>,
+    pub conn: Connection,
+}
+
+/// An uploaded component.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Jar {
+    pub id: String,
+    pub name: String,
+    pub uploaded: u64,
+    pub hash: String,
+}
+
+/// A job and what the driver knows about its current run.
+pub(crate) struct JobEntry {
+    pub id: JobId,
+    pub name: String,
+    pub start_time: u64,
+    pub core: Job,
+    pub execution: ExecutionGraph,
+    pub policy: Policy,
+    pub component: Arc<Vec<u8>>,
+    pub hash: String,
+    /// Slot index of the current run → TaskManager id.
+    pub placement: Vec<String>,
+    /// Where each task of the current run is.
+    pub locations: HashMap<TaskId, String>,
+    /// Latest counts per task of the current run.
+    pub counts: HashMap<TaskId, Vec<(u64, u64)>>,
+    /// Since when the current run waits for slots.
+    pub waiting_since: Option<u64>,
+    /// When the job's status last changed.
+    pub status_changed: BTreeMap<&'static str, u64>,
+    pub last_status: JobStatus,
+}
+
+impl JobEntry {
+    /// Per-node counts summed over subtasks, in graph order.
+    pub fn node_counts(&self) -> Vec<NodeCounts> {
+        let per_task: Vec<(TaskId, Vec<NodeCounts>)> = self
+            .counts
+            .iter()
+            .map(|(t, c)| {
+                (
+                    *t,
+                    c.iter()
+                        .map(|&(i, o)| NodeCounts {
+                            name: String::new(),
+                            records_in: i,
+                            records_out: o,
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        sluice_runtime::sum_by_node(&self.execution, &per_task)
+    }
+}
+
+/// Everything the JobManager knows, behind one lock.
+pub(crate) struct Cluster {
+    pub tms: BTreeMap<String, Tm>,
+    pub jobs: BTreeMap<JobId, JobEntry>,
+    pub jars: BTreeMap<String, Jar>,
+}
+
+/// The JobManager's shared state.
+pub(crate) struct JobManager {
+    pub config: JobManagerConfig,
+    pub cluster: Mutex<Cluster>,
+    pub runtime: Runtime,
+    pub connectors: Connectors,
+    pub rest_addr: Mutex<Option<SocketAddr>>,
+    ca: ClusterCa,
+    token: JoinToken,
+}
+
+impl JobManager {
+    pub fn lock(&self) -> MutexGuard<'_, Cluster> {
+        self.cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn jar_dir(&self) -> PathBuf {
+        self.config.data_dir.join("jars")
+    }
+
+    /// Stores an uploaded component under its content hash, after checking
+    /// it is a valid Sluice component.
+    pub fn upload(&self, name: &str, bytes: &[u8]) -> Result<Jar, String> {
+        self.runtime
+            .load(bytes)
+            .map_err(|e| format!("`{name}` is not a valid Sluice application: {e}"))?;
+        let hash = hex::encode(Sha256::digest(bytes));
+        let id = format!("{hash}.wasm");
+        let dir = self.jar_dir();
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!("{id}.tmp"));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, dir.join(&id))
+        };
+        write().map_err(|e| format!("cannot store the upload in {}: {e}", dir.display()))?;
+        let jar = Jar {
+            id: id.clone(),
+            name: sanitize_name(name),
+            uploaded: now_ms(),
+            hash,
+        };
+        let meta = serde_json::to_vec(&jar).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(format!("{id}.json")), meta)
+            .map_err(|e| format!("cannot store the upload in {}: {e}", dir.display()))?;
+        self.lock().jars.insert(id, jar.clone());
+        Ok(jar)
+    }
+
+    /// Plans a job from an uploaded component and queues it for slots.
+    pub fn submit(
+        &self,
+        jar_id: &str,
+        args: &[(String, String)],
+        parallelism: u32,
+    ) -> Result<JobId, SubmitError> {
+        let jar =
+            self.lock().jars.get(jar_id).cloned().ok_or_else(|| {
+                SubmitError::NotFound(format!("no uploaded application `{jar_id}`"))
+            })?;
+        let bytes = std::fs::read(self.jar_dir().join(&jar.id)).map_err(|e| {
+            SubmitError::Internal(format!("cannot read the stored application: {e}"))
+        })?;
+        let app = self
+            .runtime
+            .load(&bytes)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let PreparedJob { execution, .. } =
+            sluice_runtime::prepare_job(&self.runtime, &self.connectors, &app, args, parallelism)
+                .map_err(|e: RunError| SubmitError::Invalid(e.to_string()))?;
+        let id = JobId(rand::random());
+        let now = now_ms();
+        let stem = jar.name.strip_suffix(".wasm").unwrap_or(&jar.name);
+        let name = std::iter::once(stem.to_owned())
+            .chain(args.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let core = Job::new(execution.clone(), now).with_restart_strategy(self.config.restart);
+        let entry = JobEntry {
+            id,
+            name,
+            start_time: now,
+            core,
+            execution,
+            policy: self.runtime.policy().clone(),
+            component: Arc::new(bytes),
+            hash: jar.hash,
+            placement: Vec::new(),
+            locations: HashMap::new(),
+            counts: HashMap::new(),
+            waiting_since: Some(now),
+            status_changed: BTreeMap::from([("CREATED", now), ("INITIALIZING", now)]),
+            last_status: JobStatus::Created,
+        };
+        let mut cluster = self.lock();
+        cluster.jobs.insert(id, entry);
+        self.drive(&mut cluster, now);
+        tracing::info!(job = %id, "job submitted");
+        Ok(id)
+    }
+
+    /// Asks a job to cancel; false if there is no such job.
+    pub fn cancel(&self, id: JobId) -> bool {
+        let mut cluster = self.lock();
+        let now = now_ms();
+        let Some(job) = cluster.jobs.get_mut(&id) else {
+            return false;
+        };
+        job.core.cancel(now);
+        self.drive(&mut cluster, now);
+        true
+    }
+
+    /// Runs every job's core forward: timeouts, scheduling, commands.
+    pub fn drive(&self, cluster: &mut Cluster, now: u64) {
+        let Cluster { tms, jobs, .. } = cluster;
+        let ids: Vec<JobId> = jobs.keys().copied().collect();
+        for id in ids {
+            let used = used_slots(jobs);
+            let job = jobs.get_mut(&id).expect("invariant: id from the map");
+            job.core.handle_timeout(now);
+            if job.core.status() == JobStatus::Created {
+                self.try_schedule(job, tms, &used, now);
+            }
+            let mut deploys = Vec::new();
+            let mut cancels = std::collections::BTreeSet::new();
+            while let Some(cmd) = job.core.poll_command() {
+                match cmd {
+                    Command::Deploy { slot, deployment } => deploys.push((slot, *deployment)),
+                    Command::Cancel(task) => {
+                        if let Some(tm) = job.locations.get(&task) {
+                            cancels.insert(tm.clone());
+                        }
+                    }
+                }
+            }
+            if !deploys.is_empty() {
+                send_deployments(job, tms, deploys);
+            }
+            for tm in cancels {
+                if let Some(tm) = tms.get(&tm) {
+                    let _ = tm.tx.send(ToTaskManager::Cancel {
+                        job: id,
+                        attempt: job.core.attempt(),
+                    });
+                }
+            }
+            let status = job.core.status();
+            if status != job.last_status {
+                job.status_changed.insert(status_name(status), now);
+                tracing::info!(job = %id, status = status_name(status), "job status changed");
+                job.last_status = status;
+            }
+            if !matches!(status, JobStatus::Running | JobStatus::Cancelling) {
+                job.placement.clear();
+            }
+        }
+    }
+
+    fn try_schedule(
+        &self,
+        job: &mut JobEntry,
+        tms: &BTreeMap<String, Tm>,
+        used: &HashMap<String, u32>,
+        now: u64,
+    ) {
+        let needed = job.execution.slots_needed();
+        let mut free: Vec<(String, u32)> = tms
+            .values()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.slots
+                        .saturating_sub(used.get(&t.id).copied().unwrap_or(0)),
+                )
+            })
+            .filter(|(_, f)| *f > 0)
+            .collect();
+        let total: u32 = free.iter().map(|(_, f)| f).sum();
+        let waiting_since = *job.waiting_since.get_or_insert(now);
+        if total < needed {
+            let waited = now.saturating_sub(waiting_since);
+            if waited >= self.config.slot_timeout.as_millis() as u64 {
+                let all: u32 = tms.values().map(|t| t.slots).sum();
+                job.core.fail_scheduling(
+                    format!(
+                        "could not get {needed} slots (the job's largest parallelism, with slot \
+                         sharing) within {}s: {total} of {all} slots are free on {} TaskManager(s); \
+                         add TaskManagers, wait for other jobs, or lower the parallelism",
+                        self.config.slot_timeout.as_secs(),
+                        tms.len()
+                    ),
+                    now,
+                );
+            }
+            return;
+        }
+        // Spread: each slot goes to the TaskManager with the most free slots left.
+        let mut placement = Vec::with_capacity(needed as usize);
+        for _ in 0..needed {
+            let best = free
+                .iter_mut()
+                .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+                .expect("invariant: enough free slots were counted");
+            best.1 -= 1;
+            placement.push(best.0.clone());
+        }
+        if job.core.handle_slots_offered(needed, now).is_ok() {
+            job.placement = placement;
+            job.locations.clear();
+            job.counts.clear();
+            job.waiting_since = None;
+        }
+    }
+
+    /// A TaskManager is gone: the tasks it ran have failed.
+    pub fn tm_lost(&self, id: &str, reason: &str) {
+        let mut cluster = self.lock();
+        let Some(tm) = cluster.tms.remove(id) else {
+            return;
+        };
+        tracing::warn!(tm = %id, "TaskManager lost: {reason}");
+        tm.conn.close(2u32.into(), b"declared lost");
+        let now = now_ms();
+        for job in cluster.jobs.values_mut() {
+            let lost: Vec<TaskId> = job
+                .locations
+                .iter()
+                .filter(|(_, t)| *t == id)
+                .map(|(task, _)| *task)
+                .collect();
+            for task in lost {
+                job.core.handle_task_status(
+                    task,
+                    TaskStatus::Failed(format!(
+                        "TaskManager {id} ({}) was lost: {reason}",
+                        tm.addr
+                    )),
+                    now,
+                );
+            }
+        }
+        self.drive(&mut cluster, now);
+    }
+
+    fn handle_tm_message(&self, tm: &str, msg: ToJobManager) {
+        let mut cluster = self.lock();
+        let now = now_ms();
+        match msg {
+            ToJobManager::Heartbeat { .. } => {
+                if let Some(t) = cluster.tms.get_mut(tm) {
+                    t.last_heartbeat = Instant::now();
+                }
+                return;
+            }
+            ToJobManager::TaskStatus {
+                job,
+                attempt,
+                task,
+                status,
+            } => {
+                if let Some(j) = cluster.jobs.get_mut(&job)
+                    && j.core.attempt() == attempt
+                {
+                    j.core.handle_task_status(task, status, now);
+                }
+            }
+            ToJobManager::TaskCounts {
+                job,
+                attempt,
+                task,
+                nodes,
+            } => {
+                if let Some(j) = cluster.jobs.get_mut(&job)
+                    && j.core.attempt() == attempt
+                {
+                    j.counts.insert(task, nodes);
+                }
+                return;
+            }
+        }
+        self.drive(&mut cluster, now);
+    }
+
+    /// Periodic work: restarts due, slot waits, silent TaskManagers.
+    fn tick(&self) {
+        let silent: Vec<String> = self
+            .lock()
+            .tms
+            .values()
+            .filter(|t| t.last_heartbeat.elapsed() > self.config.heartbeat_timeout)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in silent {
+            let reason = format!(
+                "no heartbeat for {}s",
+                self.config.heartbeat_timeout.as_secs()
+            );
+            self.tm_lost(&id, &reason);
+        }
+        let mut cluster = self.lock();
+        self.drive(&mut cluster, now_ms());
+    }
+}
+
+/// What went wrong with a submission.
+#[derive(Debug)]
+pub(crate) enum SubmitError {
+    NotFound(String),
+    Invalid(String),
+    Internal(String),
+}
+
+fn sanitize_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let clean: String = base
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(100)
+        .collect();
+    if clean.is_empty() {
+        "application.wasm".into()
+    } else {
+        clean
+    }
+}
+
+/// Flink's name for a job status.
+pub(crate) fn status_name(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Created => "CREATED",
+        JobStatus::Running => "RUNNING",
+        JobStatus::Cancelling => "CANCELLING",
+        JobStatus::Restarting => "RESTARTING",
+        JobStatus::Finished => "FINISHED",
+        JobStatus::Failed => "FAILED",
+        JobStatus::Canceled => "CANCELED",
+    }
+}
+
+fn used_slots(jobs: &BTreeMap<JobId, JobEntry>) -> HashMap<String, u32> {
+    let mut used = HashMap::new();
+    for j in jobs.values() {
+        for tm in &j.placement {
+            *used.entry(tm.clone()).or_insert(0) += 1;
+        }
+    }
+    used
+}
+
+/// Turns the core's deploy commands into one message per TaskManager,
+/// with where each channel's other end is.
+fn send_deployments(
+    job: &mut JobEntry,
+    tms: &BTreeMap<String, Tm>,
+    deploys: Vec<(u32, sluice_coord::TaskDeployment)>,
+) {
+    let mut producer: HashMap<u32, String> = HashMap::new();
+    let mut consumer: HashMap<u32, String> = HashMap::new();
+    for (slot, d) in &deploys {
+        let tm = job.placement[*slot as usize].clone();
+        for ch in d.outputs.iter().flat_map(|o| o.channels.iter()) {
+            producer.insert(*ch, tm.clone());
+        }
+        for (ch, _) in &d.inputs {
+            consumer.insert(*ch, tm.clone());
+        }
+        job.locations.insert(d.task, tm);
+    }
+    let peer = |id: &str| {
+        tms.get(id).map(|t| Peer {
+            id: id.to_owned(),
+            addr: t.addr,
+        })
+    };
+    let involved: std::collections::BTreeSet<&String> = job.placement.iter().collect();
+    let mut per_tm: BTreeMap<String, Vec<(u32, sluice_coord::TaskDeployment)>> = BTreeMap::new();
+    for (slot, d) in deploys {
+        per_tm
+            .entry(job.placement[slot as usize].clone())
+            .or_default()
+            .push((slot, d));
+    }
+    for (tm_id, tasks) in per_tm {
+        let remote_consumers = producer
+            .iter()
+            .filter(|(ch, p)| **p == tm_id && consumer.get(*ch).is_some_and(|c| *c != tm_id))
+            .filter_map(|(ch, _)| Some((*ch, peer(&consumer[ch])?)))
+            .collect();
+        let remote_producers = consumer
+            .iter()
+            .filter(|(ch, c)| **c == tm_id && producer.get(*ch).is_some_and(|p| *p != tm_id))
+            .map(|(ch, _)| *ch)
+            .collect();
+        let connect_to = involved
+            .iter()
+            .filter(|other| ***other < tm_id)
+            .filter_map(|other| peer(other))
+            .collect();
+        let deployment = Deployment {
+            job: job.id,
+            attempt: job.core.attempt(),
+            name: job.name.clone(),
+            policy: job.policy.clone(),
+            component_hash: job.hash.clone(),
+            component: job.component.as_ref().clone(),
+            tasks,
+            remote_consumers,
+            remote_producers,
+            connect_to,
+        };
+        match tms.get(&tm_id) {
+            Some(tm) => {
+                let _ = tm.tx.send(ToTaskManager::Deploy(Box::new(deployment)));
+            }
+            None => {
+                // Placement only uses registered TaskManagers, and losing
+                // one removes it under the same lock: unreachable, but a
+                // task that cannot be deployed must still fail visibly.
+                for (_, t) in &deployment.tasks {
+                    job.core.handle_task_status(
+                        t.task,
+                        TaskStatus::Failed(format!("TaskManager {tm_id} is gone")),
+                        now_ms(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Where a running JobManager listens.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Endpoints {
+    /// REST API.
+    pub rest: SocketAddr,
+    /// Cluster RPC.
+    pub rpc: SocketAddr,
+    /// The join token for TaskManagers.
+    pub token: String,
+}
+
+/// Runs a JobManager until the process is stopped. `ready` is called once
+/// both ports are bound.
+pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> anyhow::Result<()> {
+    let tls_dir = config.data_dir.join("tls");
+    let ca = ClusterCa::load_or_create(&tls_dir)?;
+    let token = ca.join_token(&tls_dir)?;
+    let identity = ca.issue("jobmanager")?;
+    let endpoint = sluice_transport::bind(
+        config.rpc_addr,
+        Some(sluice_transport::server_config(&identity, true)?),
+    )?;
+    let rest = tokio::net::TcpListener::bind(config.rest_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
+    let runtime = Runtime::new(
+        config.policy.clone(),
+        RuntimeOptions {
+            slots: 2,
+            cache_dir: Some(config.data_dir.join("cache")),
+            ..RuntimeOptions::default()
+        },
+    )?;
+    let connectors = Connectors::new(&tokio::runtime::Handle::current(), config.base_dir.clone())
+        .map_err(|e| anyhow::anyhow!("cannot set up connectors: {e}"))?;
+    let jm = Arc::new(JobManager {
+        config: config.clone(),
+        cluster: Mutex::new(Cluster {
+            tms: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            jars: BTreeMap::new(),
+        }),
+        runtime,
+        connectors,
+        rest_addr: Mutex::new(None),
+        ca,
+        token,
+    });
+    load_jars(&jm);
+    let endpoints = Endpoints {
+        rest: rest.local_addr()?,
+        rpc: endpoint.local_addr()?,
+        token: jm.token.to_string(),
+    };
+    *jm.rest_addr
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(endpoints.rest);
+    ready(&endpoints);
+    tokio::spawn(accept(jm.clone(), endpoint));
+    let ticker = jm.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let jm = ticker.clone();
+            // Drive on a blocking thread: the core's work is quick, but
+            // the lock is shared with blocking submissions.
+            let _ = tokio::task::spawn_blocking(move || jm.tick()).await;
+        }
+    });
+    axum::serve(rest, crate::rest::router(jm))
+        .await
+        .context("the REST server stopped")
+}
+
+fn load_jars(jm: &JobManager) {
+    let Ok(entries) = std::fs::read_dir(jm.jar_dir()) else {
+        return;
+    };
+    let mut cluster = jm.lock();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "json")
+            && let Ok(bytes) = std::fs::read(&path)
+        {
+            match serde_json::from_slice::<Jar>(&bytes) {
+                Ok(jar) if jm.jar_dir().join(&jar.id).exists() => {
+                    cluster.jars.insert(jar.id.clone(), jar);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), "skipping a corrupt upload record: {err}")
+                }
+            }
+        }
+    }
+}
+
+async fn accept(jm: Arc<JobManager>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let jm = jm.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%remote, "refused a cluster connection: {e}");
+                    return;
+                }
+            };
+            let alpn = conn
+                .handshake_data()
+                .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|h| h.protocol);
+            let result = match alpn.as_deref() {
+                Some(p) if p == ALPN_JOIN => handle_join(&jm, &conn).await,
+                Some(p) if p == ALPN_CLUSTER && conn.peer_identity().is_some() => {
+                    handle_tm(&jm, conn.clone()).await
+                }
+                _ => {
+                    conn.close(1u32.into(), b"a cluster certificate is required");
+                    Err(anyhow::anyhow!("connection without a cluster certificate"))
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(%remote, "cluster connection ended: {e:#}");
+            }
+        });
+    }
+}
+
+async fn handle_join(jm: &JobManager, conn: &Connection) -> anyhow::Result<()> {
+    let (mut send, mut recv) = conn.accept_bi().await?;
+    let req: JoinRequest = frame::read(&mut recv)
+        .await?
+        .context("the joiner sent nothing")?;
+    let response = if req.protocol != PROTOCOL_VERSION {
+        JoinResponse::Refused(version_mismatch(req.protocol, "unknown"))
+    } else if !constant_time_eq(&req.secret, &jm.token.secret) {
+        JoinResponse::Refused("the join token is not this cluster's".into())
+    } else {
+        let id = jm.ca.issue(&format!("taskmanager {}", req.name))?;
+        tracing::info!(name = %req.name, remote = %conn.remote_address(), "issued a TaskManager certificate");
+        JoinResponse::Issued {
+            ca: id.ca.to_vec(),
+            cert: id.cert.to_vec(),
+            key: id.key,
+        }
+    };
+    frame::write(&mut send, &response).await?;
+    let _ = send.finish();
+    let _ = send.stopped().await;
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()> {
+    let (mut send, mut recv) = conn.accept_bi().await?;
+    let hello: Hello = frame::read(&mut recv)
+        .await?
+        .context("the TaskManager sent nothing")?;
+    if hello.protocol != PROTOCOL_VERSION {
+        let reason = version_mismatch(hello.protocol, &hello.version);
+        frame::write(&mut send, &Welcome::Refused(reason.clone())).await?;
+        let _ = send.finish();
+        let _ = send.stopped().await;
+        anyhow::bail!(reason);
+    }
+    let addr = SocketAddr::new(conn.remote_address().ip(), hello.data_port);
+    let id = format!("{addr}-{}", &hex::encode(rand::random::<[u8; 3]>()));
+    frame::write(
+        &mut send,
+        &Welcome::Accepted {
+            id: id.clone(),
+            heartbeat_secs: HEARTBEAT_SECS,
+        },
+    )
+    .await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut cluster = jm.lock();
+        cluster.tms.insert(
+            id.clone(),
+            Tm {
+                id: id.clone(),
+                addr,
+                slots: hello.slots,
+                registered_at: now_ms(),
+                last_heartbeat: Instant::now(),
+                tx,
+                conn: conn.clone(),
+            },
+        );
+        jm.drive(&mut cluster, now_ms());
+    }
+    tracing::info!(tm = %id, slots = hello.slots, "TaskManager registered");
+    let writer = async {
+        while let Some(msg) = rx.recv().await {
+            frame::write(&mut send, &msg).await?;
+        }
+        anyhow::Ok(())
+    };
+    let reader = async {
+        while let Some(msg) = frame::read::<ToJobManager>(&mut recv).await? {
+            let jm = jm.clone();
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || jm.handle_tm_message(&id, msg)).await?;
+        }
+        anyhow::Ok(())
+    };
+    let result = tokio::select! {
+        r = writer => r,
+        r = reader => r,
+    };
+    let reason = match &result {
+        Ok(()) => "it closed its connection".to_owned(),
+        Err(e) => format!("{e:#}"),
+    };
+    let jm2 = jm.clone();
+    tokio::task::spawn_blocking(move || jm2.tm_lost(&id, &reason)).await?;
+    result
+}

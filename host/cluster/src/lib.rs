@@ -1,0 +1,17 @@
+//! The session cluster: the JobManager and TaskManager processes, the wire
+//! protocol between them, and the REST API.
+//!
+//! The JobManager drives the sans-IO job core of `sluice-coord`; the
+//! TaskManager runs tasks on the task core shared with the embedded
+//! mini-cluster (`sluice_runtime::task`). Both speak QUIC with mutual TLS
+//! through `sluice-transport`. Nothing here depends on the CLI.
+
+#![warn(missing_docs)]
+
+pub mod jobmanager;
+pub mod protocol;
+mod rest;
+pub mod taskmanager;
+
+pub use jobmanager::{Endpoints, JobManagerConfig};
+pub use taskmanager::TaskManagerConfig;

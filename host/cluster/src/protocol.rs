@@ -1,0 +1,193 @@
+//! The wire protocol between cluster processes, as postcard frames.
+//!
+//! Control: a TaskManager opens one bidirectional stream to the JobManager
+//! and sends [`Hello`]; the JobManager answers [`Welcome`] or refuses, then
+//! both sides exchange [`ToJobManager`] and [`ToTaskManager`] messages on
+//! that stream for the life of the connection.
+//!
+//! Data: the producing TaskManager opens one unidirectional stream per
+//! channel to the consuming TaskManager, sends a [`DataHeader`], then
+//! [`sluice_types::Event`] frames until end of input.
+//!
+//! Join: a TaskManager without a certificate connects with the join ALPN,
+//! sends [`JoinRequest`] and gets [`JoinResponse`].
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
+use sluice_policy::Policy;
+use sluice_types::JobId;
+
+/// Bumped whenever a message changes shape; peers with another version
+/// are refused with both versions named.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first message of a TaskManager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// The sender's release, for error messages.
+    pub version: String,
+    /// Slots offered.
+    pub slots: u32,
+    /// The port its data endpoint listens on (the JobManager pairs it with
+    /// the address it sees the TaskManager at).
+    pub data_port: u16,
+    /// A stable name chosen by the TaskManager (its host and port).
+    pub name: String,
+}
+
+/// The JobManager's answer to [`Hello`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Welcome {
+    /// Registered under this id.
+    Accepted {
+        /// The TaskManager's id in this cluster.
+        id: String,
+        /// Seconds between heartbeats.
+        heartbeat_secs: u32,
+    },
+    /// Refused; the reason says why and what to do.
+    Refused(String),
+}
+
+/// Messages from a TaskManager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToJobManager {
+    /// Still alive, with what it runs.
+    Heartbeat {
+        /// Tasks running.
+        running_tasks: u32,
+    },
+    /// A task changed state.
+    TaskStatus {
+        /// The job.
+        job: JobId,
+        /// Which run of the job (restarts count up).
+        attempt: u32,
+        /// The task.
+        task: TaskId,
+        /// Its new status.
+        status: TaskStatus,
+    },
+    /// Counts of one task, sent with heartbeats while it runs and once at its end.
+    TaskCounts {
+        /// The job.
+        job: JobId,
+        /// Which run.
+        attempt: u32,
+        /// The task.
+        task: TaskId,
+        /// Per node of its chain: records in, records out.
+        nodes: Vec<(u64, u64)>,
+    },
+}
+
+/// Messages to a TaskManager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToTaskManager {
+    /// Run these tasks of a job.
+    Deploy(Box<Deployment>),
+    /// Stop every task of this run of a job.
+    Cancel {
+        /// The job.
+        job: JobId,
+        /// Which run.
+        attempt: u32,
+    },
+}
+
+/// Where a TaskManager's data endpoint is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// TaskManager id.
+    pub id: String,
+    /// Its data endpoint.
+    pub addr: SocketAddr,
+}
+
+/// The tasks of one job run that one TaskManager must start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The job.
+    pub job: JobId,
+    /// Which run of the job.
+    pub attempt: u32,
+    /// The job's name, for logs.
+    pub name: String,
+    /// The tenant policy the tasks run under.
+    pub policy: Policy,
+    /// SHA-256 of the component.
+    pub component_hash: String,
+    /// The component (TaskManagers keep compiled components by hash, so
+    /// sending it again costs only the transfer).
+    pub component: Vec<u8>,
+    /// Tasks with their slot index on this TaskManager.
+    pub tasks: Vec<(u32, TaskDeployment)>,
+    /// For every channel this TaskManager produces into and another
+    /// consumes: the consumer.
+    pub remote_consumers: Vec<(u32, Peer)>,
+    /// For every channel this TaskManager consumes and another produces.
+    pub remote_producers: Vec<u32>,
+    /// Peers with a lower id than this TaskManager's, which this one must
+    /// connect to (higher ones connect to it: one connection per pair).
+    pub connect_to: Vec<Peer>,
+}
+
+/// The first frame of a data stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DataHeader {
+    /// The job.
+    pub job: JobId,
+    /// Which run.
+    pub attempt: u32,
+    /// The channel.
+    pub channel: u32,
+}
+
+/// The first message on a TaskManager-to-TaskManager connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The connecting TaskManager's id.
+    pub id: String,
+}
+
+/// A joiner's request for a certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The secret from the join token.
+    pub secret: [u8; 16],
+    /// A name for the certificate.
+    pub name: String,
+}
+
+/// The answer to a [`JoinRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum JoinResponse {
+    /// The identity to use from now on: CA, certificate and PKCS#8 key (DER).
+    Issued {
+        /// CA certificate.
+        ca: Vec<u8>,
+        /// The joiner's certificate.
+        cert: Vec<u8>,
+        /// The joiner's key.
+        key: Vec<u8>,
+    },
+    /// Refused; the reason says why.
+    Refused(String),
+}
+
+/// The refusal for a peer speaking another protocol version.
+pub fn version_mismatch(theirs: u32, their_release: &str) -> String {
+    format!(
+        "protocol version mismatch: this JobManager (sluice {}) speaks protocol {PROTOCOL_VERSION}, \
+         the TaskManager (sluice {their_release}) speaks {theirs}; run the same Sluice release on every host",
+        env!("CARGO_PKG_VERSION")
+    )
+}

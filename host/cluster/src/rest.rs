@@ -1,0 +1,523 @@
+//! The REST API, shaped like Flink's v1 API wherever the concept is the
+//! same (so Flink's own CLI can list and cancel jobs), served with and
+//! without the `/v1` prefix. Errors are `{"errors": [...]}`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_coord::{JobStatus, TaskStatus};
+use sluice_types::JobId;
+
+use crate::jobmanager::{JobEntry, JobManager, SubmitError, now_ms, status_name};
+
+type Shared = Arc<JobManager>;
+
+/// The largest upload accepted.
+const MAX_UPLOAD: usize = 256 << 20;
+
+/// An error response.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "errors": [self.1] }))).into_response()
+    }
+}
+
+type ApiResult<T = Value> = Result<axum::Json<T>, ApiError>;
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+fn parse_job_id(s: &str) -> Result<JobId, ApiError> {
+    s.parse().map_err(|_| {
+        bad_request(format!(
+            "Bad request: `{s}` is not a job id (expected 32 lowercase hex characters)"
+        ))
+    })
+}
+
+/// The router: every route with and without `/v1`.
+pub(crate) fn router(jm: Shared) -> Router {
+    let api = Router::new()
+        .route("/overview", get(overview))
+        .route("/config", get(config))
+        .route("/jobs", get(jobs))
+        .route("/jobs/overview", get(jobs_overview))
+        .route("/jobs/{id}", get(job_detail).patch(job_patch))
+        .route("/jobs/{id}/exceptions", get(job_exceptions))
+        .route("/taskmanagers", get(taskmanagers))
+        .route("/taskmanagers/{id}", get(taskmanager))
+        .route("/jars", get(jars))
+        .route("/jars/upload", post(upload))
+        .route("/jars/{id}", axum::routing::delete(delete_jar))
+        .route("/jars/{id}/run", post(run_jar));
+    Router::new()
+        .merge(api.clone())
+        .nest("/v1", api)
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .with_state(jm)
+}
+
+async fn fallback(uri: Uri) -> ApiError {
+    not_found(format!("Not found: {}", uri.path()))
+}
+
+async fn config() -> ApiResult {
+    Ok(axum::Json(json!({
+        "refresh-interval": 3000,
+        "timezone-name": "Coordinated Universal Time",
+        "timezone-offset": 0,
+        "flink-version": env!("CARGO_PKG_VERSION"),
+        "flink-revision": concat!("sluice ", env!("CARGO_PKG_VERSION")),
+        "features": {"web-submit": true, "web-cancel": true, "web-rescale": false, "web-history": false}
+    })))
+}
+
+async fn overview(State(jm): State<Shared>) -> ApiResult {
+    let cluster = jm.lock();
+    let total: u32 = cluster.tms.values().map(|t| t.slots).sum();
+    let used: u32 = cluster
+        .jobs
+        .values()
+        .map(|j| j.placement.len() as u32)
+        .sum();
+    let count = |s: JobStatus| {
+        cluster
+            .jobs
+            .values()
+            .filter(|j| j.core.status() == s)
+            .count()
+    };
+    let running = cluster
+        .jobs
+        .values()
+        .filter(|j| !j.core.status().is_terminal())
+        .count();
+    Ok(axum::Json(json!({
+        "taskmanagers": cluster.tms.len(),
+        "slots-total": total,
+        "slots-available": total.saturating_sub(used),
+        "jobs-running": running,
+        "jobs-finished": count(JobStatus::Finished),
+        "jobs-cancelled": count(JobStatus::Canceled),
+        "jobs-failed": count(JobStatus::Failed),
+        "flink-version": env!("CARGO_PKG_VERSION"),
+        "flink-commit": "sluice",
+    })))
+}
+
+async fn jobs(State(jm): State<Shared>) -> ApiResult {
+    let cluster = jm.lock();
+    let jobs: Vec<Value> = cluster
+        .jobs
+        .values()
+        .map(|j| json!({"id": j.id.to_string(), "status": status_name(j.core.status())}))
+        .collect();
+    Ok(axum::Json(json!({ "jobs": jobs })))
+}
+
+fn end_time(j: &JobEntry) -> i64 {
+    if j.core.status().is_terminal() {
+        j.status_changed
+            .get(status_name(j.core.status()))
+            .map_or(-1, |t| *t as i64)
+    } else {
+        -1
+    }
+}
+
+fn duration(j: &JobEntry) -> u64 {
+    let end = match end_time(j) {
+        -1 => now_ms(),
+        t => t as u64,
+    };
+    end.saturating_sub(j.start_time)
+}
+
+/// Counts of the current run's tasks by Flink state name (lowercase for
+/// the overview, uppercase for vertices, as Flink does).
+fn task_counts<'a>(
+    statuses: impl Iterator<Item = Option<&'a TaskStatus>>,
+) -> BTreeMap<&'static str, u32> {
+    let mut m: BTreeMap<&'static str, u32> = [
+        "CREATED",
+        "SCHEDULED",
+        "DEPLOYING",
+        "INITIALIZING",
+        "RUNNING",
+        "FINISHED",
+        "CANCELING",
+        "CANCELED",
+        "FAILED",
+        "RECONCILING",
+    ]
+    .into_iter()
+    .map(|k| (k, 0))
+    .collect();
+    for s in statuses {
+        let k = match s {
+            None => "CREATED",
+            Some(TaskStatus::Deploying) => "DEPLOYING",
+            Some(TaskStatus::Running) => "RUNNING",
+            Some(TaskStatus::Finished) => "FINISHED",
+            Some(TaskStatus::Failed(_)) => "FAILED",
+            Some(TaskStatus::Canceled) => "CANCELED",
+        };
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+fn job_tasks(j: &JobEntry) -> impl Iterator<Item = Option<&TaskStatus>> + '_ {
+    j.execution.tasks().map(|t| j.core.tasks().get(&t))
+}
+
+fn job_overview(j: &JobEntry) -> Value {
+    let mut tasks: BTreeMap<String, u32> = task_counts(job_tasks(j))
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect();
+    tasks.insert("total".into(), j.execution.tasks().count() as u32);
+    json!({
+        "jid": j.id.to_string(),
+        "name": j.name,
+        "jobType": "STREAMING",
+        "schedulerType": "Default",
+        "start-time": j.start_time,
+        "end-time": end_time(j),
+        "duration": duration(j),
+        "state": status_name(j.core.status()),
+        "last-modification": j.status_changed.values().max().copied().unwrap_or(j.start_time),
+        "tasks": tasks,
+        "pending-operators": 0,
+    })
+}
+
+async fn jobs_overview(State(jm): State<Shared>) -> ApiResult {
+    let cluster = jm.lock();
+    let jobs: Vec<Value> = cluster.jobs.values().rev().map(job_overview).collect();
+    Ok(axum::Json(json!({ "jobs": jobs })))
+}
+
+fn find_job<'a>(
+    cluster: &'a crate::jobmanager::Cluster,
+    id: &str,
+) -> Result<&'a JobEntry, ApiError> {
+    let jid = parse_job_id(id)?;
+    cluster
+        .jobs
+        .get(&jid)
+        .ok_or_else(|| not_found(format!("Job {jid} not found")))
+}
+
+async fn job_detail(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let cluster = jm.lock();
+    let j = find_job(&cluster, &id)?;
+    let counts = j.node_counts();
+    let mut node_index = 0;
+    let vertices: Vec<Value> = j
+        .execution
+        .vertices
+        .iter()
+        .enumerate()
+        .map(|(vi, v)| {
+            let nodes = &counts[node_index..node_index + v.nodes.len()];
+            node_index += v.nodes.len();
+            let statuses = (0..v.parallelism).map(|s| {
+                j.core.tasks().get(&sluice_coord::TaskId {
+                    vertex: vi as u32,
+                    subtask: s,
+                })
+            });
+            let tasks = task_counts(statuses);
+            let status = if tasks["FAILED"] > 0 {
+                "FAILED"
+            } else if tasks["RUNNING"] > 0 {
+                "RUNNING"
+            } else if tasks["FINISHED"] == v.parallelism {
+                "FINISHED"
+            } else if tasks["CANCELED"] > 0 {
+                "CANCELED"
+            } else {
+                "CREATED"
+            };
+            json!({
+                "id": format!("{:032x}", vi),
+                "name": v.name,
+                "maxParallelism": j.execution.max_parallelism,
+                "parallelism": v.parallelism,
+                "status": status,
+                "start-time": j.start_time,
+                "end-time": end_time(j),
+                "duration": duration(j),
+                "tasks": tasks,
+                "metrics": {
+                    "read-records": nodes.first().map_or(0, |n| n.records_in),
+                    "read-records-complete": true,
+                    "write-records": nodes.last().map_or(0, |n| n.records_out),
+                    "write-records-complete": true,
+                },
+                "nodes": nodes.iter().map(|n| json!({
+                    "name": n.name, "read-records": n.records_in, "write-records": n.records_out,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let timestamps: BTreeMap<&str, u64> = [
+        "CREATED",
+        "INITIALIZING",
+        "RUNNING",
+        "CANCELLING",
+        "RESTARTING",
+        "FINISHED",
+        "FAILED",
+        "CANCELED",
+    ]
+    .into_iter()
+    .map(|k| (k, j.status_changed.get(k).copied().unwrap_or(0)))
+    .collect();
+    let mut status_counts = task_counts(job_tasks(j));
+    status_counts.retain(|_, _| true);
+    Ok(axum::Json(json!({
+        "jid": j.id.to_string(),
+        "name": j.name,
+        "isStoppable": false,
+        "state": status_name(j.core.status()),
+        "job-type": "STREAMING",
+        "start-time": j.start_time,
+        "end-time": end_time(j),
+        "duration": duration(j),
+        "maxParallelism": j.execution.max_parallelism,
+        "now": now_ms(),
+        "timestamps": timestamps,
+        "vertices": vertices,
+        "status-counts": status_counts,
+        "attempt": j.core.attempt(),
+        "taskmanagers": j.placement.iter().collect::<std::collections::BTreeSet<_>>(),
+    })))
+}
+
+async fn job_exceptions(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let cluster = jm.lock();
+    let j = find_job(&cluster, &id)?;
+    let entries: Vec<Value> = j
+        .core
+        .failures()
+        .iter()
+        .rev()
+        .map(|f| {
+            let task = f.task.map(|t| {
+                let v = &j.execution.vertices[t.vertex as usize];
+                format!("{} ({}/{})", v.name, t.subtask + 1, v.parallelism)
+            });
+            json!({
+                "exceptionName": "SluiceTaskFailure",
+                "stacktrace": f.message,
+                "timestamp": f.at,
+                "taskName": task,
+                "attempt": f.attempt,
+                "failureLabels": {},
+                "concurrentExceptions": [],
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "exceptionHistory": {"entries": entries, "truncated": false}
+    })))
+}
+
+#[derive(Deserialize)]
+struct PatchQuery {
+    mode: Option<String>,
+}
+
+async fn job_patch(
+    State(jm): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<PatchQuery>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let jid = parse_job_id(&id)?;
+    match q.mode.as_deref() {
+        None | Some("cancel") => {}
+        Some(other) => {
+            return Err(bad_request(format!(
+                "Bad request: cannot resolve query parameter (mode) from value \"{other}\"; the only mode is `cancel`"
+            )));
+        }
+    }
+    if !jm.cancel(jid) {
+        return Err(not_found(format!("Job {jid} not found")));
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({}))))
+}
+
+fn tm_json(
+    jm: &JobManager,
+    cluster: &crate::jobmanager::Cluster,
+    t: &crate::jobmanager::Tm,
+) -> Value {
+    let used: u32 = cluster
+        .jobs
+        .values()
+        .map(|j| j.placement.iter().filter(|p| **p == t.id).count() as u32)
+        .sum();
+    let tasks: usize = cluster
+        .jobs
+        .values()
+        .filter(|j| matches!(j.core.status(), JobStatus::Running | JobStatus::Cancelling))
+        .map(|j| j.locations.values().filter(|l| **l == t.id).count())
+        .sum();
+    let _ = jm;
+    json!({
+        "id": t.id,
+        "path": format!("quic://{}", t.addr),
+        "dataPort": t.addr.port(),
+        "jmxPort": -1,
+        "timeSinceLastHeartbeat": t.last_heartbeat.elapsed().as_millis() as u64,
+        "slotsNumber": t.slots,
+        "freeSlots": t.slots.saturating_sub(used),
+        "assignedTasks": tasks,
+        "registered": t.registered_at,
+    })
+}
+
+async fn taskmanagers(State(jm): State<Shared>) -> ApiResult {
+    let cluster = jm.lock();
+    let tms: Vec<Value> = cluster
+        .tms
+        .values()
+        .map(|t| tm_json(&jm, &cluster, t))
+        .collect();
+    Ok(axum::Json(json!({ "taskmanagers": tms })))
+}
+
+async fn taskmanager(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let cluster = jm.lock();
+    let t = cluster
+        .tms
+        .get(&id)
+        .ok_or_else(|| not_found(format!("TaskManager {id} not found")))?;
+    Ok(axum::Json(tm_json(&jm, &cluster, t)))
+}
+
+async fn jars(State(jm): State<Shared>) -> ApiResult {
+    let address = jm
+        .rest_addr
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .map(|a| format!("http://{a}"));
+    let cluster = jm.lock();
+    let files: Vec<Value> = cluster
+        .jars
+        .values()
+        .map(|j| json!({"id": j.id, "name": j.name, "uploaded": j.uploaded, "entry": []}))
+        .collect();
+    Ok(axum::Json(json!({"address": address, "files": files})))
+}
+
+async fn upload(State(jm): State<Shared>, mut form: Multipart) -> ApiResult {
+    let mut file = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad_request(format!("Bad request: malformed multipart upload: {e}")))?
+    {
+        if field.name() == Some("jarfile") {
+            let name = field.file_name().unwrap_or("application.wasm").to_owned();
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| bad_request(format!("Bad request: the upload was cut short: {e}")))?;
+            file = Some((name, bytes));
+        }
+    }
+    let (name, bytes) =
+        file.ok_or_else(|| bad_request("Bad request: the upload has no `jarfile` field"))?;
+    let jm2 = jm.clone();
+    let jar = tokio::task::spawn_blocking(move || jm2.upload(&name, &bytes))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(bad_request)?;
+    Ok(axum::Json(json!({
+        "filename": jm.jar_dir().join(&jar.id).display().to_string(),
+        "status": "success",
+    })))
+}
+
+async fn delete_jar(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let removed = jm.lock().jars.remove(&id);
+    let Some(jar) = removed else {
+        return Err(not_found(format!("File {id} does not exist")));
+    };
+    let dir = jm.jar_dir();
+    for f in [jar.id.clone(), format!("{}.json", jar.id)] {
+        if let Err(e) = std::fs::remove_file(dir.join(&f))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot delete {f}: {e}"),
+            ));
+        }
+    }
+    Ok(axum::Json(json!({})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RunRequest {
+    parallelism: Option<u32>,
+    program_args_list: Option<Vec<String>>,
+}
+
+async fn run_jar(
+    State(jm): State<Shared>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let req: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RunRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| bad_request(format!("Bad request: malformed run request: {e}")))?
+    };
+    let parallelism = req.parallelism.unwrap_or(1);
+    if parallelism == 0 {
+        return Err(bad_request("Bad request: parallelism must be at least 1"));
+    }
+    let args = req
+        .program_args_list
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(bad_request(format!(
+                "Bad request: program argument `{a}` is not KEY=VALUE"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let jm2 = jm.clone();
+    let result = tokio::task::spawn_blocking(move || jm2.submit(&id, &args, parallelism))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match result {
+        Ok(jid) => Ok(axum::Json(json!({"jobid": jid.to_string()}))),
+        Err(SubmitError::NotFound(m)) => Err(not_found(m)),
+        Err(SubmitError::Invalid(m)) => Err(bad_request(m)),
+        Err(SubmitError::Internal(m)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+    }
+}

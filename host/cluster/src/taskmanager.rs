@@ -1,0 +1,735 @@
+//! The TaskManager process: registers its slots with the JobManager, runs
+//! the tasks it is given on the shared task core (`sluice_runtime::task`),
+//! and carries their records to and from other TaskManagers over QUIC.
+//!
+//! Tasks run on threads and talk through bounded in-process channels, as
+//! in the mini-cluster. A channel whose other end is on another
+//! TaskManager gets a bridge thread: outbound, it drains the channel into
+//! a QUIC stream (blocking while QUIC's flow control says the peer is
+//! behind, which fills the channel and so holds back only that producer);
+//! inbound, it reads frames from the stream into the channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use quinn::{Connection, Endpoint, RecvStream};
+use sluice_connectors::Connectors;
+use sluice_coord::{TaskId, TaskStatus};
+use sluice_runtime::TaskCounters;
+use sluice_runtime::task::{self, TaskContext};
+use sluice_transport::{Identity, JoinToken, frame};
+use sluice_types::{Event, JobId};
+use sluice_wasm::{App, Runtime, RuntimeOptions};
+use tokio::sync::{Notify, mpsc};
+
+use crate::protocol::{
+    DataHeader, Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, PeerHello,
+    ToJobManager, ToTaskManager, Welcome,
+};
+
+/// Batches a channel holds before its producer blocks.
+const CHANNEL_CAPACITY: usize = 8;
+/// How long a TaskManager waits for a peer to connect to it.
+const PEER_WAIT: Duration = Duration::from_secs(15);
+
+/// How to start a TaskManager.
+#[derive(Clone, Debug)]
+pub struct TaskManagerConfig {
+    /// The JobManager's cluster RPC address (`HOST:PORT`).
+    pub jobmanager: String,
+    /// Slots offered.
+    pub slots: u32,
+    /// Address of this TaskManager's QUIC endpoint (control and data).
+    pub rpc_addr: SocketAddr,
+    /// Where the certificate and the component cache live.
+    pub data_dir: PathBuf,
+    /// A join token, needed until the TaskManager has a certificate.
+    pub token: Option<JoinToken>,
+    /// Relative file paths in jobs resolve against this directory.
+    pub base_dir: Option<PathBuf>,
+}
+
+type RunKey = (JobId, u32);
+
+/// Tasks of one job run on this TaskManager.
+struct Run {
+    /// Dropped to cancel every task of the run.
+    cancel: Option<Sender<()>>,
+    counters: Vec<(TaskId, Arc<TaskCounters>)>,
+    remaining: usize,
+}
+
+enum Inbound {
+    /// The consumer is deployed; the stream has not arrived.
+    Waiting(Sender<Event>, Receiver<()>),
+    /// The stream arrived before the consumer was deployed.
+    Arrived(RecvStream),
+}
+
+struct Shared {
+    id: Mutex<String>,
+    endpoint: Endpoint,
+    handle: tokio::runtime::Handle,
+    connectors: Arc<Connectors>,
+    cache_dir: PathBuf,
+    slots: u32,
+    peers: Mutex<HashMap<String, Connection>>,
+    peers_changed: Notify,
+    inbound: Mutex<HashMap<DataHeader, Inbound>>,
+    runs: Mutex<HashMap<RunKey, Run>>,
+    /// Runtimes by policy (their limits differ), and loaded apps by
+    /// component hash and policy name.
+    runtimes: Mutex<HashMap<String, Runtime>>,
+    apps: Mutex<HashMap<(String, String), App>>,
+    to_jm: Mutex<Option<mpsc::UnboundedSender<ToJobManager>>>,
+}
+
+/// Runs a TaskManager until the process is stopped.
+pub async fn run(config: TaskManagerConfig) -> anyhow::Result<()> {
+    let jm_addr = tokio::net::lookup_host(&config.jobmanager)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot resolve the JobManager address `{}`",
+                config.jobmanager
+            )
+        })?
+        .next()
+        .with_context(|| format!("`{}` resolves to no address", config.jobmanager))?;
+    let tls_dir = config.data_dir.join("tls");
+    let identity = if Identity::exists(&tls_dir) {
+        Identity::load(&tls_dir)?
+    } else {
+        let Some(token) = config.token else {
+            bail!(
+                "this TaskManager has no cluster certificate in {} yet: start it once with \
+                 `--token TOKEN` (the JobManager prints the token at start, and keeps it in \
+                 its data directory under tls/join-token)",
+                tls_dir.display()
+            );
+        };
+        let id = join(jm_addr, &token).await?;
+        id.save(&tls_dir)?;
+        tracing::info!(dir = %tls_dir.display(), "joined the cluster; certificate saved");
+        id
+    };
+    let mut endpoint = sluice_transport::bind(
+        config.rpc_addr,
+        Some(sluice_transport::server_config(&identity, false)?),
+    )?;
+    endpoint.set_default_client_config(sluice_transport::client_config(&identity)?);
+    let local = endpoint.local_addr()?;
+    let io = tokio::runtime::Handle::current();
+    let connectors = Connectors::new(&io, config.base_dir.clone())
+        .map_err(|e| anyhow::anyhow!("cannot set up connectors: {e}"))?;
+    let shared = Arc::new(Shared {
+        id: Mutex::new(String::new()),
+        endpoint: endpoint.clone(),
+        handle: io,
+        connectors: Arc::new(connectors),
+        cache_dir: config.data_dir.join("cache"),
+        slots: config.slots,
+        peers: Mutex::new(HashMap::new()),
+        peers_changed: Notify::new(),
+        inbound: Mutex::new(HashMap::new()),
+        runs: Mutex::new(HashMap::new()),
+        runtimes: Mutex::new(HashMap::new()),
+        apps: Mutex::new(HashMap::new()),
+        to_jm: Mutex::new(None),
+    });
+    tokio::spawn(accept_peers(shared.clone()));
+    let name = format!("{}", local);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match control_session(&shared, jm_addr, &name).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => tracing::warn!("JobManager session ended: {e:#}"),
+        }
+        // Without a JobManager nobody can see or coordinate the tasks:
+        // stop them, as Flink's TaskManagers do, and register again.
+        cancel_all(&shared);
+        *lock(&shared.to_jm) = None;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Gets a certificate from the JobManager with a join token.
+async fn join(jm: SocketAddr, token: &JoinToken) -> anyhow::Result<Identity> {
+    let unspecified: SocketAddr = if jm.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .expect("invariant: a literal address");
+    let endpoint = sluice_transport::bind(unspecified, None)?;
+    let conn = endpoint
+        .connect_with(
+            sluice_transport::join_client_config(token.ca_fingerprint)?,
+            jm,
+            sluice_transport::server_name(),
+        )?
+        .await
+        .with_context(|| {
+            format!(
+                "cannot join the cluster at {jm}: the handshake failed (is the JobManager \
+                 running there, and is the token from this cluster?)"
+            )
+        })?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let name = hostname();
+    frame::write(
+        &mut send,
+        &JoinRequest {
+            protocol: PROTOCOL_VERSION,
+            secret: token.secret,
+            name,
+        },
+    )
+    .await?;
+    let _ = send.finish();
+    let response: Option<JoinResponse> = frame::read(&mut recv).await?;
+    conn.close(0u32.into(), b"joined");
+    match response {
+        Some(JoinResponse::Issued { ca, cert, key }) => Ok(Identity {
+            ca: ca.into(),
+            cert: cert.into(),
+            key,
+        }),
+        Some(JoinResponse::Refused(reason)) => bail!("the JobManager refused to join: {reason}"),
+        None => bail!("the JobManager closed the join stream without an answer"),
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "taskmanager".into())
+}
+
+/// One registration with the JobManager, until the connection ends.
+async fn control_session(shared: &Arc<Shared>, jm: SocketAddr, name: &str) -> anyhow::Result<()> {
+    let conn = shared
+        .endpoint
+        .connect(jm, sluice_transport::server_name())?
+        .await
+        .with_context(|| format!("cannot connect to the JobManager at {jm}"))?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let local = shared.endpoint.local_addr()?;
+    frame::write(
+        &mut send,
+        &Hello {
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            slots: shared.slots,
+            data_port: local.port(),
+            name: name.into(),
+        },
+    )
+    .await?;
+    let (id, heartbeat) = match frame::read::<Welcome>(&mut recv).await? {
+        Some(Welcome::Accepted { id, heartbeat_secs }) => {
+            (id, Duration::from_secs(heartbeat_secs.max(1) as u64))
+        }
+        Some(Welcome::Refused(reason)) => bail!("the JobManager refused registration: {reason}"),
+        None => bail!("the JobManager closed the connection during registration"),
+    };
+    tracing::info!(%id, %jm, slots = shared.slots, "registered with the JobManager");
+    *lock(&shared.id) = id;
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToJobManager>();
+    *lock(&shared.to_jm) = Some(tx);
+    let writer = async {
+        while let Some(msg) = rx.recv().await {
+            frame::write(&mut send, &msg).await?;
+        }
+        anyhow::Ok(())
+    };
+    let reader = async {
+        while let Some(msg) = frame::read::<ToTaskManager>(&mut recv).await? {
+            match msg {
+                ToTaskManager::Deploy(d) => {
+                    let shared = shared.clone();
+                    tokio::task::spawn_blocking(move || deploy(&shared, *d));
+                }
+                ToTaskManager::Cancel { job, attempt } => cancel(shared, (job, attempt)),
+            }
+        }
+        anyhow::Ok(())
+    };
+    let heartbeats = async {
+        let mut tick = tokio::time::interval(heartbeat);
+        loop {
+            tick.tick().await;
+            heartbeat_now(shared);
+        }
+    };
+    tokio::select! {
+        r = writer => r,
+        r = reader => r,
+        () = heartbeats => Ok(()),
+    }
+}
+
+fn send_jm(shared: &Shared, msg: ToJobManager) {
+    if let Some(tx) = lock(&shared.to_jm).as_ref() {
+        let _ = tx.send(msg);
+    }
+}
+
+fn counts_of(c: &TaskCounters) -> Vec<(u64, u64)> {
+    c.nodes
+        .iter()
+        .map(|(_, n)| {
+            (
+                n.records_in.load(Ordering::Relaxed),
+                n.records_out.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
+}
+
+fn heartbeat_now(shared: &Shared) {
+    let runs = lock(&shared.runs);
+    let mut running = 0;
+    for (&(job, attempt), run) in runs.iter() {
+        running += run.remaining as u32;
+        for (task, c) in &run.counters {
+            send_jm(
+                shared,
+                ToJobManager::TaskCounts {
+                    job,
+                    attempt,
+                    task: *task,
+                    nodes: counts_of(c),
+                },
+            );
+        }
+    }
+    drop(runs);
+    send_jm(
+        shared,
+        ToJobManager::Heartbeat {
+            running_tasks: running,
+        },
+    );
+}
+
+fn cancel(shared: &Shared, key: RunKey) {
+    if let Some(run) = lock(&shared.runs).get_mut(&key) {
+        run.cancel = None;
+    }
+    // Streams that arrived for a run that is going away are dropped, which
+    // tells their producers to stop.
+    lock(&shared.inbound).retain(|h, _| (h.job, h.attempt) != key);
+}
+
+fn cancel_all(shared: &Shared) {
+    let keys: Vec<RunKey> = lock(&shared.runs).keys().copied().collect();
+    for k in keys {
+        cancel(shared, k);
+    }
+}
+
+/// Starts the tasks of one deployment (on a blocking thread: loading a
+/// component may compile it).
+fn deploy(shared: &Arc<Shared>, d: Deployment) {
+    let key = (d.job, d.attempt);
+    let fail_all = |msg: String| {
+        for (_, t) in &d.tasks {
+            send_jm(
+                shared,
+                ToJobManager::TaskStatus {
+                    job: d.job,
+                    attempt: d.attempt,
+                    task: t.task,
+                    status: TaskStatus::Failed(msg.clone()),
+                },
+            );
+        }
+    };
+    let app = match load_app(shared, &d) {
+        Ok(app) => app,
+        Err(e) => {
+            return fail_all(format!(
+                "cannot load the component on this TaskManager: {e}"
+            ));
+        }
+    };
+    let (cancel_tx, cancel_rx) = bounded::<()>(0);
+    // Every channel with an end here gets an in-process queue.
+    let mut channels: HashMap<u32, (Sender<Event>, Receiver<Event>)> = HashMap::new();
+    for (_, t) in &d.tasks {
+        let ids = t
+            .inputs
+            .iter()
+            .map(|(ch, _)| *ch)
+            .chain(t.outputs.iter().flat_map(|o| o.channels.iter().copied()));
+        for ch in ids {
+            channels
+                .entry(ch)
+                .or_insert_with(|| bounded(CHANNEL_CAPACITY));
+        }
+    }
+    for peer in &d.connect_to {
+        let shared2 = shared.clone();
+        let peer = peer.clone();
+        shared.handle.spawn(async move {
+            if let Err(e) = connect_peer(&shared2, &peer).await {
+                tracing::warn!(peer = %peer.id, "cannot connect to a TaskManager: {e:#}");
+            }
+        });
+    }
+    for (ch, peer) in &d.remote_consumers {
+        let Some((_, rx)) = channels.get(ch) else {
+            continue;
+        };
+        let header = DataHeader {
+            job: d.job,
+            attempt: d.attempt,
+            channel: *ch,
+        };
+        let (shared2, rx, peer) = (shared.clone(), rx.clone(), peer.clone());
+        spawn_thread(format!("out-{ch}"), move || {
+            outbound(&shared2, header, &peer, &rx)
+        });
+    }
+    for ch in &d.remote_producers {
+        let Some((tx, _)) = channels.get(ch) else {
+            continue;
+        };
+        let header = DataHeader {
+            job: d.job,
+            attempt: d.attempt,
+            channel: *ch,
+        };
+        let mut inbound = lock(&shared.inbound);
+        match inbound.remove(&header) {
+            Some(Inbound::Arrived(stream)) => {
+                drop(inbound);
+                start_inbound(shared, stream, tx.clone(), cancel_rx.clone());
+            }
+            _ => {
+                inbound.insert(header, Inbound::Waiting(tx.clone(), cancel_rx.clone()));
+            }
+        }
+    }
+    let mut run = Run {
+        cancel: Some(cancel_tx),
+        counters: Vec::new(),
+        remaining: d.tasks.len(),
+    };
+    let mut starts = Vec::new();
+    for (_, t) in d.tasks {
+        let counters = Arc::new(TaskCounters::new(&t.nodes));
+        run.counters.push((t.task, counters.clone()));
+        let ctx = TaskContext {
+            app: app.clone(),
+            connectors: shared.connectors.clone(),
+            policy: d.policy.name.clone(),
+            inputs: t
+                .inputs
+                .iter()
+                .map(|(ch, input)| (channels[ch].1.clone(), *input))
+                .collect(),
+            outputs: t
+                .outputs
+                .iter()
+                .flat_map(|o| o.channels.iter())
+                .map(|ch| (*ch, channels[ch].0.clone()))
+                .collect(),
+            cancel: cancel_rx.clone(),
+            counters,
+        };
+        starts.push((t, ctx));
+    }
+    // Our ends go now, so that a task that ends is seen as a closed channel.
+    drop(channels);
+    lock(&shared.runs).insert(key, run);
+    for (t, ctx) in starts {
+        let shared2 = shared.clone();
+        let name = format!("task-{}-{}", t.task.vertex, t.task.subtask);
+        spawn_thread(name, move || {
+            task::run(t, ctx, &|task, status| {
+                let terminal = matches!(
+                    status,
+                    TaskStatus::Finished | TaskStatus::Failed(_) | TaskStatus::Canceled
+                );
+                if terminal {
+                    task_ended(&shared2, key, task);
+                }
+                send_jm(
+                    &shared2,
+                    ToJobManager::TaskStatus {
+                        job: key.0,
+                        attempt: key.1,
+                        task,
+                        status,
+                    },
+                );
+            })
+        });
+    }
+}
+
+fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name).spawn(f) {
+        tracing::error!("cannot start a thread: {e}");
+    }
+}
+
+/// A task ended: its final counts go to the JobManager, and the run is
+/// forgotten when its last task ends.
+fn task_ended(shared: &Shared, key: RunKey, task: TaskId) {
+    let mut runs = lock(&shared.runs);
+    let Some(run) = runs.get_mut(&key) else {
+        return;
+    };
+    if let Some((_, c)) = run.counters.iter().find(|(t, _)| *t == task) {
+        send_jm(
+            shared,
+            ToJobManager::TaskCounts {
+                job: key.0,
+                attempt: key.1,
+                task,
+                nodes: counts_of(c),
+            },
+        );
+    }
+    run.remaining = run.remaining.saturating_sub(1);
+    if run.remaining == 0 {
+        runs.remove(&key);
+        drop(runs);
+        lock(&shared.inbound).retain(|h, _| (h.job, h.attempt) != key);
+    }
+}
+
+fn load_app(shared: &Shared, d: &Deployment) -> anyhow::Result<App> {
+    let key = (d.component_hash.clone(), d.policy.name.clone());
+    if let Some(app) = lock(&shared.apps).get(&key) {
+        return Ok(app.clone());
+    }
+    let mut runtimes = lock(&shared.runtimes);
+    let runtime = match runtimes.get(&d.policy.name) {
+        Some(r) if *r.policy() == d.policy => r,
+        _ => {
+            let options = RuntimeOptions {
+                slots: shared.slots,
+                cache_dir: Some(shared.cache_dir.clone()),
+                ..RuntimeOptions::default()
+            };
+            let r = Runtime::new(d.policy.clone(), options)?;
+            runtimes.insert(d.policy.name.clone(), r);
+            lock(&shared.apps).retain(|(_, p), _| *p != d.policy.name);
+            &runtimes[&d.policy.name]
+        }
+    };
+    let app = runtime.load(&d.component)?;
+    lock(&shared.apps).insert(key, app.clone());
+    Ok(app)
+}
+
+/// Connects to a peer (this side has the higher id) and serves the
+/// streams it opens towards us.
+async fn connect_peer(shared: &Arc<Shared>, peer: &Peer) -> anyhow::Result<()> {
+    if lock(&shared.peers)
+        .get(&peer.id)
+        .is_some_and(|c| c.close_reason().is_none())
+    {
+        return Ok(());
+    }
+    let conn = shared
+        .endpoint
+        .connect(peer.addr, sluice_transport::server_name())?
+        .await
+        .with_context(|| format!("cannot connect to TaskManager {} at {}", peer.id, peer.addr))?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    let id = lock(&shared.id).clone();
+    frame::write(
+        &mut send,
+        &PeerHello {
+            protocol: PROTOCOL_VERSION,
+            id,
+        },
+    )
+    .await?;
+    let _ = send.finish();
+    add_peer(shared, peer.id.clone(), conn);
+    Ok(())
+}
+
+fn add_peer(shared: &Arc<Shared>, id: String, conn: Connection) {
+    lock(&shared.peers).insert(id, conn.clone());
+    shared.peers_changed.notify_waiters();
+    tokio::spawn(serve_streams(shared.clone(), conn));
+}
+
+/// Accepts connections from peers with higher ids.
+async fn accept_peers(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let conn = incoming.await?;
+                // The hello comes on the first bidirectional stream.
+                let (_send, mut recv) = conn.accept_bi().await?;
+                let hello: PeerHello = frame::read(&mut recv)
+                    .await?
+                    .context("the peer closed before saying who it is")?;
+                if hello.protocol != PROTOCOL_VERSION {
+                    conn.close(1u32.into(), b"protocol version mismatch");
+                    bail!(
+                        "TaskManager {} speaks protocol {}, this one {PROTOCOL_VERSION}",
+                        hello.id,
+                        hello.protocol
+                    );
+                }
+                add_peer(&shared, hello.id, conn);
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!("refused a peer connection: {e:#}");
+            }
+        });
+    }
+}
+
+/// Hands every data stream a peer opens to its consumer.
+async fn serve_streams(shared: Arc<Shared>, conn: Connection) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let header: DataHeader = match frame::read(&mut recv).await {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("a peer opened a data stream without a valid header: {e}");
+                    return;
+                }
+            };
+            let mut inbound = lock(&shared.inbound);
+            match inbound.remove(&header) {
+                Some(Inbound::Waiting(tx, cancel)) => {
+                    drop(inbound);
+                    start_inbound(&shared, recv, tx, cancel);
+                }
+                _ => {
+                    inbound.insert(header, Inbound::Arrived(recv));
+                }
+            }
+        });
+    }
+}
+
+/// Reads one channel's frames into its queue, on a thread of its own.
+fn start_inbound(
+    shared: &Arc<Shared>,
+    mut recv: RecvStream,
+    tx: Sender<Event>,
+    cancel: Receiver<()>,
+) {
+    let handle = shared.handle.clone();
+    spawn_thread("in".into(), move || {
+        loop {
+            let event = match handle.block_on(frame::read::<Event>(&mut recv)) {
+                Ok(Some(e)) => e,
+                // The producer's side ended (cleanly after end of input,
+                // or not): dropping `tx` tells the consumer.
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!("data stream ended: {e}");
+                    return;
+                }
+            };
+            let end = matches!(event, Event::EndOfInput);
+            crossbeam_channel::select! {
+                send(tx, event) -> r => if r.is_err() { return },
+                recv(cancel) -> _ => return,
+            }
+            if end {
+                return;
+            }
+        }
+    });
+}
+
+/// Drains one channel's queue into a QUIC stream to its consumer.
+fn outbound(shared: &Arc<Shared>, header: DataHeader, peer: &Peer, rx: &Receiver<Event>) {
+    let result = shared.handle.block_on(async {
+        let conn = peer_connection(shared, peer).await?;
+        let mut send = conn.open_uni().await?;
+        frame::write(&mut send, &header).await?;
+        anyhow::Ok(send)
+    });
+    let mut send = match result {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(peer = %peer.id, channel = header.channel, "cannot open a data stream: {e:#}");
+            return;
+        }
+    };
+    loop {
+        let Ok(event) = rx.recv() else {
+            // The producer stopped without ending its output.
+            let _ = send.reset(1u32.into());
+            return;
+        };
+        let end = matches!(event, Event::EndOfInput);
+        let written = frame::encode(&event)
+            .map_err(anyhow::Error::from)
+            .and_then(|buf| {
+                shared
+                    .handle
+                    .block_on(send.write_all(&buf))
+                    .map_err(anyhow::Error::from)
+            });
+        if let Err(e) = written {
+            tracing::debug!(
+                channel = header.channel,
+                "data stream closed by the consumer: {e}"
+            );
+            return;
+        }
+        if end {
+            let _ = send.finish();
+            // Keep the stream until the peer has it all.
+            let _ = shared.handle.block_on(send.stopped());
+            return;
+        }
+    }
+}
+
+/// The connection to a peer: ours if we connect to it, else the one it
+/// opens to us (waited for).
+async fn peer_connection(shared: &Arc<Shared>, peer: &Peer) -> anyhow::Result<Connection> {
+    let deadline = tokio::time::Instant::now() + PEER_WAIT;
+    loop {
+        let notified = shared.peers_changed.notified();
+        if let Some(c) = lock(&shared.peers).get(&peer.id)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let my_id = lock(&shared.id).clone();
+        if peer.id < my_id {
+            connect_peer(shared, peer).await?;
+            continue;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            bail!(
+                "TaskManager {} did not connect within {PEER_WAIT:?}",
+                peer.id
+            );
+        }
+    }
+}
