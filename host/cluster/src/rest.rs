@@ -307,7 +307,8 @@ async fn job_detail(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResu
         "vertices": vertices,
         "status-counts": status_counts,
         "attempt": j.core.attempt(),
-        "taskmanagers": j.placement.iter().collect::<std::collections::BTreeSet<_>>(),
+        // Where the current (or last) run's tasks are or were.
+        "taskmanagers": j.locations.values().collect::<std::collections::BTreeSet<_>>(),
     })))
 }
 

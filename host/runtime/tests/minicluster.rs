@@ -1,7 +1,7 @@
 //! Jobs on the embedded mini-cluster, end to end, against real guests.
 
+use sluice_test_programs::wordcount::{generate_text, output_lines, read_output, reference_counts};
 use std::collections::HashMap;
-use std::path::Path;
 
 use sluice_policy::Policy;
 use sluice_runtime::{LocalCluster, Progress, RunError};
@@ -26,114 +26,6 @@ fn run(
         .collect();
     let job = c.prepare(&app, &args, parallelism)?;
     c.run(&app, job, &mut |_| {})
-}
-
-/// Deterministic text with mixed case, punctuation, non-ASCII bytes, empty
-/// lines and very long lines.
-fn generate_text(bytes: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let vocabulary = [
-        "the", "Quick", "BROWN", "fox", "jumps", "über", "naïve", "x42", "a", "Stream", "wasm",
-        "Flink",
-    ];
-    let separators: [&[u8]; 8] = [
-        b" ",
-        b", ",
-        b". ",
-        b" - ",
-        b"\t",
-        b"!? ",
-        b" \xff\xfe ",
-        b"\xe2\x80\x94",
-    ];
-    let mut text = Vec::with_capacity(bytes + 1024);
-    while text.len() < bytes {
-        let r = next();
-        match r % 100 {
-            0..=2 => text.push(b'\n'), // empty lines
-            3 => {
-                // a very long line of ~200 KB
-                for i in 0..20_000 {
-                    text.extend_from_slice(vocabulary[i % vocabulary.len()].as_bytes());
-                    text.push(b' ');
-                }
-                text.push(b'\n');
-            }
-            _ => {
-                for _ in 0..(r >> 8) % 20 {
-                    let w = next();
-                    let word = vocabulary[(w % vocabulary.len() as u64) as usize];
-                    if w & 0x100 != 0 {
-                        text.extend_from_slice(word.to_uppercase().as_bytes());
-                    } else {
-                        text.extend_from_slice(word.as_bytes());
-                    }
-                    if w & 0x200 != 0 {
-                        text.extend_from_slice((w >> 40).to_string().as_bytes());
-                    }
-                    text.extend_from_slice(separators[((w >> 12) % 8) as usize]);
-                }
-                text.extend_from_slice(if r & 0x10000 != 0 { b"\r\n" } else { b"\n" });
-            }
-        }
-    }
-    text
-}
-
-/// The reference word count, written independently of the guest.
-fn reference_counts(text: &[u8]) -> HashMap<String, u64> {
-    let mut counts = HashMap::new();
-    let mut word = String::new();
-    for &b in text.iter().chain(b" ") {
-        if b.is_ascii_alphanumeric() {
-            word.push(char::from(b.to_ascii_lowercase()));
-        } else if !word.is_empty() {
-            *counts.entry(std::mem::take(&mut word)).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-/// Every line of every part file under `dir`, and how many part files there are.
-fn output_lines(dir: &Path) -> (Vec<String>, usize) {
-    let mut lines = Vec::new();
-    let mut parts = 0;
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        assert!(
-            name.starts_with("part-"),
-            "unexpected file {name} in the output"
-        );
-        parts += 1;
-        let text = std::fs::read_to_string(&path).expect("utf-8 output");
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    (lines, parts)
-}
-
-fn read_output(dir: &Path) -> (HashMap<String, u64>, usize) {
-    let (lines, parts) = output_lines(dir);
-    let mut counts = HashMap::new();
-    for line in &lines {
-        let (word, count) = line.split_once('\t').expect("WORD<TAB>COUNT");
-        let previous = counts.insert(word.to_owned(), count.parse::<u64>().expect("count"));
-        assert!(
-            previous.is_none(),
-            "word {word} appears twice in the output"
-        );
-    }
-    (counts, parts)
 }
 
 #[test]

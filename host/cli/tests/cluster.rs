@@ -1,0 +1,576 @@
+//! A real session cluster: a JobManager and TaskManagers as separate
+//! `sluice` processes on 127.0.0.1, talking QUIC with mutual TLS, driven
+//! through the REST API and the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_test_programs::wordcount::{generate_text, read_output, reference_counts};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn start(args: &[&str], log: PathBuf, cwd: &Path) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(cwd)
+            .env("SLUICE_LOG", "info")
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("start sluice");
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `f` until it returns `Some`, failing with `what` and the logs
+/// after the deadline.
+fn wait_for<T>(what: &str, logs: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    jm: Proc,
+    tms: Vec<Option<Proc>>,
+    rest: String,
+    rpc: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Cluster {
+    fn start(tms: usize, slots: u32, jm_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = vec![
+            "jobmanager",
+            "--rest-addr",
+            "127.0.0.1:0",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            "jm",
+        ];
+        args.extend_from_slice(jm_args);
+        let jm = Proc::start(&args, dir.path().join("jm.log"), dir.path());
+        let endpoints = dir.path().join("jm/endpoints.json");
+        let e: Value = wait_for("the JobManager to listen", &|| jm.log(), || {
+            serde_json::from_slice(&std::fs::read(&endpoints).ok()?).ok()
+        });
+        let mut cluster = Cluster {
+            jm,
+            tms: Vec::new(),
+            rest: format!("http://{}", e["rest"].as_str().expect("rest")),
+            rpc: e["rpc"].as_str().expect("rpc").to_owned(),
+            token: e["token"].as_str().expect("token").to_owned(),
+            http: reqwest::blocking::Client::new(),
+            dir,
+        };
+        for _ in 0..tms {
+            cluster.add_tm(slots);
+        }
+        cluster.wait_for_tms(tms);
+        cluster
+    }
+
+    fn add_tm(&mut self, slots: u32) {
+        let n = self.tms.len();
+        let data = format!("tm{n}");
+        let slots = slots.to_string();
+        let tm = Proc::start(
+            &[
+                "taskmanager",
+                "--jobmanager",
+                &self.rpc,
+                "--token",
+                &self.token,
+                "--slots",
+                &slots,
+                "--data-dir",
+                &data,
+            ],
+            self.dir.path().join(format!("tm{n}.log")),
+            self.dir.path(),
+        );
+        self.tms.push(Some(tm));
+    }
+
+    fn logs(&self) -> String {
+        let mut s = format!("--- jobmanager\n{}", self.jm.log());
+        for (i, tm) in self.tms.iter().enumerate() {
+            if let Some(tm) = tm {
+                s += &format!("--- taskmanager {i}\n{}", tm.log());
+            }
+        }
+        s
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.rest))
+            .send()
+            .expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    fn wait_for_tms(&self, n: usize) {
+        wait_for(&format!("{n} TaskManagers"), &|| self.logs(), || {
+            (self.get("/taskmanagers").1["taskmanagers"]
+                .as_array()?
+                .len()
+                == n)
+                .then_some(())
+        });
+    }
+
+    fn upload(&self, wasm: &Path) -> (u16, Value) {
+        let part = reqwest::blocking::multipart::Part::bytes(std::fs::read(wasm).expect("wasm"))
+            .file_name("wordcount.wasm");
+        let form = reqwest::blocking::multipart::Form::new().part("jarfile", part);
+        let resp = self
+            .http
+            .post(format!("{}/jars/upload", self.rest))
+            .multipart(form)
+            .send()
+            .expect("upload");
+        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
+    }
+
+    fn run(&self, jar: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/jars/{jar}/run", self.rest))
+            .json(&body)
+            .send()
+            .expect("run");
+        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
+    }
+
+    fn wait_for_state(&self, job: &str, states: &[&str]) -> Value {
+        wait_for(
+            &format!("job {job} to reach {states:?}"),
+            &|| self.logs(),
+            || {
+                let (_, d) = self.get(&format!("/jobs/{job}"));
+                states
+                    .contains(&d["state"].as_str().unwrap_or(""))
+                    .then_some(d)
+            },
+        )
+    }
+
+    fn sluice(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("SLUICE_JOBMANAGER", &self.rest)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sluice")
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_input(dir: &Path, bytes: usize) -> (PathBuf, std::collections::HashMap<String, u64>) {
+    let text = generate_text(bytes);
+    let path = dir.join("input.txt");
+    std::fs::write(&path, &text).expect("input");
+    (path, reference_counts(&text))
+}
+
+#[test]
+fn wordcount_at_parallelism_4_across_two_taskmanagers_via_rest_and_cli() {
+    let cluster = Cluster::start(2, 2, &[]);
+    let (input, expected) = write_input(cluster.dir.path(), 4 << 20);
+
+    // Through REST, as a Flink client would.
+    let (status, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
+    assert_eq!(status, 200, "{up}");
+    let jar = up["filename"]
+        .as_str()
+        .and_then(|f| f.rsplit('/').next())
+        .expect("filename")
+        .to_owned();
+    // Stored under its content hash, not the client's file name.
+    assert!(jar.len() == 64 + 5 && jar.ends_with(".wasm"), "{jar}");
+    let out_rest = cluster.dir.path().join("out-rest");
+    let (status, run) = cluster.run(
+        &jar,
+        json!({
+            "parallelism": 4,
+            "programArgsList": [
+                format!("input={}", input.display()),
+                format!("output={}", out_rest.display()),
+            ],
+        }),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    assert_eq!(job.len(), 32);
+    assert!(
+        job.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    let detail = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(detail["state"], "FINISHED", "{detail}\n{}", cluster.logs());
+    // The job ran on both TaskManagers.
+    assert_eq!(
+        detail["taskmanagers"].as_array().map(Vec::len),
+        Some(2),
+        "{detail}"
+    );
+    let (counts, parts) = read_output(&out_rest);
+    assert_eq!(parts, 4);
+    assert_eq!(counts, expected);
+    let words: u64 = expected.values().sum();
+    let count_in = detail["vertices"][1]["metrics"]["read-records"].as_u64();
+    assert_eq!(count_in, Some(words), "{detail}");
+
+    // Through the CLI, from the file.
+    let out_cli = cluster.dir.path().join("out-cli");
+    let input_arg = format!("input={}", input.display());
+    let output_arg = format!("output={}", out_cli.display());
+    let out = cluster.sluice(&[
+        "submit",
+        sluice_test_programs::WORDCOUNT,
+        "-p",
+        "4",
+        "--arg",
+        &input_arg,
+        "--arg",
+        &output_arg,
+        "--wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        cluster.logs()
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FINISHED"), "{stdout}");
+    let (counts, parts) = read_output(&out_cli);
+    assert_eq!(parts, 4);
+    assert_eq!(counts, expected);
+
+    // Both jobs are listed, by the CLI and in Flink's overview shape.
+    let list = cluster.sluice(&["list"]);
+    let listed = text(&list.stdout);
+    assert!(
+        listed.contains(&job) && listed.matches("FINISHED").count() == 2,
+        "{listed}"
+    );
+    let (_, overview) = cluster.get("/v1/jobs/overview");
+    assert_eq!(overview["jobs"].as_array().map(Vec::len), Some(2));
+    let (_, ov) = cluster.get("/overview");
+    assert_eq!(
+        (ov["taskmanagers"].as_u64(), ov["slots-total"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(ov["jobs-finished"].as_u64(), Some(2));
+    // Every slot is free again.
+    assert_eq!(ov["slots-available"].as_u64(), Some(4));
+    let tms = cluster.sluice(&["taskmanagers", "--json"]);
+    let tms: Value = serde_json::from_slice(&tms.stdout).expect("json");
+    assert_eq!(tms["taskmanagers"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn a_killed_taskmanager_is_detected_and_the_job_restarts_on_the_survivor() {
+    let mut cluster = Cluster::start(
+        2,
+        4,
+        &[
+            "--restart-strategy",
+            "fixed-delay",
+            "--restart-delay",
+            "200ms",
+        ],
+    );
+    let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
+    let out_dir = cluster.dir.path().join("out");
+    let (_, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
+    let jar = up["filename"]
+        .as_str()
+        .and_then(|f| f.rsplit('/').next())
+        .expect("jar")
+        .to_owned();
+    let (status, run) = cluster.run(
+        &jar,
+        json!({
+            "parallelism": 4,
+            "programArgsList": [format!("input={}", input.display()), format!("output={}", out_dir.display())],
+        }),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    // Wait until both TaskManagers run tasks of the job, then kill one.
+    let detail = wait_for(
+        "the job to run on both TaskManagers",
+        &|| cluster.logs(),
+        || {
+            let (_, d) = cluster.get(&format!("/jobs/{job}"));
+            let running = d["status-counts"]["RUNNING"].as_u64() == Some(8);
+            (running && d["taskmanagers"].as_array()?.len() == 2).then_some(d)
+        },
+    );
+    assert_eq!(detail["attempt"], 0);
+    let mut victim = cluster.tms[0].take().expect("tm0");
+    victim.child.kill().expect("kill -9");
+    let _ = victim.child.wait();
+    let detail = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(detail["state"], "FINISHED", "{detail}\n{}", cluster.logs());
+    assert!(detail["attempt"].as_u64() >= Some(1), "{detail}");
+    let (_, exceptions) = cluster.get(&format!("/jobs/{job}/exceptions"));
+    let first = &exceptions["exceptionHistory"]["entries"]
+        .as_array()
+        .expect("entries")
+        .last()
+        .cloned()
+        .expect("one failure");
+    let msg = first["stacktrace"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("was lost") || msg.contains("stopped"),
+        "{exceptions}"
+    );
+    let (counts, parts) = read_output(&out_dir);
+    assert_eq!(parts, 4);
+    assert_eq!(counts, expected);
+    cluster.wait_for_tms(1);
+}
+
+#[test]
+fn a_taskmanager_with_a_certificate_from_another_ca_is_refused() {
+    let cluster = Cluster::start(0, 2, &[]);
+    let other = Cluster::start(0, 2, &[]);
+    // A TaskManager that joined the other cluster holds a certificate from
+    // the other cluster's CA.
+    let dir = other.dir.path().join("foreign");
+    let foreign = Proc::start(
+        &[
+            "taskmanager",
+            "--jobmanager",
+            &other.rpc,
+            "--token",
+            &other.token,
+            "--data-dir",
+            "foreign",
+        ],
+        other.dir.path().join("foreign.log"),
+        other.dir.path(),
+    );
+    other.wait_for_tms(1);
+    drop(foreign);
+    assert!(dir.join("tls/cert.pem").exists());
+    // With that certificate it cannot register with the first cluster...
+    let dir_arg = dir.display().to_string();
+    let refused = Proc::start(
+        &[
+            "taskmanager",
+            "--jobmanager",
+            &cluster.rpc,
+            "--data-dir",
+            &dir_arg,
+        ],
+        cluster.dir.path().join("refused.log"),
+        cluster.dir.path(),
+    );
+    wait_for(
+        "the refusal to be logged",
+        &|| refused.log() + &cluster.logs(),
+        || {
+            let log = cluster.jm.log();
+            log.contains("refused a cluster connection").then_some(())
+        },
+    );
+    assert!(
+        refused.log().contains("cannot connect to the JobManager"),
+        "{}",
+        refused.log()
+    );
+    let (_, tms) = cluster.get("/taskmanagers");
+    assert_eq!(
+        tms["taskmanagers"].as_array().map(Vec::len),
+        Some(0),
+        "{tms}"
+    );
+    // ...and the other cluster's token cannot get it one (the CA
+    // fingerprint in the token does not match).
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "taskmanager",
+            "--jobmanager",
+            &cluster.rpc,
+            "--token",
+            &other.token,
+            "--data-dir",
+        ])
+        .arg(cluster.dir.path().join("joiner"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot join the cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn rest_errors_are_flink_shaped_with_the_right_status() {
+    let cluster = Cluster::start(1, 1, &[]);
+    let errors = |v: &Value| v["errors"].as_array().map(|e| e.len()).unwrap_or(0);
+    for prefix in ["", "/v1"] {
+        let (status, body) = cluster.get(&format!("{prefix}/jobs/abc"));
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(errors(&body), 1);
+        let (status, body) =
+            cluster.get(&format!("{prefix}/jobs/00000000000000000000000000000000"));
+        assert_eq!(status, 404, "{body}");
+        assert!(
+            body["errors"][0]
+                .as_str()
+                .unwrap_or("")
+                .contains("not found"),
+            "{body}"
+        );
+        let (status, _) = cluster.get(&format!("{prefix}/nonexistent"));
+        assert_eq!(status, 404);
+    }
+    let patch = |q: &str| {
+        let r = cluster
+            .http
+            .patch(format!("{}/v1/jobs/{q}", cluster.rest))
+            .send()
+            .expect("patch");
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(patch("00000000000000000000000000000000?mode=cancel").0, 404);
+    assert_eq!(patch("XYZ?mode=cancel").0, 400);
+    assert_eq!(patch("00000000000000000000000000000000?mode=bogus").0, 400);
+    // Not a component.
+    let junk = cluster.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm\x0d\0\x01\0garbage").expect("write");
+    let (status, body) = cluster.upload(&junk);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a valid Sluice application"),
+        "{body}"
+    );
+    // Unknown jar, bad arguments, a plan that fails validation.
+    assert_eq!(cluster.run("nope.wasm", json!({})).0, 404);
+    let (_, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
+    let jar = up["filename"]
+        .as_str()
+        .and_then(|f| f.rsplit('/').next())
+        .expect("jar")
+        .to_owned();
+    let (status, body) = cluster.run(&jar, json!({"programArgsList": ["no-equals-sign"]}));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = cluster.run(&jar, json!({"programArgsList": []}));
+    assert_eq!(status, 400, "{body}");
+    let (_, jars) = cluster.get("/jars");
+    assert_eq!(jars["files"].as_array().map(Vec::len), Some(1), "{jars}");
+    assert_eq!(jars["files"][0]["name"], "wordcount.wasm");
+    let del = cluster
+        .http
+        .delete(format!("{}/jars/{jar}", cluster.rest))
+        .send()
+        .expect("delete");
+    assert_eq!(del.status().as_u16(), 200);
+    let del = cluster
+        .http
+        .delete(format!("{}/jars/{jar}", cluster.rest))
+        .send()
+        .expect("delete");
+    assert_eq!(del.status().as_u16(), 404);
+    // A job that needs more slots than the cluster has waits, then fails
+    // with a reason; meanwhile it can be listed and cancelled.
+    let (_, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
+    let jar = up["filename"]
+        .as_str()
+        .and_then(|f| f.rsplit('/').next())
+        .expect("jar")
+        .to_owned();
+    let input = cluster.dir.path().join("in.txt");
+    std::fs::write(&input, "a b c").expect("write");
+    let (status, run) = cluster.run(
+        &jar,
+        json!({"parallelism": 3, "programArgsList": [format!("input={}", input.display()), format!("output={}", cluster.dir.path().join("o").display())]}),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid");
+    let (_, d) = cluster.get(&format!("/jobs/{job}"));
+    assert_eq!(d["state"], "CREATED");
+    assert_eq!(patch(&format!("{job}?mode=cancel")).0, 202);
+    let d = cluster.wait_for_state(job, &["CANCELED"]);
+    assert_eq!(d["state"], "CANCELED");
+}
+
+#[test]
+fn a_job_that_cannot_get_slots_fails_with_a_reason() {
+    let cluster = Cluster::start(1, 1, &["--slot-timeout", "1s"]);
+    let input = cluster.dir.path().join("in.txt");
+    std::fs::write(&input, "a b c").expect("write");
+    let input_arg = format!("input={}", input.display());
+    let output_arg = format!("output={}", cluster.dir.path().join("o").display());
+    let out = cluster.sluice(&[
+        "submit",
+        sluice_test_programs::WORDCOUNT,
+        "-p",
+        "2",
+        "--arg",
+        &input_arg,
+        "--arg",
+        &output_arg,
+        "--wait",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("could not get 2 slots") && stderr.contains("1 of 1 slots are free"),
+        "{stderr}"
+    );
+}
