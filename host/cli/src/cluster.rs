@@ -70,6 +70,10 @@ pub struct TaskManagerArgs {
     /// The join token the JobManager printed; needed only at the first start.
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the join token from this file (the JobManager's
+    /// `DATA_DIR/tls/join-token`), waiting up to 30 s for it to appear.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
 }
 
 pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
@@ -128,12 +132,15 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
 }
 
 pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
-    let token = args
-        .token
+    let token_text = match &args.token_file {
+        Some(path) => Some(read_token_file(path)?),
+        None => args.token.clone(),
+    };
+    let token = token_text
         .as_deref()
-        .map(str::parse)
+        .map(|t| t.trim().parse())
         .transpose()
-        .context("invalid --token")?;
+        .context("invalid join token")?;
     let config = TaskManagerConfig {
         jobmanager: args.jobmanager,
         slots: args.slots,
@@ -143,6 +150,24 @@ pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
         base_dir: Some(std::env::current_dir()?),
     };
     server_runtime()?.block_on(sluice_cluster::taskmanager::run(config))
+}
+
+/// Reads a token file, waiting a little for a JobManager that is starting.
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => return Ok(t),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot read {}", path.display()));
+            }
+            _ if std::time::Instant::now() >= deadline => {
+                bail!("{} did not appear within 30 s: is the JobManager running with that data directory?", path.display())
+            }
+            // Polling a file another process creates: there is no event to wait on portably.
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
