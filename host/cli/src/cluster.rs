@@ -162,7 +162,10 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
                 return Err(e).with_context(|| format!("cannot read {}", path.display()));
             }
             _ if std::time::Instant::now() >= deadline => {
-                bail!("{} did not appear within 30 s: is the JobManager running with that data directory?", path.display())
+                bail!(
+                    "{} did not appear within 30 s: is the JobManager running with that data directory?",
+                    path.display()
+                )
             }
             // Polling a file another process creates: there is no event to wait on portably.
             _ => std::thread::sleep(Duration::from_millis(100)),

@@ -698,7 +698,8 @@ async fn accept(jm: Arc<JobManager>, endpoint: quinn::Endpoint) {
 
 async fn handle_join(jm: &JobManager, conn: &Connection) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
-    let req: JoinRequest = frame::read(&mut recv)
+    // The joiner has no certificate yet: its request must be small.
+    let req: JoinRequest = frame::read_max(&mut recv, 4096)
         .await?
         .context("the joiner sent nothing")?;
     let response = if req.protocol != PROTOCOL_VERSION {

@@ -290,8 +290,7 @@ async fn job_detail(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResu
     .into_iter()
     .map(|k| (k, j.status_changed.get(k).copied().unwrap_or(0)))
     .collect();
-    let mut status_counts = task_counts(job_tasks(j));
-    status_counts.retain(|_, _| true);
+    let status_counts = task_counts(job_tasks(j));
     Ok(axum::Json(json!({
         "jid": j.id.to_string(),
         "name": j.name,
@@ -366,11 +365,7 @@ async fn job_patch(
     Ok((StatusCode::ACCEPTED, axum::Json(json!({}))))
 }
 
-fn tm_json(
-    jm: &JobManager,
-    cluster: &crate::jobmanager::Cluster,
-    t: &crate::jobmanager::Tm,
-) -> Value {
+fn tm_json(cluster: &crate::jobmanager::Cluster, t: &crate::jobmanager::Tm) -> Value {
     let used: u32 = cluster
         .jobs
         .values()
@@ -382,7 +377,6 @@ fn tm_json(
         .filter(|j| matches!(j.core.status(), JobStatus::Running | JobStatus::Cancelling))
         .map(|j| j.locations.values().filter(|l| **l == t.id).count())
         .sum();
-    let _ = jm;
     json!({
         "id": t.id,
         "path": format!("quic://{}", t.addr),
@@ -398,11 +392,7 @@ fn tm_json(
 
 async fn taskmanagers(State(jm): State<Shared>) -> ApiResult {
     let cluster = jm.lock();
-    let tms: Vec<Value> = cluster
-        .tms
-        .values()
-        .map(|t| tm_json(&jm, &cluster, t))
-        .collect();
+    let tms: Vec<Value> = cluster.tms.values().map(|t| tm_json(&cluster, t)).collect();
     Ok(axum::Json(json!({ "taskmanagers": tms })))
 }
 
@@ -412,7 +402,7 @@ async fn taskmanager(State(jm): State<Shared>, Path(id): Path<String>) -> ApiRes
         .tms
         .get(&id)
         .ok_or_else(|| not_found(format!("TaskManager {id} not found")))?;
-    Ok(axum::Json(tm_json(&jm, &cluster, t)))
+    Ok(axum::Json(tm_json(&cluster, t)))
 }
 
 async fn jars(State(jm): State<Shared>) -> ApiResult {

@@ -52,6 +52,15 @@ pub async fn write<T: Serialize>(send: &mut SendStream, msg: &T) -> Result<(), F
 /// Reads one frame; `None` when the peer finished the stream cleanly
 /// between frames.
 pub async fn read<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<Option<T>, FrameError> {
+    read_max(recv, MAX_FRAME).await
+}
+
+/// Reads one frame of at most `max` bytes: for peers that have not
+/// authenticated, so they cannot make the process allocate much.
+pub async fn read_max<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<Option<T>, FrameError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -59,7 +68,7 @@ pub async fn read<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<Option<T
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max.min(MAX_FRAME) {
         return Err(FrameError::TooLarge(len));
     }
     let mut buf = vec![0u8; len];
