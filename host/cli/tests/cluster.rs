@@ -169,6 +169,17 @@ impl Cluster {
         (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
     }
 
+    /// Uploads the word-count component; its id.
+    fn upload_wordcount(&self) -> String {
+        let (status, up) = self.upload(Path::new(sluice_test_programs::WORDCOUNT));
+        assert_eq!(status, 200, "{up}");
+        up["filename"]
+            .as_str()
+            .and_then(|f| f.rsplit('/').next())
+            .expect("the upload answer names the stored file")
+            .to_owned()
+    }
+
     fn run(&self, jar: &str, body: Value) -> (u16, Value) {
         let resp = self
             .http
@@ -220,13 +231,7 @@ fn wordcount_at_parallelism_4_across_two_taskmanagers_via_rest_and_cli() {
     let (input, expected) = write_input(cluster.dir.path(), 4 << 20);
 
     // Through REST, as a Flink client would.
-    let (status, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
-    assert_eq!(status, 200, "{up}");
-    let jar = up["filename"]
-        .as_str()
-        .and_then(|f| f.rsplit('/').next())
-        .expect("filename")
-        .to_owned();
+    let jar = cluster.upload_wordcount();
     // Stored under its content hash, not the client's file name.
     assert!(jar.len() == 64 + 5 && jar.ends_with(".wasm"), "{jar}");
     let out_rest = cluster.dir.path().join("out-rest");
@@ -325,12 +330,7 @@ fn a_killed_taskmanager_is_detected_and_the_job_restarts_on_the_survivor() {
     );
     let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
     let out_dir = cluster.dir.path().join("out");
-    let (_, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
-    let jar = up["filename"]
-        .as_str()
-        .and_then(|f| f.rsplit('/').next())
-        .expect("jar")
-        .to_owned();
+    let jar = cluster.upload_wordcount();
     let (status, run) = cluster.run(
         &jar,
         json!({
@@ -501,12 +501,7 @@ fn rest_errors_are_flink_shaped_with_the_right_status() {
     );
     // Unknown jar, bad arguments, a plan that fails validation.
     assert_eq!(cluster.run("nope.wasm", json!({})).0, 404);
-    let (_, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
-    let jar = up["filename"]
-        .as_str()
-        .and_then(|f| f.rsplit('/').next())
-        .expect("jar")
-        .to_owned();
+    let jar = cluster.upload_wordcount();
     let (status, body) = cluster.run(&jar, json!({"programArgsList": ["no-equals-sign"]}));
     assert_eq!(status, 400, "{body}");
     let (status, body) = cluster.run(&jar, json!({"programArgsList": []}));
@@ -528,12 +523,7 @@ fn rest_errors_are_flink_shaped_with_the_right_status() {
     assert_eq!(del.status().as_u16(), 404);
     // A job that needs more slots than the cluster has waits, then fails
     // with a reason; meanwhile it can be listed and cancelled.
-    let (_, up) = cluster.upload(Path::new(sluice_test_programs::WORDCOUNT));
-    let jar = up["filename"]
-        .as_str()
-        .and_then(|f| f.rsplit('/').next())
-        .expect("jar")
-        .to_owned();
+    let jar = cluster.upload_wordcount();
     let input = cluster.dir.path().join("in.txt");
     std::fs::write(&input, "a b c").expect("write");
     let (status, run) = cluster.run(
