@@ -17,7 +17,10 @@ struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -29,22 +32,36 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: batch-layout LAYOUT_GUEST.wasm");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: batch-layout LAYOUT_GUEST.wasm");
     let engine = Engine::new(Config::new().wasm_component_model(true)).expect("engine");
     let component = Component::from_file(&engine, &path).expect("layout guest");
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
-    let mut store = Store::new(&engine, State { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+    let mut store = Store::new(
+        &engine,
+        State {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        },
+    );
     let guest = Layout::instantiate(&mut store, &component, &linker).expect("instantiate");
 
-    println!("| record bytes | records/call | list<list<u8>> rec/s | buffer+meta rec/s | buffer+meta ÷ nested |");
+    println!(
+        "| record bytes | records/call | list<list<u8>> rec/s | buffer+meta rec/s | buffer+meta ÷ nested |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     for value_len in [16usize, 100] {
         for per_call in [1usize, 64, 1024] {
             let nested: Vec<Vec<u8>> = (0..per_call).map(|i| vec![i as u8; value_len]).collect();
             let data: Vec<u8> = nested.concat();
             let meta: Vec<RecordMeta> = (0..per_call)
-                .map(|_| RecordMeta { key_len: u32::MAX, value_len: value_len as u32, timestamp: 0 })
+                .map(|_| RecordMeta {
+                    key_len: u32::MAX,
+                    value_len: value_len as u32,
+                    timestamp: 0,
+                })
                 .collect();
             let calls = RECORDS / per_call;
             let (mut tn, mut tf) = (Vec::new(), Vec::new());
@@ -64,7 +81,10 @@ fn main() {
             }
             let records = (calls * per_call) as f64;
             let (n, f) = (records / median(tn), records / median(tf));
-            println!("| {value_len} | {per_call} | {n:.0} | {f:.0} | {:.2} |", f / n);
+            println!(
+                "| {value_len} | {per_call} | {n:.0} | {f:.0} | {:.2} |",
+                f / n
+            );
         }
     }
 }

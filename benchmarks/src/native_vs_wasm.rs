@@ -61,7 +61,11 @@ fn to_wit(b: &Batch) -> WitBatch {
         meta: b
             .meta
             .iter()
-            .map(|m| WitMeta { key_len: m.key_len, value_len: m.value_len, timestamp: m.timestamp })
+            .map(|m| WitMeta {
+                key_len: m.key_len,
+                value_len: m.value_len,
+                timestamp: m.timestamp,
+            })
             .collect(),
     }
 }
@@ -92,7 +96,11 @@ fn wasm(runtime: &Runtime, wasm: &[u8], batches: &[Batch]) -> f64 {
         max_parallelism: 128,
         restore: vec![],
     };
-    let label = TaskLabel { what: "split -> count".into(), subtask: Some((0, 1)), policy: "bench".into() };
+    let label = TaskLabel {
+        what: "split -> count".into(),
+        subtask: Some((0, 1)),
+        policy: "bench".into(),
+    };
     let mut chain = app.chain(label, spec).expect("chain");
     let start = Instant::now();
     for b in batches {
@@ -111,7 +119,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: native-vs-wasm WORDCOUNT.wasm [--runs N]");
+    let path = args
+        .next()
+        .expect("usage: native-vs-wasm WORDCOUNT.wasm [--runs N]");
     let runs: usize = match (args.next().as_deref(), args.next()) {
         (Some("--runs"), Some(n)) => n.parse().expect("--runs N"),
         _ => 5,
@@ -133,7 +143,12 @@ fn main() {
             Runtime::new(p, RuntimeOptions::default()).expect("runtime")
         })
         .collect();
-    println!("| records/call | native rec/s | {} |", modes.map(|m| format!("wasm {} rec/s (ratio)", m.0)).join(" | "));
+    println!(
+        "| records/call | native rec/s | {} |",
+        modes
+            .map(|m| format!("wasm {} rec/s (ratio)", m.0))
+            .join(" | ")
+    );
     println!("|---:|---:|{}", "---:|".repeat(modes.len()));
     for size in [1usize, 16, 64, 256, 1024] {
         let bs = batches(&lines, size);

@@ -74,6 +74,39 @@ pub struct TaskManagerArgs {
     /// `DATA_DIR/tls/join-token`), waiting up to 30 s for it to appear.
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`): `HOST:PORT`, or
+    /// `HOST:FIRST-LAST` to take the first free port of a range (several
+    /// TaskManagers on one host), or `off`.
+    #[arg(long, default_value = "127.0.0.1:9249-9259", value_parser = parse_metrics_addr)]
+    metrics_addr: MetricsAddrs,
+}
+
+/// Candidate addresses for a metrics endpoint.
+#[derive(Clone, Debug)]
+struct MetricsAddrs(Vec<SocketAddr>);
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddrs, String> {
+    if s == "off" {
+        return Ok(MetricsAddrs(Vec::new()));
+    }
+    let bad = || format!("`{s}` is not HOST:PORT, HOST:FIRST-LAST or `off`");
+    let (host, ports) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| bad())?;
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse::<u16>(), b.parse::<u16>()),
+        None => (ports.parse::<u16>(), ports.parse::<u16>()),
+    };
+    let (first, last) = (first.map_err(|_| bad())?, last.map_err(|_| bad())?);
+    if first > last {
+        return Err(format!("`{s}`: the port range is empty ({first} > {last})"));
+    }
+    Ok(MetricsAddrs(
+        (first..=last).map(|p| SocketAddr::new(ip, p)).collect(),
+    ))
 }
 
 pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
@@ -121,14 +154,19 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
             "TaskManagers join with:\n  sluice taskmanager --jobmanager {} --token {}",
             e.rpc, e.token
         );
-        // For scripts and tests: where this JobManager actually listens.
-        if let Ok(json) = serde_json::to_vec(e) {
-            let tmp = endpoints_file.with_extension("tmp");
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &endpoints_file);
-            }
-        }
+        write_endpoints(&endpoints_file, e);
     }))
+}
+
+/// For scripts and tests: where a process actually listens, written
+/// atomically (a reader never sees half a file).
+fn write_endpoints(path: &Path, endpoints: &impl serde::Serialize) {
+    if let Ok(json) = serde_json::to_vec(endpoints) {
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
 }
 
 pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
@@ -141,6 +179,10 @@ pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
         .map(|t| t.trim().parse())
         .transpose()
         .context("invalid join token")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let endpoints_file = args.data_dir.join("endpoints.json");
+    let _ = std::fs::remove_file(&endpoints_file);
     let config = TaskManagerConfig {
         jobmanager: args.jobmanager,
         slots: args.slots,
@@ -148,8 +190,11 @@ pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         token,
         base_dir: Some(std::env::current_dir()?),
+        metrics_addrs: args.metrics_addr.0,
     };
-    server_runtime()?.block_on(sluice_cluster::taskmanager::run(config))
+    server_runtime()?.block_on(sluice_cluster::taskmanager::run(config, |e| {
+        write_endpoints(&endpoints_file, e)
+    }))
 }
 
 /// Reads a token file, waiting a little for a JobManager that is starting.

@@ -119,6 +119,8 @@ impl Cluster {
                 &slots,
                 "--data-dir",
                 &data,
+                "--metrics-addr",
+                "127.0.0.1:0",
             ],
             self.dir.path().join(format!("tm{n}.log")),
             self.dir.path(),
@@ -157,8 +159,9 @@ impl Cluster {
     }
 
     fn upload(&self, wasm: &Path) -> (u16, Value) {
+        let name = wasm.file_name().expect("a file").to_string_lossy();
         let part = reqwest::blocking::multipart::Part::bytes(std::fs::read(wasm).expect("wasm"))
-            .file_name("wordcount.wasm");
+            .file_name(name.into_owned());
         let form = reqwest::blocking::multipart::Form::new().part("jarfile", part);
         let resp = self
             .http
@@ -391,6 +394,8 @@ fn a_taskmanager_with_a_certificate_from_another_ca_is_refused() {
             &other.token,
             "--data-dir",
             "foreign",
+            "--metrics-addr",
+            "off",
         ],
         other.dir.path().join("foreign.log"),
         other.dir.path(),
@@ -407,6 +412,8 @@ fn a_taskmanager_with_a_certificate_from_another_ca_is_refused() {
             &cluster.rpc,
             "--data-dir",
             &dir_arg,
+            "--metrics-addr",
+            "off",
         ],
         cluster.dir.path().join("refused.log"),
         cluster.dir.path(),
@@ -439,6 +446,8 @@ fn a_taskmanager_with_a_certificate_from_another_ca_is_refused() {
             &cluster.rpc,
             "--token",
             &other.token,
+            "--metrics-addr",
+            "off",
             "--data-dir",
         ])
         .arg(cluster.dir.path().join("joiner"))
@@ -563,4 +572,287 @@ fn a_job_that_cannot_get_slots_fails_with_a_reason() {
         stderr.contains("could not get 2 slots") && stderr.contains("1 of 1 slots are free"),
         "{stderr}"
     );
+}
+
+/// A tool from outside the project (Debian's `prometheus`, Flink's CLI):
+/// from `env` or the PATH. `scripts/test.sh` installs both; on CI a missing
+/// tool fails the test, elsewhere the test says it skipped.
+fn external_tool(name: &str, env: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`{name}` is not installed (set {env} or put it on the PATH; scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: `{name}` is not installed; scripts/test.sh installs it");
+    }
+    found
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels`.
+fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if metric != name {
+            continue;
+        }
+        let wanted = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        if wanted {
+            *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+        }
+    }
+    sum
+}
+
+impl Cluster {
+    /// The `/metrics` URL of TaskManager `n`.
+    fn tm_metrics(&self, n: usize) -> String {
+        let file = self.dir.path().join(format!("tm{n}/endpoints.json"));
+        let e: Value = wait_for("a TaskManager's endpoints", &|| self.logs(), || {
+            serde_json::from_slice(&std::fs::read(&file).ok()?).ok()
+        });
+        format!("http://{}/metrics", e["metrics"].as_str().expect("metrics"))
+    }
+
+    fn text(&self, url: &str) -> String {
+        let resp = self.http.get(url).send().expect("GET");
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        resp.text().expect("text")
+    }
+
+    /// The sum of a metric over every TaskManager.
+    fn tm_metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        (0..self.tms.len())
+            .map(|n| metric_sum(&self.text(&self.tm_metrics(n)), name, labels).unwrap_or(0.0))
+            .sum()
+    }
+
+    /// Starts the join example with inputs too large to finish: a job that
+    /// runs until it is cancelled.
+    fn start_endless_job(&self) -> String {
+        let (status, up) = self.upload(Path::new(sluice_test_programs::JOIN));
+        assert_eq!(status, 200, "{up}");
+        let jar = up["filename"]
+            .as_str()
+            .and_then(|f| f.rsplit('/').next())
+            .expect("stored file");
+        let out = self.dir.path().join("endless-out");
+        let (status, run) = self.run(
+            jar,
+            json!({
+                "parallelism": 2,
+                "programArgsList": ["left=1000000000000000", "right=1000000000000000", format!("output={}", out.display())],
+            }),
+        );
+        assert_eq!(status, 200, "{run}");
+        let job = run["jobid"].as_str().expect("jobid").to_owned();
+        self.wait_for_state(&job, &["RUNNING"]);
+        job
+    }
+}
+
+#[test]
+fn metrics_count_each_subtask_and_prometheus_scrapes_them() {
+    let cluster = Cluster::start(2, 2, &[]);
+    let (input, expected) = write_input(cluster.dir.path(), 1 << 20);
+    let words: u64 = expected.values().sum();
+    let jar = cluster.upload_wordcount();
+    let (status, run) = cluster.run(
+        &jar,
+        json!({
+            "parallelism": 4,
+            "programArgsList": [format!("input={}", input.display()), format!("output={}", cluster.dir.path().join("out").display())],
+        }),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let d = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(d["state"], "FINISHED", "{d}");
+
+    // Per operator and subtask, over both TaskManagers: exact record counts.
+    let of_job = |op: &'static str| [("job_id", job.as_str()), ("operator_name", op)];
+    let count_in = cluster.tm_metric("sluice_operator_records_in_total", &of_job("count"));
+    assert_eq!(count_in, words as f64);
+    let write_in = cluster.tm_metric("sluice_operator_records_in_total", &of_job("write"));
+    assert_eq!(write_in, expected.len() as f64);
+    for subtask in ["0", "1", "2", "3"] {
+        let labels = [
+            ("job_id", job.as_str()),
+            ("operator_name", "count"),
+            ("subtask_index", subtask),
+        ];
+        assert!(cluster.tm_metric("sluice_operator_records_in_total", &labels) > 0.0);
+    }
+    let job_only = [("job_id", job.as_str())];
+    // The source read the whole file; the words crossed the shuffle.
+    let bytes_in = cluster.tm_metric("sluice_task_bytes_in_total", &job_only);
+    assert!(bytes_in > (1 << 20) as f64, "{bytes_in}");
+    assert!(cluster.tm_metric("sluice_task_bytes_out_total", &job_only) > 0.0);
+    assert!(cluster.tm_metric("sluice_task_fuel_consumed_total", &job_only) > 0.0);
+    let tm0 = cluster.text(&cluster.tm_metrics(0));
+    assert!(tm0.contains("sluice_task_backpressured_milliseconds_total{"));
+    assert_eq!(
+        metric_sum(&tm0, "sluice_taskmanager_slots_total", &[]),
+        Some(2.0)
+    );
+    assert!(metric_sum(&tm0, "sluice_process_resident_memory_bytes", &[]) > Some(0.0));
+
+    // While a job runs, its instances and slots show; after cancel they go.
+    let endless = cluster.start_endless_job();
+    wait_for("live instances", &|| cluster.logs(), || {
+        let instances = cluster.tm_metric("sluice_taskmanager_guest_instances", &[]);
+        let memory = cluster.tm_metric("sluice_taskmanager_guest_memory_bytes", &[]);
+        let used = cluster.tm_metric("sluice_taskmanager_slots_used", &[]);
+        (instances == 2.0 && memory > 0.0 && used == 2.0).then_some(())
+    });
+    let jm = cluster.text(&format!("{}/metrics", cluster.rest));
+    assert_eq!(
+        metric_sum(&jm, "sluice_jobmanager_taskmanagers", &[]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric_sum(&jm, "sluice_jobmanager_slots_total", &[]),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric_sum(&jm, "sluice_jobmanager_jobs", &[("status", "FINISHED")]),
+        Some(1.0)
+    );
+
+    if let Some(prometheus) = external_tool("prometheus", "SLUICE_PROMETHEUS") {
+        scrape_with_prometheus(&cluster, &prometheus, &job, words);
+    }
+
+    let cancel = cluster
+        .http
+        .patch(format!("{}/jobs/{endless}?mode=cancel", cluster.rest))
+        .send()
+        .expect("cancel");
+    assert_eq!(cancel.status().as_u16(), 202);
+    cluster.wait_for_state(&endless, &["CANCELED"]);
+    wait_for("instances to go", &|| cluster.logs(), || {
+        let instances = cluster.tm_metric("sluice_taskmanager_guest_instances", &[]);
+        let memory = cluster.tm_metric("sluice_taskmanager_guest_memory_bytes", &[]);
+        let used = cluster.tm_metric("sluice_taskmanager_slots_used", &[]);
+        (instances == 0.0 && memory == 0.0 && used == 0.0).then_some(())
+    });
+}
+
+/// A real Prometheus scrapes the JobManager and both TaskManagers and
+/// answers a query with the exact count.
+fn scrape_with_prometheus(cluster: &Cluster, prometheus: &Path, job: &str, words: u64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let target = |url: &str| {
+        url.trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned()
+    };
+    let targets = [
+        target(&cluster.rest),
+        target(&cluster.tm_metrics(0)),
+        target(&cluster.tm_metrics(1)),
+    ];
+    let dir = cluster.dir.path().join("prometheus");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: {targets:?}\n"
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+    let listen = format!("--web.listen-address=127.0.0.1:{port}");
+    let file = std::fs::File::create(dir.join("log")).expect("log");
+    let child = Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(&listen)
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .expect("start prometheus");
+    let prom = Proc {
+        child,
+        log: dir.join("log"),
+    };
+    let query = |q: &str| -> Option<Value> {
+        let v: Value = cluster
+            .http
+            .get(format!("http://127.0.0.1:{port}/api/v1/query"))
+            .query(&[("query", q)])
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        v["data"]["result"]
+            .as_array()?
+            .first()
+            .map(|r| r["value"][1].clone())
+    };
+    let logs = || prom.log() + &cluster.logs();
+    wait_for("Prometheus to see all three targets up", &logs, || {
+        (query("sum(up)")? == json!("3")).then_some(())
+    });
+    let q = format!(
+        "sum(sluice_operator_records_in_total{{job_id=\"{job}\",operator_name=\"count\"}})"
+    );
+    wait_for("Prometheus to have the count", &logs, || {
+        (query(&q)? == json!(words.to_string())).then_some(())
+    });
+    let q = "sum(sluice_jobmanager_slots_total)";
+    wait_for("Prometheus to have the JobManager's slots", &logs, || {
+        (query(q)? == json!("4")).then_some(())
+    });
+}
+
+#[test]
+fn flinks_own_cli_lists_and_cancels_a_sluice_job() {
+    let Some(flink) = external_tool("flink", "SLUICE_FLINK") else {
+        return;
+    };
+    let cluster = Cluster::start(1, 2, &[]);
+    let job = cluster.start_endless_job();
+    let address = cluster.rest.trim_start_matches("http://").to_owned();
+    let flink_cli = |args: &[&str]| {
+        let out = Command::new(&flink)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run flink");
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(out.status.success(), "flink {args:?}: {all}");
+        all
+    };
+    let listed = flink_cli(&["list", "-m", &address]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&job))
+        .unwrap_or_else(|| panic!("the job is not listed:\n{listed}"));
+    assert!(line.contains("(RUNNING)"), "{line}");
+    assert!(line.contains(": join left="), "{line}");
+    let cancelled = flink_cli(&["cancel", "-m", &address, &job]);
+    assert!(
+        cancelled.contains(&format!("Cancelled job {job}")),
+        "{cancelled}"
+    );
+    let d = cluster.wait_for_state(&job, &["CANCELED"]);
+    assert_eq!(d["state"], "CANCELED");
+    let listed = flink_cli(&["list", "-m", &address]);
+    assert!(listed.contains("No running jobs"), "{listed}");
 }

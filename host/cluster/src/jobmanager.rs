@@ -587,6 +587,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         config.rpc_addr,
         Some(sluice_transport::server_config(&identity, true)?),
     )?;
+    crate::metrics::install();
     let rest = tokio::net::TcpListener::bind(config.rest_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;

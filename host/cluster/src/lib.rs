@@ -9,9 +9,10 @@
 #![warn(missing_docs)]
 
 pub mod jobmanager;
+mod metrics;
 pub mod protocol;
 mod rest;
 pub mod taskmanager;
 
 pub use jobmanager::{Endpoints, JobManagerConfig};
-pub use taskmanager::TaskManagerConfig;
+pub use taskmanager::{TaskManagerConfig, TaskManagerEndpoints};

@@ -67,6 +67,7 @@ pub(crate) fn router(jm: Shared) -> Router {
     Router::new()
         .merge(api.clone())
         .nest("/v1", api)
+        .route("/metrics", get(metrics))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(jm)
@@ -85,6 +86,70 @@ async fn config() -> ApiResult {
         "flink-revision": concat!("sluice ", env!("CARGO_PKG_VERSION")),
         "features": {"web-submit": true, "web-cancel": true, "web-rescale": false, "web-history": false}
     })))
+}
+
+/// Prometheus text: the cluster's figures and, per running job, operator
+/// and subtask, the record counts the TaskManagers last reported.
+async fn metrics(State(jm): State<Shared>) -> impl IntoResponse {
+    {
+        let cluster = jm.lock();
+        let total: u32 = cluster.tms.values().map(|t| t.slots).sum();
+        let used: u32 = cluster
+            .jobs
+            .values()
+            .map(|j| j.placement.len() as u32)
+            .sum();
+        let all = [
+            JobStatus::Created,
+            JobStatus::Running,
+            JobStatus::Cancelling,
+            JobStatus::Restarting,
+            JobStatus::Finished,
+            JobStatus::Failed,
+            JobStatus::Canceled,
+        ];
+        crate::metrics::publish_cluster(&crate::metrics::ClusterFigures {
+            taskmanagers: cluster.tms.len(),
+            slots_total: total,
+            slots_available: total.saturating_sub(used),
+            jobs: all
+                .iter()
+                .map(|&s| {
+                    let n = cluster
+                        .jobs
+                        .values()
+                        .filter(|j| j.core.status() == s)
+                        .count();
+                    (status_name(s), n)
+                })
+                .collect(),
+        });
+        for job in cluster.jobs.values() {
+            if job.core.status().is_terminal() {
+                continue;
+            }
+            for (task, counts) in &job.counts {
+                let Some(vertex) = job.execution.vertices.get(task.vertex as usize) else {
+                    continue;
+                };
+                let operators: Vec<String> = vertex.nodes.iter().map(|n| n.name.clone()).collect();
+                crate::metrics::publish_job_counts(
+                    &job.id,
+                    &job.name,
+                    &operators,
+                    task.subtask,
+                    counts,
+                );
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
 }
 
 async fn overview(State(jm): State<Shared>) -> ApiResult {

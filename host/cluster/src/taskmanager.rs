@@ -53,6 +53,19 @@ pub struct TaskManagerConfig {
     pub token: Option<JoinToken>,
     /// Relative file paths in jobs resolve against this directory.
     pub base_dir: Option<PathBuf>,
+    /// Addresses to serve `/metrics` on: the first one free is taken (so
+    /// several TaskManagers on one host can share a port range). Empty: no
+    /// metrics endpoint.
+    pub metrics_addrs: Vec<SocketAddr>,
+}
+
+/// Where a started TaskManager listens.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TaskManagerEndpoints {
+    /// Its QUIC endpoint.
+    pub rpc: SocketAddr,
+    /// Its Prometheus endpoint, if any.
+    pub metrics: Option<SocketAddr>,
 }
 
 type RunKey = (JobId, u32);
@@ -61,8 +74,35 @@ type RunKey = (JobId, u32);
 struct Run {
     /// Dropped to cancel every task of the run.
     cancel: Option<Sender<()>>,
-    counters: Vec<(TaskId, Arc<TaskCounters>)>,
+    /// The job's name, for metric labels.
+    name: String,
+    tasks: Vec<RunTask>,
     remaining: usize,
+}
+
+/// One subtask of a run.
+struct RunTask {
+    id: TaskId,
+    /// The vertex's name.
+    name: String,
+    /// The slot it occupies on this TaskManager.
+    slot: u32,
+    counters: Arc<TaskCounters>,
+    ended: bool,
+}
+
+impl RunTask {
+    fn publish(&self, job: &JobId, job_name: &str) {
+        crate::metrics::publish_task(
+            &crate::metrics::TaskLabels {
+                job,
+                job_name,
+                task_name: &self.name,
+                subtask: self.id.subtask,
+            },
+            &self.counters,
+        );
+    }
 }
 
 enum Inbound {
@@ -90,8 +130,12 @@ struct Shared {
     to_jm: Mutex<Option<mpsc::UnboundedSender<ToJobManager>>>,
 }
 
-/// Runs a TaskManager until the process is stopped.
-pub async fn run(config: TaskManagerConfig) -> anyhow::Result<()> {
+/// Runs a TaskManager until the process is stopped; `ready` hears where it
+/// listens once it does.
+pub async fn run(
+    config: TaskManagerConfig,
+    ready: impl FnOnce(&TaskManagerEndpoints),
+) -> anyhow::Result<()> {
     let jm_addr = tokio::net::lookup_host(&config.jobmanager)
         .await
         .with_context(|| {
@@ -144,6 +188,17 @@ pub async fn run(config: TaskManagerConfig) -> anyhow::Result<()> {
         to_jm: Mutex::new(None),
     });
     tokio::spawn(accept_peers(shared.clone()));
+    let metrics = match serve_metrics(&config.metrics_addrs, shared.clone()).await? {
+        Some(addr) => {
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+            Some(addr)
+        }
+        None => None,
+    };
+    ready(&TaskManagerEndpoints {
+        rpc: local,
+        metrics,
+    });
     let name = format!("{}", local);
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -158,6 +213,60 @@ pub async fn run(config: TaskManagerConfig) -> anyhow::Result<()> {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Serves `/metrics` on the first free address of `addrs`.
+async fn serve_metrics(
+    addrs: &[SocketAddr],
+    shared: Arc<Shared>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if addrs.is_empty() {
+        return Ok(None);
+    }
+    let mut last_error = None;
+    for addr in addrs {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let local = listener.local_addr()?;
+                crate::metrics::install();
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let shared = shared.clone();
+                        async move {
+                            publish_metrics(&shared);
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )],
+                                crate::metrics::render(),
+                            )
+                        }
+                    }),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!("the metrics endpoint stopped: {e}");
+                    }
+                });
+                return Ok(Some(local));
+            }
+            Err(e) => last_error = Some((addr, e)),
+        }
+    }
+    let (addr, e) = last_error.expect("invariant: addrs is not empty");
+    Err(anyhow::anyhow!(e)).with_context(|| {
+        if addrs.len() > 1 {
+            format!(
+                "cannot serve metrics on any of {} to {}: the last error was for {addr}",
+                addrs[0],
+                addrs[addrs.len() - 1]
+            )
+        } else {
+            format!("cannot serve metrics on {addr}")
+        }
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -298,24 +407,40 @@ fn counts_of(c: &TaskCounters) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Publishes the metrics of every task still running, and this
+/// TaskManager's gauges.
+fn publish_metrics(shared: &Shared) {
+    let runs = lock(&shared.runs);
+    let mut slots = std::collections::HashSet::new();
+    for (&(job, _), run) in runs.iter() {
+        for t in run.tasks.iter().filter(|t| !t.ended) {
+            t.publish(&job, &run.name);
+            slots.insert(t.slot);
+        }
+    }
+    drop(runs);
+    crate::metrics::publish_taskmanager(shared.slots, slots.len() as u32);
+}
+
 fn heartbeat_now(shared: &Shared) {
     let runs = lock(&shared.runs);
     let mut running = 0;
     for (&(job, attempt), run) in runs.iter() {
         running += run.remaining as u32;
-        for (task, c) in &run.counters {
+        for t in &run.tasks {
             send_jm(
                 shared,
                 ToJobManager::TaskCounts {
                     job,
                     attempt,
-                    task: *task,
-                    nodes: counts_of(c),
+                    task: t.id,
+                    nodes: counts_of(&t.counters),
                 },
             );
         }
     }
     drop(runs);
+    publish_metrics(shared);
     send_jm(
         shared,
         ToJobManager::Heartbeat {
@@ -425,13 +550,20 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
     }
     let mut run = Run {
         cancel: Some(cancel_tx),
-        counters: Vec::new(),
+        name: d.name.clone(),
+        tasks: Vec::new(),
         remaining: d.tasks.len(),
     };
     let mut starts = Vec::new();
-    for (_, t) in d.tasks {
+    for (slot, t) in d.tasks {
         let counters = Arc::new(TaskCounters::new(&t.nodes));
-        run.counters.push((t.task, counters.clone()));
+        run.tasks.push(RunTask {
+            id: t.task,
+            name: t.name.clone(),
+            slot,
+            counters: counters.clone(),
+            ended: false,
+        });
         let ctx = TaskContext {
             app: app.clone(),
             connectors: shared.connectors.clone(),
@@ -494,14 +626,16 @@ fn task_ended(shared: &Shared, key: RunKey, task: TaskId) {
     let Some(run) = runs.get_mut(&key) else {
         return;
     };
-    if let Some((_, c)) = run.counters.iter().find(|(t, _)| *t == task) {
+    if let Some(t) = run.tasks.iter_mut().find(|t| t.id == task) {
+        t.ended = true;
+        t.publish(&key.0, &run.name);
         send_jm(
             shared,
             ToJobManager::TaskCounts {
                 job: key.0,
                 attempt: key.1,
                 task,
-                nodes: counts_of(c),
+                nodes: counts_of(&t.counters),
             },
         );
     }

@@ -88,13 +88,38 @@ pub struct Counter {
     pub records_out: AtomicU64,
 }
 
-/// One subtask's counters, per node of its chain; lock-free.
+/// One subtask's counters, per node of its chain and for the whole task;
+/// lock-free. A TaskManager reads them for heartbeats and metrics.
 #[derive(Debug)]
 pub struct TaskCounters {
     /// Node name and counts, in chain order.
     pub nodes: Vec<(String, Counter)>,
     /// Set when the task finished its input.
     pub finished: AtomicBool,
+    /// Payload bytes (keys and values) entering the task, from its input
+    /// channels or its host source.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes leaving the task, to its output channels or host sink.
+    pub bytes_out: AtomicU64,
+    /// Nanoseconds the task spent blocked on a full output channel.
+    pub backpressured_ns: AtomicU64,
+    /// Fuel its guest chain burnt (0 when the policy sets no fuel limit).
+    pub fuel_consumed: AtomicU64,
+}
+
+/// Guest instances alive in this process (one per subtask with guest
+/// operators), and the linear memory they hold.
+static GUEST_INSTANCES: AtomicU64 = AtomicU64::new(0);
+static GUEST_MEMORY_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Guest instances alive in this process.
+pub fn guest_instances() -> u64 {
+    GUEST_INSTANCES.load(Ordering::Relaxed)
+}
+
+/// Bytes of linear memory held by this process's guest instances.
+pub fn guest_memory_bytes() -> u64 {
+    GUEST_MEMORY_BYTES.load(Ordering::Relaxed)
 }
 
 impl TaskCounters {
@@ -106,6 +131,10 @@ impl TaskCounters {
                 .map(|n| (n.name.clone(), Counter::default()))
                 .collect(),
             finished: AtomicBool::new(false),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            fuel_consumed: AtomicU64::new(0),
         }
     }
 

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 use sluice_connectors::{Connectors, Poll, Sink, Source};
 use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
 use sluice_task::{BatchLimits, InputTracker, OutputRouter, WatermarkGenerator};
 use sluice_types::{Batch, BatchBuilder, Event, Implementation, NodeSpec, OperatorKind};
 use sluice_wasm::{App, ChainSpec, GuestChain, GuestOutput, TaskLabel};
 
-use crate::TaskCounters;
+use crate::{GUEST_INSTANCES, GUEST_MEMORY_BYTES, TaskCounters};
 
 /// Records a source is asked for per poll (and so per guest call).
 const SOURCE_BATCH: usize = 1024;
@@ -97,6 +97,8 @@ struct Task {
     first_guest: usize,
     guest_len: usize,
     sink: Option<Box<dyn Sink>>,
+    /// What the guest chain costs, as last published to the counters.
+    guest_usage: GuestUsage,
     router: OutputRouter,
     watermarks: Option<WatermarkGenerator>,
     next_timer: Option<i64>,
@@ -167,6 +169,10 @@ impl Task {
             .rev()
             .find_map(|n| n.watermarks)
             .map(WatermarkGenerator::new);
+        let mut guest_usage = GuestUsage::new(guest.is_some());
+        if let Some(g) = &guest {
+            guest_usage.update(g, &ctx.counters);
+        }
         Ok(Task {
             dep,
             ctx,
@@ -175,6 +181,7 @@ impl Task {
             first_guest,
             guest_len,
             sink,
+            guest_usage,
             router,
             watermarks,
             next_timer: None,
@@ -211,6 +218,10 @@ impl Task {
                 let mut b = BatchBuilder::new();
                 let poll = src.poll(SOURCE_BATCH, &mut b)?;
                 let batch = b.take();
+                self.ctx
+                    .counters
+                    .bytes_in
+                    .fetch_add(batch.data.len() as u64, Ordering::Relaxed);
                 self.counter(0)
                     .records_out
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -264,7 +275,13 @@ impl Task {
             }
             let (rx, input) = &inputs[i];
             match op.recv(rx) {
-                Ok(Event::Records(batch)) => self.chain_input(*input, batch)?,
+                Ok(Event::Records(batch)) => {
+                    self.ctx
+                        .counters
+                        .bytes_in
+                        .fetch_add(batch.data.len() as u64, Ordering::Relaxed);
+                    self.chain_input(*input, batch)?
+                }
                 Ok(Event::Watermark(wm)) => {
                     if let Some(f) = tracker.handle_watermark(i, wm) {
                         self.upstream_watermark(f)?;
@@ -314,6 +331,7 @@ impl Task {
             .expect("invariant: output comes from the chain");
         // Per-operator counts, reported by the SDK once per call.
         let counts = guest.take_counters();
+        self.guest_usage.update(guest, &self.ctx.counters);
         let vertex = &self.ctx.counters.nodes;
         for (name, n) in counts {
             if let Some(i) = name
@@ -348,6 +366,10 @@ impl Task {
                 .1
                 .records_in
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.ctx
+                .counters
+                .bytes_out
+                .fetch_add(batch.data.len() as u64, Ordering::Relaxed);
             sink.write(&batch)?;
         }
         let mut pending = std::mem::take(&mut self.pending);
@@ -370,18 +392,42 @@ impl Task {
     /// Sends batches, blocking while a receiver is full (backpressure) unless cancelled.
     fn send_all(&mut self, batches: &mut Vec<(u32, Batch)>) -> Result<(), Stop> {
         for (ch, b) in batches.drain(..) {
+            let bytes = b.data.len() as u64;
             self.send(ch, Event::Records(b))?;
+            self.ctx
+                .counters
+                .bytes_out
+                .fetch_add(bytes, Ordering::Relaxed);
         }
         Ok(())
     }
 
     fn send(&self, ch: u32, event: Event) -> Result<(), Stop> {
         let tx = &self.ctx.outputs[&ch];
-        crossbeam_channel::select! {
-            send(tx, event) -> r => r.map_err(|_| {
-                if self.cancelled() { Stop::Canceled } else { Stop::Failed("a downstream task stopped early".into()) }
-            }),
+        let event = match tx.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(event)) => event,
+            Err(TrySendError::Disconnected(_)) => return Err(self.downstream_gone()),
+        };
+        // The receiver is full: from here on the task is backpressured.
+        let blocked = Instant::now();
+        let result = crossbeam_channel::select! {
+            send(tx, event) -> r => r.map_err(|_| self.downstream_gone()),
             recv(self.ctx.cancel) -> _ => Err(Stop::Canceled),
+        };
+        let waited = u64::try_from(blocked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.ctx
+            .counters
+            .backpressured_ns
+            .fetch_add(waited, Ordering::Relaxed);
+        result
+    }
+
+    fn downstream_gone(&self) -> Stop {
+        if self.cancelled() {
+            Stop::Canceled
+        } else {
+            Stop::Failed("a downstream task stopped early".into())
         }
     }
 
@@ -446,5 +492,51 @@ impl Task {
             sink.finish()?;
         }
         Ok(())
+    }
+}
+
+/// A guest chain's fuel and memory, folded into the task's counters and the
+/// process-wide gauges after every call; the instance leaves the gauges when
+/// the task ends.
+struct GuestUsage {
+    live: bool,
+    fuel: u64,
+    memory: u64,
+}
+
+impl GuestUsage {
+    fn new(live: bool) -> Self {
+        if live {
+            GUEST_INSTANCES.fetch_add(1, Ordering::Relaxed);
+        }
+        GuestUsage {
+            live,
+            fuel: 0,
+            memory: 0,
+        }
+    }
+
+    fn update(&mut self, chain: &GuestChain, counters: &TaskCounters) {
+        let fuel = chain.fuel_consumed();
+        counters
+            .fuel_consumed
+            .fetch_add(fuel.saturating_sub(self.fuel), Ordering::Relaxed);
+        self.fuel = fuel;
+        let memory = chain.memory_bytes();
+        if memory >= self.memory {
+            GUEST_MEMORY_BYTES.fetch_add(memory - self.memory, Ordering::Relaxed);
+        } else {
+            GUEST_MEMORY_BYTES.fetch_sub(self.memory - memory, Ordering::Relaxed);
+        }
+        self.memory = memory;
+    }
+}
+
+impl Drop for GuestUsage {
+    fn drop(&mut self) {
+        GUEST_MEMORY_BYTES.fetch_sub(self.memory, Ordering::Relaxed);
+        if self.live {
+            GUEST_INSTANCES.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

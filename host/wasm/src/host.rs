@@ -28,12 +28,14 @@ const MAX_LOG_MESSAGES_PER_CALL: usize = 1000;
 pub(crate) struct Limiter {
     memory_limit: usize,
     pub refused_growth: Option<usize>,
+    /// Bytes of linear memory the instance's memories have grown to.
+    pub memory_bytes: usize,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Result<bool> {
@@ -41,6 +43,9 @@ impl ResourceLimiter for Limiter {
             self.refused_growth = Some(desired);
             return Ok(false);
         }
+        self.memory_bytes = self
+            .memory_bytes
+            .saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 
@@ -103,6 +108,7 @@ impl HostState {
             limiter: Limiter {
                 memory_limit: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
                 refused_growth: None,
+                memory_bytes: 0,
             },
             stdout,
             stderr,

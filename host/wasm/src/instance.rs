@@ -163,6 +163,7 @@ impl App {
             name: name.clone(),
             inner: self.inner.clone(),
             poisoned: false,
+            fuel_consumed: 0,
         };
         let bindings = sandbox.call(|store| self.pre.instantiate(store).map(Ok))?;
         Ok((sandbox.store, bindings))
@@ -181,6 +182,7 @@ impl App {
                 name,
                 inner: self.inner.clone(),
                 poisoned: false,
+                fuel_consumed: 0,
             },
             bindings,
         ))
@@ -225,6 +227,7 @@ impl App {
             name,
             inner: self.inner.clone(),
             poisoned: false,
+            fuel_consumed: 0,
         };
         let wit_spec = wit_task::ChainSpec {
             operators: spec
@@ -265,6 +268,8 @@ struct Sandbox {
     name: TaskName,
     inner: Arc<Inner>,
     poisoned: bool,
+    /// Fuel burnt by all calls so far (0 when fuel metering is off).
+    fuel_consumed: u64,
 }
 
 impl Sandbox {
@@ -294,6 +299,10 @@ impl Sandbox {
         self.store.data_mut().now_ms = now;
         self.store.data_mut().limiter.refused_growth = None;
         let result = f(&mut self.store);
+        if let Some(fuel) = limits.fuel_per_call {
+            let left = self.store.get_fuel().unwrap_or(0);
+            self.fuel_consumed = self.fuel_consumed.saturating_add(fuel.saturating_sub(left));
+        }
         let stderr = self.forward_output();
         match result {
             Ok(Ok(r)) => Ok(r),
@@ -402,6 +411,17 @@ impl GuestChain {
     /// Fuel left after the last call, when fuel metering is on.
     pub fn fuel_left(&self) -> Option<u64> {
         self.sandbox.store.get_fuel().ok()
+    }
+
+    /// Fuel burnt by every call into this chain so far; 0 when the policy
+    /// sets no fuel limit (metering is off then).
+    pub fn fuel_consumed(&self) -> u64 {
+        self.sandbox.fuel_consumed
+    }
+
+    /// Bytes of linear memory this chain's instance holds.
+    pub fn memory_bytes(&self) -> u64 {
+        self.sandbox.store.data().limiter.memory_bytes as u64
     }
 
     /// Takes the counters the guest added to since the last call to this.

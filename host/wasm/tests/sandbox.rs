@@ -284,3 +284,40 @@ fn a_guest_source_chain_snapshots_and_restores_its_position() {
         .collect();
     assert_eq!(values, [4, 5, 6, 7, 8, 9]);
 }
+
+#[test]
+fn a_chain_accounts_the_fuel_it_burns_and_the_memory_it_holds() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::WORDCOUNT).expect("wordcount loads");
+    let mut chain = one_op_chain(&app, "split");
+    let memory = chain.memory_bytes();
+    // A component's memory is at least one 64 KiB page once instantiated.
+    assert!(memory >= 65536, "memory after instantiation: {memory}");
+    let mut b = BatchBuilder::new();
+    b.push(None, b"Hello, hello WORLD!", None);
+    chain.process(0, b.take()).expect("split runs");
+    let first = chain.fuel_consumed();
+    assert!(first > 0, "a call burns fuel");
+    let mut b = BatchBuilder::new();
+    for _ in 0..100 {
+        b.push(
+            None,
+            b"many more words in this line than in the first",
+            None,
+        );
+    }
+    chain.process(0, b.take()).expect("split runs");
+    // Fuel is reset before every call, so the total must keep growing, and a
+    // bigger batch costs more than a small one.
+    assert!(
+        chain.fuel_consumed() > 2 * first,
+        "{} vs {first}",
+        chain.fuel_consumed()
+    );
+
+    let off = runtime_with(|p| p.limits.fuel_per_call = None);
+    let app = load(&off, sluice_test_programs::WORDCOUNT).expect("wordcount loads");
+    let mut chain = one_op_chain(&app, "split");
+    chain.process(0, one_record()).expect("split runs");
+    assert_eq!(chain.fuel_consumed(), 0, "no metering without a fuel limit");
+}
