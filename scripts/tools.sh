@@ -3,7 +3,9 @@
 # would run them against a Sluice cluster:
 #   - Debian's `prometheus`, which scrapes /metrics (needs root or sudo);
 #   - Apache Flink's own CLI (2.3, from PyPI) into target/tools/flink, for
-#     `flink list` / `flink cancel` against the REST API.
+#     `flink list` / `flink cancel` against the REST API;
+#   - moto's S3-protocol server (from PyPI) into target/tools/moto, for the
+#     checkpoint storage conformance suite.
 # Prints the `export` lines that point the tests at them. Without CI=true a
 # tool that cannot be installed is reported and its test skips; with CI=true
 # the tests fail instead.
@@ -45,4 +47,15 @@ if [ -n "$flink_bin" ] && command -v java >/dev/null; then
     echo "export SLUICE_FLINK=$PWD/$flink_bin"
 else
     echo "tools: Flink's CLI needs python3 and java" >&2
+fi
+
+moto_env=target/tools/moto
+if [ ! -x "$moto_env/bin/moto_server" ]; then
+    echo "tools: installing moto's S3 server from PyPI into $moto_env" >&2
+    { python3 -m venv "$moto_env" &&
+      "$moto_env/bin/pip" install -q 'moto[server]==5.*'; } >&2 ||
+        echo "tools: could not install moto_server" >&2
+fi
+if [ -x "$moto_env/bin/moto_server" ]; then
+    echo "export SLUICE_MOTO_SERVER=$PWD/$moto_env/bin/moto_server"
 fi
