@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the guests and runs both benchmarks in release mode; each prints a
+# Builds the guests and runs the benchmarks in release mode; each prints a
 # markdown table (results and the machine are recorded in benchmarks/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
 cargo build --release --locked --target wasm32-wasip2 --manifest-path examples/Cargo.toml
 cargo build --release --locked --target wasm32-wasip2 --manifest-path benchmarks/layout-guest/Cargo.toml
+cargo build --release --locked --target wasm32-wasip2 --manifest-path benchmarks/shuffle-guest/Cargo.toml
 cargo build --release --locked --manifest-path benchmarks/Cargo.toml
 echo "## native vs wasm (wordcount split -> count)"
 benchmarks/target/release/native-vs-wasm examples/target/wasm32-wasip2/release/wordcount.wasm "$@"
@@ -13,3 +14,7 @@ echo
 echo "## batch layout"
 benchmarks/target/release/batch-layout \
     benchmarks/layout-guest/target/wasm32-wasip2/release/layout_guest.wasm
+echo
+echo "## QUIC shuffle between two TaskManagers"
+benchmarks/target/release/quic-shuffle \
+    benchmarks/shuffle-guest/target/wasm32-wasip2/release/shuffle_guest.wasm 20000000 5

@@ -30,7 +30,8 @@ fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("--jobmanager") => return role_jobmanager(Path::new(&args[2])),
         Some("--taskmanager") => {
-            return role_taskmanager(&args[2], &args[3], Path::new(&args[4]));
+            let slots = args[5].parse()?;
+            return role_taskmanager(&args[2], &args[3], Path::new(&args[4]), slots);
         }
         _ => {}
     }
@@ -40,33 +41,43 @@ fn main() -> anyhow::Result<()> {
     );
     let records: u64 = args.get(2).map_or(Ok(20_000_000), |s| s.parse())?;
     let runs: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
-    let cluster = Cluster::start()?;
+    let cluster = Cluster::start(2, 1)?;
     let jar = cluster.upload(&guest)?;
+    // The same job with both subtasks on one TaskManager: no QUIC at all,
+    // so the difference shows what the network path costs.
+    let single = Cluster::start(1, 2)?;
+    let single_jar = single.upload(&guest)?;
     let crossing = records / 2;
     let mut sluice = Vec::new();
+    let mut local = Vec::new();
     let mut raw = Vec::new();
     let io = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     for run in 0..runs {
-        let secs = cluster.run_job(&jar, records)?;
+        let secs = cluster.run_job(&jar, records, 2)?;
         sluice.push(crossing as f64 / secs);
+        let secs = single.run_job(&single_jar, records, 1)?;
+        local.push(crossing as f64 / secs);
         let secs = io.block_on(raw_quinn(crossing))?;
         raw.push(crossing as f64 / secs);
         eprintln!(
-            "run {}: sluice {:.0} rec/s across, raw quinn {:.0} rec/s",
+            "run {}: 2 TMs {:.0} rec/s crossing, 1 TM job {:.0} rec/s, raw quinn {:.0} rec/s",
             run + 1,
             sluice[run],
+            2.0 * local[run],
             raw[run]
         );
     }
-    let (s, r) = (median(&mut sluice), median(&mut raw));
+    let (s, l, r) = (median(&mut sluice), median(&mut local), median(&mut raw));
     println!(
-        "| records | crossing TaskManagers | Sluice shuffle rec/s (median) | raw quinn rec/s (median) | ratio |"
+        "| records | 2 TMs: job rec/s | 2 TMs: rec/s crossing over QUIC | 1 TM (no QUIC): job rec/s | raw quinn rec/s | crossing ÷ raw quinn |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {records} | {crossing} | {s:.0} | {r:.0} | {:.2} |",
+        "| {records} | {:.0} | {s:.0} | {:.0} | {r:.0} | {:.2} |",
+        2.0 * s,
+        2.0 * l,
         s / r
     );
     Ok(())
@@ -177,7 +188,7 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T
 }
 
 impl Cluster {
-    fn start() -> anyhow::Result<Cluster> {
+    fn start(tms: usize, slots: u32) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let me = std::env::current_exe()?;
         let spawn = |args: &[&str]| -> anyhow::Result<Proc> {
@@ -195,9 +206,10 @@ impl Cluster {
             e["rpc"].as_str().context("rpc")?.to_owned(),
             e["token"].as_str().context("token")?.to_owned(),
         );
-        for n in 0..2 {
+        for n in 0..tms {
             let tm_dir = dir.path().join(format!("tm{n}")).display().to_string();
-            procs.push(spawn(&["--taskmanager", &rpc, &token, &tm_dir])?);
+            let slots = slots.to_string();
+            procs.push(spawn(&["--taskmanager", &rpc, &token, &tm_dir, &slots])?);
         }
         let cluster = Cluster {
             _dir: dir,
@@ -205,9 +217,9 @@ impl Cluster {
             rest: format!("http://{}", e["rest"].as_str().context("rest")?),
             http: reqwest::blocking::Client::new(),
         };
-        wait_for("two TaskManagers", || {
+        wait_for("the TaskManagers", || {
             let v: Value = cluster.get("/taskmanagers").ok()?;
-            (v["taskmanagers"].as_array()?.len() == 2).then_some(())
+            (v["taskmanagers"].as_array()?.len() == tms).then_some(())
         })?;
         Ok(cluster)
     }
@@ -236,7 +248,7 @@ impl Cluster {
     }
 
     /// Runs the shuffle job; its duration in seconds as the JobManager saw it.
-    fn run_job(&self, jar: &str, records: u64) -> anyhow::Result<f64> {
+    fn run_job(&self, jar: &str, records: u64, tms: usize) -> anyhow::Result<f64> {
         let v: Value = self
             .http
             .post(format!("{}/jars/{jar}/run", self.rest))
@@ -254,8 +266,8 @@ impl Cluster {
         if d["state"] != "FINISHED" {
             bail!("the shuffle job ended {}: {d}", d["state"]);
         }
-        if d["taskmanagers"].as_array().map(Vec::len) != Some(2) {
-            bail!("the job did not spread over both TaskManagers: {d}");
+        if d["taskmanagers"].as_array().map(Vec::len) != Some(tms) {
+            bail!("the job did not run on {tms} TaskManager(s): {d}");
         }
         let sink_in = d["vertices"][1]["metrics"]["read-records"].as_u64();
         if sink_in != Some(records) {
@@ -289,10 +301,10 @@ fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
     }))
 }
 
-fn role_taskmanager(rpc: &str, token: &str, dir: &Path) -> anyhow::Result<()> {
+fn role_taskmanager(rpc: &str, token: &str, dir: &Path, slots: u32) -> anyhow::Result<()> {
     let config = sluice_cluster::TaskManagerConfig {
         jobmanager: rpc.to_owned(),
-        slots: 1,
+        slots,
         rpc_addr: "127.0.0.1:0".parse()?,
         data_dir: dir.to_owned(),
         token: Some(token.parse()?),
