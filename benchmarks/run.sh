@@ -17,4 +17,4 @@ benchmarks/target/release/batch-layout \
 echo
 echo "## QUIC shuffle between two TaskManagers"
 benchmarks/target/release/quic-shuffle \
-    benchmarks/shuffle-guest/target/wasm32-wasip2/release/shuffle_guest.wasm 20000000 5
+    benchmarks/shuffle-guest/target/wasm32-wasip2/release/shuffle_guest.wasm 5

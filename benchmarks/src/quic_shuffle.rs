@@ -15,7 +15,7 @@
 //! the same bytes the TaskManagers send (1024 records per frame). No
 //! generation, routing, encoding or decoding: the ceiling for the link.
 //!
-//! Usage: `quic-shuffle GUEST.wasm [RECORDS] [RUNS]`.
+//! Usage: `quic-shuffle GUEST.wasm [RUNS]`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,49 +37,49 @@ fn main() -> anyhow::Result<()> {
     }
     let guest = PathBuf::from(
         args.get(1)
-            .context("usage: quic-shuffle GUEST.wasm [RECORDS] [RUNS]")?,
+            .context("usage: quic-shuffle GUEST.wasm [RUNS]")?,
     );
-    let records: u64 = args.get(2).map_or(Ok(20_000_000), |s| s.parse())?;
-    let runs: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
+    let runs: usize = args.get(2).map_or(Ok(5), |s| s.parse())?;
     let cluster = Cluster::start(2, 1)?;
     let jar = cluster.upload(&guest)?;
     // The same job with both subtasks on one TaskManager: no QUIC at all,
     // so the difference shows what the network path costs.
     let single = Cluster::start(1, 2)?;
     let single_jar = single.upload(&guest)?;
-    let crossing = records / 2;
-    let mut sluice = Vec::new();
-    let mut local = Vec::new();
-    let mut raw = Vec::new();
     let io = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    for run in 0..runs {
-        let secs = cluster.run_job(&jar, records, 2)?;
-        sluice.push(crossing as f64 / secs);
-        let secs = single.run_job(&single_jar, records, 1)?;
-        local.push(crossing as f64 / secs);
-        let secs = io.block_on(raw_quinn(crossing))?;
-        raw.push(crossing as f64 / secs);
-        eprintln!(
-            "run {}: 2 TMs {:.0} rec/s crossing, 1 TM job {:.0} rec/s, raw quinn {:.0} rec/s",
-            run + 1,
-            sluice[run],
-            2.0 * local[run],
-            raw[run]
+    println!(
+        "| value bytes | records | 2 TMs: job rec/s | 2 TMs: rec/s crossing over QUIC | 1 TM (no QUIC): job rec/s | raw quinn rec/s | crossing ÷ raw quinn |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    // Tiny records (the index alone, ~7 bytes) stress per-record costs;
+    // 100-byte values are a typical event size.
+    for (value_bytes, records) in [(0usize, 20_000_000u64), (100, 5_000_000)] {
+        let crossing = records / 2;
+        let (mut sluice, mut local, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let secs = cluster.run_job(&jar, records, value_bytes, 2)?;
+            sluice.push(crossing as f64 / secs);
+            let secs = single.run_job(&single_jar, records, value_bytes, 1)?;
+            local.push(records as f64 / secs);
+            let secs = io.block_on(raw_quinn(crossing, value_bytes))?;
+            raw.push(crossing as f64 / secs);
+            eprintln!(
+                "{value_bytes} B run {}: 2 TMs {:.0} rec/s crossing, 1 TM job {:.0} rec/s, raw quinn {:.0} rec/s",
+                run + 1,
+                sluice[run],
+                local[run],
+                raw[run]
+            );
+        }
+        let (s, l, r) = (median(&mut sluice), median(&mut local), median(&mut raw));
+        println!(
+            "| {value_bytes} | {records} | {:.0} | {s:.0} | {l:.0} | {r:.0} | {:.2} |",
+            2.0 * s,
+            s / r
         );
     }
-    let (s, l, r) = (median(&mut sluice), median(&mut local), median(&mut raw));
-    println!(
-        "| records | 2 TMs: job rec/s | 2 TMs: rec/s crossing over QUIC | 1 TM (no QUIC): job rec/s | raw quinn rec/s | crossing ÷ raw quinn |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {records} | {:.0} | {s:.0} | {:.0} | {r:.0} | {:.2} |",
-        2.0 * s,
-        2.0 * l,
-        s / r
-    );
     Ok(())
 }
 
@@ -88,18 +88,23 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// One record as the datagen connector makes it: its index in decimal.
-fn frame_of_records(first: u64, n: usize) -> anyhow::Result<Vec<u8>> {
+/// Records as the datagen connector makes them: the index in decimal,
+/// padded with `.` to `value_bytes`.
+fn frame_of_records(first: u64, n: usize, value_bytes: usize) -> anyhow::Result<Vec<u8>> {
     let mut b = BatchBuilder::new();
     for i in 0..n as u64 {
-        b.push(None, (first + i).to_string().as_bytes(), None);
+        let mut v = (first + i).to_string();
+        while v.len() < value_bytes {
+            v.push('.');
+        }
+        b.push(None, v.as_bytes(), None);
     }
     Ok(sluice_transport::frame::encode(&Event::Records(b.take()))?)
 }
 
 /// Moves `records` records over QUIC, half each way, as 1024-record frames;
 /// the seconds it took.
-async fn raw_quinn(records: u64) -> anyhow::Result<f64> {
+async fn raw_quinn(records: u64, value_bytes: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let ca = sluice_transport::ClusterCa::load_or_create(dir.path())?;
     let (a, b) = (ca.issue("a")?, ca.issue("b")?);
@@ -118,7 +123,7 @@ async fn raw_quinn(records: u64) -> anyhow::Result<f64> {
         .await?;
     let (_server, conn_b) = accept.await??;
     // A frame of 1024 records with indices of the job's typical width.
-    let frame = bytes::Bytes::from(frame_of_records(records, 1024)?);
+    let frame = bytes::Bytes::from(frame_of_records(records, 1024, value_bytes)?);
     let frames = records.div_ceil(2 * 1024);
     let start = Instant::now();
     let (ab, ba, got_b, got_a) = tokio::join!(
@@ -248,11 +253,17 @@ impl Cluster {
     }
 
     /// Runs the shuffle job; its duration in seconds as the JobManager saw it.
-    fn run_job(&self, jar: &str, records: u64, tms: usize) -> anyhow::Result<f64> {
+    fn run_job(
+        &self,
+        jar: &str,
+        records: u64,
+        value_bytes: usize,
+        tms: usize,
+    ) -> anyhow::Result<f64> {
         let v: Value = self
             .http
             .post(format!("{}/jars/{jar}/run", self.rest))
-            .json(&json!({"parallelism": 2, "programArgsList": [format!("records={records}")]}))
+            .json(&json!({"parallelism": 2, "programArgsList": [format!("records={records}"), format!("value-bytes={value_bytes}")]}))
             .send()?
             .json()?;
         let job = v["jobid"]

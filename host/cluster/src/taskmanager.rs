@@ -819,12 +819,13 @@ fn outbound(shared: &Arc<Shared>, header: DataHeader, peer: &Peer, rx: &Receiver
             return;
         };
         let end = matches!(event, Event::EndOfInput);
+        // The encoded frame is handed to quinn as is (no second copy).
         let written = frame::encode(&event)
             .map_err(anyhow::Error::from)
             .and_then(|buf| {
                 shared
                     .handle
-                    .block_on(send.write_all(&buf))
+                    .block_on(send.write_chunk(bytes::Bytes::from(buf)))
                     .map_err(anyhow::Error::from)
             });
         if let Err(e) = written {

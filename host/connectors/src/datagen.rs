@@ -5,21 +5,30 @@ use sluice_types::BatchBuilder;
 use crate::{ConnectorError, Poll, Source};
 
 /// Subtask `s` of `p` emits indices `s, s+p, s+2p, ... < count`; the value is
-/// the index in decimal, the key `k{index % keys}` when `keys > 0`.
+/// the index in decimal, right-padded with `.` to `value_bytes` when that is
+/// longer; the key `k{index % keys}` when `keys > 0`.
 pub(crate) struct DataGen {
     next: u64,
     step: u64,
     count: u64,
     keys: u64,
+    value_bytes: usize,
 }
 
 impl DataGen {
-    pub(crate) fn new(count: u64, keys: u64, subtask: u32, parallelism: u32) -> Self {
+    pub(crate) fn new(
+        count: u64,
+        keys: u64,
+        value_bytes: usize,
+        subtask: u32,
+        parallelism: u32,
+    ) -> Self {
         DataGen {
             next: u64::from(subtask),
             step: u64::from(parallelism.max(1)),
             count,
             keys,
+            value_bytes,
         }
     }
 }
@@ -27,11 +36,16 @@ impl DataGen {
 impl Source for DataGen {
     fn poll(&mut self, max: usize, out: &mut BatchBuilder) -> Result<Poll, ConnectorError> {
         let mut key = String::new();
+        let mut value = String::new();
         for _ in 0..max {
             if self.next >= self.count {
                 return Ok(Poll::Finished);
             }
-            let value = self.next.to_string();
+            value.clear();
+            value.push_str(&self.next.to_string());
+            while value.len() < self.value_bytes {
+                value.push('.');
+            }
             if self.keys > 0 {
                 key.clear();
                 key.push('k');
@@ -58,7 +72,7 @@ mod tests {
     fn subtasks_together_emit_every_index_once() {
         let mut all = Vec::new();
         for s in 0..3 {
-            let mut g = DataGen::new(10, 0, s, 3);
+            let mut g = DataGen::new(10, 0, 0, s, 3);
             let mut b = BatchBuilder::new();
             while g.poll(2, &mut b).expect("no io") == Poll::More {}
             all.extend(b.take().iter().map(|r| {
@@ -69,5 +83,16 @@ mod tests {
         }
         all.sort_unstable();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn values_are_padded_to_the_requested_size() {
+        let mut g = DataGen::new(12, 0, 4, 0, 1);
+        let mut b = BatchBuilder::new();
+        while g.poll(100, &mut b).expect("no io") == Poll::More {}
+        let values: Vec<Vec<u8>> = b.take().iter().map(|r| r.value.to_vec()).collect();
+        assert_eq!(values[0], b"0...");
+        assert_eq!(values[11], b"11..");
+        assert!(values.iter().all(|v| v.len() == 4));
     }
 }

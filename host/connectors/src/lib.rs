@@ -5,7 +5,7 @@
 //! |---------------|--------|-----------------------------------------------------|
 //! | `file-source` | source | `path`: a file; subtasks split it by byte range     |
 //! | `file-sink`   | sink   | `path`: a directory; one `part-N` file per subtask  |
-//! | `datagen`     | source | `count` records in all, `keys` (optional)           |
+//! | `datagen`     | source | `count` records in all, `keys`, `value-bytes` (optional) |
 //! | `print`       | sink   | prints `SUBTASK> VALUE` lines to stdout             |
 //! | `blackhole`   | sink   | discards                                            |
 //!
@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 
 use sluice_policy::{Denied, Policy};
 use sluice_types::{Batch, BatchBuilder, NodeSpec, OperatorKind};
+
+/// The largest value `datagen` pads to (`value-bytes`).
+const MAX_GENERATED_VALUE: u64 = 1 << 20;
 
 /// Every connector name, for error messages.
 pub const CONNECTORS: &[&str] = &["file-source", "file-sink", "datagen", "print", "blackhole"];
@@ -202,7 +205,17 @@ impl Connectors {
             }
             "datagen" => {
                 parse::<u64>(node, "count", None)?;
-                parse::<u64>(node, "keys", Some(0)).map(|_| ())
+                parse::<u64>(node, "keys", Some(0))?;
+                let size = parse::<u64>(node, "value-bytes", Some(0))?;
+                if size > MAX_GENERATED_VALUE {
+                    return Err(config_error(
+                        node,
+                        format!(
+                            "`value-bytes` is {size}; at most {MAX_GENERATED_VALUE} is allowed"
+                        ),
+                    ));
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -226,6 +239,7 @@ impl Connectors {
             "datagen" => Ok(Box::new(datagen::DataGen::new(
                 parse(node, "count", None)?,
                 parse(node, "keys", Some(0))?,
+                parse::<u64>(node, "value-bytes", Some(0))?.min(MAX_GENERATED_VALUE) as usize,
                 subtask,
                 parallelism,
             ))),
