@@ -8,11 +8,15 @@
 //!   (forward, hash by key group, rebalance, broadcast) into batches.
 //! - [`WatermarkGenerator`] derives watermarks from record timestamps
 //!   (bounded out-of-orderness).
+//! - [`BarrierAligner`] aligns checkpoint barriers across input channels
+//!   (exactly once) or only tracks them (at least once).
 
 #![warn(missing_docs)]
 
+mod barrier;
 mod input;
 mod output;
 
+pub use barrier::{AlignmentMode, BarrierAligner, BarrierOutcome};
 pub use input::{InputTracker, WatermarkGenerator};
 pub use output::{BatchLimits, MissingKey, OutputRouter};
