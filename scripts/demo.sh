@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up on a machine with rustup and cargo, then runs the
 # wordcount example on the embedded mini-cluster at parallelism 4 over this
-# repository's README. Output: target/demo/wordcount/part-0..3.
+# repository's README. Output: target/demo/wordcount/part-*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2

@@ -300,6 +300,8 @@ fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         heartbeat_timeout: Duration::from_secs(10),
         restart: sluice_coord::RestartStrategy::None,
         base_dir: None,
+        checkpoint_storage: format!("file://{}", dir.join("checkpoints").display()),
+        checkpoint_interval: None,
     };
     let file = dir.join("endpoints.json");
     runtime()?.block_on(sluice_cluster::jobmanager::run(config, |e| {

@@ -50,6 +50,16 @@ pub struct JobManagerArgs {
     /// Longest delay of `exponential-delay`.
     #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
     restart_max_delay: Duration,
+    /// Where checkpoints are kept: `file:///PATH`, `s3://BUCKET/PREFIX`
+    /// (endpoint and credentials from SLUICE_S3_ENDPOINT, SLUICE_S3_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or `memory://`
+    /// [default: DATA_DIR/checkpoints]. TaskManagers write there too.
+    #[arg(long, value_name = "URI")]
+    checkpoint_dir: Option<String>,
+    /// Checkpoint interval for jobs that do not set their own (e.g. `10s`);
+    /// without it, only jobs that ask take checkpoints.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    checkpoint_interval: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +153,14 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         heartbeat_timeout: args.heartbeat_timeout,
         restart,
         base_dir: Some(std::env::current_dir()?),
+        checkpoint_storage: match args.checkpoint_dir {
+            Some(uri) => uri,
+            None => {
+                let dir = std::path::absolute(args.data_dir.join("checkpoints"))?;
+                format!("file://{}", dir.display())
+            }
+        },
+        checkpoint_interval: args.checkpoint_interval,
     };
     let rt = server_runtime()?;
     rt.block_on(sluice_cluster::jobmanager::run(config, |e| {
@@ -265,6 +283,10 @@ pub enum ClientCommand {
         /// Wait for the job to end; fail if it does not finish.
         #[arg(long)]
         wait: bool,
+        /// Take a checkpoint this often (e.g. `1s`); `0s` turns checkpoints
+        /// off [default: the cluster's].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        checkpoint_interval: Option<Duration>,
     },
     /// List jobs.
     List {
@@ -418,6 +440,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             parallelism,
             args,
             wait,
+            checkpoint_interval,
             ..
         } => {
             let jar = if Path::new(&app).is_file() {
@@ -429,10 +452,13 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             } else {
                 app
             };
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "parallelism": parallelism,
                 "programArgsList": args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             });
+            if let Some(interval) = checkpoint_interval {
+                body["checkpointInterval"] = serde_json::json!(interval.as_millis() as u64);
+            }
             let resp = c
                 .http
                 .post(c.url(&format!("/jars/{jar}/run")))

@@ -83,15 +83,7 @@ fn run_counts_words_prints_a_summary_and_exits_zero() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("job finished in"), "{stderr}");
     assert!(stderr.contains("split"), "{stderr}");
-    let mut lines: Vec<String> = (0..2)
-        .flat_map(|i| {
-            std::fs::read_to_string(dir.path().join(format!("out/part-{i}")))
-                .expect("part file")
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let (mut lines, _) = sluice_test_programs::wordcount::output_lines(&dir.path().join("out"));
     lines.sort();
     assert_eq!(
         lines,

@@ -856,3 +856,68 @@ fn flinks_own_cli_lists_and_cancels_a_sluice_job() {
     let listed = flink_cli(&["list", "-m", &address]);
     assert!(listed.contains("No running jobs"), "{listed}");
 }
+
+#[test]
+fn with_checkpoints_a_killed_taskmanagers_job_resumes_from_the_latest_and_counts_exactly() {
+    let mut cluster = Cluster::start(
+        2,
+        4,
+        &[
+            "--restart-strategy",
+            "fixed-delay",
+            "--restart-delay",
+            "200ms",
+        ],
+    );
+    let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
+    let out_dir = cluster.dir.path().join("out");
+    let jar = cluster.upload_wordcount();
+    let (status, run) = cluster.run(
+        &jar,
+        json!({
+            "parallelism": 4,
+            "checkpointInterval": 300,
+            "programArgsList": [format!("input={}", input.display()), format!("output={}", out_dir.display())],
+        }),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    // Wait for a completed checkpoint while the job runs on both TaskManagers.
+    let first = wait_for("a completed checkpoint", &|| cluster.logs(), || {
+        let (_, d) = cluster.get(&format!("/jobs/{job}"));
+        let running = d["status-counts"]["RUNNING"].as_u64() == Some(8)
+            && d["taskmanagers"].as_array()?.len() == 2;
+        let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+        (running && c["counts"]["completed"].as_u64()? >= 1).then_some(c)
+    });
+    let latest = &first["latest"]["completed"];
+    assert_eq!(latest["status"], "COMPLETED", "{first}");
+    assert_eq!(latest["num_acknowledged_subtasks"], 8, "{first}");
+    let checkpoints = cluster.dir.path().join("jm/checkpoints").join(&job);
+    let chk = checkpoints.join(format!("chk-{}", latest["id"]));
+    assert!(chk.join("_metadata").exists(), "{}", chk.display());
+    let mut victim = cluster.tms[0].take().expect("tm0");
+    victim.child.kill().expect("kill -9");
+    let _ = victim.child.wait();
+    let detail = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(detail["state"], "FINISHED", "{detail}\n{}", cluster.logs());
+    assert!(detail["attempt"].as_u64() >= Some(1), "{detail}");
+    let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+    assert!(c["counts"]["restored"].as_u64() >= Some(1), "{c}");
+    let restored = c["latest"]["restored"]["id"].as_u64().expect("restored id");
+    assert!(restored >= latest["id"].as_u64().expect("id"), "{c}");
+    // The new run did not start over: it counted fewer words than there are.
+    let words: u64 = expected.values().sum();
+    let recounted = detail["vertices"][1]["metrics"]["read-records"]
+        .as_u64()
+        .expect("counts");
+    assert!(recounted < words, "{recounted} of {words}: {detail}");
+    // Exactly the counts of a run without failure.
+    let (counts, parts) = read_output(&out_dir);
+    assert_eq!(parts, 4);
+    assert_eq!(counts, expected);
+    // A finished job's checkpoints are deleted.
+    wait_for("the checkpoints to be deleted", &|| cluster.logs(), || {
+        (!checkpoints.exists()).then_some(())
+    });
+}

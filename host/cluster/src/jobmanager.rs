@@ -13,7 +13,12 @@ use anyhow::Context;
 use quinn::Connection;
 use sha2::{Digest, Sha256};
 use sluice_connectors::Connectors;
-use sluice_coord::{Command, ExecutionGraph, Job, JobStatus, RestartStrategy, TaskId, TaskStatus};
+use sluice_coord::{
+    CheckpointConfig, Command, ExecutionGraph, Job, JobStatus, RestartStrategy, TaskId, TaskStatus,
+};
+use sluice_state::{S3Options, Storage};
+
+use crate::checkpoints::{IoDone, JobCheckpoints};
 use sluice_policy::Policy;
 use sluice_runtime::{NodeCounts, PreparedJob, RunError};
 use sluice_transport::{ALPN_CLUSTER, ALPN_JOIN, ClusterCa, JoinToken, frame};
@@ -48,6 +53,11 @@ pub struct JobManagerConfig {
     pub restart: RestartStrategy,
     /// Relative file paths in jobs resolve against this directory.
     pub base_dir: Option<PathBuf>,
+    /// Where checkpoints go (`file://`, `s3://` or `memory://` URI).
+    pub checkpoint_storage: String,
+    /// Checkpoint interval for jobs that do not set one; `None`: no
+    /// checkpoints unless a job asks.
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// Milliseconds since the Unix epoch: the JobManager's clock for the core
@@ -97,6 +107,8 @@ pub(crate) struct JobEntry {
     pub counts: HashMap<TaskId, Vec<(u64, u64)>>,
     /// Since when the current run waits for slots.
     pub waiting_since: Option<u64>,
+    /// Checkpointing, when the job takes checkpoints.
+    pub checkpoints: Option<JobCheckpoints>,
     /// When the job's status last changed.
     pub status_changed: BTreeMap<&'static str, u64>,
     pub last_status: JobStatus,
@@ -141,6 +153,9 @@ pub(crate) struct JobManager {
     pub rest_addr: Mutex<Option<SocketAddr>>,
     ca: ClusterCa,
     token: JoinToken,
+    /// Where background storage work runs, and where it reports.
+    io: tokio::runtime::Handle,
+    io_done: mpsc::UnboundedSender<IoDone>,
 }
 
 impl JobManager {
@@ -189,6 +204,7 @@ impl JobManager {
         jar_id: &str,
         args: &[(String, String)],
         parallelism: u32,
+        checkpoint_interval: Option<Duration>,
     ) -> Result<JobId, SubmitError> {
         let jar =
             self.lock().jars.get(jar_id).cloned().ok_or_else(|| {
@@ -212,6 +228,20 @@ impl JobManager {
             .collect::<Vec<_>>()
             .join(" ");
         let core = Job::new(execution.clone(), now).with_restart_strategy(self.config.restart);
+        let checkpoints = match checkpoint_interval.or(self.config.checkpoint_interval) {
+            Some(interval) if !interval.is_zero() => {
+                let uri = self.config.checkpoint_storage.clone();
+                let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
+                    SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))
+                })?;
+                let config = CheckpointConfig {
+                    interval_ms: interval.as_millis() as u64,
+                    ..CheckpointConfig::default()
+                };
+                Some(JobCheckpoints::new(config, storage, uri))
+            }
+            _ => None,
+        };
         let entry = JobEntry {
             id,
             name,
@@ -225,6 +255,7 @@ impl JobManager {
             locations: HashMap::new(),
             counts: HashMap::new(),
             waiting_since: Some(now),
+            checkpoints,
             status_changed: BTreeMap::from([("CREATED", now), ("INITIALIZING", now)]),
             last_status: JobStatus::Created,
         };
@@ -275,6 +306,24 @@ impl JobManager {
             }
             for tm in cancels {
                 if let Some(tm) = tms.get(&tm) {
+                    let _ = tm.tx.send(ToTaskManager::Cancel {
+                        job: id,
+                        attempt: job.core.attempt(),
+                    });
+                }
+            }
+            if let Some(reason) = crate::checkpoints::drive(job, tms, &self.io, &self.io_done, now)
+            {
+                tracing::warn!(job = %id, "failing the run: {reason}");
+                job.core.fail_run(reason, now);
+                let cancels: std::collections::BTreeSet<String> =
+                    std::iter::from_fn(|| job.core.poll_command())
+                        .filter_map(|cmd| match cmd {
+                            Command::Cancel(task) => job.locations.get(&task).cloned(),
+                            Command::Deploy { .. } => None,
+                        })
+                        .collect();
+                for tm in cancels.iter().filter_map(|tm| tms.get(tm)) {
                     let _ = tm.tx.send(ToTaskManager::Cancel {
                         job: id,
                         attempt: job.core.attempt(),
@@ -414,6 +463,56 @@ impl JobManager {
                 }
                 return;
             }
+            ToJobManager::CheckpointAck {
+                job,
+                attempt,
+                checkpoint,
+                task,
+                handle,
+            } => {
+                if let Some(j) = cluster.jobs.get_mut(&job)
+                    && j.core.attempt() == attempt
+                    && let Some(cp) = j.checkpoints.as_mut()
+                {
+                    cp.coord.handle_ack(checkpoint, task, handle, now);
+                }
+            }
+            ToJobManager::CheckpointDecline {
+                job,
+                attempt,
+                checkpoint,
+                task,
+                reason,
+            } => {
+                if let Some(j) = cluster.jobs.get_mut(&job)
+                    && j.core.attempt() == attempt
+                    && let Some(cp) = j.checkpoints.as_mut()
+                {
+                    cp.coord.handle_decline(checkpoint, task, &reason, now);
+                }
+            }
+        }
+        self.drive(&mut cluster, now);
+    }
+
+    /// Background storage work finished.
+    fn handle_io(&self, done: IoDone) {
+        let mut cluster = self.lock();
+        let now = now_ms();
+        match done {
+            IoDone::MetadataWritten {
+                job,
+                checkpoint,
+                result,
+            } => {
+                if let Some(cp) = cluster
+                    .jobs
+                    .get_mut(&job)
+                    .and_then(|j| j.checkpoints.as_mut())
+                {
+                    cp.coord.handle_metadata_written(checkpoint, result, now);
+                }
+            }
         }
         self.drive(&mut cluster, now);
     }
@@ -510,6 +609,14 @@ fn send_deployments(
         })
     };
     let involved: std::collections::BTreeSet<&String> = job.placement.iter().collect();
+    // A new run continues from the newest completed checkpoint, if any.
+    let restore = job
+        .checkpoints
+        .as_mut()
+        .and_then(|c| c.restore_point(now_ms()));
+    if let Some((checkpoint, _)) = &restore {
+        tracing::info!(job = %job.id, checkpoint, "restoring from checkpoint");
+    }
     let mut per_tm: BTreeMap<String, Vec<(u32, sluice_coord::TaskDeployment)>> = BTreeMap::new();
     for (slot, d) in deploys {
         per_tm
@@ -544,6 +651,8 @@ fn send_deployments(
             remote_consumers,
             remote_producers,
             connect_to,
+            checkpoints: job.checkpoints.as_ref().map(|c| c.settings.clone()),
+            restore: restore.clone(),
         };
         match tms.get(&tm_id) {
             Some(tm) => {
@@ -601,6 +710,10 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     )?;
     let connectors = Connectors::new(&tokio::runtime::Handle::current(), config.base_dir.clone())
         .map_err(|e| anyhow::anyhow!("cannot set up connectors: {e}"))?;
+    // Fail at start, not at the first job, on a storage URI that cannot work.
+    Storage::open(&config.checkpoint_storage, &S3Options::from_env())
+        .map_err(|e| anyhow::anyhow!("invalid checkpoint storage: {e}"))?;
+    let (io_done, mut io_rx) = mpsc::unbounded_channel();
     let jm = Arc::new(JobManager {
         config: config.clone(),
         cluster: Mutex::new(Cluster {
@@ -613,6 +726,15 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         rest_addr: Mutex::new(None),
         ca,
         token,
+        io: tokio::runtime::Handle::current(),
+        io_done,
+    });
+    let io_jm = jm.clone();
+    tokio::spawn(async move {
+        while let Some(done) = io_rx.recv().await {
+            let jm = io_jm.clone();
+            let _ = tokio::task::spawn_blocking(move || jm.handle_io(done)).await;
+        }
     });
     load_jars(&jm);
     let endpoints = Endpoints {

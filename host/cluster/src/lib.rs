@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod checkpoints;
 pub mod jobmanager;
 mod metrics;
 pub mod protocol;

@@ -83,6 +83,53 @@ pub enum ToJobManager {
         /// Per node of its chain: records in, records out.
         nodes: Vec<(u64, u64)>,
     },
+    /// A task's snapshot for a checkpoint is stored.
+    CheckpointAck {
+        /// The job.
+        job: JobId,
+        /// Which run.
+        attempt: u32,
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The task.
+        task: TaskId,
+        /// Where its snapshot is.
+        handle: SnapshotHandle,
+    },
+    /// A task could not take or store its snapshot.
+    CheckpointDecline {
+        /// The job.
+        job: JobId,
+        /// Which run.
+        attempt: u32,
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The task.
+        task: TaskId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A stored task snapshot: its object path in checkpoint storage, size
+/// and SHA-256, checked before it is used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHandle {
+    /// Path in the checkpoint storage.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the contents.
+    pub sha256: [u8; 32],
+}
+
+/// How a job's tasks take checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSettings {
+    /// URI of the checkpoint storage (`file://`, `s3://`, `memory://`).
+    pub storage: String,
+    /// Barrier handling.
+    pub mode: sluice_coord::CheckpointingMode,
 }
 
 /// Messages to a TaskManager.
@@ -96,6 +143,26 @@ pub enum ToTaskManager {
         job: JobId,
         /// Which run.
         attempt: u32,
+    },
+    /// Start checkpoint `checkpoint` at these source tasks.
+    TriggerCheckpoint {
+        /// The job.
+        job: JobId,
+        /// Which run.
+        attempt: u32,
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Source tasks on this TaskManager.
+        tasks: Vec<TaskId>,
+    },
+    /// A checkpoint completed or was given up.
+    CheckpointNotice {
+        /// The job.
+        job: JobId,
+        /// Which run.
+        attempt: u32,
+        /// What happened.
+        notice: sluice_runtime::snapshot::CheckpointNotice,
     },
 }
 
@@ -134,6 +201,10 @@ pub struct Deployment {
     /// Peers with a lower id than this TaskManager's, which this one must
     /// connect to (higher ones connect to it: one connection per pair).
     pub connect_to: Vec<Peer>,
+    /// Checkpointing, when the job takes checkpoints.
+    pub checkpoints: Option<CheckpointSettings>,
+    /// The checkpoint the tasks restore from, with each task's snapshot.
+    pub restore: Option<(u64, Vec<(TaskId, SnapshotHandle)>)>,
 }
 
 /// The first frame of a data stream.

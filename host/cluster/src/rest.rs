@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
@@ -58,6 +59,7 @@ pub(crate) fn router(jm: Shared) -> Router {
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{id}", get(job_detail).patch(job_patch))
         .route("/jobs/{id}/exceptions", get(job_exceptions))
+        .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .route("/taskmanagers", get(taskmanagers))
         .route("/taskmanagers/{id}", get(taskmanager))
         .route("/jars", get(jars))
@@ -376,6 +378,84 @@ async fn job_detail(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResu
     })))
 }
 
+/// Checkpoint counts, the latest of each kind and the recent history, in
+/// Flink's shape.
+async fn job_checkpoints(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    use sluice_coord::{CheckpointKind, CheckpointState, CheckpointStats};
+    let cluster = jm.lock();
+    let j = find_job(&cluster, &id)?;
+    let Some(cp) = j.checkpoints.as_ref() else {
+        return Ok(axum::Json(json!({
+            "counts": {"restored": 0, "total": 0, "in_progress": 0, "completed": 0, "failed": 0},
+            "latest": {"completed": null, "savepoint": null, "failed": null, "restored": null},
+            "history": [],
+        })));
+    };
+    let total: usize = j
+        .execution
+        .vertices
+        .iter()
+        .map(|v| v.parallelism as usize)
+        .sum();
+    let path = |cid: u64| {
+        format!(
+            "{}/{}/chk-{cid}",
+            cp.settings.storage.trim_end_matches('/'),
+            j.id
+        )
+    };
+    let entry = |c: &CheckpointStats| {
+        let (class, status, failure) = match &c.state {
+            CheckpointState::InProgress => ("in_progress", "IN_PROGRESS", None),
+            CheckpointState::Completed => ("completed", "COMPLETED", None),
+            CheckpointState::Failed(m) => ("failed", "FAILED", Some(m.clone())),
+        };
+        let savepoint = c.kind == CheckpointKind::Savepoint;
+        let mut e = json!({
+            "className": class,
+            "id": c.id,
+            "status": status,
+            "is_savepoint": savepoint,
+            "trigger_timestamp": c.trigger_timestamp,
+            "latest_ack_timestamp": c.latest_ack_timestamp.unwrap_or(0),
+            "end_to_end_duration": c.end_timestamp.map_or(0, |e| e.saturating_sub(c.trigger_timestamp)),
+            "num_subtasks": total,
+            "num_acknowledged_subtasks": c.acknowledged,
+            "checkpoint_type": if savepoint { "SAVEPOINT" } else { "CHECKPOINT" },
+            "external_path": path(c.id),
+            "discarded": c.state == CheckpointState::Completed && !cp.completed.contains_key(&c.id),
+        });
+        if let Some(m) = failure {
+            e["failure_message"] = json!(m);
+            e["failure_timestamp"] = json!(c.end_timestamp.unwrap_or(0));
+        }
+        e
+    };
+    let counts = cp.coord.counts();
+    let history: Vec<Value> = cp.coord.history().iter().map(entry).collect();
+    Ok(axum::Json(json!({
+        "counts": {
+            "restored": cp.restores,
+            "total": counts.triggered,
+            "in_progress": counts.in_progress,
+            "completed": counts.completed,
+            "failed": counts.failed,
+        },
+        "latest": {
+            "completed": cp.coord.latest_completed().map(entry),
+            "savepoint": cp.coord.latest_savepoint().map(entry),
+            "failed": cp.coord.latest_failed().map(entry),
+            "restored": cp.restored.map(|(cid, at)| json!({
+                "id": cid,
+                "restore_timestamp": at,
+                "is_savepoint": false,
+                "external_path": path(cid),
+            })),
+        },
+        "history": history,
+    })))
+}
+
 async fn job_exceptions(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
     let cluster = jm.lock();
     let j = find_job(&cluster, &id)?;
@@ -538,6 +618,8 @@ async fn delete_jar(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResu
 struct RunRequest {
     parallelism: Option<u32>,
     program_args_list: Option<Vec<String>>,
+    /// Milliseconds between checkpoints; 0 turns them off for this job.
+    checkpoint_interval: Option<u64>,
 }
 
 async fn run_jar(
@@ -566,8 +648,9 @@ async fn run_jar(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let interval = req.checkpoint_interval.map(Duration::from_millis);
     let jm2 = jm.clone();
-    let result = tokio::task::spawn_blocking(move || jm2.submit(&id, &args, parallelism))
+    let result = tokio::task::spawn_blocking(move || jm2.submit(&id, &args, parallelism, interval))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match result {

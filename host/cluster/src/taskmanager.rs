@@ -19,10 +19,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use quinn::{Connection, Endpoint, RecvStream};
+use sha2::{Digest, Sha256};
 use sluice_connectors::Connectors;
 use sluice_coord::{TaskId, TaskStatus};
 use sluice_runtime::TaskCounters;
+use sluice_runtime::snapshot::{CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot};
 use sluice_runtime::task::{self, TaskContext};
+use sluice_state::{S3Options, Storage};
 use sluice_transport::{Identity, JoinToken, frame};
 use sluice_types::{Event, JobId};
 use sluice_wasm::{App, Runtime, RuntimeOptions};
@@ -30,7 +33,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::protocol::{
     DataHeader, Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, PeerHello,
-    ToJobManager, ToTaskManager, Welcome,
+    SnapshotHandle, ToJobManager, ToTaskManager, Welcome,
 };
 
 /// Batches a channel holds before its producer blocks.
@@ -78,6 +81,10 @@ struct Run {
     name: String,
     tasks: Vec<RunTask>,
     remaining: usize,
+    /// Source tasks' checkpoint triggers.
+    triggers: HashMap<TaskId, Sender<u64>>,
+    /// Every task's checkpoint notices.
+    notices: Vec<Sender<CheckpointNotice>>,
 }
 
 /// One subtask of a run.
@@ -371,6 +378,31 @@ async fn control_session(shared: &Arc<Shared>, jm: SocketAddr, name: &str) -> an
                     tokio::task::spawn_blocking(move || deploy(&shared, *d));
                 }
                 ToTaskManager::Cancel { job, attempt } => cancel(shared, (job, attempt)),
+                ToTaskManager::TriggerCheckpoint {
+                    job,
+                    attempt,
+                    checkpoint,
+                    tasks,
+                } => {
+                    if let Some(run) = lock(&shared.runs).get(&(job, attempt)) {
+                        for t in tasks {
+                            if let Some(tx) = run.triggers.get(&t) {
+                                let _ = tx.send(checkpoint);
+                            }
+                        }
+                    }
+                }
+                ToTaskManager::CheckpointNotice {
+                    job,
+                    attempt,
+                    notice,
+                } => {
+                    if let Some(run) = lock(&shared.runs).get(&(job, attempt)) {
+                        for tx in &run.notices {
+                            let _ = tx.send(notice);
+                        }
+                    }
+                }
             }
         }
         anyhow::Ok(())
@@ -490,6 +522,17 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
             ));
         }
     };
+    let storage = match &d.checkpoints {
+        Some(c) => match Storage::open(&c.storage, &S3Options::from_env()) {
+            Ok(s) => Some(s),
+            Err(e) => return fail_all(format!("cannot open the checkpoint storage: {e}")),
+        },
+        None => None,
+    };
+    let mut restore = match fetch_snapshots(shared, storage.as_ref(), &d) {
+        Ok(r) => r,
+        Err(e) => return fail_all(e),
+    };
     let (cancel_tx, cancel_rx) = bounded::<()>(0);
     // Every channel with an end here gets an in-process queue.
     let mut channels: HashMap<u32, (Sender<Event>, Receiver<Event>)> = HashMap::new();
@@ -553,6 +596,21 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         name: d.name.clone(),
         tasks: Vec::new(),
         remaining: d.tasks.len(),
+        triggers: HashMap::new(),
+        notices: Vec::new(),
+    };
+    // Snapshots are stored by one thread per run, so tasks go on at once.
+    let snapshots = match (&storage, &d.checkpoints) {
+        (Some(storage), Some(settings)) => {
+            let (tx, rx) = crossbeam_channel::unbounded::<TakenSnapshot>();
+            let (shared2, storage) = (shared.clone(), storage.clone());
+            let (job, attempt) = key;
+            spawn_thread(format!("snapshots-{job}"), move || {
+                store_snapshots(&shared2, &storage, job, attempt, &rx)
+            });
+            Some((tx, settings.mode))
+        }
+        _ => None,
     };
     let mut starts = Vec::new();
     for (slot, t) in d.tasks {
@@ -581,6 +639,28 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
                 .collect(),
             cancel: cancel_rx.clone(),
             counters,
+            checkpointing: snapshots.as_ref().map(|(tx, mode)| {
+                let (trigger_tx, triggers) = crossbeam_channel::unbounded();
+                let (notice_tx, notices) = crossbeam_channel::unbounded();
+                if t.inputs.is_empty() {
+                    run.triggers.insert(t.task, trigger_tx);
+                }
+                run.notices.push(notice_tx);
+                Checkpointing {
+                    mode: match mode {
+                        sluice_coord::CheckpointingMode::ExactlyOnce => {
+                            sluice_task::AlignmentMode::Aligned
+                        }
+                        sluice_coord::CheckpointingMode::AtLeastOnce => {
+                            sluice_task::AlignmentMode::Unaligned
+                        }
+                    },
+                    triggers,
+                    notices,
+                    snapshots: tx.clone(),
+                }
+            }),
+            restore: restore.remove(&t.task),
         };
         starts.push((t, ctx));
     }
@@ -610,6 +690,93 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
                 );
             })
         });
+    }
+}
+
+/// Reads and checks the snapshots this deployment's tasks restore from.
+fn fetch_snapshots(
+    shared: &Shared,
+    storage: Option<&Storage>,
+    d: &Deployment,
+) -> Result<HashMap<TaskId, TaskSnapshot>, String> {
+    let Some((checkpoint, handles)) = &d.restore else {
+        return Ok(HashMap::new());
+    };
+    let storage = storage.ok_or("a restore without checkpoint storage")?;
+    let mine: std::collections::HashSet<TaskId> = d.tasks.iter().map(|(_, t)| t.task).collect();
+    if let Some(t) = mine.iter().find(|t| !handles.iter().any(|(h, _)| h == *t)) {
+        return Err(format!(
+            "checkpoint {checkpoint} holds no snapshot for task {}/{}",
+            t.vertex, t.subtask
+        ));
+    }
+    let mut out = HashMap::new();
+    for (task, handle) in handles.iter().filter(|(t, _)| mine.contains(t)) {
+        let fail = |why: String| {
+            format!(
+                "cannot restore task {}/{} from checkpoint {checkpoint}: {why}",
+                task.vertex, task.subtask
+            )
+        };
+        let bytes = shared
+            .handle
+            .block_on(storage.get(&handle.path))
+            .map_err(|e| fail(e.to_string()))?;
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        if bytes.len() as u64 != handle.bytes || sha != handle.sha256 {
+            return Err(fail(format!(
+                "`{}` does not match its checksum ({} bytes, expected {})",
+                handle.path,
+                bytes.len(),
+                handle.bytes
+            )));
+        }
+        let snapshot = TaskSnapshot::decode(&bytes).map_err(|e| fail(e.to_string()))?;
+        out.insert(*task, snapshot);
+    }
+    Ok(out)
+}
+
+/// Stores the snapshots a run's tasks take and acknowledges each to the
+/// JobManager; ends when every task of the run has ended.
+fn store_snapshots(
+    shared: &Shared,
+    storage: &Storage,
+    job: JobId,
+    attempt: u32,
+    rx: &Receiver<TakenSnapshot>,
+) {
+    for TakenSnapshot { task, snapshot } in rx {
+        let checkpoint = snapshot.checkpoint;
+        let bytes = snapshot.encode();
+        let handle = SnapshotHandle {
+            path: format!(
+                "{job}/chk-{checkpoint}/task-{}-{}",
+                task.vertex, task.subtask
+            ),
+            bytes: bytes.len() as u64,
+            sha256: Sha256::digest(&bytes).into(),
+        };
+        let msg = match shared.handle.block_on(storage.put(&handle.path, bytes)) {
+            Ok(()) => ToJobManager::CheckpointAck {
+                job,
+                attempt,
+                checkpoint,
+                task,
+                handle,
+            },
+            Err(e) => {
+                tracing::warn!(%job, checkpoint, "cannot store a snapshot: {e}");
+                ToJobManager::CheckpointDecline {
+                    job,
+                    attempt,
+                    checkpoint,
+                    task,
+                    reason: e.to_string(),
+                }
+            }
+        };
+        send_jm(shared, msg);
     }
 }
 

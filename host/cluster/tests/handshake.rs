@@ -22,6 +22,8 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
         heartbeat_timeout: Duration::from_secs(10),
         restart: RestartStrategy::None,
         base_dir: None,
+        checkpoint_storage: "memory://".into(),
+        checkpoint_interval: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

@@ -4,7 +4,7 @@
 //! | name          | kind   | config                                              |
 //! |---------------|--------|-----------------------------------------------------|
 //! | `file-source` | source | `path`: a file; subtasks split it by byte range     |
-//! | `file-sink`   | sink   | `path`: a directory; one `part-N` file per subtask  |
+//! | `file-sink`   | sink   | `path`: a directory; `part-S-N` files per subtask S |
 //! | `datagen`     | source | `count` records in all, `keys`, `value-bytes` (optional) |
 //! | `print`       | sink   | prints `SUBTASK> VALUE` lines to stdout             |
 //! | `blackhole`   | sink   | discards                                            |
@@ -83,14 +83,32 @@ pub enum Poll {
 pub trait Source: Send {
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, max: usize, out: &mut BatchBuilder) -> Result<Poll, ConnectorError>;
+    /// The position to resume from (every record polled so far is before
+    /// it), for a checkpoint. Opening the source with it continues there.
+    fn snapshot(&self) -> Vec<u8>;
 }
 
-/// A host sink: one per subtask.
+/// A host sink: one per subtask. Sinks that publish to the outside world
+/// do it in two phases, so that what a checkpoint covers becomes visible
+/// only once the checkpoint completes.
 pub trait Sink: Send {
     /// Writes a batch.
     fn write(&mut self, batch: &Batch) -> Result<(), ConnectorError>;
     /// The input ended: make everything written visible.
     fn finish(&mut self) -> Result<(), ConnectorError>;
+    /// Checkpoint `checkpoint`'s barrier passed: make everything written so
+    /// far durable and ready to publish; the returned state goes into the
+    /// checkpoint.
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
+        let _ = checkpoint;
+        Ok(Vec::new())
+    }
+    /// Checkpoint `checkpoint` completed: publish what was pre-committed up
+    /// to it.
+    fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        let _ = checkpoint;
+        Ok(())
+    }
 }
 
 /// The kind of a connector, or `None` if it does not exist.
@@ -124,6 +142,18 @@ fn parse<T: std::str::FromStr>(
             format!("{} needs config `{key}`", connector_name(node)),
         )),
     }
+}
+
+/// Decodes every non-empty state of a list (several when the parallelism
+/// changed).
+fn decode_all<T: serde::de::DeserializeOwned>(
+    states: &[Vec<u8>],
+) -> Result<Vec<T>, postcard::Error> {
+    states
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| postcard::from_bytes(s))
+        .collect()
 }
 
 fn connector_name(node: &NodeSpec) -> &str {
@@ -221,28 +251,63 @@ impl Connectors {
         }
     }
 
-    /// Opens subtask `subtask` of a source node.
+    /// Opens subtask `subtask` of a source node: from the beginning of its
+    /// share (`restore` is `None`), or from the positions a checkpoint holds
+    /// for it (several, or none at all, when the parallelism changed).
     pub fn source(
         &self,
         node: &NodeSpec,
         subtask: u32,
         parallelism: u32,
+        restore: Option<&[Vec<u8>]>,
     ) -> Result<Box<dyn Source>, ConnectorError> {
-        match connector_name(node) {
-            "file-source" => Ok(Box::new(file::FileSource::open(
-                self.fs.clone(),
+        let corrupt = |e: postcard::Error| {
+            config_error(
                 node,
-                file_path(node, self.base())?,
-                subtask,
-                parallelism,
-            )?)),
-            "datagen" => Ok(Box::new(datagen::DataGen::new(
-                parse(node, "count", None)?,
-                parse(node, "keys", Some(0))?,
-                parse::<u64>(node, "value-bytes", Some(0))?.min(MAX_GENERATED_VALUE) as usize,
-                subtask,
-                parallelism,
-            ))),
+                format!("the checkpointed source position is corrupt: {e}"),
+            )
+        };
+        match connector_name(node) {
+            "file-source" => {
+                let path = file_path(node, self.base())?;
+                let Some(restore) = restore else {
+                    return Ok(Box::new(file::FileSource::open(
+                        self.fs.clone(),
+                        node,
+                        path,
+                        subtask,
+                        parallelism,
+                    )?));
+                };
+                let splits = decode_all::<Vec<file::Split>>(restore)
+                    .map_err(corrupt)?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                Ok(Box::new(file::FileSource::resume(
+                    self.fs.clone(),
+                    node,
+                    path,
+                    splits,
+                )?))
+            }
+            "datagen" => {
+                let count = parse(node, "count", None)?;
+                let keys = parse(node, "keys", Some(0))?;
+                let value_bytes =
+                    parse::<u64>(node, "value-bytes", Some(0))?.min(MAX_GENERATED_VALUE) as usize;
+                let generator = if let Some(restore) = restore {
+                    let splits = decode_all::<Vec<datagen::Split>>(restore)
+                        .map_err(corrupt)?
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    datagen::DataGen::resume(count, keys, value_bytes, splits)
+                } else {
+                    datagen::DataGen::new(count, keys, value_bytes, subtask, parallelism)
+                };
+                Ok(Box::new(generator))
+            }
             other => Err(config_error(
                 node,
                 format!("`{other}` is not a source connector"),
@@ -250,15 +315,29 @@ impl Connectors {
         }
     }
 
-    /// Opens subtask `subtask` of a sink node.
-    pub fn sink(&self, node: &NodeSpec, subtask: u32) -> Result<Box<dyn Sink>, ConnectorError> {
+    /// Opens subtask `subtask` of a sink node: afresh (removing whatever an
+    /// earlier run of this subtask left), or from the states a checkpoint
+    /// holds for it (publishing what that checkpoint covers and removing
+    /// what was written after it).
+    pub fn sink(
+        &self,
+        node: &NodeSpec,
+        subtask: u32,
+        restore: &[Vec<u8>],
+    ) -> Result<Box<dyn Sink>, ConnectorError> {
         match connector_name(node) {
-            "file-sink" => Ok(Box::new(file::FileSink::open(
-                self.fs.clone(),
-                node,
-                file_path(node, self.base())?,
-                subtask,
-            )?)),
+            "file-sink" => {
+                let states = decode_all::<file::SinkFiles>(restore).map_err(|e| {
+                    config_error(node, format!("the checkpointed sink state is corrupt: {e}"))
+                })?;
+                Ok(Box::new(file::FileSink::open(
+                    self.fs.clone(),
+                    node,
+                    file_path(node, self.base())?,
+                    subtask,
+                    states,
+                )?))
+            }
             "print" => Ok(Box::new(simple::Print { subtask })),
             "blackhole" => Ok(Box::new(simple::Blackhole)),
             other => Err(config_error(

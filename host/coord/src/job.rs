@@ -323,6 +323,26 @@ impl Job {
         self.update_status(now);
     }
 
+    /// The run failed for a reason of the whole job (e.g. too many failed
+    /// checkpoints): its tasks are cancelled and the restart strategy applies.
+    pub fn fail_run(&mut self, reason: String, now: u64) {
+        if self.failure.is_some() || self.status != JobStatus::Running {
+            return;
+        }
+        self.failures.push(Failure {
+            at: now,
+            attempt: self.attempt,
+            task: None,
+            message: reason.clone(),
+        });
+        self.failure = Some(reason);
+        self.cancel_running(TaskId {
+            vertex: u32::MAX,
+            subtask: u32::MAX,
+        });
+        self.update_status(now);
+    }
+
     /// A user asked to cancel the job.
     pub fn cancel(&mut self, now: u64) {
         if self.status.is_terminal() {
@@ -502,6 +522,30 @@ mod tests {
             .map(|f| (f.attempt, f.message.as_str()))
             .collect();
         assert_eq!(history, [(0, "lost"), (1, "again")]);
+    }
+
+    #[test]
+    fn a_job_level_failure_cancels_the_run_and_restarts_it() {
+        let mut job = Job::new(graph(2), 0).with_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 1,
+            delay_ms: 10,
+        });
+        job.handle_slots_offered(2, 0).expect("slots");
+        let tasks: Vec<TaskId> = job.tasks().keys().copied().collect();
+        for t in &tasks {
+            job.handle_task_status(*t, TaskStatus::Running, 1);
+        }
+        while job.poll_command().is_some() {}
+        job.fail_run("4 checkpoints failed in a row".into(), 5);
+        assert_eq!(job.status(), JobStatus::Cancelling);
+        let cancels = std::iter::from_fn(|| job.poll_command()).count();
+        assert_eq!(cancels, tasks.len());
+        for t in &tasks {
+            job.handle_task_status(*t, TaskStatus::Canceled, 6);
+        }
+        assert_eq!(job.status(), JobStatus::Restarting);
+        assert_eq!(job.failures()[0].message, "4 checkpoints failed in a row");
+        assert_eq!(job.failures()[0].task, None);
     }
 
     #[test]

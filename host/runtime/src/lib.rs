@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod snapshot;
 pub mod task;
 
 use std::collections::HashMap;
@@ -317,6 +318,8 @@ impl LocalCluster {
                                 .collect(),
                             cancel: cancel_rx.clone(),
                             counters: task_counters,
+                            checkpointing: None,
+                            restore: None,
                         };
                         let status = status_tx.clone();
                         let id = deployment.task;

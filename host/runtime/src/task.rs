@@ -10,10 +10,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 use sluice_connectors::{Connectors, Poll, Sink, Source};
 use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
-use sluice_task::{BatchLimits, InputTracker, OutputRouter, WatermarkGenerator};
+use sluice_task::{
+    AlignmentMode, BarrierAligner, BatchLimits, InputTracker, OutputRouter, WatermarkGenerator,
+};
 use sluice_types::{Batch, BatchBuilder, Event, Implementation, NodeSpec, OperatorKind};
-use sluice_wasm::{App, ChainSpec, GuestChain, GuestOutput, TaskLabel};
+use sluice_wasm::{App, ChainSpec, GuestChain, GuestOutput, StateChunk, TaskLabel};
 
+use crate::snapshot::{CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot};
 use crate::{GUEST_INSTANCES, GUEST_MEMORY_BYTES, TaskCounters};
 
 /// Records a source is asked for per poll (and so per guest call).
@@ -36,6 +39,10 @@ pub struct TaskContext {
     pub cancel: Receiver<()>,
     /// This task's counters.
     pub counters: Arc<TaskCounters>,
+    /// Checkpoint signals, when the job takes checkpoints.
+    pub checkpointing: Option<Checkpointing>,
+    /// State to start from (a checkpoint's), or `None` for a fresh start.
+    pub restore: Option<TaskSnapshot>,
 }
 
 enum Stop {
@@ -97,6 +104,9 @@ struct Task {
     first_guest: usize,
     guest_len: usize,
     sink: Option<Box<dyn Sink>>,
+    /// The checkpoint this run was restored from (0: none); older barriers
+    /// are stale.
+    restored_from: u64,
     /// What the guest chain costs, as last published to the counters.
     guest_usage: GuestUsage,
     router: OutputRouter,
@@ -106,8 +116,10 @@ struct Task {
 }
 
 impl Task {
-    fn open(dep: TaskDeployment, ctx: TaskContext) -> Result<Self, Stop> {
+    fn open(dep: TaskDeployment, mut ctx: TaskContext) -> Result<Self, Stop> {
         let (subtask, parallelism) = (dep.task.subtask, dep.parallelism);
+        let restore = ctx.restore.take();
+        let restored_from = restore.as_ref().map_or(0, |r| r.checkpoint);
         let connector = |n: &NodeSpec| match &n.implementation {
             Implementation::Connector(c) => Some(sluice_connectors::kind(c)),
             Implementation::Guest(_) => None,
@@ -115,13 +127,20 @@ impl Task {
         let head = &dep.nodes[0];
         let source = match connector(head) {
             Some(Some(OperatorKind::Source)) => {
-                Some(ctx.connectors.source(head, subtask, parallelism)?)
+                let positions = restore.as_ref().map(|r| r.sources.as_slice());
+                Some(
+                    ctx.connectors
+                        .source(head, subtask, parallelism, positions)?,
+                )
             }
             _ => None,
         };
         let tail = dep.nodes.last().expect("invariant: a vertex has nodes");
         let sink = match connector(tail) {
-            Some(Some(OperatorKind::Sink)) => Some(ctx.connectors.sink(tail, subtask)?),
+            Some(Some(OperatorKind::Sink)) => {
+                let states = restore.as_ref().map_or(&[][..], |r| r.sinks.as_slice());
+                Some(ctx.connectors.sink(tail, subtask, states)?)
+            }
             _ => None,
         };
         let guests: Vec<(usize, &NodeSpec, &String)> = dep
@@ -155,7 +174,19 @@ impl Task {
                 subtask,
                 parallelism,
                 max_parallelism: dep.max_parallelism,
-                restore: Vec::new(),
+                restore: restore
+                    .as_ref()
+                    .map(|r| {
+                        r.guest
+                            .iter()
+                            .map(|(operator, key_group, data)| StateChunk {
+                                operator: *operator,
+                                key_group: *key_group,
+                                data: data.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             };
             Some(ctx.app.chain(label, spec)?)
         };
@@ -181,6 +212,7 @@ impl Task {
             first_guest,
             guest_len,
             sink,
+            restored_from,
             guest_usage,
             router,
             watermarks,
@@ -213,6 +245,7 @@ impl Task {
             if self.cancelled() {
                 return Err(Stop::Canceled);
             }
+            self.source_signals()?;
             self.fire_due_timers()?;
             let finished = if let Some(src) = self.source.as_mut() {
                 let mut b = BatchBuilder::new();
@@ -248,58 +281,176 @@ impl Task {
     fn run_inputs(&mut self) -> Result<(), Stop> {
         let inputs = std::mem::take(&mut self.ctx.inputs);
         let mut tracker = InputTracker::new(inputs.len());
-        let mut select = Select::new();
-        for (rx, _) in &inputs {
-            select.recv(rx);
-        }
+        let mode = self
+            .ctx
+            .checkpointing
+            .as_ref()
+            .map_or(AlignmentMode::Aligned, |c| c.mode);
+        let mut aligner = BarrierAligner::new(inputs.len(), mode).resume_after(self.restored_from);
+        let mut ended = vec![false; inputs.len()];
         let cancel = self.ctx.cancel.clone();
-        let cancel_index = select.recv(&cancel);
-        while !tracker.all_ended() {
-            let op = match self.next_timer {
-                Some(t) => {
-                    let wait = Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64);
-                    match select.select_deadline(Instant::now() + wait) {
-                        Ok(op) => op,
-                        Err(_) => {
-                            self.fire_due_timers()?;
-                            continue;
+        let mut notices = self.ctx.checkpointing.as_ref().map(|c| c.notices.clone());
+        enum Slot {
+            Input(usize),
+            Cancel,
+            Notice,
+        }
+        'select: while !tracker.all_ended() {
+            // The channels that may be read now: not ended, not held back
+            // by a barrier alignment. Rebuilt only when that set changes.
+            let mut select = Select::new();
+            let mut slots = Vec::new();
+            for (i, (rx, _)) in inputs.iter().enumerate() {
+                if !ended[i] && !aligner.is_blocked(i) {
+                    select.recv(rx);
+                    slots.push(Slot::Input(i));
+                }
+            }
+            select.recv(&cancel);
+            slots.push(Slot::Cancel);
+            if let Some(n) = &notices {
+                select.recv(n);
+                slots.push(Slot::Notice);
+            }
+            loop {
+                let op = match self.next_timer {
+                    Some(t) => {
+                        let wait = Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64);
+                        match select.select_deadline(Instant::now() + wait) {
+                            Ok(op) => op,
+                            Err(_) => {
+                                self.fire_due_timers()?;
+                                continue;
+                            }
                         }
                     }
-                }
-                None => select.select(),
-            };
-            let i = op.index();
-            if i == cancel_index {
-                let _ = op.recv(&cancel);
-                return Err(Stop::Canceled);
-            }
-            let (rx, input) = &inputs[i];
-            match op.recv(rx) {
-                Ok(Event::Records(batch)) => {
-                    self.ctx
-                        .counters
-                        .bytes_in
-                        .fetch_add(batch.data.len() as u64, Ordering::Relaxed);
-                    self.chain_input(*input, batch)?
-                }
-                Ok(Event::Watermark(wm)) => {
-                    if let Some(f) = tracker.handle_watermark(i, wm) {
-                        self.upstream_watermark(f)?;
+                    None => select.select(),
+                };
+                let i = match slots[op.index()] {
+                    Slot::Input(i) => i,
+                    Slot::Cancel => {
+                        let _ = op.recv(&cancel);
+                        return Err(Stop::Canceled);
+                    }
+                    Slot::Notice => {
+                        let rx = notices.as_ref().expect("invariant: selected");
+                        match op.recv(rx) {
+                            Ok(notice) => self.handle_notice(notice, &mut aligner)?,
+                            // The driver stopped sending: nothing more to hear.
+                            Err(_) => notices = None,
+                        }
+                        continue 'select;
+                    }
+                };
+                let (rx, input) = &inputs[i];
+                match op.recv(rx) {
+                    Ok(Event::Records(batch)) => {
+                        self.ctx
+                            .counters
+                            .bytes_in
+                            .fetch_add(batch.data.len() as u64, Ordering::Relaxed);
+                        self.chain_input(*input, batch)?
+                    }
+                    Ok(Event::Watermark(wm)) => {
+                        if let Some(f) = tracker.handle_watermark(i, wm) {
+                            self.upstream_watermark(f)?;
+                        }
+                    }
+                    Ok(Event::Barrier(id)) => {
+                        let out = aligner.handle_barrier(i, id);
+                        if let Some(id) = out.aligned {
+                            self.checkpoint(id)?;
+                        }
+                        continue 'select;
+                    }
+                    Ok(Event::EndOfInput) => {
+                        ended[i] = true;
+                        if let Some(f) = tracker.handle_end(i) {
+                            self.upstream_watermark(f)?;
+                        }
+                        if let Some(id) = aligner.handle_end(i).aligned {
+                            self.checkpoint(id)?;
+                        }
+                        continue 'select;
+                    }
+                    Err(_) if self.cancelled() => return Err(Stop::Canceled),
+                    Err(_) => {
+                        return Err(Stop::Failed(
+                            "an upstream task stopped without finishing its output".into(),
+                        ));
                     }
                 }
-                Ok(Event::EndOfInput) => {
-                    select.remove(i);
-                    if let Some(f) = tracker.handle_end(i) {
-                        self.upstream_watermark(f)?;
-                    }
-                }
-                Err(_) if self.cancelled() => return Err(Stop::Canceled),
-                Err(_) => {
-                    return Err(Stop::Failed(
-                        "an upstream task stopped without finishing its output".into(),
-                    ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A source subtask's checkpoint signals, between two polls.
+    fn source_signals(&mut self) -> Result<(), Stop> {
+        let Some(cp) = self.ctx.checkpointing.clone() else {
+            return Ok(());
+        };
+        while let Ok(notice) = cp.notices.try_recv() {
+            self.handle_notice(notice, &mut BarrierAligner::new(0, cp.mode))?;
+        }
+        while let Ok(id) = cp.triggers.try_recv() {
+            if id > self.restored_from {
+                self.checkpoint(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_notice(
+        &mut self,
+        notice: CheckpointNotice,
+        aligner: &mut BarrierAligner,
+    ) -> Result<(), Stop> {
+        match notice {
+            CheckpointNotice::Complete(id) => {
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.commit(id)?;
                 }
             }
+            CheckpointNotice::Abort(id) => {
+                aligner.handle_abort(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes this subtask's part of checkpoint `id` and passes the barrier
+    /// on: records before it leave first, then the snapshot goes to the
+    /// driver (which stores it while the task goes on), then the barrier.
+    fn checkpoint(&mut self, id: u64) -> Result<(), Stop> {
+        let Some(cp) = self.ctx.checkpointing.clone() else {
+            return Ok(());
+        };
+        self.flush()?;
+        let mut snapshot = TaskSnapshot {
+            checkpoint: id,
+            ..TaskSnapshot::default()
+        };
+        if let Some(src) = &self.source {
+            snapshot.sources.push(src.snapshot());
+        }
+        if let Some(g) = self.guest.as_mut() {
+            snapshot.guest = g
+                .snapshot(id)?
+                .into_iter()
+                .map(|c| (c.operator, c.key_group, c.data))
+                .collect();
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            snapshot.sinks.push(sink.pre_commit(id)?);
+        }
+        // A driver that stopped listening is shutting the task down anyway.
+        let _ = cp.snapshots.send(TakenSnapshot {
+            task: self.dep.task,
+            snapshot,
+        });
+        for ch in self.router.channels().collect::<Vec<_>>() {
+            self.send(ch, Event::Barrier(id))?;
         }
         Ok(())
     }

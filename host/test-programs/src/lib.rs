@@ -80,10 +80,12 @@ pub mod wordcount {
         counts
     }
 
-    /// Every line of every part file under `dir`, and how many part files there are.
+    /// Every line of every published part file (`part-SUBTASK-N`) under
+    /// `dir`, and how many subtasks wrote them. Any other file (an
+    /// unpublished `.part-*` among them) fails the test.
     pub fn output_lines(dir: &Path) -> (Vec<String>, usize) {
         let mut lines = Vec::new();
-        let mut parts = 0;
+        let mut subtasks = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(dir).expect("output dir") {
             let path = entry.expect("entry").path();
             let name = path
@@ -95,14 +97,19 @@ pub mod wordcount {
                 name.starts_with("part-"),
                 "unexpected file {name} in the output"
             );
-            parts += 1;
+            let subtask = name
+                .split('-')
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok())
+                .expect("part-SUBTASK-N");
+            subtasks.insert(subtask);
             let text = std::fs::read_to_string(&path).expect("utf-8 output");
             lines.extend(text.lines().map(str::to_owned));
         }
-        (lines, parts)
+        (lines, subtasks.len())
     }
 
-    /// Word counts from the part files under `dir`, and how many part files there are.
+    /// Word counts from the part files under `dir`, and how many subtasks wrote them.
     pub fn read_output(dir: &Path) -> (HashMap<String, u64>, usize) {
         let (lines, parts) = output_lines(dir);
         let mut counts = HashMap::new();

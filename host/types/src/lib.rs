@@ -25,4 +25,7 @@ pub enum Event {
     Watermark(i64),
     /// The sender finished; nothing follows.
     EndOfInput,
+    /// Checkpoint barrier: everything before it on this channel belongs to
+    /// the checkpoint with this id, everything after to later ones.
+    Barrier(u64),
 }

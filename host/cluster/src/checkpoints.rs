@@ -1,0 +1,297 @@
+//! The JobManager's side of checkpointing: one sans-IO
+//! `CheckpointCoordinator` per job, fed from task states and TaskManager
+//! acknowledgements, and its commands carried out — triggers and notices
+//! to TaskManagers, the metadata written to checkpoint storage (after every
+//! acknowledgement, with a checksum), and subsumed checkpoints deleted with
+//! retries.
+//!
+//! Layout in the storage: `JOB/chk-ID/task-VERTEX-SUBTASK` (written by
+//! TaskManagers) and `JOB/chk-ID/_metadata` (written here, last).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sluice_coord::{
+    CheckpointCommand, CheckpointConfig, CheckpointCoordinator, TaskId, TaskStatus,
+};
+use sluice_runtime::snapshot::CheckpointNotice;
+use sluice_state::Storage;
+use sluice_types::JobId;
+use tokio::sync::mpsc;
+
+use crate::jobmanager::{JobEntry, Tm};
+use crate::protocol::{CheckpointSettings, SnapshotHandle, ToTaskManager};
+
+/// Attempts at deleting a discarded checkpoint before giving up (and logging).
+const DISCARD_ATTEMPTS: u32 = 5;
+
+/// Where a job's run is, for the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunState {
+    /// No run started checkpointing yet, or it ended.
+    Idle,
+    /// This attempt's tasks all run: checkpoints are taken.
+    Live(u32),
+    /// This attempt stopped checkpointing (a task finished or failed).
+    Over(u32),
+}
+
+/// A job's checkpointing.
+pub(crate) struct JobCheckpoints {
+    pub coord: CheckpointCoordinator<SnapshotHandle>,
+    pub storage: Storage,
+    pub settings: CheckpointSettings,
+    /// Completed checkpoints still retained (and savepoints): their snapshots.
+    pub completed: BTreeMap<u64, Vec<(TaskId, SnapshotHandle)>>,
+    /// Checkpoints whose metadata is being written: their snapshots.
+    writing: HashMap<u64, Vec<(TaskId, SnapshotHandle)>>,
+    run: RunState,
+    /// The checkpoint the current run restored from, and when.
+    pub restored: Option<(u64, u64)>,
+    /// Restores so far.
+    pub restores: u64,
+    /// Whether the job's checkpoints were deleted after it ended.
+    cleaned: bool,
+}
+
+/// A checkpoint's metadata as stored: the snapshot of every task.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CheckpointMetadata {
+    /// Format version.
+    pub version: u32,
+    /// The job.
+    pub job: JobId,
+    /// The checkpoint.
+    pub checkpoint: u64,
+    /// Every task's snapshot.
+    pub tasks: Vec<(TaskId, SnapshotHandle)>,
+}
+
+impl CheckpointMetadata {
+    /// SHA-256 of the payload, then the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let payload = postcard::to_allocvec(self).expect("invariant: metadata serialises");
+        let mut out = Sha256::digest(&payload).to_vec();
+        out.extend_from_slice(&payload);
+        out
+    }
+}
+
+/// Checkpoint storage work finished in the background.
+#[derive(Debug)]
+pub(crate) enum IoDone {
+    /// A checkpoint's metadata was written, or could not be.
+    MetadataWritten {
+        job: JobId,
+        checkpoint: u64,
+        result: Result<(), String>,
+    },
+}
+
+impl JobCheckpoints {
+    pub fn new(config: CheckpointConfig, storage: Storage, uri: String) -> Self {
+        let mode = config.mode;
+        JobCheckpoints {
+            coord: CheckpointCoordinator::new(config),
+            storage,
+            settings: CheckpointSettings { storage: uri, mode },
+            completed: BTreeMap::new(),
+            writing: HashMap::new(),
+            run: RunState::Idle,
+            restored: None,
+            restores: 0,
+            cleaned: false,
+        }
+    }
+
+    /// The checkpoint a new run restores from: the newest retained one.
+    pub fn restore_point(&mut self, now: u64) -> Option<(u64, Vec<(TaskId, SnapshotHandle)>)> {
+        let id = self.coord.latest_completed()?.id;
+        let tasks = self.completed.get(&id)?.clone();
+        self.restored = Some((id, now));
+        self.restores += 1;
+        Some((id, tasks))
+    }
+}
+
+/// Feeds the job's state to its coordinator and carries out what the
+/// coordinator asks for. Returns a reason to fail the run, if any.
+pub(crate) fn drive(
+    job: &mut JobEntry,
+    tms: &BTreeMap<String, Tm>,
+    io: &tokio::runtime::Handle,
+    done: &mpsc::UnboundedSender<IoDone>,
+    now: u64,
+) -> Option<String> {
+    let id = job.id;
+    let attempt = job.core.attempt();
+    let status = job.core.status();
+    let tasks = job.core.tasks().clone();
+    let locations = job.locations.clone();
+    let sources: Vec<TaskId> = job
+        .execution
+        .tasks()
+        .filter(|t| {
+            job.execution
+                .vertices
+                .get(t.vertex as usize)
+                .is_some_and(|v| v.inputs.is_empty())
+        })
+        .collect();
+    let cp = job.checkpoints.as_mut()?;
+    let all_running = status == sluice_coord::JobStatus::Running
+        && !tasks.is_empty()
+        && tasks.values().all(|s| *s == TaskStatus::Running);
+    match cp.run {
+        RunState::Live(a) if a == attempt && all_running => {}
+        RunState::Live(a) => {
+            let why = if a != attempt {
+                "the job restarted"
+            } else {
+                "a task is no longer running"
+            };
+            cp.coord.handle_run_ended(why, now);
+            cp.run = RunState::Over(a);
+        }
+        RunState::Over(a) if a == attempt => {}
+        RunState::Idle | RunState::Over(_) => {
+            if all_running {
+                cp.coord
+                    .handle_run_started(tasks.keys().copied().collect(), sources, now);
+                cp.run = RunState::Live(attempt);
+            }
+        }
+    }
+    cp.coord.handle_timeout(now);
+    let send_to = |tm_ids: &BTreeSet<&String>, msg: ToTaskManager| {
+        for tm in tm_ids {
+            if let Some(tm) = tms.get(*tm) {
+                let _ = tm.tx.send(msg.clone());
+            }
+        }
+    };
+    let all_tms: BTreeSet<&String> = locations.values().collect();
+    let mut fail = None;
+    while let Some(cmd) = cp.coord.poll_command() {
+        match cmd {
+            CheckpointCommand::Trigger {
+                id: checkpoint,
+                sources,
+                ..
+            } => {
+                let mut per_tm: BTreeMap<&String, Vec<TaskId>> = BTreeMap::new();
+                for t in sources {
+                    if let Some(tm) = locations.get(&t) {
+                        per_tm.entry(tm).or_default().push(t);
+                    }
+                }
+                for (tm, tasks) in per_tm {
+                    send_to(
+                        &BTreeSet::from([tm]),
+                        ToTaskManager::TriggerCheckpoint {
+                            job: id,
+                            attempt,
+                            checkpoint,
+                            tasks,
+                        },
+                    );
+                }
+            }
+            CheckpointCommand::WriteMetadata {
+                id: checkpoint,
+                acks,
+            } => {
+                let tasks: Vec<(TaskId, SnapshotHandle)> = acks.into_iter().collect();
+                cp.writing.insert(checkpoint, tasks.clone());
+                let meta = CheckpointMetadata {
+                    version: 1,
+                    job: id,
+                    checkpoint,
+                    tasks,
+                };
+                let (storage, done) = (cp.storage.clone(), done.clone());
+                io.spawn(async move {
+                    let path = format!("{id}/chk-{checkpoint}/_metadata");
+                    let result = storage
+                        .put(&path, meta.encode())
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = done.send(IoDone::MetadataWritten {
+                        job: id,
+                        checkpoint,
+                        result,
+                    });
+                });
+            }
+            CheckpointCommand::NotifyComplete { id: checkpoint } => {
+                if let Some(tasks) = cp.writing.remove(&checkpoint) {
+                    cp.completed.insert(checkpoint, tasks);
+                }
+                tracing::info!(job = %id, checkpoint, "checkpoint completed");
+                send_to(
+                    &all_tms,
+                    ToTaskManager::CheckpointNotice {
+                        job: id,
+                        attempt,
+                        notice: CheckpointNotice::Complete(checkpoint),
+                    },
+                );
+            }
+            CheckpointCommand::Abort {
+                id: checkpoint,
+                reason,
+            } => {
+                cp.writing.remove(&checkpoint);
+                tracing::warn!(job = %id, checkpoint, "checkpoint failed: {reason}");
+                send_to(
+                    &all_tms,
+                    ToTaskManager::CheckpointNotice {
+                        job: id,
+                        attempt,
+                        notice: CheckpointNotice::Abort(checkpoint),
+                    },
+                );
+            }
+            CheckpointCommand::Discard { id: checkpoint } => {
+                cp.completed.remove(&checkpoint);
+                discard(io, cp.storage.clone(), format!("{id}/chk-{checkpoint}"));
+            }
+            CheckpointCommand::FailJob { reason } => fail = Some(reason),
+        }
+    }
+    // A job that finished or was cancelled needs its checkpoints no more; a
+    // failed one keeps them for a manual restore.
+    if matches!(
+        status,
+        sluice_coord::JobStatus::Finished | sluice_coord::JobStatus::Canceled
+    ) && !cp.cleaned
+    {
+        cp.cleaned = true;
+        cp.completed.clear();
+        discard(io, cp.storage.clone(), id.to_string());
+    }
+    fail
+}
+
+/// Deletes a directory of the checkpoint storage in the background,
+/// retrying with backoff.
+fn discard(io: &tokio::runtime::Handle, storage: Storage, dir: String) {
+    io.spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=DISCARD_ATTEMPTS {
+            match storage.delete_dir(&dir).await {
+                Ok(()) => return,
+                Err(e) if attempt == DISCARD_ATTEMPTS => {
+                    tracing::error!(dir, "cannot delete a discarded checkpoint: {e}");
+                }
+                Err(e) => {
+                    tracing::warn!(dir, attempt, "deleting a discarded checkpoint failed: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    });
+}
