@@ -11,6 +11,7 @@ const GUESTS: &[&str] = &[
     "join",
     "adversarial",
     "forbidden-import",
+    "exactly-once",
 ];
 
 fn main() {

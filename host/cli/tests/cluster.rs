@@ -921,3 +921,106 @@ fn with_checkpoints_a_killed_taskmanagers_job_resumes_from_the_latest_and_counts
         (!checkpoints.exists()).then_some(())
     });
 }
+
+#[test]
+fn exactly_once_through_repeated_taskmanager_kills() {
+    const RECORDS: u64 = 2_000_000;
+    const KEYS: u64 = 100;
+    let mut cluster = Cluster::start(
+        2,
+        2,
+        &[
+            "--restart-strategy",
+            "fixed-delay",
+            "--restart-attempts",
+            "10",
+            "--restart-delay",
+            "200ms",
+        ],
+    );
+    let out_dir = cluster.dir.path().join("out");
+    let (status, up) = cluster.upload(Path::new(sluice_test_programs::EXACTLY_ONCE));
+    assert_eq!(status, 200, "{up}");
+    let jar = up["filename"]
+        .as_str()
+        .and_then(|f| f.rsplit('/').next())
+        .expect("stored file")
+        .to_owned();
+    let (status, run) = cluster.run(
+        &jar,
+        json!({
+            "parallelism": 2,
+            "checkpointInterval": 300,
+            "programArgsList": [
+                format!("records={RECORDS}"),
+                format!("keys={KEYS}"),
+                // 2 x 100,000 records/s: about ten seconds of work.
+                "rate=100000",
+                format!("output={}", out_dir.display()),
+            ],
+        }),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let mut completed_before = 0;
+    for kill in 0..3 {
+        // Running on two TaskManagers, with a checkpoint completed since
+        // the last restore.
+        let completed = wait_for(
+            "a running job with a fresh checkpoint",
+            &|| cluster.logs(),
+            || {
+                let (_, d) = cluster.get(&format!("/jobs/{job}"));
+                let running = d["state"] == "RUNNING"
+                    && d["status-counts"]["RUNNING"].as_u64() == Some(4)
+                    && d["taskmanagers"].as_array()?.len() == 2
+                    && d["attempt"].as_u64() == Some(kill);
+                let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+                let completed = c["counts"]["completed"].as_u64()?;
+                (running && completed > completed_before).then_some(completed)
+            },
+        );
+        completed_before = completed;
+        let victim = cluster
+            .tms
+            .iter()
+            .position(Option::is_some)
+            .expect("a live TaskManager");
+        let mut tm = cluster.tms[victim].take().expect("live");
+        tm.child.kill().expect("kill -9");
+        let _ = tm.child.wait();
+        cluster.add_tm(2);
+    }
+    let d = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(d["state"], "FINISHED", "{d}\n{}", cluster.logs());
+    assert_eq!(d["attempt"], 3, "{d}");
+    let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+    assert_eq!(c["counts"]["restored"], 3, "{c}");
+
+    // The committed output: every index exactly once...
+    let (lines, _) = sluice_test_programs::wordcount::output_lines(&out_dir);
+    let mut seen = std::collections::HashSet::new();
+    let mut summaries = Vec::new();
+    for line in &lines {
+        if let Some(summary) = line.strip_prefix('#') {
+            summaries.push(summary.to_owned());
+            continue;
+        }
+        let (key, index) = line.split_once('\t').expect("KEY<TAB>INDEX");
+        let index: u64 = index.parse().expect("index");
+        assert_eq!(key, format!("k{}", index % KEYS), "{line}");
+        assert!(seen.insert(index), "index {index} was published twice");
+    }
+    assert_eq!(seen.len() as u64, RECORDS, "indices were lost");
+    // ...and every key's state saw its whole sequence, no gap, no duplicate.
+    summaries.sort();
+    assert_eq!(summaries.len() as u64, KEYS);
+    for s in &summaries {
+        let f: Vec<&str> = s.split('\t').collect();
+        assert_eq!(
+            f[1..],
+            [(RECORDS / KEYS).to_string().as_str(), "0", "0"],
+            "{s}"
+        );
+    }
+}

@@ -16,12 +16,16 @@ pub(crate) struct Split {
 /// the index in decimal, right-padded with `.` to `value_bytes` when that is
 /// longer; the key `k{index % keys}` when `keys > 0`. Restored from a
 /// checkpoint taken at another parallelism, a subtask continues every
-/// sequence it was given, one after the other.
+/// sequence it was given, one after the other. With a `rate`, a subtask
+/// emits at most that many records per second.
 pub(crate) struct DataGen {
     splits: Vec<Split>,
     count: u64,
     keys: u64,
     value_bytes: usize,
+    rate: u64,
+    /// When pacing started, and records emitted since.
+    paced: Option<(std::time::Instant, u64)>,
 }
 
 impl DataGen {
@@ -45,12 +49,40 @@ impl DataGen {
             count,
             keys,
             value_bytes,
+            rate: 0,
+            paced: None,
         }
+    }
+
+    /// The same generator, emitting at most `rate` records per second (0:
+    /// as fast as it can).
+    pub(crate) fn with_rate(mut self, rate: u64) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// How many records may go now without exceeding the rate; waits (at
+    /// most a few milliseconds, so the task stays responsive) when none may.
+    fn allowance(&mut self, max: usize) -> usize {
+        if self.rate == 0 {
+            return max;
+        }
+        let (start, sent) = *self
+            .paced
+            .get_or_insert_with(|| (std::time::Instant::now(), 0));
+        let due = (start.elapsed().as_secs_f64() * self.rate as f64) as u64;
+        if due > sent {
+            return max.min((due - sent) as usize);
+        }
+        let wait = std::time::Duration::from_secs_f64((sent + 1 - due) as f64 / self.rate as f64);
+        std::thread::sleep(wait.min(std::time::Duration::from_millis(5)));
+        0
     }
 }
 
 impl Source for DataGen {
     fn poll(&mut self, max: usize, out: &mut BatchBuilder) -> Result<Poll, ConnectorError> {
+        let max = self.allowance(max);
         let mut key = String::new();
         let mut value = String::new();
         let mut emitted = 0;
@@ -72,6 +104,9 @@ impl Source for DataGen {
                 split.next += split.step;
                 emitted += 1;
             }
+        }
+        if let Some((_, sent)) = self.paced.as_mut() {
+            *sent += emitted as u64;
         }
         Ok(if self.splits.iter().all(|s| s.next >= self.count) {
             Poll::Finished
@@ -153,5 +188,22 @@ mod tests {
         }
         seen.sort_unstable();
         assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_rate_caps_what_is_emitted_by_the_time_elapsed() {
+        let mut g = DataGen::new(1_000_000, 0, 0, 0, 1).with_rate(2000);
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        for _ in 0..50 {
+            n += values(&mut g, 1000).len();
+            // Never ahead of the rate, however fast or slow the machine is.
+            let allowed = start.elapsed().as_secs_f64() * 2000.0;
+            assert!(
+                n as f64 <= allowed + 1.0,
+                "{n} records after allowing {allowed}"
+            );
+        }
+        assert!(n > 0);
     }
 }

@@ -5,7 +5,7 @@
 //! |---------------|--------|-----------------------------------------------------|
 //! | `file-source` | source | `path`: a file; subtasks split it by byte range     |
 //! | `file-sink`   | sink   | `path`: a directory; `part-S-N` files per subtask S |
-//! | `datagen`     | source | `count` records in all, `keys`, `value-bytes` (optional) |
+//! | `datagen`     | source | `count` records in all; `keys`, `value-bytes`, `rate` (per subtask per second) optional |
 //! | `print`       | sink   | prints `SUBTASK> VALUE` lines to stdout             |
 //! | `blackhole`   | sink   | discards                                            |
 //!
@@ -236,6 +236,7 @@ impl Connectors {
             "datagen" => {
                 parse::<u64>(node, "count", None)?;
                 parse::<u64>(node, "keys", Some(0))?;
+                parse::<u64>(node, "rate", Some(0))?;
                 let size = parse::<u64>(node, "value-bytes", Some(0))?;
                 if size > MAX_GENERATED_VALUE {
                     return Err(config_error(
@@ -296,6 +297,7 @@ impl Connectors {
                 let keys = parse(node, "keys", Some(0))?;
                 let value_bytes =
                     parse::<u64>(node, "value-bytes", Some(0))?.min(MAX_GENERATED_VALUE) as usize;
+                let rate = parse(node, "rate", Some(0))?;
                 let generator = if let Some(restore) = restore {
                     let splits = decode_all::<Vec<datagen::Split>>(restore)
                         .map_err(corrupt)?
@@ -306,7 +308,7 @@ impl Connectors {
                 } else {
                     datagen::DataGen::new(count, keys, value_bytes, subtask, parallelism)
                 };
-                Ok(Box::new(generator))
+                Ok(Box::new(generator.with_rate(rate)))
             }
             other => Err(config_error(
                 node,
