@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sluice_cluster::{JobManagerConfig, TaskManagerConfig};
 use sluice_coord::RestartStrategy;
 use sluice_policy::Policy;
@@ -287,6 +287,13 @@ pub enum ClientCommand {
         /// off [default: the cluster's].
         #[arg(long, value_parser = humantime::parse_duration)]
         checkpoint_interval: Option<Duration>,
+        /// Start from this savepoint (the location `sluice savepoint` printed);
+        /// the parallelism may differ from the savepoint's.
+        #[arg(long, value_name = "PATH")]
+        from_savepoint: Option<String>,
+        /// Start even if the savepoint holds state of operators this job lacks.
+        #[arg(long, requires = "from_savepoint")]
+        allow_non_restored_state: bool,
     },
     /// List jobs.
     List {
@@ -306,6 +313,25 @@ pub enum ClientCommand {
         remote: Remote,
         /// Job id.
         job: String,
+    },
+    /// Take a savepoint of a running job; prints where it is.
+    Savepoint {
+        #[command(flatten)]
+        remote: Remote,
+        /// Job id.
+        job: String,
+    },
+    /// Stop a job with a savepoint (the job is cancelled once the savepoint
+    /// completes); prints where the savepoint is.
+    Stop {
+        #[command(flatten)]
+        remote: Remote,
+        /// Job id.
+        job: String,
+        /// Take the savepoint (into DIR if given: it must be inside the
+        /// cluster's checkpoint storage).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", required = true)]
+        savepoint: Option<String>,
     },
     /// List TaskManagers.
     Taskmanagers {
@@ -407,6 +433,8 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<bool> {
         | ClientCommand::List { remote }
         | ClientCommand::Info { remote, .. }
         | ClientCommand::Cancel { remote, .. }
+        | ClientCommand::Savepoint { remote, .. }
+        | ClientCommand::Stop { remote, .. }
         | ClientCommand::Taskmanagers { remote } => remote,
     };
     let json = remote.json;
@@ -441,6 +469,8 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             args,
             wait,
             checkpoint_interval,
+            from_savepoint,
+            allow_non_restored_state,
             ..
         } => {
             let jar = if Path::new(&app).is_file() {
@@ -458,6 +488,10 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             });
             if let Some(interval) = checkpoint_interval {
                 body["checkpointInterval"] = serde_json::json!(interval.as_millis() as u64);
+            }
+            if let Some(path) = from_savepoint {
+                body["savepointPath"] = serde_json::json!(path);
+                body["allowNonRestoredState"] = serde_json::json!(allow_non_restored_state);
             }
             let resp = c
                 .http
@@ -568,6 +602,22 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 println!("cancelling {job}");
             }
         }
+        ClientCommand::Savepoint { job, .. } => {
+            let location = savepoint(c, &job, "savepoints", json!({}), json).await?;
+            print_savepoint(&job, &location, json);
+        }
+        ClientCommand::Stop {
+            job,
+            savepoint: dir,
+            ..
+        } => {
+            let body = match dir.filter(|d| !d.is_empty()) {
+                Some(d) => json!({ "targetDirectory": d }),
+                None => json!({}),
+            };
+            let location = savepoint(c, &job, "stop", body, json).await?;
+            print_savepoint(&job, &location, json);
+        }
         ClientCommand::Taskmanagers { .. } => {
             let tms = c.get("/taskmanagers").await?;
             if json {
@@ -592,6 +642,65 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
         }
     }
     Ok(true)
+}
+
+/// Triggers a savepoint (`action` is `savepoints` or `stop`) and waits for
+/// it; its location.
+async fn savepoint(
+    c: &Client,
+    job: &str,
+    action: &str,
+    body: Value,
+    quiet: bool,
+) -> anyhow::Result<String> {
+    let resp = c
+        .http
+        .post(c.url(&format!("/jobs/{job}/{action}")))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the JobManager at {}", c.base))?;
+    let answer = c.check(resp).await?;
+    let trigger = answer["request-id"]
+        .as_str()
+        .context("the JobManager answered without a request id")?
+        .to_owned();
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_message(format!("savepoint of {job}"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let result = loop {
+        tick.tick().await;
+        let status = c.get(&format!("/jobs/{job}/savepoints/{trigger}")).await?;
+        if status["status"]["id"] != "COMPLETED" {
+            continue;
+        }
+        let op = &status["operation"];
+        break match op["location"].as_str() {
+            Some(location) => Ok(location.to_owned()),
+            None => Err(anyhow::anyhow!(
+                "the savepoint of job {job} failed: {}",
+                op["failure-cause"]["stack-trace"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+            )),
+        };
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+fn print_savepoint(job: &str, location: &str, json: bool) {
+    if json {
+        println!("{}", json!({"jobid": job, "location": location}));
+    } else {
+        println!("savepoint of {job} at {location}");
+    }
 }
 
 /// Polls a job until it reaches a terminal state, with a spinner on a terminal.

@@ -1024,3 +1024,91 @@ fn exactly_once_through_repeated_taskmanager_kills() {
         );
     }
 }
+
+#[test]
+fn a_savepoint_taken_at_parallelism_2_restores_at_4_with_the_same_totals() {
+    let cluster = Cluster::start(2, 2, &[]);
+    let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
+    let words: u64 = expected.values().sum();
+    let input_arg = format!("input={}", input.display());
+    let submit = |p: &str, out: &str, extra: &[&str]| {
+        let output_arg = format!("output={}", cluster.dir.path().join(out).display());
+        let mut args = vec![
+            "submit",
+            sluice_test_programs::WORDCOUNT,
+            "-p",
+            p,
+            "--arg",
+            &input_arg,
+            "--arg",
+            &output_arg,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = cluster.sluice(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).expect("json")
+    };
+    let first = submit("2", "out1", &[]);
+    let job = first["jobid"].as_str().expect("jobid").to_owned();
+    wait_for("the job to run", &|| cluster.logs(), || {
+        let (_, d) = cluster.get(&format!("/jobs/{job}"));
+        (d["status-counts"]["RUNNING"].as_u64() == Some(4)).then_some(())
+    });
+    let out = cluster.sluice(&["stop", &job, "--savepoint", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        cluster.logs()
+    );
+    let stopped: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let location = stopped["location"].as_str().expect("location").to_owned();
+    let d = cluster.wait_for_state(&job, &["CANCELED", "FAILED", "FINISHED"]);
+    assert_eq!(d["state"], "CANCELED", "{d}");
+    let relative = location
+        .split(&format!("/{job}/"))
+        .nth(1)
+        .expect("the savepoint is under the job's directory");
+    let savepoint_dir = cluster
+        .dir
+        .path()
+        .join("jm/checkpoints")
+        .join(&job)
+        .join(relative);
+    // The job ended, its savepoint stays.
+    assert!(savepoint_dir.join("_metadata").exists(), "{location}");
+
+    let second = submit("4", "out2", &["--from-savepoint", &location, "--wait"]);
+    assert_eq!(second["state"], "FINISHED", "{second}\n{}", cluster.logs());
+    let job2 = second["jid"].as_str().expect("jid").to_owned();
+    let (_, c) = cluster.get(&format!("/jobs/{job2}/checkpoints"));
+    assert_eq!(c["counts"]["restored"], 1, "{c}");
+    let (_, d) = cluster.get(&format!("/jobs/{job2}"));
+    let recounted = d["vertices"][1]["metrics"]["read-records"]
+        .as_u64()
+        .expect("counts");
+    assert!(recounted < words, "the second job started over: {d}");
+    let (counts, parts) = read_output(&cluster.dir.path().join("out2"));
+    assert_eq!(parts, 4);
+    assert_eq!(counts, expected);
+    assert!(savepoint_dir.join("_metadata").exists());
+
+    // A savepoint path that is not one is refused with the reason.
+    let out = cluster.sluice(&[
+        "submit",
+        sluice_test_programs::WORDCOUNT,
+        "--arg",
+        &input_arg,
+        "--arg",
+        "output=/tmp/never",
+        "--from-savepoint",
+        "no/such/savepoint",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot read savepoint `no/such/savepoint`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

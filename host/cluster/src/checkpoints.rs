@@ -43,10 +43,10 @@ pub(crate) struct JobCheckpoints {
     pub coord: CheckpointCoordinator<SnapshotHandle>,
     pub storage: Storage,
     pub settings: CheckpointSettings,
-    /// Completed checkpoints still retained (and savepoints): their snapshots.
-    pub completed: BTreeMap<u64, Vec<(TaskId, SnapshotHandle)>>,
-    /// Checkpoints whose metadata is being written: their snapshots.
-    writing: HashMap<u64, Vec<(TaskId, SnapshotHandle)>>,
+    /// Completed checkpoints still retained (and savepoints).
+    pub completed: BTreeMap<u64, CheckpointMetadata>,
+    /// Checkpoints whose metadata is being written.
+    writing: HashMap<u64, CheckpointMetadata>,
     run: RunState,
     /// The checkpoint the current run restored from, and when.
     pub restored: Option<(u64, u64)>,
@@ -54,10 +54,36 @@ pub(crate) struct JobCheckpoints {
     pub restores: u64,
     /// Whether the job's checkpoints were deleted after it ended.
     cleaned: bool,
+    /// The savepoint the job was submitted from, restored until a
+    /// checkpoint of its own completes.
+    pub initial: Option<CheckpointMetadata>,
+    /// Savepoints asked for through the REST API, by trigger id.
+    pub savepoints: BTreeMap<String, SavepointOp>,
 }
 
-/// A checkpoint's metadata as stored: the snapshot of every task.
-#[derive(Debug, Serialize, Deserialize)]
+/// A savepoint asked for through the REST API.
+#[derive(Clone, Debug)]
+pub(crate) struct SavepointOp {
+    /// Its checkpoint id, once triggered.
+    pub checkpoint: u64,
+    /// Cancel the job once it completes (stop with savepoint).
+    pub stop: bool,
+    /// `None` while in progress; then the location or the failure.
+    pub result: Option<Result<String, String>>,
+}
+
+/// What `drive` asks of the job.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Fail the run (too many failed checkpoints).
+    pub fail: Option<String>,
+    /// A stop-with-savepoint completed: cancel the job.
+    pub stop: bool,
+}
+
+/// A checkpoint's metadata as stored: the job's shape and the snapshot of
+/// every task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct CheckpointMetadata {
     /// Format version.
     pub version: u32,
@@ -65,6 +91,10 @@ pub(crate) struct CheckpointMetadata {
     pub job: JobId,
     /// The checkpoint.
     pub checkpoint: u64,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// Vertex names and parallelism, by vertex index.
+    pub vertices: Vec<(String, u32)>,
     /// Every task's snapshot.
     pub tasks: Vec<(TaskId, SnapshotHandle)>,
 }
@@ -76,6 +106,21 @@ impl CheckpointMetadata {
         let mut out = Sha256::digest(&payload).to_vec();
         out.extend_from_slice(&payload);
         out
+    }
+
+    /// Reads stored metadata, checking its checksum.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 32 {
+            return Err(format!(
+                "{} bytes is too short for checkpoint metadata",
+                bytes.len()
+            ));
+        }
+        let (sum, payload) = bytes.split_at(32);
+        if Sha256::digest(payload).as_slice() != sum {
+            return Err("the metadata does not match its checksum".into());
+        }
+        postcard::from_bytes(payload).map_err(|e| format!("corrupt metadata: {e}"))
     }
 }
 
@@ -103,16 +148,29 @@ impl JobCheckpoints {
             restored: None,
             restores: 0,
             cleaned: false,
+            initial: None,
+            savepoints: BTreeMap::new(),
         }
     }
 
+    /// Where a checkpoint's files are, as a URI users can pass back.
+    pub fn location(&self, job: JobId, checkpoint: u64) -> String {
+        format!(
+            "{}/{job}/chk-{checkpoint}",
+            self.settings.storage.trim_end_matches('/')
+        )
+    }
+
     /// The checkpoint a new run restores from: the newest retained one.
-    pub fn restore_point(&mut self, now: u64) -> Option<(u64, Vec<(TaskId, SnapshotHandle)>)> {
-        let id = self.coord.latest_completed()?.id;
-        let tasks = self.completed.get(&id)?.clone();
+    pub fn restore_point(&mut self, now: u64) -> Option<CheckpointMetadata> {
+        let meta = match self.coord.latest_completed() {
+            Some(latest) => self.completed.get(&latest.id)?.clone(),
+            None => self.initial.clone()?,
+        };
+        let id = meta.checkpoint;
         self.restored = Some((id, now));
         self.restores += 1;
-        Some((id, tasks))
+        Some(meta)
     }
 }
 
@@ -124,7 +182,7 @@ pub(crate) fn drive(
     io: &tokio::runtime::Handle,
     done: &mpsc::UnboundedSender<IoDone>,
     now: u64,
-) -> Option<String> {
+) -> Outcome {
     let id = job.id;
     let attempt = job.core.attempt();
     let status = job.core.status();
@@ -140,7 +198,18 @@ pub(crate) fn drive(
                 .is_some_and(|v| v.inputs.is_empty())
         })
         .collect();
-    let cp = job.checkpoints.as_mut()?;
+    let shape = (
+        job.execution.max_parallelism,
+        job.execution
+            .vertices
+            .iter()
+            .map(|v| (v.name.clone(), v.parallelism))
+            .collect::<Vec<_>>(),
+    );
+    let mut outcome = Outcome::default();
+    let Some(cp) = job.checkpoints.as_mut() else {
+        return outcome;
+    };
     let all_running = status == sluice_coord::JobStatus::Running
         && !tasks.is_empty()
         && tasks.values().all(|s| *s == TaskStatus::Running);
@@ -173,7 +242,6 @@ pub(crate) fn drive(
         }
     };
     let all_tms: BTreeSet<&String> = locations.values().collect();
-    let mut fail = None;
     while let Some(cmd) = cp.coord.poll_command() {
         match cmd {
             CheckpointCommand::Trigger {
@@ -203,14 +271,15 @@ pub(crate) fn drive(
                 id: checkpoint,
                 acks,
             } => {
-                let tasks: Vec<(TaskId, SnapshotHandle)> = acks.into_iter().collect();
-                cp.writing.insert(checkpoint, tasks.clone());
                 let meta = CheckpointMetadata {
                     version: 1,
                     job: id,
                     checkpoint,
-                    tasks,
+                    max_parallelism: shape.0,
+                    vertices: shape.1.clone(),
+                    tasks: acks.into_iter().collect(),
                 };
+                cp.writing.insert(checkpoint, meta.clone());
                 let (storage, done) = (cp.storage.clone(), done.clone());
                 io.spawn(async move {
                     let path = format!("{id}/chk-{checkpoint}/_metadata");
@@ -226,10 +295,17 @@ pub(crate) fn drive(
                 });
             }
             CheckpointCommand::NotifyComplete { id: checkpoint } => {
-                if let Some(tasks) = cp.writing.remove(&checkpoint) {
-                    cp.completed.insert(checkpoint, tasks);
+                if let Some(meta) = cp.writing.remove(&checkpoint) {
+                    cp.completed.insert(checkpoint, meta);
                 }
                 tracing::info!(job = %id, checkpoint, "checkpoint completed");
+                let location = cp.location(id, checkpoint);
+                for op in cp.savepoints.values_mut() {
+                    if op.checkpoint == checkpoint && op.result.is_none() {
+                        op.result = Some(Ok(location.clone()));
+                        outcome.stop |= op.stop;
+                    }
+                }
                 send_to(
                     &all_tms,
                     ToTaskManager::CheckpointNotice {
@@ -245,6 +321,11 @@ pub(crate) fn drive(
             } => {
                 cp.writing.remove(&checkpoint);
                 tracing::warn!(job = %id, checkpoint, "checkpoint failed: {reason}");
+                for op in cp.savepoints.values_mut() {
+                    if op.checkpoint == checkpoint && op.result.is_none() {
+                        op.result = Some(Err(reason.clone()));
+                    }
+                }
                 send_to(
                     &all_tms,
                     ToTaskManager::CheckpointNotice {
@@ -258,7 +339,7 @@ pub(crate) fn drive(
                 cp.completed.remove(&checkpoint);
                 discard(io, cp.storage.clone(), format!("{id}/chk-{checkpoint}"));
             }
-            CheckpointCommand::FailJob { reason } => fail = Some(reason),
+            CheckpointCommand::FailJob { reason } => outcome.fail = Some(reason),
         }
     }
     // A job that finished or was cancelled needs its checkpoints no more; a
@@ -269,10 +350,44 @@ pub(crate) fn drive(
     ) && !cp.cleaned
     {
         cp.cleaned = true;
-        cp.completed.clear();
-        discard(io, cp.storage.clone(), id.to_string());
+        // Savepoints are the user's: they stay.
+        let keep: BTreeSet<u64> = cp
+            .savepoints
+            .values()
+            .filter(|op| matches!(op.result, Some(Ok(_))))
+            .map(|op| op.checkpoint)
+            .collect();
+        cp.completed.retain(|c, _| keep.contains(c));
+        discard_job(io, cp.storage.clone(), id, keep);
     }
-    fail
+    outcome
+}
+
+/// Deletes a job's checkpoint directories, but those in `keep`, in the
+/// background.
+fn discard_job(io: &tokio::runtime::Handle, storage: Storage, job: JobId, keep: BTreeSet<u64>) {
+    if keep.is_empty() {
+        return discard(io, storage, job.to_string());
+    }
+    let handle = io.clone();
+    io.spawn(async move {
+        let files = match storage.list(&job.to_string()).await {
+            Ok(f) => f,
+            Err(e) => return tracing::error!(%job, "cannot list the job's checkpoints: {e}"),
+        };
+        let dirs: BTreeSet<String> = files
+            .iter()
+            .filter_map(|f| f.split('/').nth(1).map(str::to_owned))
+            .filter(|d| {
+                d.strip_prefix("chk-")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_none_or(|n| !keep.contains(&n))
+            })
+            .collect();
+        for d in dirs {
+            discard(&handle, storage.clone(), format!("{job}/{d}"));
+        }
+    });
 }
 
 /// Deletes a directory of the checkpoint storage in the background,
@@ -294,4 +409,48 @@ fn discard(io: &tokio::runtime::Handle, storage: Storage, dir: String) {
             }
         }
     });
+}
+
+/// What each task of a deployment restores from a checkpoint taken by a job
+/// of possibly other parallelism: vertices match by name; a vertex the
+/// checkpoint does not know starts afresh.
+pub(crate) fn restore_for(
+    meta: &CheckpointMetadata,
+    execution: &sluice_coord::ExecutionGraph,
+    tasks: &[TaskId],
+) -> crate::protocol::Restore {
+    let mut out = Vec::new();
+    for t in tasks {
+        let Some(vertex) = execution.vertices.get(t.vertex as usize) else {
+            continue;
+        };
+        let Some((old_vertex, (_, old_p))) = meta
+            .vertices
+            .iter()
+            .enumerate()
+            .find(|(_, (name, _))| *name == vertex.name)
+        else {
+            continue;
+        };
+        let needed = sluice_runtime::snapshot::needed_subtasks(
+            t.subtask,
+            vertex.parallelism,
+            *old_p,
+            meta.max_parallelism,
+        );
+        let olds = meta
+            .tasks
+            .iter()
+            .filter(|(old, _)| old.vertex == old_vertex as u32 && needed.contains(&old.subtask))
+            .map(|(old, h)| (old.subtask, h.clone()))
+            .collect();
+        out.push(crate::protocol::TaskRestore {
+            task: *t,
+            snapshots: olds,
+        });
+    }
+    crate::protocol::Restore {
+        checkpoint: meta.checkpoint,
+        tasks: out,
+    }
 }

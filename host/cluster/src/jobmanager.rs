@@ -204,7 +204,7 @@ impl JobManager {
         jar_id: &str,
         args: &[(String, String)],
         parallelism: u32,
-        checkpoint_interval: Option<Duration>,
+        options: SubmitOptions,
     ) -> Result<JobId, SubmitError> {
         let jar =
             self.lock().jars.get(jar_id).cloned().ok_or_else(|| {
@@ -228,20 +228,35 @@ impl JobManager {
             .collect::<Vec<_>>()
             .join(" ");
         let core = Job::new(execution.clone(), now).with_restart_strategy(self.config.restart);
-        let checkpoints = match checkpoint_interval.or(self.config.checkpoint_interval) {
-            Some(interval) if !interval.is_zero() => {
-                let uri = self.config.checkpoint_storage.clone();
-                let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
-                    SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))
-                })?;
-                let config = CheckpointConfig {
-                    interval_ms: interval.as_millis() as u64,
-                    ..CheckpointConfig::default()
-                };
-                Some(JobCheckpoints::new(config, storage, uri))
-            }
-            _ => None,
+        // Every job can take savepoints; periodic checkpoints only with an interval.
+        let interval_ms = match options
+            .checkpoint_interval
+            .or(self.config.checkpoint_interval)
+        {
+            Some(interval) if !interval.is_zero() => interval.as_millis() as u64,
+            _ => u64::MAX,
         };
+        let uri = self.config.checkpoint_storage.clone();
+        let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
+            SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))
+        })?;
+        let mut checkpoints = JobCheckpoints::new(
+            CheckpointConfig {
+                interval_ms,
+                ..CheckpointConfig::default()
+            },
+            storage,
+            uri,
+        );
+        if let Some(path) = &options.savepoint_path {
+            let meta = self.read_savepoint(&checkpoints, path)?;
+            check_savepoint_fits(&meta, &execution, options.allow_non_restored_state)?;
+            checkpoints.coord =
+                sluice_coord::CheckpointCoordinator::new(checkpoints.coord.config().clone())
+                    .resume_ids(meta.checkpoint);
+            checkpoints.initial = Some(meta);
+        }
+        let checkpoints = Some(checkpoints);
         let entry = JobEntry {
             id,
             name,
@@ -264,6 +279,61 @@ impl JobManager {
         self.drive(&mut cluster, now);
         tracing::info!(job = %id, "job submitted");
         Ok(id)
+    }
+
+    /// Reads a savepoint's metadata: `path` is the location a savepoint
+    /// reported (a URI inside the checkpoint storage, or a path relative to it).
+    fn read_savepoint(
+        &self,
+        cp: &JobCheckpoints,
+        path: &str,
+    ) -> Result<crate::checkpoints::CheckpointMetadata, SubmitError> {
+        let root = format!("{}/", cp.settings.storage.trim_end_matches('/'));
+        let relative = path.strip_prefix(&root).unwrap_or(path).trim_matches('/');
+        if relative.contains("://") {
+            return Err(SubmitError::Invalid(format!(
+                "savepoint `{path}` is not in this cluster's checkpoint storage ({root})"
+            )));
+        }
+        let bytes = self
+            .io
+            .block_on(cp.storage.get(&format!("{relative}/_metadata")))
+            .map_err(|e| SubmitError::Invalid(format!("cannot read savepoint `{path}`: {e}")))?;
+        crate::checkpoints::CheckpointMetadata::decode(&bytes)
+            .map_err(|e| SubmitError::Invalid(format!("savepoint `{path}`: {e}")))
+    }
+
+    /// Triggers a savepoint of a running job; its trigger id. With `stop`,
+    /// the job is cancelled once the savepoint completes.
+    pub fn savepoint(&self, id: JobId, stop: bool) -> Result<String, SubmitError> {
+        let mut cluster = self.lock();
+        let now = now_ms();
+        let job = cluster
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| SubmitError::NotFound(format!("Job {id} not found")))?;
+        let status = job.core.status();
+        let cp = job
+            .checkpoints
+            .as_mut()
+            .ok_or_else(|| SubmitError::Invalid("the job cannot take savepoints".into()))?;
+        let checkpoint = cp.coord.trigger_savepoint(now).ok_or_else(|| {
+            SubmitError::Invalid(format!(
+                "job {id} is {} with not every task running: a savepoint needs a running job",
+                status_name(status)
+            ))
+        })?;
+        let trigger = hex::encode(rand::random::<[u8; 16]>());
+        cp.savepoints.insert(
+            trigger.clone(),
+            crate::checkpoints::SavepointOp {
+                checkpoint,
+                stop,
+                result: None,
+            },
+        );
+        self.drive(&mut cluster, now);
+        Ok(trigger)
     }
 
     /// Asks a job to cancel; false if there is no such job.
@@ -312,23 +382,28 @@ impl JobManager {
                     });
                 }
             }
-            if let Some(reason) = crate::checkpoints::drive(job, tms, &self.io, &self.io_done, now)
-            {
+            let outcome = crate::checkpoints::drive(job, tms, &self.io, &self.io_done, now);
+            if outcome.stop {
+                tracing::info!(job = %id, "stopping the job after its savepoint");
+                job.core.cancel(now);
+            }
+            if let Some(reason) = outcome.fail {
                 tracing::warn!(job = %id, "failing the run: {reason}");
                 job.core.fail_run(reason, now);
-                let cancels: std::collections::BTreeSet<String> =
-                    std::iter::from_fn(|| job.core.poll_command())
-                        .filter_map(|cmd| match cmd {
-                            Command::Cancel(task) => job.locations.get(&task).cloned(),
-                            Command::Deploy { .. } => None,
-                        })
-                        .collect();
-                for tm in cancels.iter().filter_map(|tm| tms.get(tm)) {
-                    let _ = tm.tx.send(ToTaskManager::Cancel {
-                        job: id,
-                        attempt: job.core.attempt(),
-                    });
-                }
+            }
+            // Cancellations the checkpoint outcome caused.
+            let cancels: std::collections::BTreeSet<String> =
+                std::iter::from_fn(|| job.core.poll_command())
+                    .filter_map(|cmd| match cmd {
+                        Command::Cancel(task) => job.locations.get(&task).cloned(),
+                        Command::Deploy { .. } => None,
+                    })
+                    .collect();
+            for tm in cancels.iter().filter_map(|tm| tms.get(tm)) {
+                let _ = tm.tx.send(ToTaskManager::Cancel {
+                    job: id,
+                    attempt: job.core.attempt(),
+                });
             }
             let status = job.core.status();
             if status != job.last_status {
@@ -539,6 +614,50 @@ impl JobManager {
 }
 
 /// What went wrong with a submission.
+/// How to submit a job, beyond its arguments.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SubmitOptions {
+    /// Checkpoint interval; `None`: the cluster's default; zero: none.
+    pub checkpoint_interval: Option<Duration>,
+    /// A savepoint to start from.
+    pub savepoint_path: Option<String>,
+    /// Start even if the savepoint holds state of operators the job lacks.
+    pub allow_non_restored_state: bool,
+}
+
+/// Refuses a savepoint the job cannot take over: other key groups, or
+/// state of vertices the job does not have (unless allowed).
+fn check_savepoint_fits(
+    meta: &crate::checkpoints::CheckpointMetadata,
+    execution: &ExecutionGraph,
+    allow_non_restored: bool,
+) -> Result<(), SubmitError> {
+    if meta.max_parallelism != execution.max_parallelism {
+        return Err(SubmitError::Invalid(format!(
+            "the savepoint has {} key groups but the job {}: keep the maximum parallelism",
+            meta.max_parallelism, execution.max_parallelism
+        )));
+    }
+    let missing: Vec<&str> = meta
+        .vertices
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !execution.vertices.iter().any(|v| v.name == *name))
+        .collect();
+    if !missing.is_empty() && !allow_non_restored {
+        return Err(SubmitError::Invalid(format!(
+            "the savepoint holds state of {} that this job does not have; pass \
+             --allow-non-restored-state to drop it",
+            missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 pub(crate) enum SubmitError {
     NotFound(String),
@@ -610,12 +729,12 @@ fn send_deployments(
     };
     let involved: std::collections::BTreeSet<&String> = job.placement.iter().collect();
     // A new run continues from the newest completed checkpoint, if any.
-    let restore = job
+    let restore_point = job
         .checkpoints
         .as_mut()
         .and_then(|c| c.restore_point(now_ms()));
-    if let Some((checkpoint, _)) = &restore {
-        tracing::info!(job = %job.id, checkpoint, "restoring from checkpoint");
+    if let Some(meta) = &restore_point {
+        tracing::info!(job = %job.id, checkpoint = meta.checkpoint, "restoring from checkpoint");
     }
     let mut per_tm: BTreeMap<String, Vec<(u32, sluice_coord::TaskDeployment)>> = BTreeMap::new();
     for (slot, d) in deploys {
@@ -625,6 +744,10 @@ fn send_deployments(
             .push((slot, d));
     }
     for (tm_id, tasks) in per_tm {
+        let restore = restore_point.as_ref().map(|meta| {
+            let ids: Vec<TaskId> = tasks.iter().map(|(_, t)| t.task).collect();
+            crate::checkpoints::restore_for(meta, &job.execution, &ids)
+        });
         let remote_consumers = producer
             .iter()
             .filter(|(ch, p)| **p == tm_id && consumer.get(*ch).is_some_and(|c| *c != tm_id))
@@ -652,7 +775,7 @@ fn send_deployments(
             remote_producers,
             connect_to,
             checkpoints: job.checkpoints.as_ref().map(|c| c.settings.clone()),
-            restore: restore.clone(),
+            restore,
         };
         match tms.get(&tm_id) {
             Some(tm) => {

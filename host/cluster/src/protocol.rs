@@ -203,8 +203,26 @@ pub struct Deployment {
     pub connect_to: Vec<Peer>,
     /// Checkpointing, when the job takes checkpoints.
     pub checkpoints: Option<CheckpointSettings>,
-    /// The checkpoint the tasks restore from, with each task's snapshot.
-    pub restore: Option<(u64, Vec<(TaskId, SnapshotHandle)>)>,
+    /// The checkpoint (or savepoint) the tasks restore from.
+    pub restore: Option<Restore>,
+}
+
+/// What the tasks of a deployment restore from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// The checkpoint or savepoint id.
+    pub checkpoint: u64,
+    /// What each task takes state from; tasks not listed start afresh.
+    pub tasks: Vec<TaskRestore>,
+}
+
+/// The snapshots one task takes state from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRestore {
+    /// The task.
+    pub task: TaskId,
+    /// The old subtasks' snapshots, with their subtask index.
+    pub snapshots: Vec<(u32, SnapshotHandle)>,
 }
 
 /// The first frame of a data stream.

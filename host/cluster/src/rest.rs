@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sluice_coord::{JobStatus, TaskStatus};
 use sluice_types::JobId;
 
-use crate::jobmanager::{JobEntry, JobManager, SubmitError, now_ms, status_name};
+use crate::jobmanager::{JobEntry, JobManager, SubmitError, SubmitOptions, now_ms, status_name};
 
 type Shared = Arc<JobManager>;
 
@@ -60,6 +60,9 @@ pub(crate) fn router(jm: Shared) -> Router {
         .route("/jobs/{id}", get(job_detail).patch(job_patch))
         .route("/jobs/{id}/exceptions", get(job_exceptions))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/jobs/{id}/savepoints", post(trigger_savepoint))
+        .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
+        .route("/jobs/{id}/stop", post(stop_job))
         .route("/taskmanagers", get(taskmanagers))
         .route("/taskmanagers/{id}", get(taskmanager))
         .route("/jars", get(jars))
@@ -378,6 +381,106 @@ async fn job_detail(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResu
     })))
 }
 
+#[derive(Deserialize, Default)]
+struct SavepointRequest {
+    #[serde(rename = "target-directory", alias = "targetDirectory")]
+    target_directory: Option<String>,
+    #[serde(rename = "cancel-job")]
+    cancel_job: Option<bool>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))
+}
+
+async fn start_savepoint(jm: Shared, id: String, req: SavepointRequest, stop: bool) -> ApiResult {
+    let jid = parse_job_id(&id)?;
+    if let Some(dir) = req.target_directory.filter(|d| !d.is_empty()) {
+        let storage = jm
+            .config
+            .checkpoint_storage
+            .trim_end_matches('/')
+            .to_owned();
+        if !dir.trim_end_matches('/').starts_with(&storage) {
+            return Err(bad_request(format!(
+                "Bad request: savepoints are written to the cluster's checkpoint storage \
+                 ({storage}), not to `{dir}`; choose it with `sluice jobmanager --checkpoint-dir`"
+            )));
+        }
+    }
+    let stop = stop || req.cancel_job.unwrap_or(false);
+    let jm2 = jm.clone();
+    let result = tokio::task::spawn_blocking(move || jm2.savepoint(jid, stop))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match result {
+        Ok(trigger) => Ok(axum::Json(json!({"request-id": trigger}))),
+        Err(SubmitError::NotFound(m)) => Err(not_found(m)),
+        Err(SubmitError::Invalid(m)) => Err(ApiError(StatusCode::CONFLICT, m)),
+        Err(SubmitError::Internal(m)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+    }
+}
+
+async fn trigger_savepoint(
+    State(jm): State<Shared>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let req: SavepointRequest = parse_body(&body)?;
+    start_savepoint(jm, id, req, false).await
+}
+
+#[derive(Deserialize, Default)]
+struct StopRequest {
+    #[serde(rename = "targetDirectory")]
+    target_directory: Option<String>,
+}
+
+async fn stop_job(
+    State(jm): State<Shared>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let req: StopRequest = parse_body(&body)?;
+    let req = SavepointRequest {
+        target_directory: req.target_directory,
+        cancel_job: Some(true),
+    };
+    start_savepoint(jm, id, req, true).await
+}
+
+/// Where a savepoint is, in Flink's asynchronous-operation shape.
+async fn savepoint_status(
+    State(jm): State<Shared>,
+    Path((id, trigger)): Path<(String, String)>,
+) -> ApiResult {
+    let cluster = jm.lock();
+    let j = find_job(&cluster, &id)?;
+    let op = j
+        .checkpoints
+        .as_ref()
+        .and_then(|c| c.savepoints.get(&trigger))
+        .ok_or_else(|| {
+            not_found(format!(
+                "No savepoint with trigger id {trigger} for job {id}"
+            ))
+        })?;
+    Ok(axum::Json(match &op.result {
+        None => json!({"status": {"id": "IN_PROGRESS"}, "operation": null}),
+        Some(Ok(location)) => {
+            json!({"status": {"id": "COMPLETED"}, "operation": {"location": location}})
+        }
+        Some(Err(reason)) => json!({
+            "status": {"id": "COMPLETED"},
+            "operation": {"failure-cause": {"class": "SavepointFailed", "stack-trace": reason, "serialized-throwable": null}},
+        }),
+    }))
+}
+
 /// Checkpoint counts, the latest of each kind and the recent history, in
 /// Flink's shape.
 async fn job_checkpoints(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
@@ -620,6 +723,10 @@ struct RunRequest {
     program_args_list: Option<Vec<String>>,
     /// Milliseconds between checkpoints; 0 turns them off for this job.
     checkpoint_interval: Option<u64>,
+    /// A savepoint to start from.
+    savepoint_path: Option<String>,
+    /// Start even if the savepoint holds state the job has no place for.
+    allow_non_restored_state: Option<bool>,
 }
 
 async fn run_jar(
@@ -648,9 +755,13 @@ async fn run_jar(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let interval = req.checkpoint_interval.map(Duration::from_millis);
+    let options = SubmitOptions {
+        checkpoint_interval: req.checkpoint_interval.map(Duration::from_millis),
+        savepoint_path: req.savepoint_path.filter(|p| !p.is_empty()),
+        allow_non_restored_state: req.allow_non_restored_state.unwrap_or(false),
+    };
     let jm2 = jm.clone();
-    let result = tokio::task::spawn_blocking(move || jm2.submit(&id, &args, parallelism, interval))
+    let result = tokio::task::spawn_blocking(move || jm2.submit(&id, &args, parallelism, options))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match result {

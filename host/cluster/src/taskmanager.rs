@@ -693,46 +693,66 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
     }
 }
 
-/// Reads and checks the snapshots this deployment's tasks restore from.
+/// Reads and checks the snapshots this deployment's tasks restore from,
+/// and gives each task its share (see `snapshot::redistribute`).
 fn fetch_snapshots(
     shared: &Shared,
     storage: Option<&Storage>,
     d: &Deployment,
 ) -> Result<HashMap<TaskId, TaskSnapshot>, String> {
-    let Some((checkpoint, handles)) = &d.restore else {
+    let Some(restore) = &d.restore else {
         return Ok(HashMap::new());
     };
     let storage = storage.ok_or("a restore without checkpoint storage")?;
-    let mine: std::collections::HashSet<TaskId> = d.tasks.iter().map(|(_, t)| t.task).collect();
-    if let Some(t) = mine.iter().find(|t| !handles.iter().any(|(h, _)| h == *t)) {
-        return Err(format!(
-            "checkpoint {checkpoint} holds no snapshot for task {}/{}",
-            t.vertex, t.subtask
-        ));
-    }
+    let checkpoint = restore.checkpoint;
+    let mut fetched: HashMap<String, TaskSnapshot> = HashMap::new();
     let mut out = HashMap::new();
-    for (task, handle) in handles.iter().filter(|(t, _)| mine.contains(t)) {
+    for (_, t) in &d.tasks {
+        let Some(olds) = restore
+            .tasks
+            .iter()
+            .find(|r| r.task == t.task)
+            .map(|r| &r.snapshots)
+        else {
+            continue;
+        };
         let fail = |why: String| {
             format!(
                 "cannot restore task {}/{} from checkpoint {checkpoint}: {why}",
-                task.vertex, task.subtask
+                t.task.vertex, t.task.subtask
             )
         };
-        let bytes = shared
-            .handle
-            .block_on(storage.get(&handle.path))
-            .map_err(|e| fail(e.to_string()))?;
-        let sha: [u8; 32] = Sha256::digest(&bytes).into();
-        if bytes.len() as u64 != handle.bytes || sha != handle.sha256 {
-            return Err(fail(format!(
-                "`{}` does not match its checksum ({} bytes, expected {})",
-                handle.path,
-                bytes.len(),
-                handle.bytes
-            )));
+        let mut snapshots = Vec::new();
+        for (old, handle) in olds {
+            if !fetched.contains_key(&handle.path) {
+                let bytes = shared
+                    .handle
+                    .block_on(storage.get(&handle.path))
+                    .map_err(|e| fail(e.to_string()))?;
+                let sha: [u8; 32] = Sha256::digest(&bytes).into();
+                if bytes.len() as u64 != handle.bytes || sha != handle.sha256 {
+                    return Err(fail(format!(
+                        "`{}` does not match its checksum ({} bytes, expected {})",
+                        handle.path,
+                        bytes.len(),
+                        handle.bytes
+                    )));
+                }
+                let snapshot = TaskSnapshot::decode(&bytes).map_err(|e| fail(e.to_string()))?;
+                fetched.insert(handle.path.clone(), snapshot);
+            }
+            snapshots.push((*old, fetched[&handle.path].clone()));
         }
-        let snapshot = TaskSnapshot::decode(&bytes).map_err(|e| fail(e.to_string()))?;
-        out.insert(*task, snapshot);
+        out.insert(
+            t.task,
+            sluice_runtime::snapshot::redistribute(
+                checkpoint,
+                t.task.subtask,
+                t.parallelism,
+                t.max_parallelism,
+                snapshots,
+            ),
+        );
     }
     Ok(out)
 }

@@ -68,3 +68,112 @@ pub struct Checkpointing {
     /// Where taken snapshots go.
     pub snapshots: Sender<TakenSnapshot>,
 }
+
+/// The state a subtask starts from, gathered from a checkpoint taken at
+/// possibly another parallelism: keyed guest state by key group (each key
+/// group goes to the subtask that owns it now), and everything else — source
+/// positions, sink files, non-keyed guest state — from old subtask `j` to
+/// new subtask `j % parallelism`. `olds` are `(old subtask, snapshot)`.
+pub fn redistribute(
+    checkpoint: u64,
+    subtask: u32,
+    parallelism: u32,
+    max_parallelism: u32,
+    olds: Vec<(u32, TaskSnapshot)>,
+) -> TaskSnapshot {
+    let mine = sluice_types::keygroup::range(subtask, max_parallelism, parallelism);
+    let mut out = TaskSnapshot {
+        checkpoint,
+        ..TaskSnapshot::default()
+    };
+    for (old, snap) in olds {
+        let inherits = old % parallelism.max(1) == subtask;
+        if inherits {
+            out.sources.extend(snap.sources);
+            out.sinks.extend(snap.sinks);
+        }
+        out.guest
+            .extend(snap.guest.into_iter().filter(|(_, kg, _)| match kg {
+                Some(kg) => mine.contains(kg),
+                None => inherits,
+            }));
+    }
+    out
+}
+
+/// Old subtasks (of `old_parallelism`) whose snapshots new subtask
+/// `subtask` of `parallelism` needs: those whose key groups overlap its own,
+/// and those whose non-keyed state it inherits.
+pub fn needed_subtasks(
+    subtask: u32,
+    parallelism: u32,
+    old_parallelism: u32,
+    max_parallelism: u32,
+) -> Vec<u32> {
+    let mine = sluice_types::keygroup::range(subtask, max_parallelism, parallelism);
+    (0..old_parallelism)
+        .filter(|&j| {
+            let theirs = sluice_types::keygroup::range(j, max_parallelism, old_parallelism);
+            j % parallelism.max(1) == subtask
+                || (theirs.start < mine.end && mine.start < theirs.end)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(old: u32, max_p: u32, old_p: u32) -> TaskSnapshot {
+        TaskSnapshot {
+            checkpoint: 5,
+            sources: vec![vec![old as u8]],
+            sinks: vec![vec![100 + old as u8]],
+            guest: sluice_types::keygroup::range(old, max_p, old_p)
+                .map(|kg| (0, Some(kg), kg.to_le_bytes().to_vec()))
+                .chain(std::iter::once((1, None, vec![old as u8])))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rescaling_keeps_every_key_group_once_and_hands_out_non_keyed_state() {
+        let max_p = 128;
+        for (old_p, new_p) in [(2, 4), (4, 2), (3, 3), (1, 5), (5, 1)] {
+            let olds: Vec<(u32, TaskSnapshot)> =
+                (0..old_p).map(|j| (j, snap(j, max_p, old_p))).collect();
+            let mut key_groups = Vec::new();
+            let mut sources = Vec::new();
+            for i in 0..new_p {
+                let needed = needed_subtasks(i, new_p, old_p, max_p);
+                let given: Vec<(u32, TaskSnapshot)> = olds
+                    .iter()
+                    .filter(|(j, _)| needed.contains(j))
+                    .cloned()
+                    .collect();
+                let s = redistribute(5, i, new_p, max_p, given);
+                let mine = sluice_types::keygroup::range(i, max_p, new_p);
+                for (_, kg, _) in &s.guest {
+                    if let Some(kg) = kg {
+                        assert!(mine.contains(kg));
+                        key_groups.push(*kg);
+                    }
+                }
+                sources.extend(s.sources.iter().map(|v| v[0]));
+                assert_eq!(s.sources.len(), s.sinks.len());
+            }
+            key_groups.sort_unstable();
+            assert_eq!(
+                key_groups,
+                (0..max_p).collect::<Vec<_>>(),
+                "{old_p} -> {new_p}"
+            );
+            sources.sort_unstable();
+            assert_eq!(
+                sources,
+                (0..old_p as u8).collect::<Vec<_>>(),
+                "{old_p} -> {new_p}"
+            );
+        }
+    }
+}
