@@ -1112,3 +1112,76 @@ fn a_savepoint_taken_at_parallelism_2_restores_at_4_with_the_same_totals() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
+    let mut cluster = Cluster::start(
+        2,
+        4,
+        &[
+            "--restart-strategy",
+            "fixed-delay",
+            "--restart-attempts",
+            "5",
+            "--restart-delay",
+            "200ms",
+        ],
+    );
+    let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
+    let out_dir = cluster.dir.path().join("out");
+    let jar = cluster.upload_wordcount();
+    let (status, run) = cluster.run(
+        &jar,
+        json!({
+            "parallelism": 4,
+            "checkpointInterval": 200,
+            "programArgsList": [format!("input={}", input.display()), format!("output={}", out_dir.display())],
+        }),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    wait_for("two completed checkpoints", &|| cluster.logs(), || {
+        let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+        (c["counts"]["completed"].as_u64()? >= 2).then_some(())
+    });
+    let mut victim = cluster.tms[0].take().expect("tm0");
+    victim.child.kill().expect("kill -9");
+    let _ = victim.child.wait();
+    // With a TaskManager gone no checkpoint can complete any more: damage
+    // the newest one before the loss is noticed.
+    let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+    let newest = c["latest"]["completed"]["id"].as_u64().expect("newest");
+    let chk = cluster
+        .dir
+        .path()
+        .join("jm/checkpoints")
+        .join(&job)
+        .join(format!("chk-{newest}"));
+    let mut damaged = 0;
+    for e in std::fs::read_dir(&chk).expect("checkpoint dir") {
+        let path = e.expect("entry").path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("task-"))
+        {
+            std::fs::write(&path, b"not a snapshot").expect("damage");
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 8);
+    let d = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(d["state"], "FINISHED", "{d}\n{}", cluster.logs());
+    let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+    let restored = c["latest"]["restored"]["id"].as_u64().expect("restored");
+    assert!(
+        restored < newest,
+        "restored {restored}, damaged {newest}: {c}"
+    );
+    let (_, ex) = cluster.get(&format!("/jobs/{job}/exceptions"));
+    assert!(
+        ex.to_string().contains("does not match its checksum"),
+        "{ex}"
+    );
+    let (counts, _) = read_output(&out_dir);
+    assert_eq!(counts, expected);
+}

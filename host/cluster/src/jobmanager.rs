@@ -552,6 +552,20 @@ impl JobManager {
                     cp.coord.handle_ack(checkpoint, task, handle, now);
                 }
             }
+            ToJobManager::RestoreFailed {
+                job,
+                attempt,
+                checkpoint,
+            } => {
+                if let Some(j) = cluster.jobs.get_mut(&job)
+                    && j.core.attempt() == attempt
+                    && let Some(cp) = j.checkpoints.as_mut()
+                {
+                    tracing::warn!(%job, checkpoint, "checkpoint cannot be restored; falling back to an older one");
+                    cp.coord.handle_unusable(checkpoint);
+                    cp.completed.remove(&checkpoint);
+                }
+            }
             ToJobManager::CheckpointDecline {
                 job,
                 attempt,

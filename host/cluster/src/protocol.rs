@@ -96,6 +96,16 @@ pub enum ToJobManager {
         /// Where its snapshot is.
         handle: SnapshotHandle,
     },
+    /// The snapshots of a checkpoint could not be read back for a restore
+    /// (missing or corrupt): the next restore must use an older one.
+    RestoreFailed {
+        /// The job.
+        job: JobId,
+        /// Which run.
+        attempt: u32,
+        /// The checkpoint that cannot be restored.
+        checkpoint: u64,
+    },
     /// A task could not take or store its snapshot.
     CheckpointDecline {
         /// The job.

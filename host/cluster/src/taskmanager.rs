@@ -531,7 +531,19 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
     };
     let mut restore = match fetch_snapshots(shared, storage.as_ref(), &d) {
         Ok(r) => r,
-        Err(e) => return fail_all(e),
+        Err(e) => {
+            if let Some(r) = &d.restore {
+                send_jm(
+                    shared,
+                    ToJobManager::RestoreFailed {
+                        job: d.job,
+                        attempt: d.attempt,
+                        checkpoint: r.checkpoint,
+                    },
+                );
+            }
+            return fail_all(e);
+        }
     };
     let (cancel_tx, cancel_rx) = bounded::<()>(0);
     // Every channel with an end here gets an in-process queue.
