@@ -302,6 +302,7 @@ fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         base_dir: None,
         checkpoint_storage: format!("file://{}", dir.join("checkpoints").display()),
         checkpoint_interval: None,
+        checkpoint_defaults: sluice_coord::CheckpointConfig::default(),
     };
     let file = dir.join("endpoints.json");
     runtime()?.block_on(sluice_cluster::jobmanager::run(config, |e| {

@@ -60,6 +60,22 @@ pub struct JobManagerArgs {
     /// without it, only jobs that ask take checkpoints.
     #[arg(long, value_parser = humantime::parse_duration)]
     checkpoint_interval: Option<Duration>,
+    /// `exactly-once` (barriers aligned) or `at-least-once` (never blocks
+    /// an input; records may be seen twice after a recovery).
+    #[arg(long, default_value = "exactly-once")]
+    checkpointing_mode: String,
+    /// A checkpoint not complete this long after its trigger fails.
+    #[arg(long, default_value = "10min", value_parser = humantime::parse_duration)]
+    checkpoint_timeout: Duration,
+    /// Checkpoints in flight at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    checkpoints_concurrent: u32,
+    /// Consecutive failed checkpoints tolerated before the job fails over.
+    #[arg(long, default_value_t = 3)]
+    checkpoint_tolerable_failures: u32,
+    /// Completed checkpoints kept per job.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoints_retained: u64,
 }
 
 #[derive(clap::Args)]
@@ -161,6 +177,20 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
             }
         },
         checkpoint_interval: args.checkpoint_interval,
+        checkpoint_defaults: sluice_coord::CheckpointConfig {
+            mode: match args.checkpointing_mode.as_str() {
+                "exactly-once" | "EXACTLY_ONCE" => sluice_coord::CheckpointingMode::ExactlyOnce,
+                "at-least-once" | "AT_LEAST_ONCE" => sluice_coord::CheckpointingMode::AtLeastOnce,
+                other => {
+                    bail!("unknown checkpointing mode `{other}`: use exactly-once or at-least-once")
+                }
+            },
+            timeout_ms: args.checkpoint_timeout.as_millis() as u64,
+            max_concurrent: args.checkpoints_concurrent,
+            tolerable_failures: args.checkpoint_tolerable_failures,
+            retained: args.checkpoints_retained as usize,
+            ..sluice_coord::CheckpointConfig::default()
+        },
     };
     let rt = server_runtime()?;
     rt.block_on(sluice_cluster::jobmanager::run(config, |e| {

@@ -26,10 +26,15 @@ impl Drop for Proc {
 
 impl Proc {
     fn start(args: &[&str], log: PathBuf, cwd: &Path) -> Proc {
+        Self::start_env(args, log, cwd, &[])
+    }
+
+    fn start_env(args: &[&str], log: PathBuf, cwd: &Path, env: &[(String, String)]) -> Proc {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(args)
             .current_dir(cwd)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("SLUICE_LOG", "info")
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
@@ -68,10 +73,16 @@ struct Cluster {
     rpc: String,
     token: String,
     http: reqwest::blocking::Client,
+    /// Environment of every server process.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     fn start(tms: usize, slots: u32, jm_args: &[&str]) -> Cluster {
+        Self::start_env(tms, slots, jm_args, Vec::new())
+    }
+
+    fn start_env(tms: usize, slots: u32, jm_args: &[&str], env: Vec<(String, String)>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut args = vec![
             "jobmanager",
@@ -83,7 +94,7 @@ impl Cluster {
             "jm",
         ];
         args.extend_from_slice(jm_args);
-        let jm = Proc::start(&args, dir.path().join("jm.log"), dir.path());
+        let jm = Proc::start_env(&args, dir.path().join("jm.log"), dir.path(), &env);
         let endpoints = dir.path().join("jm/endpoints.json");
         let e: Value = wait_for("the JobManager to listen", &|| jm.log(), || {
             serde_json::from_slice(&std::fs::read(&endpoints).ok()?).ok()
@@ -96,6 +107,7 @@ impl Cluster {
             token: e["token"].as_str().expect("token").to_owned(),
             http: reqwest::blocking::Client::new(),
             dir,
+            env,
         };
         for _ in 0..tms {
             cluster.add_tm(slots);
@@ -108,7 +120,7 @@ impl Cluster {
         let n = self.tms.len();
         let data = format!("tm{n}");
         let slots = slots.to_string();
-        let tm = Proc::start(
+        let tm = Proc::start_env(
             &[
                 "taskmanager",
                 "--jobmanager",
@@ -124,6 +136,7 @@ impl Cluster {
             ],
             self.dir.path().join(format!("tm{n}.log")),
             self.dir.path(),
+            &self.env,
         );
         self.tms.push(Some(tm));
     }
@@ -1184,4 +1197,81 @@ fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     );
     let (counts, _) = read_output(&out_dir);
     assert_eq!(counts, expected);
+}
+
+#[test]
+fn checkpoints_to_s3_fail_while_it_is_down_and_the_job_runs_on_and_recovers() {
+    let Some(bin) = sluice_test_programs::moto::find() else {
+        return;
+    };
+    let mut moto = sluice_test_programs::moto::Moto::start(bin, "ckpt");
+    let env = vec![
+        ("SLUICE_S3_ENDPOINT".to_owned(), moto.endpoint()),
+        ("SLUICE_S3_REGION".to_owned(), "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
+    ];
+    let cluster = Cluster::start_env(
+        2,
+        2,
+        &[
+            "--checkpoint-dir",
+            "s3://ckpt/sluice",
+            "--checkpoint-tolerable-failures",
+            "1000",
+            "--checkpoint-timeout",
+            "5s",
+        ],
+        env,
+    );
+    let out_dir = cluster.dir.path().join("out");
+    let (status, up) = cluster.upload(Path::new(sluice_test_programs::EXACTLY_ONCE));
+    assert_eq!(status, 200, "{up}");
+    let jar = up["filename"]
+        .as_str()
+        .and_then(|f| f.rsplit('/').next())
+        .expect("stored file")
+        .to_owned();
+    let (status, run) = cluster.run(
+        &jar,
+        json!({
+            "parallelism": 2,
+            "checkpointInterval": 200,
+            "programArgsList": ["records=1000000", "keys=10", "rate=50000", format!("output={}", out_dir.display())],
+        }),
+    );
+    assert_eq!(status, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let counts = |c: &Value, what: &str| c["counts"][what].as_u64().unwrap_or(0);
+    let checkpoints = || cluster.get(&format!("/jobs/{job}/checkpoints")).1;
+    wait_for("a checkpoint in S3", &|| cluster.logs(), || {
+        (counts(&checkpoints(), "completed") >= 1).then_some(())
+    });
+    // The store goes away: checkpoints fail, the job keeps running.
+    moto.stop();
+    let failed_before = counts(&checkpoints(), "failed");
+    let down = wait_for("failed checkpoints", &|| cluster.logs(), || {
+        let c = checkpoints();
+        (counts(&c, "failed") >= failed_before + 2).then_some(c)
+    });
+    let (_, d) = cluster.get(&format!("/jobs/{job}"));
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    assert_eq!(
+        d["attempt"], 0,
+        "a storage outage must not restart the job: {d}"
+    );
+    // It comes back: checkpoints complete again.
+    moto.restart("ckpt");
+    let completed_down = counts(&down, "completed");
+    wait_for("a checkpoint after the outage", &|| cluster.logs(), || {
+        (counts(&checkpoints(), "completed") > completed_down).then_some(())
+    });
+    let d = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(d["state"], "FINISHED", "{d}\n{}", cluster.logs());
+    assert_eq!(d["attempt"], 0, "{d}");
+    let (lines, _) = sluice_test_programs::wordcount::output_lines(&out_dir);
+    assert_eq!(
+        lines.iter().filter(|l| !l.starts_with('#')).count(),
+        1_000_000
+    );
 }

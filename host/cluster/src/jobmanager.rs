@@ -58,6 +58,8 @@ pub struct JobManagerConfig {
     /// Checkpoint interval for jobs that do not set one; `None`: no
     /// checkpoints unless a job asks.
     pub checkpoint_interval: Option<Duration>,
+    /// Every other checkpoint setting (its interval is ignored).
+    pub checkpoint_defaults: CheckpointConfig,
 }
 
 /// Milliseconds since the Unix epoch: the JobManager's clock for the core
@@ -243,7 +245,7 @@ impl JobManager {
         let mut checkpoints = JobCheckpoints::new(
             CheckpointConfig {
                 interval_ms,
-                ..CheckpointConfig::default()
+                ..self.config.checkpoint_defaults.clone()
             },
             storage,
             uri,

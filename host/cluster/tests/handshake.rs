@@ -24,6 +24,7 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
         base_dir: None,
         checkpoint_storage: "memory://".into(),
         checkpoint_interval: None,
+        checkpoint_defaults: sluice_coord::CheckpointConfig::default(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

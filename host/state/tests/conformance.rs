@@ -1,10 +1,9 @@
 //! One storage conformance suite, run against every backend: the file
 //! system, memory, and a real S3-protocol server (`moto_server`, started
-//! here on 127.0.0.1; `scripts/tools.sh` installs it).
+//! on 127.0.0.1 by `sluice_test_programs::moto`; `scripts/tools.sh`
+//! installs it).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use sluice_state::{ErrorKind, S3Options, Storage};
 
@@ -142,72 +141,6 @@ async fn the_memory_backend_conforms() {
     conformance(&storage).await;
 }
 
-/// A moto S3 server on a free port of 127.0.0.1, killed when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_server() -> Option<PathBuf> {
-    let found = std::env::var_os("SLUICE_MOTO_SERVER")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|d| d.join("moto_server"))
-                .find(|p| p.is_file())
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "moto_server is not installed (set SLUICE_MOTO_SERVER or put it on the PATH; \
-             scripts/test.sh installs it)"
-        );
-        eprintln!("SKIPPED: moto_server is not installed; scripts/test.sh installs it");
-    }
-    found
-}
-
-async fn start_moto(bin: &PathBuf) -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let start = Instant::now();
-    // Create the bucket, retrying while the server starts.
-    loop {
-        match http
-            .put(format!("{}/sluice-test", moto.endpoint))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => break,
-            _ if start.elapsed() > Duration::from_secs(60) => {
-                panic!("moto_server did not come up on {}", moto.endpoint)
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    moto
-}
-
 fn s3_options(endpoint: &str) -> S3Options {
     S3Options {
         endpoint: Some(endpoint.to_owned()),
@@ -219,11 +152,15 @@ fn s3_options(endpoint: &str) -> S3Options {
 
 #[tokio::test]
 async fn the_s3_backend_conforms_against_a_real_s3_protocol_server() {
-    let Some(bin) = moto_server() else {
+    let Some(bin) = sluice_test_programs::moto::find() else {
         return;
     };
-    let moto = start_moto(&bin).await;
-    let opts = s3_options(&moto.endpoint);
+    let moto = tokio::task::spawn_blocking(move || {
+        sluice_test_programs::moto::Moto::start(bin, "sluice-test")
+    })
+    .await
+    .expect("moto");
+    let opts = s3_options(&moto.endpoint());
     let storage = Storage::open("s3://sluice-test/checkpoints/cluster-a", &opts).expect("open");
     conformance(&storage).await;
     // The prefix isolates: a store on another prefix of the bucket sees nothing.

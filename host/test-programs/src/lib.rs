@@ -124,3 +124,102 @@ pub mod wordcount {
         (counts, parts)
     }
 }
+
+/// A real S3-protocol server (moto) for tests, on a free port of 127.0.0.1.
+pub mod moto {
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A running `moto_server`, killed when dropped.
+    pub struct Moto {
+        child: Child,
+        bin: PathBuf,
+        port: u16,
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Where `moto_server` is: `SLUICE_MOTO_SERVER` or the PATH. On CI a
+    /// missing server fails the test; elsewhere the caller skips.
+    pub fn find() -> Option<PathBuf> {
+        let found = std::env::var_os("SLUICE_MOTO_SERVER")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(|d| d.join("moto_server"))
+                    .find(|p| p.is_file())
+            });
+        if found.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "moto_server is not installed (set SLUICE_MOTO_SERVER or put it on the PATH; \
+                 scripts/test.sh installs it)"
+            );
+            eprintln!("SKIPPED: moto_server is not installed; scripts/test.sh installs it");
+        }
+        found
+    }
+
+    impl Moto {
+        /// Starts a server with `bucket` created in it (blocking; call it
+        /// outside an async runtime).
+        pub fn start(bin: PathBuf, bucket: &str) -> Moto {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let child = Self::spawn(&bin, port);
+            let moto = Moto { child, bin, port };
+            moto.create_bucket(bucket);
+            moto
+        }
+
+        fn spawn(bin: &PathBuf, port: u16) -> Child {
+            Command::new(bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server")
+        }
+
+        /// Its endpoint URL.
+        pub fn endpoint(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+
+        /// Creates a bucket, retrying while the server starts.
+        pub fn create_bucket(&self, bucket: &str) {
+            let http = reqwest::blocking::Client::new();
+            let start = Instant::now();
+            loop {
+                match http.put(format!("{}/{bucket}", self.endpoint())).send() {
+                    Ok(r) if r.status().is_success() => return,
+                    _ if start.elapsed() > Duration::from_secs(60) => {
+                        panic!("moto_server did not come up on {}", self.endpoint())
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }
+
+        /// Stops the server: every request fails until [`Moto::restart`].
+        pub fn stop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+
+        /// Starts the server again on the same port, with `bucket` created
+        /// again (moto keeps its data in memory, so the old objects are gone).
+        pub fn restart(&mut self, bucket: &str) {
+            self.child = Self::spawn(&self.bin, self.port);
+            self.create_bucket(bucket);
+        }
+    }
+}
