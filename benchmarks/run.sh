@@ -18,3 +18,7 @@ echo
 echo "## QUIC shuffle between two TaskManagers"
 benchmarks/target/release/quic-shuffle \
     benchmarks/shuffle-guest/target/wasm32-wasip2/release/shuffle_guest.wasm 5
+echo
+echo "## What exactly-once checkpoints cost"
+benchmarks/target/release/checkpoint-cost \
+    examples/target/wasm32-wasip2/release/exactly_once.wasm 5

@@ -1,0 +1,221 @@
+//! What the cluster benchmarks share: a JobManager and TaskManagers as
+//! separate processes on 127.0.0.1 (the benchmark binary re-executed in
+//! those roles, running the real cluster code), and a REST client for them.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The median (sorts `v`).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The `p`-th percentile (0..=100) of `v` (sorts it).
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// Runs this process as a JobManager or TaskManager when `args` say so
+/// (`--jobmanager DIR`, `--taskmanager RPC TOKEN DIR SLOTS`); false otherwise.
+pub fn serve_role(args: &[String]) -> anyhow::Result<bool> {
+    match args.get(1).map(String::as_str) {
+        Some("--jobmanager") => role_jobmanager(Path::new(&args[2])).map(|()| true),
+        Some("--taskmanager") => {
+            let slots = args[5].parse()?;
+            role_taskmanager(&args[2], &args[3], Path::new(&args[4]), slots).map(|()| true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running cluster.
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    /// The JobManager, then the TaskManagers.
+    pub procs: Vec<Proc>,
+    rest: String,
+    http: reqwest::blocking::Client,
+}
+
+/// Polls `f` until it returns `Some` (two minutes at most).
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Cluster {
+    /// A JobManager and `tms` TaskManagers with `slots` slots each.
+    pub fn start(tms: usize, slots: u32) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let me = std::env::current_exe()?;
+        let spawn = |args: &[&str]| -> anyhow::Result<Proc> {
+            Ok(Proc(
+                Command::new(&me).args(args).stdin(Stdio::null()).spawn()?,
+            ))
+        };
+        let jm_dir = dir.path().join("jm");
+        let mut procs = vec![spawn(&["--jobmanager", &jm_dir.display().to_string()])?];
+        let endpoints = jm_dir.join("endpoints.json");
+        let e: Value = wait_for("the JobManager", || {
+            serde_json::from_slice(&std::fs::read(&endpoints).ok()?).ok()
+        })?;
+        let (rpc, token) = (
+            e["rpc"].as_str().context("rpc")?.to_owned(),
+            e["token"].as_str().context("token")?.to_owned(),
+        );
+        for n in 0..tms {
+            let tm_dir = dir.path().join(format!("tm{n}")).display().to_string();
+            let slots = slots.to_string();
+            procs.push(spawn(&["--taskmanager", &rpc, &token, &tm_dir, &slots])?);
+        }
+        let cluster = Cluster {
+            _dir: dir,
+            procs,
+            rest: format!("http://{}", e["rest"].as_str().context("rest")?),
+            http: reqwest::blocking::Client::new(),
+        };
+        wait_for("the TaskManagers", || {
+            let v: Value = cluster.get("/taskmanagers").ok()?;
+            (v["taskmanagers"].as_array()?.len() == tms).then_some(())
+        })?;
+        Ok(cluster)
+    }
+
+    /// GET a REST path.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.rest))
+            .send()?
+            .json()?)
+    }
+
+    /// Uploads a component; its id.
+    pub fn upload(&self, wasm: &Path) -> anyhow::Result<String> {
+        let part = reqwest::blocking::multipart::Part::bytes(std::fs::read(wasm)?)
+            .file_name("shuffle.wasm");
+        let v: Value = self
+            .http
+            .post(format!("{}/jars/upload", self.rest))
+            .multipart(reqwest::blocking::multipart::Form::new().part("jarfile", part))
+            .send()?
+            .json()?;
+        let file = v["filename"]
+            .as_str()
+            .with_context(|| format!("upload: {v}"))?;
+        Ok(file.rsplit('/').next().unwrap_or(file).to_owned())
+    }
+
+    /// Starts a job; its id.
+    pub fn submit(&self, jar: &str, body: Value) -> anyhow::Result<String> {
+        let v: Value = self
+            .http
+            .post(format!("{}/jars/{jar}/run", self.rest))
+            .json(&body)
+            .send()?
+            .json()?;
+        Ok(v["jobid"]
+            .as_str()
+            .with_context(|| format!("run: {v}"))?
+            .to_owned())
+    }
+
+    /// Waits for a job to end; its detail, after checking it finished.
+    pub fn wait_finished(&self, job: &str) -> anyhow::Result<Value> {
+        let d = wait_for("the job to end", || {
+            let d = self.get(&format!("/jobs/{job}")).ok()?;
+            matches!(d["state"].as_str()?, "FINISHED" | "FAILED" | "CANCELED").then_some(d)
+        })?;
+        if d["state"] != "FINISHED" {
+            bail!("the job ended {}: {d}", d["state"]);
+        }
+        Ok(d)
+    }
+
+    /// Runs a job to its end on `tms` TaskManagers; its duration in seconds
+    /// as the JobManager saw it, and its detail.
+    pub fn run_job(&self, jar: &str, body: Value, tms: usize) -> anyhow::Result<(f64, Value)> {
+        let job = self.submit(jar, body)?;
+        let d = self.wait_finished(&job)?;
+        if d["taskmanagers"].as_array().map(Vec::len) != Some(tms) {
+            bail!("the job did not run on {tms} TaskManager(s): {d}");
+        }
+        let ms = d["duration"].as_u64().context("duration")?;
+        Ok((ms as f64 / 1000.0, d))
+    }
+}
+
+/// Runs this process as a JobManager with its data in `dir`.
+pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let config = sluice_cluster::JobManagerConfig {
+        rest_addr: "127.0.0.1:0".parse()?,
+        rpc_addr: "127.0.0.1:0".parse()?,
+        data_dir: dir.to_owned(),
+        policy: sluice_policy::Policy::standard(),
+        slot_timeout: Duration::from_secs(60),
+        heartbeat_timeout: Duration::from_secs(10),
+        restart: sluice_coord::RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay_ms: 200,
+        },
+        base_dir: None,
+        checkpoint_storage: format!("file://{}", dir.join("checkpoints").display()),
+        checkpoint_interval: None,
+        checkpoint_defaults: sluice_coord::CheckpointConfig::default(),
+    };
+    let file = dir.join("endpoints.json");
+    runtime()?.block_on(sluice_cluster::jobmanager::run(config, |e| {
+        let tmp = file.with_extension("tmp");
+        if let Ok(json) = serde_json::to_vec(e)
+            && std::fs::write(&tmp, json).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, &file);
+        }
+    }))
+}
+
+/// Runs this process as a TaskManager.
+pub fn role_taskmanager(rpc: &str, token: &str, dir: &Path, slots: u32) -> anyhow::Result<()> {
+    let config = sluice_cluster::TaskManagerConfig {
+        jobmanager: rpc.to_owned(),
+        slots,
+        rpc_addr: "127.0.0.1:0".parse()?,
+        data_dir: dir.to_owned(),
+        token: Some(token.parse()?),
+        base_dir: None,
+        metrics_addrs: Vec::new(),
+    };
+    runtime()?.block_on(sluice_cluster::taskmanager::run(config, |_| {}))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
