@@ -929,10 +929,20 @@ fn with_checkpoints_a_killed_taskmanagers_job_resumes_from_the_latest_and_counts
     let (counts, parts) = read_output(&out_dir);
     assert_eq!(parts, 4);
     assert_eq!(counts, expected);
-    // A finished job's checkpoints are deleted.
+    // A finished job's checkpoints are deleted, and the job-result store
+    // says so.
     wait_for("the checkpoints to be deleted", &|| cluster.logs(), || {
         (!checkpoints.exists()).then_some(())
     });
+    let record = cluster
+        .dir
+        .path()
+        .join(format!("jm/job-results/{job}.json"));
+    let r: Value = wait_for("the cleanup to be recorded", &|| cluster.logs(), || {
+        let r: Value = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+        (r["cleaned"] == true).then_some(r)
+    });
+    assert_eq!(r["state"], "FINISHED", "{r}");
 }
 
 #[test]
@@ -1273,5 +1283,77 @@ fn checkpoints_to_s3_fail_while_it_is_down_and_the_job_runs_on_and_recovers() {
     assert_eq!(
         lines.iter().filter(|l| !l.starts_with('#')).count(),
         1_000_000
+    );
+}
+
+#[test]
+fn a_restarted_jobmanager_finishes_the_cleanups_its_predecessor_left() {
+    // What a JobManager that died mid-cleanup leaves: a cancelled job whose
+    // checkpoints are not deleted yet (one is a savepoint, to keep), and a
+    // job that was still running.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jm = dir.path().join("jm");
+    let checkpoints = jm.join("checkpoints");
+    let storage = format!("file://{}", checkpoints.display());
+    let (cancelled, running) = ("11".repeat(16), "22".repeat(16));
+    for (job, chk) in [(&cancelled, 3), (&cancelled, 5), (&running, 1)] {
+        let d = checkpoints.join(job).join(format!("chk-{chk}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("task-0-0"), b"snapshot").expect("write");
+    }
+    std::fs::create_dir_all(jm.join("job-results")).expect("mkdir");
+    for (job, state, keep) in [
+        (&cancelled, "CANCELED", vec![5]),
+        (&running, "RUNNING", vec![]),
+    ] {
+        let record = json!({
+            "job": job, "state": state, "storage": storage, "keep": keep,
+            "retained": false, "cleaned": false,
+        });
+        std::fs::write(
+            jm.join(format!("job-results/{job}.json")),
+            record.to_string(),
+        )
+        .expect("write");
+    }
+    let proc = Proc::start(
+        &[
+            "jobmanager",
+            "--rest-addr",
+            "127.0.0.1:0",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            "jm",
+        ],
+        dir.path().join("jm.log"),
+        dir.path(),
+    );
+    let read = |job: &str| -> Option<Value> {
+        serde_json::from_slice(&std::fs::read(jm.join(format!("job-results/{job}.json"))).ok()?)
+            .ok()
+    };
+    wait_for("both records to be settled", &|| proc.log(), || {
+        (read(&cancelled)?["cleaned"] == true && read(&running)?["cleaned"] == true).then_some(())
+    });
+    assert!(!checkpoints.join(&cancelled).join("chk-3").exists());
+    assert!(
+        checkpoints.join(&cancelled).join("chk-5/task-0-0").exists(),
+        "the savepoint stays"
+    );
+    let r = read(&running).expect("record");
+    assert_eq!(
+        (r["state"].as_str(), r["retained"].as_bool()),
+        (Some("FAILED"), Some(true))
+    );
+    assert!(
+        checkpoints.join(&running).join("chk-1/task-0-0").exists(),
+        "kept for a restore"
+    );
+    assert!(
+        proc.log()
+            .contains("was running when the JobManager stopped"),
+        "{}",
+        proc.log()
     );
 }

@@ -79,6 +79,8 @@ pub(crate) struct Outcome {
     pub fail: Option<String>,
     /// A stop-with-savepoint completed: cancel the job.
     pub stop: bool,
+    /// The job ended: record it in the job-result store.
+    pub ended: Option<crate::results::JobResult>,
 }
 
 /// A checkpoint's metadata as stored: the job's shape and the snapshot of
@@ -133,6 +135,8 @@ pub(crate) enum IoDone {
         checkpoint: u64,
         result: Result<(), String>,
     },
+    /// An ended job's checkpoints were deleted (or not all could be).
+    JobCleaned { job: JobId, cleaned: bool },
 }
 
 impl JobCheckpoints {
@@ -343,72 +347,89 @@ pub(crate) fn drive(
         }
     }
     // A job that finished or was cancelled needs its checkpoints no more; a
-    // failed one keeps them for a manual restore.
-    if matches!(
-        status,
-        sluice_coord::JobStatus::Finished | sluice_coord::JobStatus::Canceled
-    ) && !cp.cleaned
-    {
+    // failed one keeps them for a manual restore. The job-result store
+    // records the cleanup until it is done, so a JobManager restart redoes it.
+    if status.is_terminal() && !cp.cleaned {
         cp.cleaned = true;
-        // Savepoints are the user's: they stay.
-        let keep: BTreeSet<u64> = cp
+        let keep: Vec<u64> = cp
             .savepoints
             .values()
             .filter(|op| matches!(op.result, Some(Ok(_))))
             .map(|op| op.checkpoint)
             .collect();
         cp.completed.retain(|c, _| keep.contains(c));
-        discard_job(io, cp.storage.clone(), id, keep);
+        let retain_all = status == sluice_coord::JobStatus::Failed;
+        outcome.ended = Some(crate::results::JobResult {
+            job: id.to_string(),
+            state: crate::jobmanager::status_name(status).to_owned(),
+            storage: cp.settings.storage.clone(),
+            keep: keep.clone(),
+            retained: retain_all,
+            cleaned: retain_all,
+        });
+        if !retain_all {
+            let (storage, done) = (cp.storage.clone(), done.clone());
+            io.spawn(async move {
+                let cleaned = discard_job(&storage, id, &keep).await;
+                let _ = done.send(IoDone::JobCleaned { job: id, cleaned });
+            });
+        }
     }
     outcome
 }
 
-/// Deletes a job's checkpoint directories, but those in `keep`, in the
-/// background.
-fn discard_job(io: &tokio::runtime::Handle, storage: Storage, job: JobId, keep: BTreeSet<u64>) {
+/// Deletes a job's checkpoint directories but those in `keep` (savepoints,
+/// which are the user's); whether everything went.
+pub(crate) async fn discard_job(storage: &Storage, job: JobId, keep: &[u64]) -> bool {
     if keep.is_empty() {
-        return discard(io, storage, job.to_string());
+        return delete_with_retries(storage, &job.to_string()).await;
     }
-    let handle = io.clone();
-    io.spawn(async move {
-        let files = match storage.list(&job.to_string()).await {
-            Ok(f) => f,
-            Err(e) => return tracing::error!(%job, "cannot list the job's checkpoints: {e}"),
-        };
-        let dirs: BTreeSet<String> = files
-            .iter()
-            .filter_map(|f| f.split('/').nth(1).map(str::to_owned))
-            .filter(|d| {
-                d.strip_prefix("chk-")
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_none_or(|n| !keep.contains(&n))
-            })
-            .collect();
-        for d in dirs {
-            discard(&handle, storage.clone(), format!("{job}/{d}"));
+    let files = match storage.list(&job.to_string()).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(%job, "cannot list the job's checkpoints: {e}");
+            return false;
         }
-    });
+    };
+    let dirs: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| f.split('/').nth(1).map(str::to_owned))
+        .filter(|d| {
+            d.strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_none_or(|n| !keep.contains(&n))
+        })
+        .collect();
+    let mut all = true;
+    for d in dirs {
+        all &= delete_with_retries(storage, &format!("{job}/{d}")).await;
+    }
+    all
 }
 
 /// Deletes a directory of the checkpoint storage in the background,
 /// retrying with backoff.
 fn discard(io: &tokio::runtime::Handle, storage: Storage, dir: String) {
-    io.spawn(async move {
-        let mut delay = Duration::from_millis(200);
-        for attempt in 1..=DISCARD_ATTEMPTS {
-            match storage.delete_dir(&dir).await {
-                Ok(()) => return,
-                Err(e) if attempt == DISCARD_ATTEMPTS => {
-                    tracing::error!(dir, "cannot delete a discarded checkpoint: {e}");
-                }
-                Err(e) => {
-                    tracing::warn!(dir, attempt, "deleting a discarded checkpoint failed: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
+    io.spawn(async move { delete_with_retries(&storage, &dir).await });
+}
+
+/// Deletes a directory, retrying with backoff; whether it went.
+async fn delete_with_retries(storage: &Storage, dir: &str) -> bool {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=DISCARD_ATTEMPTS {
+        match storage.delete_dir(dir).await {
+            Ok(()) => return true,
+            Err(e) if attempt == DISCARD_ATTEMPTS => {
+                tracing::error!(dir, "cannot delete checkpoint files: {e}");
+            }
+            Err(e) => {
+                tracing::warn!(dir, attempt, "deleting checkpoint files failed: {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
             }
         }
-    });
+    }
+    false
 }
 
 /// What each task of a deployment restores from a checkpoint taken by a job

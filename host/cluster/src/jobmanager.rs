@@ -19,6 +19,7 @@ use sluice_coord::{
 use sluice_state::{S3Options, Storage};
 
 use crate::checkpoints::{IoDone, JobCheckpoints};
+use crate::results::{JobResult, JobResultStore};
 use sluice_policy::Policy;
 use sluice_runtime::{NodeCounts, PreparedJob, RunError};
 use sluice_transport::{ALPN_CLUSTER, ALPN_JOIN, ClusterCa, JoinToken, frame};
@@ -158,6 +159,8 @@ pub(crate) struct JobManager {
     /// Where background storage work runs, and where it reports.
     io: tokio::runtime::Handle,
     io_done: mpsc::UnboundedSender<IoDone>,
+    /// Which jobs ended and whether their checkpoints are cleaned up.
+    results: JobResultStore,
 }
 
 impl JobManager {
@@ -276,6 +279,19 @@ impl JobManager {
             status_changed: BTreeMap::from([("CREATED", now), ("INITIALIZING", now)]),
             last_status: JobStatus::Created,
         };
+        let record = JobResult {
+            job: id.to_string(),
+            state: "RUNNING".into(),
+            storage: self.config.checkpoint_storage.clone(),
+            keep: Vec::new(),
+            retained: false,
+            cleaned: false,
+        };
+        self.results.put(&record).map_err(|e| {
+            SubmitError::Internal(format!(
+                "cannot record the job in the job-result store: {e}"
+            ))
+        })?;
         let mut cluster = self.lock();
         cluster.jobs.insert(id, entry);
         self.drive(&mut cluster, now);
@@ -385,6 +401,11 @@ impl JobManager {
                 }
             }
             let outcome = crate::checkpoints::drive(job, tms, &self.io, &self.io_done, now);
+            if let Some(result) = &outcome.ended
+                && let Err(e) = self.results.put(result)
+            {
+                tracing::error!(job = %id, "cannot record the job's end: {e}");
+            }
             if outcome.stop {
                 tracing::info!(job = %id, "stopping the job after its savepoint");
                 job.core.cancel(now);
@@ -591,6 +612,15 @@ impl JobManager {
         let mut cluster = self.lock();
         let now = now_ms();
         match done {
+            IoDone::JobCleaned { job, cleaned } => {
+                if !cleaned {
+                    tracing::warn!(%job, "checkpoints not all deleted; the next JobManager start retries");
+                }
+                if let Err(e) = self.results.update(job, |r| r.cleaned = cleaned) {
+                    tracing::error!(%job, "cannot record the job's cleanup: {e}");
+                }
+                return;
+            }
             IoDone::MetadataWritten {
                 job,
                 checkpoint,
@@ -867,7 +897,9 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         token,
         io: tokio::runtime::Handle::current(),
         io_done,
+        results: JobResultStore::new(&config.data_dir.join("job-results")),
     });
+    finish_cleanups(&jm);
     let io_jm = jm.clone();
     tokio::spawn(async move {
         while let Some(done) = io_rx.recv().await {
@@ -900,6 +932,45 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     axum::serve(rest, crate::rest::router(jm))
         .await
         .context("the REST server stopped")
+}
+
+/// Finishes what an earlier JobManager left undone: deletes the checkpoints
+/// of ended jobs whose cleanup is not recorded as done, and keeps (and
+/// names) those of jobs that were still running, for a manual restore.
+fn finish_cleanups(jm: &Arc<JobManager>) {
+    for r in jm.results.all().into_iter().filter(|r| !r.cleaned) {
+        let Ok(job) = r.job.parse::<JobId>() else {
+            tracing::warn!(job = %r.job, "skipping a job result with a malformed id");
+            continue;
+        };
+        if r.state == "RUNNING" {
+            tracing::warn!(
+                job = %r.job,
+                "the job was running when the JobManager stopped; its checkpoints stay in {}/{} \
+                 for a restore with --from-savepoint",
+                r.storage.trim_end_matches('/'),
+                r.job
+            );
+            let _ = jm.results.update(job, |r| {
+                r.state = "FAILED".into();
+                r.retained = true;
+                r.cleaned = true;
+            });
+            continue;
+        }
+        let storage = match Storage::open(&r.storage, &S3Options::from_env()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(job = %r.job, "cannot clean up: {e}");
+                continue;
+            }
+        };
+        let done = jm.io_done.clone();
+        tokio::spawn(async move {
+            let cleaned = crate::checkpoints::discard_job(&storage, job, &r.keep).await;
+            let _ = done.send(IoDone::JobCleaned { job, cleaned });
+        });
+    }
 }
 
 fn load_jars(jm: &JobManager) {

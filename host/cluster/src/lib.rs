@@ -13,6 +13,7 @@ pub mod jobmanager;
 mod metrics;
 pub mod protocol;
 mod rest;
+mod results;
 pub mod taskmanager;
 
 pub use jobmanager::{Endpoints, JobManagerConfig};

@@ -1,0 +1,119 @@
+//! The job-result store: one small file per job under the JobManager's
+//! data directory, written when a job is submitted and when it ends, saying
+//! whether its checkpoints have been cleaned up. A JobManager that starts
+//! finishes every cleanup a previous one left undone, so no checkpoint file
+//! is orphaned by a crash (Flink's JobResultStore plays the same role).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_types::JobId;
+
+/// What the store keeps about one job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JobResult {
+    /// The job id (32 hex characters).
+    pub job: String,
+    /// `RUNNING` until the job ends, then its final status.
+    pub state: String,
+    /// URI of the checkpoint storage its checkpoints are in.
+    pub storage: String,
+    /// Checkpoints to keep (savepoints).
+    pub keep: Vec<u64>,
+    /// Its checkpoints are kept on purpose (a failed job, for a manual
+    /// restore, or one whose JobManager went away while it ran).
+    pub retained: bool,
+    /// Nothing is left to delete.
+    pub cleaned: bool,
+}
+
+/// The store: `DIR/JOB.json`, each written atomically.
+#[derive(Clone, Debug)]
+pub(crate) struct JobResultStore {
+    dir: PathBuf,
+}
+
+impl JobResultStore {
+    pub fn new(dir: &Path) -> Self {
+        JobResultStore {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Records a job's result, replacing what was there.
+    pub fn put(&self, r: &JobResult) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{}.json", r.job));
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Every readable record; unreadable ones are logged and skipped.
+    pub fn all(&self) -> Vec<JobResult> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(file = %path.display(), "skipping a job result: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Updates the record of `job`, if there is one.
+    pub fn update(&self, job: JobId, f: impl FnOnce(&mut JobResult)) -> std::io::Result<()> {
+        let path = self.dir.join(format!("{job}.json"));
+        let mut r: JobResult =
+            serde_json::from_slice(&std::fs::read(&path)?).map_err(std::io::Error::other)?;
+        f(&mut r);
+        self.put(&r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_a_restart_and_updates_replace_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JobResultStore::new(&dir.path().join("job-results"));
+        let r = JobResult {
+            job: JobId([7; 16]).to_string(),
+            state: "RUNNING".into(),
+            storage: "memory://".into(),
+            keep: vec![],
+            retained: false,
+            cleaned: false,
+        };
+        store.put(&r).expect("put");
+        std::fs::write(dir.path().join("job-results/garbage.json"), b"{").expect("write");
+        let again = JobResultStore::new(&dir.path().join("job-results"));
+        assert_eq!(again.all(), [r]);
+        again
+            .update(JobId([7; 16]), |r| {
+                r.state = "CANCELED".into();
+                r.cleaned = true;
+            })
+            .expect("update");
+        let all = store.all();
+        assert_eq!((all[0].state.as_str(), all[0].cleaned), ("CANCELED", true));
+    }
+}
