@@ -187,13 +187,38 @@ impl Cluster {
 
     /// Uploads the word-count component; its id.
     fn upload_wordcount(&self) -> String {
-        let (status, up) = self.upload(Path::new(sluice_test_programs::WORDCOUNT));
+        self.upload_app(sluice_test_programs::WORDCOUNT)
+    }
+
+    /// Uploads a component; its id.
+    fn upload_app(&self, wasm: &str) -> String {
+        let (status, up) = self.upload(Path::new(wasm));
         assert_eq!(status, 200, "{up}");
         up["filename"]
             .as_str()
             .and_then(|f| f.rsplit('/').next())
             .expect("the upload answer names the stored file")
             .to_owned()
+    }
+
+    /// Runs an uploaded component; the job id.
+    fn run_ok(&self, jar: &str, body: Value) -> String {
+        let (status, run) = self.run(jar, body);
+        assert_eq!(status, 200, "{run}");
+        run["jobid"].as_str().expect("jobid").to_owned()
+    }
+
+    /// Starts word count at parallelism 4, checkpointing as asked.
+    fn start_wordcount(&self, input: &Path, out: &Path, checkpoint_ms: Option<u64>) -> String {
+        let jar = self.upload_wordcount();
+        let mut body = json!({
+            "parallelism": 4,
+            "programArgsList": [format!("input={}", input.display()), format!("output={}", out.display())],
+        });
+        if let Some(ms) = checkpoint_ms {
+            body["checkpointInterval"] = json!(ms);
+        }
+        self.run_ok(&jar, body)
     }
 
     fn run(&self, jar: &str, body: Value) -> (u16, Value) {
@@ -346,16 +371,7 @@ fn a_killed_taskmanager_is_detected_and_the_job_restarts_on_the_survivor() {
     );
     let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
     let out_dir = cluster.dir.path().join("out");
-    let jar = cluster.upload_wordcount();
-    let (status, run) = cluster.run(
-        &jar,
-        json!({
-            "parallelism": 4,
-            "programArgsList": [format!("input={}", input.display()), format!("output={}", out_dir.display())],
-        }),
-    );
-    assert_eq!(status, 200, "{run}");
-    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let job = cluster.start_wordcount(&input, &out_dir, None);
     // Wait until both TaskManagers run tasks of the job, then kill one.
     let detail = wait_for(
         "the job to run on both TaskManagers",
@@ -653,22 +669,15 @@ impl Cluster {
     /// Starts the join example with inputs too large to finish: a job that
     /// runs until it is cancelled.
     fn start_endless_job(&self) -> String {
-        let (status, up) = self.upload(Path::new(sluice_test_programs::JOIN));
-        assert_eq!(status, 200, "{up}");
-        let jar = up["filename"]
-            .as_str()
-            .and_then(|f| f.rsplit('/').next())
-            .expect("stored file");
+        let jar = self.upload_app(sluice_test_programs::JOIN);
         let out = self.dir.path().join("endless-out");
-        let (status, run) = self.run(
-            jar,
+        let job = self.run_ok(
+            &jar,
             json!({
                 "parallelism": 2,
                 "programArgsList": ["left=1000000000000000", "right=1000000000000000", format!("output={}", out.display())],
             }),
         );
-        assert_eq!(status, 200, "{run}");
-        let job = run["jobid"].as_str().expect("jobid").to_owned();
         self.wait_for_state(&job, &["RUNNING"]);
         job
     }
@@ -679,16 +688,7 @@ fn metrics_count_each_subtask_and_prometheus_scrapes_them() {
     let cluster = Cluster::start(2, 2, &[]);
     let (input, expected) = write_input(cluster.dir.path(), 1 << 20);
     let words: u64 = expected.values().sum();
-    let jar = cluster.upload_wordcount();
-    let (status, run) = cluster.run(
-        &jar,
-        json!({
-            "parallelism": 4,
-            "programArgsList": [format!("input={}", input.display()), format!("output={}", cluster.dir.path().join("out").display())],
-        }),
-    );
-    assert_eq!(status, 200, "{run}");
-    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let job = cluster.start_wordcount(&input, &cluster.dir.path().join("out"), None);
     let d = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
     assert_eq!(d["state"], "FINISHED", "{d}");
 
@@ -884,17 +884,7 @@ fn with_checkpoints_a_killed_taskmanagers_job_resumes_from_the_latest_and_counts
     );
     let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
     let out_dir = cluster.dir.path().join("out");
-    let jar = cluster.upload_wordcount();
-    let (status, run) = cluster.run(
-        &jar,
-        json!({
-            "parallelism": 4,
-            "checkpointInterval": 300,
-            "programArgsList": [format!("input={}", input.display()), format!("output={}", out_dir.display())],
-        }),
-    );
-    assert_eq!(status, 200, "{run}");
-    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let job = cluster.start_wordcount(&input, &out_dir, Some(300));
     // Wait for a completed checkpoint while the job runs on both TaskManagers.
     let first = wait_for("a completed checkpoint", &|| cluster.logs(), || {
         let (_, d) = cluster.get(&format!("/jobs/{job}"));
@@ -962,14 +952,8 @@ fn exactly_once_through_repeated_taskmanager_kills() {
         ],
     );
     let out_dir = cluster.dir.path().join("out");
-    let (status, up) = cluster.upload(Path::new(sluice_test_programs::EXACTLY_ONCE));
-    assert_eq!(status, 200, "{up}");
-    let jar = up["filename"]
-        .as_str()
-        .and_then(|f| f.rsplit('/').next())
-        .expect("stored file")
-        .to_owned();
-    let (status, run) = cluster.run(
+    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
+    let job = cluster.run_ok(
         &jar,
         json!({
             "parallelism": 2,
@@ -983,8 +967,6 @@ fn exactly_once_through_repeated_taskmanager_kills() {
             ],
         }),
     );
-    assert_eq!(status, 200, "{run}");
-    let job = run["jobid"].as_str().expect("jobid").to_owned();
     let mut completed_before = 0;
     for kill in 0..3 {
         // Running on two TaskManagers, with a checkpoint completed since
@@ -1152,17 +1134,7 @@ fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     );
     let (input, expected) = write_input(cluster.dir.path(), 48 << 20);
     let out_dir = cluster.dir.path().join("out");
-    let jar = cluster.upload_wordcount();
-    let (status, run) = cluster.run(
-        &jar,
-        json!({
-            "parallelism": 4,
-            "checkpointInterval": 200,
-            "programArgsList": [format!("input={}", input.display()), format!("output={}", out_dir.display())],
-        }),
-    );
-    assert_eq!(status, 200, "{run}");
-    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let job = cluster.start_wordcount(&input, &out_dir, Some(200));
     wait_for("two completed checkpoints", &|| cluster.logs(), || {
         let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
         (c["counts"]["completed"].as_u64()? >= 2).then_some(())
@@ -1235,14 +1207,8 @@ fn checkpoints_to_s3_fail_while_it_is_down_and_the_job_runs_on_and_recovers() {
         env,
     );
     let out_dir = cluster.dir.path().join("out");
-    let (status, up) = cluster.upload(Path::new(sluice_test_programs::EXACTLY_ONCE));
-    assert_eq!(status, 200, "{up}");
-    let jar = up["filename"]
-        .as_str()
-        .and_then(|f| f.rsplit('/').next())
-        .expect("stored file")
-        .to_owned();
-    let (status, run) = cluster.run(
+    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
+    let job = cluster.run_ok(
         &jar,
         json!({
             "parallelism": 2,
@@ -1250,8 +1216,6 @@ fn checkpoints_to_s3_fail_while_it_is_down_and_the_job_runs_on_and_recovers() {
             "programArgsList": ["records=1000000", "keys=10", "rate=50000", format!("output={}", out_dir.display())],
         }),
     );
-    assert_eq!(status, 200, "{run}");
-    let job = run["jobid"].as_str().expect("jobid").to_owned();
     let counts = |c: &Value, what: &str| c["counts"][what].as_u64().unwrap_or(0);
     let checkpoints = || cluster.get(&format!("/jobs/{job}/checkpoints")).1;
     wait_for("a checkpoint in S3", &|| cluster.logs(), || {

@@ -734,12 +734,7 @@ async fn run_jar(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let req: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RunRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| bad_request(format!("Bad request: malformed run request: {e}")))?
-    };
+    let req: RunRequest = parse_body(&body)?;
     let parallelism = req.parallelism.unwrap_or(1);
     if parallelism == 0 {
         return Err(bad_request("Bad request: parallelism must be at least 1"));

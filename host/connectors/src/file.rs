@@ -463,6 +463,14 @@ mod tests {
         }
     }
 
+    /// An async runtime (kept alive for the connectors), the connectors,
+    /// and a scratch directory.
+    fn fixture() -> (tokio::runtime::Runtime, Connectors, tempfile::TempDir) {
+        let rt = tokio::runtime::Runtime::new().expect("tokio");
+        let c = Connectors::new(rt.handle(), None).expect("connectors");
+        (rt, c, tempfile::tempdir().expect("tempdir"))
+    }
+
     fn read_all(c: &Connectors, path: &Path, p: u32, max: usize) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
         for s in 0..p {
@@ -478,9 +486,7 @@ mod tests {
 
     #[test]
     fn byte_range_splits_read_every_line_exactly_once() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, c, dir) = fixture();
         let path = dir.path().join("in.txt");
         let mut text = Vec::new();
         let mut expected = Vec::new();
@@ -512,8 +518,7 @@ mod tests {
 
     #[test]
     fn a_missing_input_file_is_an_error_naming_it() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
+        let (_rt, c, _dir) = fixture();
         let err = c
             .source(
                 &node("file-source", Path::new("/no/such/file.txt")),
@@ -528,9 +533,7 @@ mod tests {
 
     #[test]
     fn an_output_directory_with_part_files_is_refused() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, c, dir) = fixture();
         let policy = sluice_policy::Policy::standard();
         let out = dir.path().join("out");
         c.check(&node("file-sink", &out), "file-sink", &policy)
@@ -548,9 +551,7 @@ mod tests {
 
     #[test]
     fn sink_files_appear_only_when_finished() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, c, dir) = fixture();
         let out = dir.path().join("out");
         let mut sink = c.sink(&node("file-sink", &out), 3, &[]).expect("open");
         let mut b = BatchBuilder::new();
@@ -585,9 +586,7 @@ mod tests {
 
     #[test]
     fn the_sink_publishes_a_checkpoints_files_only_when_it_completes() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, c, dir) = fixture();
         let out = dir.path().join("out");
         let sink_node = node("file-sink", &out);
         let mut sink = c.sink(&sink_node, 0, &[]).expect("open");
@@ -630,9 +629,7 @@ mod tests {
 
     #[test]
     fn a_lost_pre_committed_file_fails_the_restore_with_its_name() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, c, dir) = fixture();
         let out = dir.path().join("out");
         let sink_node = node("file-sink", &out);
         let mut sink = c.sink(&sink_node, 0, &[]).expect("open");
@@ -646,9 +643,7 @@ mod tests {
 
     #[test]
     fn a_file_source_resumes_from_its_snapshot_at_any_parallelism() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, c, dir) = fixture();
         let path = dir.path().join("in.txt");
         let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
         std::fs::write(&path, lines.join("\n")).expect("write");
@@ -686,9 +681,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_source_position_is_an_error() {
-        let rt = tokio::runtime::Runtime::new().expect("tokio");
-        let c = Connectors::new(rt.handle(), None).expect("connectors");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, c, dir) = fixture();
         let path = dir.path().join("in.txt");
         std::fs::write(&path, "a\nb\n").expect("write");
         let err = c

@@ -147,6 +147,12 @@ impl RestartStrategy {
     }
 }
 
+/// Matches no task: `cancel_running(NO_TASK)` cancels them all.
+const NO_TASK: TaskId = TaskId {
+    vertex: u32::MAX,
+    subtask: u32::MAX,
+};
+
 /// One failure of a job run, for its exception history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -265,13 +271,7 @@ impl Job {
         if self.status != JobStatus::Created {
             return;
         }
-        self.failures.push(Failure {
-            at: now,
-            attempt: self.attempt,
-            task: None,
-            message: reason.clone(),
-        });
-        self.failure = Some(reason);
+        self.record_failure(None, reason, now);
         self.status = JobStatus::Failed;
         self.ended_at = Some(now);
     }
@@ -311,13 +311,7 @@ impl Job {
             && self.failure.is_none()
             && !self.status.is_terminal()
         {
-            self.failures.push(Failure {
-                at: now,
-                attempt: self.attempt,
-                task: Some(task),
-                message: msg.clone(),
-            });
-            self.failure = Some(msg);
+            self.record_failure(Some(task), msg, now);
             self.cancel_running(task);
         }
         self.update_status(now);
@@ -329,18 +323,20 @@ impl Job {
         if self.failure.is_some() || self.status != JobStatus::Running {
             return;
         }
+        self.record_failure(None, reason, now);
+        self.cancel_running(NO_TASK);
+        self.update_status(now);
+    }
+
+    /// The run's failure, for its status and the exception history.
+    fn record_failure(&mut self, task: Option<TaskId>, message: String, now: u64) {
         self.failures.push(Failure {
             at: now,
             attempt: self.attempt,
-            task: None,
-            message: reason.clone(),
+            task,
+            message: message.clone(),
         });
-        self.failure = Some(reason);
-        self.cancel_running(TaskId {
-            vertex: u32::MAX,
-            subtask: u32::MAX,
-        });
-        self.update_status(now);
+        self.failure = Some(message);
     }
 
     /// A user asked to cancel the job.
@@ -355,10 +351,7 @@ impl Job {
             self.ended_at = Some(now);
             return;
         }
-        self.cancel_running(TaskId {
-            vertex: u32::MAX,
-            subtask: u32::MAX,
-        });
+        self.cancel_running(NO_TASK);
         self.update_status(now);
     }
 
