@@ -1084,11 +1084,30 @@ fn a_savepoint_taken_at_parallelism_2_restores_at_4_with_the_same_totals() {
     // The job ended, its savepoint stays.
     assert!(savepoint_dir.join("_metadata").exists(), "{location}");
 
-    let second = submit("4", "out2", &["--from-savepoint", &location, "--wait"]);
+    let second = submit(
+        "4",
+        "out2",
+        &[
+            "--from-savepoint",
+            &location,
+            "--checkpoint-interval",
+            "500ms",
+            "--wait",
+        ],
+    );
     assert_eq!(second["state"], "FINISHED", "{second}\n{}", cluster.logs());
     let job2 = second["jid"].as_str().expect("jid").to_owned();
     let (_, c) = cluster.get(&format!("/jobs/{job2}/checkpoints"));
     assert_eq!(c["counts"]["restored"], 1, "{c}");
+    let (_, config) = cluster.get(&format!("/jobs/{job2}/checkpoints/config"));
+    assert_eq!(config["interval"], 500, "{config}");
+    assert_eq!(config["mode"], "exactly_once", "{config}");
+    let (_, config) = cluster.get(&format!("/jobs/{job}/checkpoints/config"));
+    assert_eq!(
+        config["interval"],
+        i64::MAX,
+        "no periodic checkpoints: {config}"
+    );
     let (_, d) = cluster.get(&format!("/jobs/{job2}"));
     let recounted = d["vertices"][1]["metrics"]["read-records"]
         .as_u64()

@@ -60,6 +60,7 @@ pub(crate) fn router(jm: Shared) -> Router {
         .route("/jobs/{id}", get(job_detail).patch(job_patch))
         .route("/jobs/{id}/exceptions", get(job_exceptions))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/jobs/{id}/checkpoints/config", get(job_checkpoints_config))
         .route("/jobs/{id}/savepoints", post(trigger_savepoint))
         .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
         .route("/jobs/{id}/stop", post(stop_job))
@@ -479,6 +480,38 @@ async fn savepoint_status(
             "operation": {"failure-cause": {"class": "SavepointFailed", "stack-trace": reason, "serialized-throwable": null}},
         }),
     }))
+}
+
+/// A job's checkpoint settings, in Flink's shape. Flink reports a disabled
+/// periodic interval as `Long.MAX_VALUE`; so does this.
+async fn job_checkpoints_config(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let cluster = jm.lock();
+    let j = find_job(&cluster, &id)?;
+    let cp = j
+        .checkpoints
+        .as_ref()
+        .ok_or_else(|| not_found(format!("Job {id} takes no checkpoints")))?;
+    let c = cp.coord.config();
+    let interval = if c.interval_ms == u64::MAX {
+        i64::MAX
+    } else {
+        c.interval_ms as i64
+    };
+    Ok(axum::Json(json!({
+        "mode": match c.mode {
+            sluice_coord::CheckpointingMode::ExactlyOnce => "exactly_once",
+            sluice_coord::CheckpointingMode::AtLeastOnce => "at_least_once",
+        },
+        "interval": interval,
+        "timeout": c.timeout_ms,
+        "min_pause": c.min_pause_ms,
+        "max_concurrent": c.max_concurrent,
+        "externalization": {"enabled": true, "delete_on_cancellation": true},
+        "checkpoint_storage": cp.settings.storage,
+        "unaligned_checkpoints": false,
+        "tolerable_failed_checkpoints": c.tolerable_failures,
+        "retained_checkpoints": c.retained,
+    })))
 }
 
 /// Checkpoint counts, the latest of each kind and the recent history, in
