@@ -165,7 +165,8 @@ impl JobCheckpoints {
         )
     }
 
-    /// The checkpoint a new run restores from: the newest retained one.
+    /// What a new run restores from: the newest retained checkpoint, or the
+    /// savepoint the job was submitted from while it has none of its own.
     pub fn restore_point(&mut self, now: u64) -> Option<CheckpointMetadata> {
         let meta = match self.coord.latest_completed() {
             Some(latest) => self.completed.get(&latest.id)?.clone(),
@@ -179,7 +180,8 @@ impl JobCheckpoints {
 }
 
 /// Feeds the job's state to its coordinator and carries out what the
-/// coordinator asks for. Returns a reason to fail the run, if any.
+/// coordinator asks for; says what the job itself must do (fail the run,
+/// stop after a savepoint, record its end).
 pub(crate) fn drive(
     job: &mut JobEntry,
     tms: &BTreeMap<String, Tm>,
