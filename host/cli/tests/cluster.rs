@@ -935,22 +935,35 @@ fn with_checkpoints_a_killed_taskmanagers_job_resumes_from_the_latest_and_counts
     assert_eq!(r["state"], "FINISHED", "{r}");
 }
 
-#[test]
-fn exactly_once_through_repeated_taskmanager_kills() {
-    const RECORDS: u64 = 2_000_000;
-    const KEYS: u64 = 100;
-    let mut cluster = Cluster::start(
-        2,
-        2,
-        &[
-            "--restart-strategy",
-            "fixed-delay",
-            "--restart-attempts",
-            "10",
-            "--restart-delay",
-            "200ms",
-        ],
-    );
+/// What the checker job published and concluded.
+struct CheckerRun {
+    /// How many times each index was published.
+    published: std::collections::HashMap<u64, u32>,
+    /// Per key: seen, gaps, duplicates (the state's view at the end).
+    summaries: Vec<(String, u64, u64, u64)>,
+    /// The job's checkpoint settings, from the REST API.
+    config: Value,
+}
+
+const CHECKER_RECORDS: u64 = 2_000_000;
+const CHECKER_KEYS: u64 = 100;
+
+/// Runs the exactly-once checker at p2, checkpointing every 300 ms, on a
+/// JobManager (with `jm_args`) and two TaskManagers, killing a TaskManager
+/// with `kill -9` `kills` times (each time after a checkpoint completed since
+/// the last restore, then starting a fresh TaskManager), and reads what the
+/// job published.
+fn run_checker_with_kills(jm_args: &[&str], kills: u64) -> CheckerRun {
+    let mut args = vec![
+        "--restart-strategy",
+        "fixed-delay",
+        "--restart-attempts",
+        "10",
+        "--restart-delay",
+        "200ms",
+    ];
+    args.extend_from_slice(jm_args);
+    let mut cluster = Cluster::start(2, 2, &args);
     let out_dir = cluster.dir.path().join("out");
     let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
     let job = cluster.run_ok(
@@ -959,8 +972,8 @@ fn exactly_once_through_repeated_taskmanager_kills() {
             "parallelism": 2,
             "checkpointInterval": 300,
             "programArgsList": [
-                format!("records={RECORDS}"),
-                format!("keys={KEYS}"),
+                format!("records={CHECKER_RECORDS}"),
+                format!("keys={CHECKER_KEYS}"),
                 // 2 x 100,000 records/s: about ten seconds of work.
                 "rate=100000",
                 format!("output={}", out_dir.display()),
@@ -968,7 +981,7 @@ fn exactly_once_through_repeated_taskmanager_kills() {
         }),
     );
     let mut completed_before = 0;
-    for kill in 0..3 {
+    for kill in 0..kills {
         // Running on two TaskManagers, with a checkpoint completed since
         // the last restore.
         let completed = wait_for(
@@ -998,35 +1011,69 @@ fn exactly_once_through_repeated_taskmanager_kills() {
     }
     let d = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
     assert_eq!(d["state"], "FINISHED", "{d}\n{}", cluster.logs());
-    assert_eq!(d["attempt"], 3, "{d}");
+    assert_eq!(d["attempt"], kills, "{d}");
     let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
-    assert_eq!(c["counts"]["restored"], 3, "{c}");
+    assert_eq!(c["counts"]["restored"], kills, "{c}");
 
-    // The committed output: every index exactly once...
     let (lines, _) = sluice_test_programs::wordcount::output_lines(&out_dir);
-    let mut seen = std::collections::HashSet::new();
-    let mut summaries = Vec::new();
+    let mut run = CheckerRun {
+        published: std::collections::HashMap::new(),
+        summaries: Vec::new(),
+        config: cluster.get(&format!("/jobs/{job}/checkpoints/config")).1,
+    };
     for line in &lines {
         if let Some(summary) = line.strip_prefix('#') {
-            summaries.push(summary.to_owned());
+            let f: Vec<&str> = summary.split('\t').collect();
+            let n = |i: usize| f[i].parse::<u64>().expect("number");
+            run.summaries.push((f[0].to_owned(), n(1), n(2), n(3)));
             continue;
         }
         let (key, index) = line.split_once('\t').expect("KEY<TAB>INDEX");
         let index: u64 = index.parse().expect("index");
-        assert_eq!(key, format!("k{}", index % KEYS), "{line}");
-        assert!(seen.insert(index), "index {index} was published twice");
+        assert_eq!(key, format!("k{}", index % CHECKER_KEYS), "{line}");
+        *run.published.entry(index).or_default() += 1;
     }
-    assert_eq!(seen.len() as u64, RECORDS, "indices were lost");
+    run.summaries.sort();
+    assert_eq!(run.summaries.len() as u64, CHECKER_KEYS);
+    run
+}
+
+#[test]
+fn exactly_once_through_repeated_taskmanager_kills() {
+    let run = run_checker_with_kills(&[], 3);
+    assert_eq!(run.config["mode"], "exactly_once", "{}", run.config);
+    // The committed output: every index exactly once...
+    assert_eq!(
+        run.published.len() as u64,
+        CHECKER_RECORDS,
+        "indices were lost"
+    );
+    if let Some((index, n)) = run.published.iter().find(|(_, n)| **n != 1) {
+        panic!("index {index} was published {n} times");
+    }
     // ...and every key's state saw its whole sequence, no gap, no duplicate.
-    summaries.sort();
-    assert_eq!(summaries.len() as u64, KEYS);
-    for s in &summaries {
-        let f: Vec<&str> = s.split('\t').collect();
+    for (key, seen, gaps, duplicates) in &run.summaries {
         assert_eq!(
-            f[1..],
-            [(RECORDS / KEYS).to_string().as_str(), "0", "0"],
-            "{s}"
+            (*seen, *gaps, *duplicates),
+            (CHECKER_RECORDS / CHECKER_KEYS, 0, 0),
+            "{key}"
         );
+    }
+}
+
+#[test]
+fn at_least_once_mode_loses_nothing_through_a_taskmanager_kill() {
+    let run = run_checker_with_kills(&["--checkpointing-mode", "at-least-once"], 1);
+    assert_eq!(run.config["mode"], "at_least_once", "{}", run.config);
+    // Without alignment records may be repeated after a restore, never lost.
+    assert_eq!(
+        run.published.len() as u64,
+        CHECKER_RECORDS,
+        "indices were lost"
+    );
+    for (key, seen, gaps, duplicates) in &run.summaries {
+        assert_eq!(*gaps, 0, "{key}");
+        assert_eq!(*seen, CHECKER_RECORDS / CHECKER_KEYS + duplicates, "{key}");
     }
 }
 
