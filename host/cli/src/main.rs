@@ -76,6 +76,14 @@ struct RunArgs {
     /// Task slots of the mini-cluster [default: the parallelism].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     slots: Option<u32>,
+    /// Take an exactly-once checkpoint this often (e.g. `10s`); the file
+    /// sink then publishes at every completed checkpoint.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go (`file:///PATH`, `s3://BUCKET/PREFIX`,
+    /// `memory://`) [default: sluice-data/checkpoints in the working directory].
+    #[arg(long, value_name = "URI", requires = "checkpoint_interval")]
+    checkpoint_dir: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -149,7 +157,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wasm = args.common.read_app()?;
     let slots = args.slots.unwrap_or(args.parallelism);
     let cwd = std::env::current_dir().context("cannot determine the working directory")?;
-    let cluster = LocalCluster::new(policy, slots, args.common.cache_dir(), Some(cwd))?;
+    let mut cluster = LocalCluster::new(policy, slots, args.common.cache_dir(), Some(cwd.clone()))?;
+    if let Some(interval) = args.checkpoint_interval.filter(|i| !i.is_zero()) {
+        let uri = args
+            .checkpoint_dir
+            .unwrap_or_else(|| format!("file://{}", cwd.join("sluice-data/checkpoints").display()));
+        cluster = cluster.with_checkpoints(interval, &uri)?;
+    }
     let app = cluster
         .load(&wasm)
         .with_context(|| format!("cannot load {}", args.common.app.display()))?;
@@ -233,6 +247,9 @@ impl ProgressDisplay {
 fn print_summary(p: &Progress) {
     let secs = p.elapsed.as_secs_f64();
     eprintln!("job finished in {secs:.2} s");
+    if p.checkpoints > 0 {
+        eprintln!("  {} checkpoints completed", p.checkpoints);
+    }
     let width = p
         .nodes
         .iter()

@@ -165,3 +165,68 @@ fn bad_input_gets_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_with_checkpoints_publishes_every_record_once_and_cleans_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let checkpoints = dir.path().join("checkpoints");
+    let output_arg = format!("output={}", out_dir.display());
+    let storage = format!("file://{}", checkpoints.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            sluice_test_programs::EXACTLY_ONCE,
+            "-p",
+            "2",
+            "--arg",
+            "records=200000",
+            "--arg",
+            "keys=10",
+            // Two generators at 100,000 records/s: about a second of work.
+            "--arg",
+            "rate=100000",
+            "--arg",
+            &output_arg,
+            "--checkpoint-interval",
+            "100ms",
+            "--checkpoint-dir",
+            &storage,
+        ])
+        .output()
+        .expect("run sluice");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let completed: u64 = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_suffix(" checkpoints completed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(completed >= 1, "{stderr}");
+    let (lines, _) = sluice_test_programs::wordcount::output_lines(&out_dir);
+    let mut indices: Vec<u64> = lines
+        .iter()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            l.split_once('\t')
+                .expect("KEY<TAB>INDEX")
+                .1
+                .parse()
+                .expect("index")
+        })
+        .collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..200_000).collect::<Vec<_>>());
+    // A finished job's checkpoints are deleted (the store's empty directory
+    // for atomic writes stays).
+    let left: Vec<_> = std::fs::read_dir(&checkpoints)
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p: &std::path::PathBuf| {
+            !(p.ends_with(".sluice-tmp")
+                && std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()))
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

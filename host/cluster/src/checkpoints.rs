@@ -11,8 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sluice_coord::{
     CheckpointCommand, CheckpointConfig, CheckpointCoordinator, TaskId, TaskStatus,
 };
@@ -23,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::jobmanager::{JobEntry, Tm};
 use crate::protocol::{CheckpointSettings, SnapshotHandle, ToTaskManager};
+pub(crate) use sluice_runtime::snapshot::CheckpointMetadata;
 
 /// Attempts at deleting a discarded checkpoint before giving up (and logging).
 const DISCARD_ATTEMPTS: u32 = 5;
@@ -81,49 +80,6 @@ pub(crate) struct Outcome {
     pub stop: bool,
     /// The job ended: record it in the job-result store.
     pub ended: Option<crate::results::JobResult>,
-}
-
-/// A checkpoint's metadata as stored: the job's shape and the snapshot of
-/// every task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct CheckpointMetadata {
-    /// Format version.
-    pub version: u32,
-    /// The job.
-    pub job: JobId,
-    /// The checkpoint.
-    pub checkpoint: u64,
-    /// Number of key groups.
-    pub max_parallelism: u32,
-    /// Vertex names and parallelism, by vertex index.
-    pub vertices: Vec<(String, u32)>,
-    /// Every task's snapshot.
-    pub tasks: Vec<(TaskId, SnapshotHandle)>,
-}
-
-impl CheckpointMetadata {
-    /// SHA-256 of the payload, then the payload.
-    pub fn encode(&self) -> Vec<u8> {
-        let payload = postcard::to_allocvec(self).expect("invariant: metadata serialises");
-        let mut out = Sha256::digest(&payload).to_vec();
-        out.extend_from_slice(&payload);
-        out
-    }
-
-    /// Reads stored metadata, checking its checksum.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() < 32 {
-            return Err(format!(
-                "{} bytes is too short for checkpoint metadata",
-                bytes.len()
-            ));
-        }
-        let (sum, payload) = bytes.split_at(32);
-        if Sha256::digest(payload).as_slice() != sum {
-            return Err("the metadata does not match its checksum".into());
-        }
-        postcard::from_bytes(payload).map_err(|e| format!("corrupt metadata: {e}"))
-    }
 }
 
 /// Checkpoint storage work finished in the background.

@@ -19,6 +19,8 @@ use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
 use sluice_policy::Policy;
 use sluice_types::JobId;
 
+pub use sluice_runtime::snapshot::SnapshotHandle;
+
 /// Bumped whenever a message changes shape; peers with another version
 /// are refused with both versions named.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -119,18 +121,6 @@ pub enum ToJobManager {
         /// Why.
         reason: String,
     },
-}
-
-/// A stored task snapshot: its object path in checkpoint storage, size
-/// and SHA-256, checked before it is used.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotHandle {
-    /// Path in the checkpoint storage.
-    pub path: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256 of the contents.
-    pub sha256: [u8; 32],
 }
 
 /// How a job's tasks take checkpoints.

@@ -33,7 +33,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::protocol::{
     DataHeader, Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, PeerHello,
-    SnapshotHandle, ToJobManager, ToTaskManager, Welcome,
+    ToJobManager, ToTaskManager, Welcome,
 };
 
 /// Batches a channel holds before its producer blocks.
@@ -778,19 +778,15 @@ fn store_snapshots(
     attempt: u32,
     rx: &Receiver<TakenSnapshot>,
 ) {
-    for TakenSnapshot { task, snapshot } in rx {
-        let checkpoint = snapshot.checkpoint;
-        let bytes = snapshot.encode();
-        let handle = SnapshotHandle {
-            path: format!(
-                "{job}/chk-{checkpoint}/task-{}-{}",
-                task.vertex, task.subtask
-            ),
-            bytes: bytes.len() as u64,
-            sha256: Sha256::digest(&bytes).into(),
-        };
-        let msg = match shared.handle.block_on(storage.put(&handle.path, bytes)) {
-            Ok(()) => ToJobManager::CheckpointAck {
+    for taken in rx {
+        let (checkpoint, task) = (taken.snapshot.checkpoint, taken.task);
+        let stored = shared.handle.block_on(sluice_runtime::snapshot::store(
+            storage,
+            &job.to_string(),
+            taken,
+        ));
+        let msg = match stored {
+            Ok((_, _, handle)) => ToJobManager::CheckpointAck {
                 job,
                 attempt,
                 checkpoint,

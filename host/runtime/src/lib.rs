@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod local_checkpoints;
 pub mod snapshot;
 pub mod task;
 
@@ -29,6 +30,8 @@ use sluice_wasm::{App, LoadError, PlanError, Runtime, RuntimeOptions};
 const CHANNEL_CAPACITY: usize = 8;
 /// How often the observer hears about progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the loop drives checkpoints, at the least.
+const CHECKPOINT_TICK: Duration = Duration::from_millis(20);
 
 /// Why a job could not run or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,8 @@ pub struct Progress {
     pub nodes: Vec<NodeCounts>,
     /// Subtasks finished / total.
     pub finished_tasks: (u32, u32),
+    /// Checkpoints completed.
+    pub checkpoints: u64,
 }
 
 /// A count updated by a task thread and read by anyone.
@@ -194,6 +199,8 @@ pub struct LocalCluster {
     runtime: Runtime,
     connectors: Arc<Connectors>,
     slots: u32,
+    /// Checkpoint interval and storage, when jobs take checkpoints.
+    checkpoints: Option<(Duration, sluice_state::Storage)>,
     // Drives OpenDAL's IO; dropped last.
     _io: tokio::runtime::Runtime,
 }
@@ -225,8 +232,17 @@ impl LocalCluster {
             runtime,
             connectors: Arc::new(connectors),
             slots,
+            checkpoints: None,
             _io: io,
         })
+    }
+
+    /// Jobs take a checkpoint every `interval` into the storage at `uri`.
+    pub fn with_checkpoints(mut self, interval: Duration, uri: &str) -> Result<Self, RunError> {
+        let storage = sluice_state::Storage::open(uri, &sluice_state::S3Options::from_env())
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+        self.checkpoints = Some((interval, storage));
+        Ok(self)
     }
 
     /// The policy in force.
@@ -279,6 +295,14 @@ impl LocalCluster {
         let (cancel_tx, cancel_rx) = bounded::<()>(0);
         let mut cancel_tx = Some(cancel_tx);
         let execution = job.execution.clone();
+        let mut checkpoints = self.checkpoints.as_ref().map(|(interval, storage)| {
+            local_checkpoints::LocalCheckpoints::new(
+                interval.as_millis().max(1) as u64,
+                storage.clone(),
+                self._io.handle().clone(),
+                job.execution.clone(),
+            )
+        });
         let mut coord = Job::new(job.execution, now());
         coord.handle_slots_offered(self.slots, now())?;
         let mut threads = Vec::new();
@@ -293,8 +317,10 @@ impl LocalCluster {
                 status: coord.status(),
                 nodes: sum_by_node(&execution, &per_task),
                 finished_tasks: (finished, total_tasks),
+                checkpoints: 0,
             }
         };
+        let mut last_observed = Instant::now();
         loop {
             while let Some(cmd) = coord.poll_command() {
                 match cmd {
@@ -318,7 +344,7 @@ impl LocalCluster {
                                 .collect(),
                             cancel: cancel_rx.clone(),
                             counters: task_counters,
-                            checkpointing: None,
+                            checkpointing: checkpoints.as_mut().and_then(|c| c.task(&deployment)),
                             restore: None,
                         };
                         let status = status_tx.clone();
@@ -343,18 +369,40 @@ impl LocalCluster {
             // All tasks hold their own channel ends now; drop ours so a task
             // that exits is seen by its peers as a closed channel.
             channels.iter_mut().for_each(|c| *c = None);
+            if let Some(c) = checkpoints.as_mut() {
+                c.deployed();
+                if let Some(reason) = c.drive(&coord, now()) {
+                    coord.fail_run(reason, now());
+                    continue;
+                }
+            }
             if coord.status().is_terminal() {
                 break;
             }
-            match status_rx.recv_timeout(PROGRESS_INTERVAL) {
-                Ok((task, status)) => coord.handle_task_status(task, status, now()),
-                Err(_) => observe(&progress(&coord, &counters)),
+            // With checkpoints the loop also wakes up for their timers.
+            let wait = if checkpoints.is_some() {
+                CHECKPOINT_TICK
+            } else {
+                PROGRESS_INTERVAL
+            };
+            if let Ok((task, status)) = status_rx.recv_timeout(wait) {
+                coord.handle_task_status(task, status, now());
+            }
+            if last_observed.elapsed() >= PROGRESS_INTERVAL {
+                last_observed = Instant::now();
+                let mut p = progress(&coord, &counters);
+                p.checkpoints = checkpoints.as_ref().map_or(0, |c| c.completed());
+                observe(&p);
             }
         }
         for t in threads {
             let _ = t.join();
         }
-        let end = progress(&coord, &counters);
+        if let Some(c) = checkpoints.as_mut() {
+            c.finish(coord.status());
+        }
+        let mut end = progress(&coord, &counters);
+        end.checkpoints = checkpoints.as_ref().map_or(0, |c| c.completed());
         observe(&end);
         match coord.status() {
             JobStatus::Finished => Ok(end),

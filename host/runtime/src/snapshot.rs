@@ -3,8 +3,10 @@
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sluice_coord::TaskId;
 use sluice_task::AlignmentMode;
+use sluice_types::JobId;
 
 /// One subtask's part of a checkpoint. Given back to a subtask on restore
 /// (with several source or sink states when the parallelism changed).
@@ -67,6 +69,82 @@ pub struct Checkpointing {
     pub notices: Receiver<CheckpointNotice>,
     /// Where taken snapshots go.
     pub snapshots: Sender<TakenSnapshot>,
+}
+
+/// A stored task snapshot: its object path in checkpoint storage, size
+/// and SHA-256, checked before it is used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHandle {
+    /// Path in the checkpoint storage.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the contents.
+    pub sha256: [u8; 32],
+}
+
+/// A checkpoint's metadata as stored: the job's shape and the snapshot of
+/// every task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    /// Format version.
+    pub version: u32,
+    /// The job.
+    pub job: JobId,
+    /// The checkpoint.
+    pub checkpoint: u64,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// Vertex names and parallelism, by vertex index.
+    pub vertices: Vec<(String, u32)>,
+    /// Every task's snapshot.
+    pub tasks: Vec<(TaskId, SnapshotHandle)>,
+}
+
+impl CheckpointMetadata {
+    /// SHA-256 of the payload, then the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let payload = postcard::to_allocvec(self).expect("invariant: metadata serialises");
+        let mut out = Sha256::digest(&payload).to_vec();
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    /// Reads stored metadata, checking its checksum.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 32 {
+            return Err(format!(
+                "{} bytes is too short for checkpoint metadata",
+                bytes.len()
+            ));
+        }
+        let (sum, payload) = bytes.split_at(32);
+        if Sha256::digest(payload).as_slice() != sum {
+            return Err("the metadata does not match its checksum".into());
+        }
+        postcard::from_bytes(payload).map_err(|e| format!("corrupt metadata: {e}"))
+    }
+}
+
+/// Stores a taken snapshot as `JOB/chk-ID/task-VERTEX-SUBTASK`; its handle.
+pub async fn store(
+    storage: &sluice_state::Storage,
+    job: &str,
+    taken: TakenSnapshot,
+) -> Result<(u64, TaskId, SnapshotHandle), sluice_state::StorageError> {
+    let TakenSnapshot { task, snapshot } = taken;
+    let checkpoint = snapshot.checkpoint;
+    let bytes = snapshot.encode();
+    let handle = SnapshotHandle {
+        path: format!(
+            "{job}/chk-{checkpoint}/task-{}-{}",
+            task.vertex, task.subtask
+        ),
+        bytes: bytes.len() as u64,
+        sha256: Sha256::digest(&bytes).into(),
+    };
+    storage.put(&handle.path, bytes).await?;
+    Ok((checkpoint, task, handle))
 }
 
 /// The state a subtask starts from, gathered from a checkpoint taken at
