@@ -1387,3 +1387,110 @@ fn a_restarted_jobmanager_finishes_the_cleanups_its_predecessor_left() {
         proc.log()
     );
 }
+
+/// A tmpfs of `size` mounted at `dir`, unmounted when dropped; `None` when
+/// this process may not mount (no CAP_SYS_ADMIN).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_owned()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "cannot resize the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_checkpoints_but_not_the_job_until_space_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One page: no snapshot of 1,000 keys' state fits.
+    let Some(disk) = Tmpfs::mount(&dir.path().join("ckpt"), "4k") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test mounts a tmpfs and needs CAP_SYS_ADMIN"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    };
+    let storage = format!("file://{}", disk.0.display());
+    let cluster = Cluster::start(
+        2,
+        2,
+        &[
+            "--checkpoint-dir",
+            &storage,
+            "--checkpoint-tolerable-failures",
+            "1000",
+        ],
+    );
+    let out_dir = cluster.dir.path().join("out");
+    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
+    let job = cluster.run_ok(
+        &jar,
+        json!({
+            "parallelism": 2,
+            "checkpointInterval": 200,
+            "programArgsList": ["records=1000000", "keys=1000", "rate=50000", format!("output={}", out_dir.display())],
+        }),
+    );
+    let counts = |what: &str| {
+        cluster.get(&format!("/jobs/{job}/checkpoints")).1["counts"][what]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_for(
+        "checkpoints failing on the full disk",
+        &|| cluster.logs(),
+        || (counts("failed") >= 2).then_some(()),
+    );
+    assert_eq!(counts("completed"), 0);
+    let (_, d) = cluster.get(&format!("/jobs/{job}"));
+    assert_eq!(
+        (d["state"].as_str(), d["attempt"].as_u64()),
+        (Some("RUNNING"), Some(0)),
+        "{d}"
+    );
+    let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+    let why = c["latest"]["failed"]["failure_message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        why.contains("No space left") || why.contains("space"),
+        "{c}"
+    );
+    // Space comes back: checkpoints complete again and the job finishes.
+    disk.resize("64m");
+    wait_for("a checkpoint on the roomy disk", &|| cluster.logs(), || {
+        (counts("completed") >= 1).then_some(())
+    });
+    let d = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(
+        (d["state"].as_str(), d["attempt"].as_u64()),
+        (Some("FINISHED"), Some(0)),
+        "{d}"
+    );
+    let (lines, _) = sluice_test_programs::wordcount::output_lines(&out_dir);
+    assert_eq!(
+        lines.iter().filter(|l| !l.starts_with('#')).count(),
+        1_000_000
+    );
+}
