@@ -145,9 +145,14 @@ pub(crate) fn drive(
     done: &mpsc::UnboundedSender<IoDone>,
     now: u64,
 ) -> Outcome {
+    let mut outcome = Outcome::default();
+    let status = job.core.status();
+    // An ended job whose cleanup is under way has nothing left to drive.
+    if status.is_terminal() && job.checkpoints.cleaned {
+        return outcome;
+    }
     let id = job.id;
     let attempt = job.core.attempt();
-    let status = job.core.status();
     let tasks = job.core.tasks().clone();
     let locations = job.locations.clone();
     let sources: Vec<TaskId> = job
@@ -168,10 +173,7 @@ pub(crate) fn drive(
             .map(|v| (v.name.clone(), v.parallelism))
             .collect::<Vec<_>>(),
     );
-    let mut outcome = Outcome::default();
-    let Some(cp) = job.checkpoints.as_mut() else {
-        return outcome;
-    };
+    let cp = &mut job.checkpoints;
     let all_running = status == sluice_coord::JobStatus::Running
         && !tasks.is_empty()
         && tasks.values().all(|s| *s == TaskStatus::Running);

@@ -110,8 +110,8 @@ pub(crate) struct JobEntry {
     pub counts: HashMap<TaskId, Vec<(u64, u64)>>,
     /// Since when the current run waits for slots.
     pub waiting_since: Option<u64>,
-    /// Checkpointing, when the job takes checkpoints.
-    pub checkpoints: Option<JobCheckpoints>,
+    /// Checkpoints and savepoints (periodic ones only with an interval).
+    pub checkpoints: JobCheckpoints,
     /// When the job's status last changed.
     pub status_changed: BTreeMap<&'static str, u64>,
     pub last_status: JobStatus,
@@ -261,7 +261,6 @@ impl JobManager {
                     .resume_ids(meta.checkpoint);
             checkpoints.initial = Some(meta);
         }
-        let checkpoints = Some(checkpoints);
         let entry = JobEntry {
             id,
             name,
@@ -331,10 +330,7 @@ impl JobManager {
             .get_mut(&id)
             .ok_or_else(|| SubmitError::NotFound(format!("Job {id} not found")))?;
         let status = job.core.status();
-        let cp = job
-            .checkpoints
-            .as_mut()
-            .ok_or_else(|| SubmitError::Invalid("the job cannot take savepoints".into()))?;
+        let cp = &mut job.checkpoints;
         let checkpoint = cp.coord.trigger_savepoint(now).ok_or_else(|| {
             SubmitError::Invalid(format!(
                 "job {id} is {} with not every task running: a savepoint needs a running job",
@@ -570,9 +566,10 @@ impl JobManager {
             } => {
                 if let Some(j) = cluster.jobs.get_mut(&job)
                     && j.core.attempt() == attempt
-                    && let Some(cp) = j.checkpoints.as_mut()
                 {
-                    cp.coord.handle_ack(checkpoint, task, handle, now);
+                    j.checkpoints
+                        .coord
+                        .handle_ack(checkpoint, task, handle, now);
                 }
             }
             ToJobManager::RestoreFailed {
@@ -582,8 +579,8 @@ impl JobManager {
             } => {
                 if let Some(j) = cluster.jobs.get_mut(&job)
                     && j.core.attempt() == attempt
-                    && let Some(cp) = j.checkpoints.as_mut()
                 {
+                    let cp = &mut j.checkpoints;
                     tracing::warn!(%job, checkpoint, "checkpoint cannot be restored; falling back to an older one");
                     cp.coord.handle_unusable(checkpoint);
                     cp.completed.remove(&checkpoint);
@@ -598,9 +595,10 @@ impl JobManager {
             } => {
                 if let Some(j) = cluster.jobs.get_mut(&job)
                     && j.core.attempt() == attempt
-                    && let Some(cp) = j.checkpoints.as_mut()
                 {
-                    cp.coord.handle_decline(checkpoint, task, &reason, now);
+                    j.checkpoints
+                        .coord
+                        .handle_decline(checkpoint, task, &reason, now);
                 }
             }
         }
@@ -626,12 +624,10 @@ impl JobManager {
                 checkpoint,
                 result,
             } => {
-                if let Some(cp) = cluster
-                    .jobs
-                    .get_mut(&job)
-                    .and_then(|j| j.checkpoints.as_mut())
-                {
-                    cp.coord.handle_metadata_written(checkpoint, result, now);
+                if let Some(j) = cluster.jobs.get_mut(&job) {
+                    j.checkpoints
+                        .coord
+                        .handle_metadata_written(checkpoint, result, now);
                 }
             }
         }
@@ -775,10 +771,7 @@ fn send_deployments(
     };
     let involved: std::collections::BTreeSet<&String> = job.placement.iter().collect();
     // A new run continues from the newest completed checkpoint, if any.
-    let restore_point = job
-        .checkpoints
-        .as_mut()
-        .and_then(|c| c.restore_point(now_ms()));
+    let restore_point = job.checkpoints.restore_point(now_ms());
     if let Some(meta) = &restore_point {
         tracing::info!(job = %job.id, checkpoint = meta.checkpoint, "restoring from checkpoint");
     }
@@ -820,7 +813,7 @@ fn send_deployments(
             remote_consumers,
             remote_producers,
             connect_to,
-            checkpoints: job.checkpoints.as_ref().map(|c| c.settings.clone()),
+            checkpoints: Some(job.checkpoints.settings.clone()),
             restore,
         };
         match tms.get(&tm_id) {

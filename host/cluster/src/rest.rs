@@ -461,15 +461,11 @@ async fn savepoint_status(
 ) -> ApiResult {
     let cluster = jm.lock();
     let j = find_job(&cluster, &id)?;
-    let op = j
-        .checkpoints
-        .as_ref()
-        .and_then(|c| c.savepoints.get(&trigger))
-        .ok_or_else(|| {
-            not_found(format!(
-                "No savepoint with trigger id {trigger} for job {id}"
-            ))
-        })?;
+    let op = j.checkpoints.savepoints.get(&trigger).ok_or_else(|| {
+        not_found(format!(
+            "No savepoint with trigger id {trigger} for job {id}"
+        ))
+    })?;
     Ok(axum::Json(match &op.result {
         None => json!({"status": {"id": "IN_PROGRESS"}, "operation": null}),
         Some(Ok(location)) => {
@@ -487,10 +483,7 @@ async fn savepoint_status(
 async fn job_checkpoints_config(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
     let cluster = jm.lock();
     let j = find_job(&cluster, &id)?;
-    let cp = j
-        .checkpoints
-        .as_ref()
-        .ok_or_else(|| not_found(format!("Job {id} takes no checkpoints")))?;
+    let cp = &j.checkpoints;
     let c = cp.coord.config();
     let interval = if c.interval_ms == u64::MAX {
         i64::MAX
@@ -520,13 +513,7 @@ async fn job_checkpoints(State(jm): State<Shared>, Path(id): Path<String>) -> Ap
     use sluice_coord::{CheckpointKind, CheckpointState, CheckpointStats};
     let cluster = jm.lock();
     let j = find_job(&cluster, &id)?;
-    let Some(cp) = j.checkpoints.as_ref() else {
-        return Ok(axum::Json(json!({
-            "counts": {"restored": 0, "total": 0, "in_progress": 0, "completed": 0, "failed": 0},
-            "latest": {"completed": null, "savepoint": null, "failed": null, "restored": null},
-            "history": [],
-        })));
-    };
+    let cp = &j.checkpoints;
     let total: usize = j
         .execution
         .vertices
