@@ -102,9 +102,10 @@ fn run_shuffle(
     Ok(secs)
 }
 
-/// Records as the datagen connector makes them: the index in decimal,
-/// padded with `.` to `value_bytes`.
-fn frame_of_records(first: u64, n: usize, value_bytes: usize) -> anyhow::Result<Vec<u8>> {
+/// A frame of records as the datagen connector makes them (the index in
+/// decimal, padded with `.` to `value_bytes`), encoded as TaskManagers put
+/// it on the wire.
+fn frame_of_records(first: u64, n: usize, value_bytes: usize) -> anyhow::Result<bytes::Bytes> {
     let mut b = BatchBuilder::new();
     for i in 0..n as u64 {
         let mut v = (first + i).to_string();
@@ -113,7 +114,10 @@ fn frame_of_records(first: u64, n: usize, value_bytes: usize) -> anyhow::Result<
         }
         b.push(None, v.as_bytes(), None);
     }
-    Ok(sluice_transport::frame::encode(&Event::Records(b.take()))?)
+    let (head, data) = sluice_cluster::dataplane::encode(Event::Records(b.take()))?;
+    let mut frame = head.to_vec();
+    frame.extend_from_slice(data.as_deref().unwrap_or_default());
+    Ok(frame.into())
 }
 
 /// Moves `records` records over QUIC, half each way, as 1024-record frames;
@@ -137,7 +141,7 @@ async fn raw_quinn(records: u64, value_bytes: usize) -> anyhow::Result<f64> {
         .await?;
     let (_server, conn_b) = accept.await??;
     // A frame of 1024 records with indices of the job's typical width.
-    let frame = bytes::Bytes::from(frame_of_records(records, 1024, value_bytes)?);
+    let frame = frame_of_records(records, 1024, value_bytes)?;
     let frames = records.div_ceil(2 * 1024);
     let start = Instant::now();
     let (ab, ba, got_b, got_a) = tokio::join!(

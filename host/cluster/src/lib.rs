@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod checkpoints;
+pub mod dataplane;
 pub mod jobmanager;
 mod metrics;
 pub mod protocol;

@@ -31,6 +31,7 @@ use sluice_types::{Event, JobId};
 use sluice_wasm::{App, Runtime, RuntimeOptions};
 use tokio::sync::{Notify, mpsc};
 
+use crate::dataplane;
 use crate::protocol::{
     DataHeader, Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, PeerHello,
     ToJobManager, ToTaskManager, Welcome,
@@ -970,7 +971,7 @@ fn start_inbound(
     let handle = shared.handle.clone();
     spawn_thread("in".into(), move || {
         loop {
-            let event = match handle.block_on(frame::read::<Event>(&mut recv)) {
+            let event = match handle.block_on(dataplane::read(&mut recv)) {
                 Ok(Some(e)) => e,
                 // The producer's side ended (cleanly after end of input,
                 // or not): dropping `tx` tells the consumer.
@@ -1014,15 +1015,7 @@ fn outbound(shared: &Arc<Shared>, header: DataHeader, peer: &Peer, rx: &Receiver
             return;
         };
         let end = matches!(event, Event::EndOfInput);
-        // The encoded frame is handed to quinn as is (no second copy).
-        let written = frame::encode(&event)
-            .map_err(anyhow::Error::from)
-            .and_then(|buf| {
-                shared
-                    .handle
-                    .block_on(send.write_chunk(bytes::Bytes::from(buf)))
-                    .map_err(anyhow::Error::from)
-            });
+        let written = shared.handle.block_on(dataplane::write(&mut send, event));
         if let Err(e) = written {
             tracing::debug!(
                 channel = header.channel,

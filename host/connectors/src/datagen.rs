@@ -83,23 +83,24 @@ impl DataGen {
 impl Source for DataGen {
     fn poll(&mut self, max: usize, out: &mut BatchBuilder) -> Result<Poll, ConnectorError> {
         let max = self.allowance(max);
-        let mut key = String::new();
-        let mut value = String::new();
+        let mut digits = itoa::Buffer::new();
+        let mut key = Vec::new();
+        let mut value = Vec::with_capacity(self.value_bytes.max(20));
         let mut emitted = 0;
         for split in &mut self.splits {
             while emitted < max && split.next < self.count {
                 value.clear();
-                value.push_str(&split.next.to_string());
-                while value.len() < self.value_bytes {
-                    value.push('.');
+                value.extend_from_slice(digits.format(split.next).as_bytes());
+                if value.len() < self.value_bytes {
+                    value.resize(self.value_bytes, b'.');
                 }
                 if self.keys > 0 {
                     key.clear();
-                    key.push('k');
-                    key.push_str(&(split.next % self.keys).to_string());
-                    out.push(Some(key.as_bytes()), value.as_bytes(), None);
+                    key.push(b'k');
+                    key.extend_from_slice(digits.format(split.next % self.keys).as_bytes());
+                    out.push(Some(&key), &value, None);
                 } else {
-                    out.push(None, value.as_bytes(), None);
+                    out.push(None, &value, None);
                 }
                 split.next += split.step;
                 emitted += 1;

@@ -113,6 +113,8 @@ struct Task {
     watermarks: Option<WatermarkGenerator>,
     next_timer: Option<i64>,
     pending: Vec<(u32, Batch)>,
+    /// What a host source polls into (kept for its buffers' capacity).
+    source_out: BatchBuilder,
 }
 
 impl Task {
@@ -218,6 +220,7 @@ impl Task {
             watermarks,
             next_timer: None,
             pending: Vec::new(),
+            source_out: BatchBuilder::new(),
         })
     }
 
@@ -248,9 +251,8 @@ impl Task {
             self.source_signals()?;
             self.fire_due_timers()?;
             let finished = if let Some(src) = self.source.as_mut() {
-                let mut b = BatchBuilder::new();
-                let poll = src.poll(SOURCE_BATCH, &mut b)?;
-                let batch = b.take();
+                let poll = src.poll(SOURCE_BATCH, &mut self.source_out)?;
+                let batch = self.source_out.take();
                 self.ctx
                     .counters
                     .bytes_in

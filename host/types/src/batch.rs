@@ -158,9 +158,15 @@ impl BatchBuilder {
         self.batch.data.len()
     }
 
-    /// Takes the batch, leaving the builder empty.
+    /// Takes the batch, leaving the builder empty but with room for a
+    /// batch as large as this one, so that a builder filled again and
+    /// again does not grow its buffers from nothing each time.
     pub fn take(&mut self) -> Batch {
-        std::mem::take(&mut self.batch)
+        let next = Batch {
+            data: Vec::with_capacity(self.batch.data.len()),
+            meta: Vec::with_capacity(self.batch.meta.len()),
+        };
+        std::mem::replace(&mut self.batch, next)
     }
 }
 
