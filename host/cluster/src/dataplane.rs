@@ -23,7 +23,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
-use sluice_types::{Batch, Event, NO_KEY, RecordMeta};
+use sluice_types::{Batch, Event, RecordMeta};
 
 /// The largest data frame accepted (a batch holding one huge record may
 /// be far larger than the usual 256 KiB).
@@ -211,17 +211,13 @@ pub async fn read<S: ChunkSource>(src: &mut S) -> Result<Option<Event>, DataFram
         let key_len = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
         let value_len = u32::from_le_bytes([m[4], m[5], m[6], m[7]]);
         let timestamp = i64::from_le_bytes(eight(&m[8..]));
-        total += u64::from(value_len)
-            + if key_len == NO_KEY {
-                0
-            } else {
-                u64::from(key_len)
-            };
-        meta.push(RecordMeta {
+        let m = RecordMeta {
             key_len,
             value_len,
             timestamp,
-        });
+        };
+        total += m.data_len();
+        meta.push(m);
     }
     let data_len = len - RECORDS_HEAD - meta_len;
     if total != data_len as u64 {
@@ -252,7 +248,7 @@ fn eight(b: &[u8]) -> [u8; 8] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use sluice_types::{BatchBuilder, NO_TIMESTAMP};
+    use sluice_types::{BatchBuilder, NO_KEY, NO_TIMESTAMP};
     use std::collections::VecDeque;
 
     /// A stream delivered in the given chunks, honouring `max` as quinn does.

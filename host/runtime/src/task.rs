@@ -11,7 +11,8 @@ use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 use sluice_connectors::{Connectors, Poll, Sink, Source};
 use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
 use sluice_task::{
-    AlignmentMode, BarrierAligner, BatchLimits, InputTracker, OutputRouter, WatermarkGenerator,
+    AlignmentMode, BarrierAligner, BatchLimits, InputTracker, OutputRouter, RouteError,
+    WatermarkGenerator,
 };
 use sluice_types::{Batch, BatchBuilder, Event, Implementation, NodeSpec, OperatorKind};
 use sluice_wasm::{App, ChainSpec, GuestChain, GuestOutput, StateChunk, TaskLabel};
@@ -528,11 +529,14 @@ impl Task {
         let mut pending = std::mem::take(&mut self.pending);
         self.router
             .route(&batch, &mut |ch, b| pending.push((ch, b)))
-            .map_err(|_| {
-                Stop::Failed(format!(
-                    "`{}` emitted a record without a key onto a hash edge",
-                    self.dep.name
-                ))
+            .map_err(|e| {
+                Stop::Failed(match e {
+                    RouteError::MissingKey => format!(
+                        "`{}` emitted a record without a key onto a hash edge",
+                        self.dep.name
+                    ),
+                    RouteError::Malformed => format!("`{}`: {e}", self.dep.name),
+                })
             })?;
         self.send_all(&mut pending)?;
         self.pending = pending;

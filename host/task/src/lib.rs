@@ -19,4 +19,4 @@ mod output;
 
 pub use barrier::{AlignmentMode, BarrierAligner, BarrierOutcome};
 pub use input::{InputTracker, WatermarkGenerator};
-pub use output::{BatchLimits, MissingKey, OutputRouter};
+pub use output::{BatchLimits, OutputRouter, RouteError};

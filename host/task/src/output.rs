@@ -20,9 +20,17 @@ impl Default for BatchLimits {
     }
 }
 
-/// Why a record could not be routed.
-#[derive(Debug, PartialEq, Eq)]
-pub struct MissingKey;
+/// Why a batch could not be routed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// A record without a key met a hash edge.
+    #[error("a record without a key met a hash edge")]
+    MissingKey,
+    /// The batch's metadata does not fit its data (a bug upstream: batches
+    /// from guests and peers are validated before they get here).
+    #[error("a malformed batch reached the router")]
+    Malformed,
+}
 
 struct Output {
     partitioning: Partitioning,
@@ -30,6 +38,15 @@ struct Output {
     channels: Vec<u32>,
     pending: Vec<BatchBuilder>,
     next: usize,
+}
+
+impl Output {
+    fn send_if_full(&mut self, t: usize, limits: BatchLimits, send: &mut dyn FnMut(u32, Batch)) {
+        let b = &mut self.pending[t];
+        if b.len() >= limits.records || b.bytes() >= limits.bytes {
+            send(self.channels[t], b.take());
+        }
+    }
 }
 
 /// Partitions records among a subtask's output edges.
@@ -81,37 +98,55 @@ impl OutputRouter {
     }
 
     /// Routes `batch`; full pending batches go to `send(channel, batch)`.
-    /// Fails if a hash edge receives a record without a key.
+    ///
+    /// Forward and broadcast edges take the batch whole; a rebalance edge
+    /// cuts it into one run of consecutive records per target subtask,
+    /// equal but for one record, and the targets that get the extra record
+    /// rotate from batch to batch, so the spread stays even; a hash edge
+    /// routes record by record. Fails if a hash edge receives a record
+    /// without a key.
     pub fn route(
         &mut self,
         batch: &Batch,
         send: &mut dyn FnMut(u32, Batch),
-    ) -> Result<(), MissingKey> {
+    ) -> Result<(), RouteError> {
         let limits = self.limits;
+        let total = batch.len();
         for o in &mut self.outputs {
             let n = o.channels.len();
-            for r in batch.iter() {
-                let targets = match o.partitioning {
-                    Partitioning::Forward => 0..1,
-                    Partitioning::Hash => {
-                        let key = r.key.ok_or(MissingKey)?;
+            match o.partitioning {
+                Partitioning::Hash => {
+                    for r in batch.iter() {
+                        let key = r.key.ok_or(RouteError::MissingKey)?;
                         let kg = keygroup::key_group(key, self.max_parallelism);
                         let t = keygroup::owner(kg, self.max_parallelism, n as u32) as usize;
-                        t..t + 1
+                        o.pending[t].push_record(&r);
+                        o.send_if_full(t, limits, send);
                     }
-                    Partitioning::Rebalance => {
-                        let t = o.next;
-                        o.next = (o.next + 1) % n;
-                        t..t + 1
+                }
+                Partitioning::Forward | Partitioning::Broadcast => {
+                    for t in 0..n {
+                        o.pending[t]
+                            .extend_from(batch, 0..total, 0)
+                            .ok_or(RouteError::Malformed)?;
+                        o.send_if_full(t, limits, send);
                     }
-                    Partitioning::Broadcast => 0..n,
-                };
-                for t in targets {
-                    let b = &mut o.pending[t];
-                    b.push_record(&r);
-                    if b.len() >= limits.records || b.bytes() >= limits.bytes {
-                        send(o.channels[t], b.take());
+                }
+                Partitioning::Rebalance => {
+                    let (mut record, mut byte) = (0, 0);
+                    for i in 0..n {
+                        let t = (o.next + i) % n;
+                        let run = total / n + usize::from(i < total % n);
+                        if run == 0 {
+                            continue;
+                        }
+                        byte = o.pending[t]
+                            .extend_from(batch, record..record + run, byte)
+                            .ok_or(RouteError::Malformed)?;
+                        record += run;
+                        o.send_if_full(t, limits, send);
                     }
+                    o.next = (o.next + total % n) % n;
                 }
             }
         }
@@ -187,12 +222,70 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn rebalance_delivers_every_record_once_in_runs_and_stays_even(
+            batches in proptest::collection::vec(0usize..40, 0..12),
+            targets in 1usize..5,
+            limit in 1usize..20,
+        ) {
+            let mut r = OutputRouter::new(128, BatchLimits { records: limit, bytes: 1 << 20 });
+            r.add_output(Partitioning::Rebalance, (0..targets as u32).collect());
+            let mut got: Vec<Vec<u32>> = vec![Vec::new(); targets];
+            let mut keep = |ch: u32, batch: Batch| {
+                got[ch as usize].extend(batch.iter().map(|rec| {
+                    u32::from_le_bytes(rec.value.try_into().expect("4 bytes"))
+                }));
+            };
+            let mut next = 0u32;
+            for size in &batches {
+                let mut b = BatchBuilder::new();
+                for _ in 0..*size {
+                    b.push(None, &next.to_le_bytes(), None);
+                    next += 1;
+                }
+                r.route(&b.take(), &mut keep).expect("no hash edge");
+            }
+            r.flush(&mut keep);
+            let counts: Vec<usize> = got.iter().map(Vec::len).collect();
+            let (min, max) = (counts.iter().min().copied(), counts.iter().max().copied());
+            proptest::prop_assert!(max.unwrap_or(0) - min.unwrap_or(0) <= 1, "{:?}", counts);
+            for channel in &got {
+                proptest::prop_assert!(channel.windows(2).all(|w| w[0] < w[1]), "order kept");
+            }
+            let mut all: Vec<u32> = got.concat();
+            all.sort_unstable();
+            proptest::prop_assert_eq!(all, (0..next).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_metadata_overruns_its_data_is_refused_not_sliced() {
+        let mut r = OutputRouter::new(128, BatchLimits::default());
+        r.add_output(Partitioning::Rebalance, vec![0, 1]);
+        let bad = Batch {
+            data: vec![1, 2],
+            meta: vec![
+                sluice_types::RecordMeta {
+                    key_len: sluice_types::NO_KEY,
+                    value_len: 2,
+                    timestamp: sluice_types::NO_TIMESTAMP,
+                };
+                2
+            ],
+        };
+        assert_eq!(r.route(&bad, &mut |_, _| {}), Err(RouteError::Malformed));
+    }
+
     #[test]
     fn a_record_without_a_key_on_a_hash_edge_is_an_error() {
         let mut r = OutputRouter::new(128, BatchLimits::default());
         r.add_output(Partitioning::Hash, vec![0, 1]);
         let mut b = BatchBuilder::new();
         b.push(None, b"x", None);
-        assert_eq!(r.route(&b.take(), &mut |_, _| {}), Err(MissingKey));
+        assert_eq!(
+            r.route(&b.take(), &mut |_, _| {}),
+            Err(RouteError::MissingKey)
+        );
     }
 }

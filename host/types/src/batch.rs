@@ -20,6 +20,18 @@ pub struct RecordMeta {
     pub timestamp: i64,
 }
 
+impl RecordMeta {
+    /// Bytes of key and value data this record holds.
+    pub fn data_len(&self) -> u64 {
+        let key = if self.key_len == NO_KEY {
+            0
+        } else {
+            u64::from(self.key_len)
+        };
+        key + u64::from(self.value_len)
+    }
+}
+
 /// A batch of records: keys and values back to back in `data`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
@@ -65,12 +77,7 @@ impl Batch {
     pub fn validate(&self) -> Result<(), MalformedBatch> {
         let mut end = 0u64;
         for (index, m) in self.meta.iter().enumerate() {
-            let key = if m.key_len == NO_KEY {
-                0
-            } else {
-                u64::from(m.key_len)
-            };
-            end += key + u64::from(m.value_len);
+            end += m.data_len();
             if end > self.data.len() as u64 {
                 return Err(MalformedBatch {
                     index,
@@ -141,6 +148,25 @@ impl BatchBuilder {
     /// Appends a record borrowed from another batch.
     pub fn push_record(&mut self, r: &Record<'_>) {
         self.push(r.key, r.value, r.timestamp);
+    }
+
+    /// Appends the run of consecutive `records` of `batch` whose data
+    /// starts at byte `start` of it, with two copies rather than one per
+    /// record; the byte just past the run. `None`, appending nothing, if
+    /// the run does not lie inside the batch.
+    pub fn extend_from(
+        &mut self,
+        batch: &Batch,
+        records: std::ops::Range<usize>,
+        start: usize,
+    ) -> Option<usize> {
+        let meta = batch.meta.get(records)?;
+        let len: u64 = meta.iter().map(RecordMeta::data_len).sum();
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let data = batch.data.get(start..end)?;
+        self.batch.data.extend_from_slice(data);
+        self.batch.meta.extend_from_slice(meta);
+        Some(end)
     }
 
     /// Records so far.
