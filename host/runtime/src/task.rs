@@ -22,6 +22,11 @@ use crate::{GUEST_INSTANCES, GUEST_MEMORY_BYTES, TaskCounters};
 
 /// Records a source is asked for per poll (and so per guest call).
 const SOURCE_BATCH: usize = 1024;
+/// The longest records wait in a partly filled output batch while the
+/// task is busy (Flink's `execution.buffer-timeout.interval` default). A
+/// task with nothing to read, or a source that had less than a full batch
+/// to give, sends what it holds at once.
+const BUFFER_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What a subtask runs with. Channels are in-process queues; a
 /// TaskManager bridges the ones that cross to another process.
@@ -116,6 +121,8 @@ struct Task {
     pending: Vec<(u32, Batch)>,
     /// What a host source polls into (kept for its buffers' capacity).
     source_out: BatchBuilder,
+    /// When the output batches were last flushed.
+    flushed_at: Instant,
 }
 
 impl Task {
@@ -222,6 +229,7 @@ impl Task {
             next_timer: None,
             pending: Vec::new(),
             source_out: BatchBuilder::new(),
+            flushed_at: Instant::now(),
         })
     }
 
@@ -251,9 +259,10 @@ impl Task {
             }
             self.source_signals()?;
             self.fire_due_timers()?;
-            let finished = if let Some(src) = self.source.as_mut() {
+            let (finished, short) = if let Some(src) = self.source.as_mut() {
                 let poll = src.poll(SOURCE_BATCH, &mut self.source_out)?;
                 let batch = self.source_out.take();
+                let short = batch.len() < SOURCE_BATCH;
                 self.ctx
                     .counters
                     .bytes_in
@@ -262,21 +271,29 @@ impl Task {
                     .records_out
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.chain_input(0, batch)?;
-                poll == Poll::Finished
+                (poll == Poll::Finished, short)
             } else {
                 let guest = self
                     .guest
                     .as_mut()
                     .expect("invariant: a guest source has a chain");
                 let out = guest.poll_source(SOURCE_BATCH as u32)?;
+                let short = out.output.records.len() < SOURCE_BATCH;
                 self.handle_output(out.output)?;
                 if let Some(wm) = out.watermark {
                     self.advance_watermark(wm)?;
                 }
-                out.finished
+                (out.finished, short)
             };
             if finished {
                 return Ok(());
+            }
+            // A source with less than a full batch to give is not keeping
+            // up with demand: what it made goes now, not when batches fill.
+            if short {
+                self.flush()?;
+            } else {
+                self.flush_if_due()?;
             }
         }
     }
@@ -316,18 +333,26 @@ impl Task {
                 slots.push(Slot::Notice);
             }
             loop {
-                let op = match self.next_timer {
-                    Some(t) => {
-                        let wait = Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64);
-                        match select.select_deadline(Instant::now() + wait) {
-                            Ok(op) => op,
-                            Err(_) => {
-                                self.fire_due_timers()?;
-                                continue;
+                let op = match select.try_select() {
+                    Ok(op) => op,
+                    Err(_) => {
+                        // Nothing to read: send what is buffered before waiting.
+                        self.flush()?;
+                        match self.next_timer {
+                            Some(t) => {
+                                let wait =
+                                    Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64);
+                                match select.select_deadline(Instant::now() + wait) {
+                                    Ok(op) => op,
+                                    Err(_) => {
+                                        self.fire_due_timers()?;
+                                        continue;
+                                    }
+                                }
                             }
+                            None => select.select(),
                         }
                     }
-                    None => select.select(),
                 };
                 let i = match slots[op.index()] {
                     Slot::Input(i) => i,
@@ -352,7 +377,8 @@ impl Task {
                             .counters
                             .bytes_in
                             .fetch_add(batch.data.len() as u64, Ordering::Relaxed);
-                        self.chain_input(*input, batch)?
+                        self.chain_input(*input, batch)?;
+                        self.flush_if_due()?;
                     }
                     Ok(Event::Watermark(wm)) => {
                         if let Some(f) = tracker.handle_watermark(i, wm) {
@@ -628,7 +654,15 @@ impl Task {
         Ok(())
     }
 
+    fn flush_if_due(&mut self) -> Result<(), Stop> {
+        if self.flushed_at.elapsed() >= BUFFER_TIMEOUT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), Stop> {
+        self.flushed_at = Instant::now();
         let mut pending = std::mem::take(&mut self.pending);
         self.router.flush(&mut |ch, b| pending.push((ch, b)));
         self.send_all(&mut pending)?;

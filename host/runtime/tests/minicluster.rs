@@ -237,3 +237,41 @@ fn plans_that_break_the_rules_are_rejected_before_running() {
         "{err}"
     );
 }
+
+/// Regression: output batches were sent only when full (1024 records) or
+/// at a watermark, checkpoint or the end, so a slow stream's records sat
+/// in the source task until the job ended.
+#[test]
+fn a_slow_sources_records_reach_the_next_task_while_the_source_still_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cluster(1);
+    let app = c
+        .load(&std::fs::read(sluice_test_programs::EXACTLY_ONCE).expect("guest built"))
+        .expect("loads");
+    // 400 records at 100 per second: four seconds, never a full batch.
+    let args: Vec<(String, String)> = [
+        ("records", "400".to_owned()),
+        ("keys", "1".to_owned()),
+        ("rate", "100".to_owned()),
+        ("output", dir.path().join("out").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let job = c.prepare(&app, &args, 1).expect("plans");
+    let mut seen_early = 0;
+    let end = c
+        .run(&app, job, &mut |p| {
+            let check = p.nodes.iter().find(|n| n.name == "check");
+            if p.finished_tasks.0 == 0 {
+                seen_early = seen_early.max(check.map_or(0, |n| n.records_in));
+            }
+        })
+        .expect("runs");
+    let check = end.nodes.iter().find(|n| n.name == "check").expect("node");
+    assert_eq!(check.records_in, 400);
+    assert!(
+        seen_early > 0,
+        "no record reached `check` before the source finished"
+    );
+}
