@@ -1015,13 +1015,23 @@ fn outbound(shared: &Arc<Shared>, header: DataHeader, peer: &Peer, rx: &Receiver
             return;
         };
         let end = matches!(event, Event::EndOfInput);
-        let written = shared.handle.block_on(dataplane::write(&mut send, event));
-        if let Err(e) = written {
-            tracing::debug!(
-                channel = header.channel,
-                "data stream closed by the consumer: {e}"
-            );
-            return;
+        match shared.handle.block_on(dataplane::write(&mut send, event)) {
+            Ok(()) => {}
+            Err(e @ dataplane::DataFrameError::TooLarge(_)) => {
+                // Not the consumer's doing: the stream is reset (not
+                // finished, which would read as a clean end) and the cause
+                // logged; producer and consumer then fail the run.
+                tracing::warn!(channel = header.channel, "cannot send a batch: {e}");
+                let _ = send.reset(2u32.into());
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(
+                    channel = header.channel,
+                    "data stream closed by the consumer: {e}"
+                );
+                return;
+            }
         }
         if end {
             let _ = send.finish();
