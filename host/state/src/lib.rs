@@ -279,14 +279,29 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes an object whole, replacing any object at `path`.
+    /// Writes an object whole, replacing any object at `path`. A write that
+    /// fails leaves nothing behind: the file backend's temporary file and an
+    /// object store's unfinished upload are discarded.
     pub async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), StorageError> {
         self.check("write", path)?;
-        self.op
-            .write(path, data)
+        let mut w = self
+            .op
+            .writer(path)
             .await
-            .map(|_| ())
-            .map_err(|e| self.error("write", path, e))
+            .map_err(|e| self.error("write", path, e))?;
+        let written = match w.write(data).await {
+            Ok(()) => w.close().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            // A directory removed under the write (a discarded checkpoint's)
+            // fails the final rename, for one; the temporary file must go.
+            if let Err(abort) = w.abort().await {
+                tracing::warn!(path, "cannot discard a failed write's leftovers: {abort}");
+            }
+            return Err(self.error("write", path, e));
+        }
+        Ok(())
     }
 
     /// Reads an object whole.

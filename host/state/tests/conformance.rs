@@ -136,6 +136,30 @@ async fn the_file_backend_conforms() {
 }
 
 #[tokio::test]
+async fn a_failed_file_write_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let storage =
+        Storage::open(&format!("file://{}", root.display()), &S3Options::default()).expect("open");
+    // A non-empty directory where the object should go: the data reaches the
+    // temporary file, and the rename that publishes it fails. (A checkpoint
+    // directory deleted under a late snapshot's write fails the same step.)
+    std::fs::create_dir_all(root.join("chk-1/task-0-0/inner")).expect("mkdir");
+    let e = storage
+        .put("chk-1/task-0-0", vec![7; 4096])
+        .await
+        .expect_err("rename over a directory");
+    assert!(e.to_string().contains("chk-1/task-0-0"), "{e}");
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(root.join(".sluice-tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The store still works.
+    storage.put("chk-1/ok", b"x".to_vec()).await.expect("put");
+    assert_eq!(storage.get("chk-1/ok").await.expect("get"), b"x");
+}
+
+#[tokio::test]
 async fn the_memory_backend_conforms() {
     let storage = Storage::open("memory://", &S3Options::default()).expect("open");
     conformance(&storage).await;
