@@ -870,6 +870,90 @@ fn flinks_own_cli_lists_and_cancels_a_sluice_job() {
     assert!(listed.contains("No running jobs"), "{listed}");
 }
 
+/// Files under `job_dir` that belong to checkpoints with ids up to `upto`
+/// which never completed (no `_metadata`).
+fn stray_snapshots(job_dir: &Path, upto: u64) -> Vec<PathBuf> {
+    let mut stray = Vec::new();
+    for chk in std::fs::read_dir(job_dir).into_iter().flatten().flatten() {
+        let id = chk
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("chk-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if id.is_none_or(|id| id > upto) || chk.path().join("_metadata").exists() {
+            continue;
+        }
+        for f in std::fs::read_dir(chk.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            stray.push(f.path());
+        }
+    }
+    stray
+}
+
+#[test]
+fn snapshots_stored_after_their_checkpoint_failed_are_deleted() {
+    // Every checkpoint expires 1 ms after its trigger, so snapshot uploads
+    // keep landing after the JobManager deleted their checkpoint's directory.
+    let cluster = Cluster::start(
+        2,
+        2,
+        &[
+            "--checkpoint-timeout",
+            "1ms",
+            "--checkpoint-tolerable-failures",
+            "1000000",
+        ],
+    );
+    let out_dir = cluster.dir.path().join("out");
+    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
+    let job = cluster.run_ok(
+        &jar,
+        json!({
+            "parallelism": 2,
+            "checkpointInterval": 50,
+            "programArgsList": [
+                "records=1000000000",
+                "keys=10",
+                "rate=20000",
+                format!("output={}", out_dir.display()),
+            ],
+        }),
+    );
+    let failed = wait_for("20 failed checkpoints", &|| cluster.logs(), || {
+        let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+        if c["counts"]["failed"].as_u64()? < 20 {
+            return None;
+        }
+        c["latest"]["failed"]["id"].as_u64()
+    });
+    // Every snapshot of those failed checkpoints goes, the late ones too.
+    let job_dir = cluster.dir.path().join("jm/checkpoints").join(&job);
+    wait_for(
+        "the failed checkpoints' snapshots to be deleted",
+        &|| {
+            format!(
+                "{:?}\n{}",
+                stray_snapshots(&job_dir, failed),
+                cluster.logs()
+            )
+        },
+        || stray_snapshots(&job_dir, failed).is_empty().then_some(()),
+    );
+    let (_, d) = cluster.get(&format!("/jobs/{job}"));
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let cancel = cluster
+        .http
+        .patch(format!("{}/jobs/{job}?mode=cancel", cluster.rest))
+        .send()
+        .expect("cancel");
+    assert_eq!(cancel.status().as_u16(), 202);
+    cluster.wait_for_state(&job, &["CANCELED"]);
+}
+
 #[test]
 fn with_checkpoints_a_killed_taskmanagers_job_resumes_from_the_latest_and_counts_exactly() {
     let mut cluster = Cluster::start(

@@ -147,8 +147,19 @@ pub(crate) fn drive(
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let status = job.core.status();
-    // An ended job whose cleanup is under way has nothing left to drive.
+    // An ended job whose cleanup is under way has nothing left to drive but
+    // the deletion of snapshots whose uploads outlived their checkpoint.
     if status.is_terminal() && job.checkpoints.cleaned {
+        let cp = &mut job.checkpoints;
+        while let Some(cmd) = cp.coord.poll_command() {
+            if let CheckpointCommand::DiscardSnapshot {
+                id: checkpoint,
+                task,
+            } = cmd
+            {
+                discard_snapshot(io, &cp.storage, job.id, checkpoint, task);
+            }
+        }
         return outcome;
     }
     let id = job.id;
@@ -303,6 +314,10 @@ pub(crate) fn drive(
                 cp.completed.remove(&checkpoint);
                 discard(io, cp.storage.clone(), format!("{id}/chk-{checkpoint}"));
             }
+            CheckpointCommand::DiscardSnapshot {
+                id: checkpoint,
+                task,
+            } => discard_snapshot(io, &cp.storage, id, checkpoint, task),
             CheckpointCommand::FailJob { reason } => outcome.fail = Some(reason),
         }
     }
@@ -342,7 +357,7 @@ pub(crate) fn drive(
 /// which are the user's); whether everything went.
 pub(crate) async fn discard_job(storage: &Storage, job: JobId, keep: &[u64]) -> bool {
     if keep.is_empty() {
-        return delete_with_retries(storage, &job.to_string()).await;
+        return delete_with_retries(storage, &job.to_string(), true).await;
     }
     let files = match storage.list(&job.to_string()).await {
         Ok(f) => f,
@@ -362,7 +377,7 @@ pub(crate) async fn discard_job(storage: &Storage, job: JobId, keep: &[u64]) -> 
         .collect();
     let mut all = true;
     for d in dirs {
-        all &= delete_with_retries(storage, &format!("{job}/{d}")).await;
+        all &= delete_with_retries(storage, &format!("{job}/{d}"), true).await;
     }
     all
 }
@@ -370,20 +385,44 @@ pub(crate) async fn discard_job(storage: &Storage, job: JobId, keep: &[u64]) -> 
 /// Deletes a directory of the checkpoint storage in the background,
 /// retrying with backoff.
 fn discard(io: &tokio::runtime::Handle, storage: Storage, dir: String) {
-    io.spawn(async move { delete_with_retries(&storage, &dir).await });
+    io.spawn(async move { delete_with_retries(&storage, &dir, true).await });
 }
 
-/// Deletes a directory, retrying with backoff; whether it went.
-async fn delete_with_retries(storage: &Storage, dir: &str) -> bool {
+/// Deletes, in the background, one task's snapshot for a checkpoint that
+/// failed before the snapshot was stored.
+fn discard_snapshot(
+    io: &tokio::runtime::Handle,
+    storage: &Storage,
+    job: JobId,
+    checkpoint: u64,
+    task: TaskId,
+) {
+    let path = sluice_runtime::snapshot::snapshot_path(&job.to_string(), checkpoint, task);
+    tracing::debug!(
+        path,
+        "deleting a snapshot stored after its checkpoint failed"
+    );
+    let storage = storage.clone();
+    io.spawn(async move { delete_with_retries(&storage, &path, false).await });
+}
+
+/// Deletes a directory (`dir`) or one object, retrying with backoff;
+/// whether it went.
+async fn delete_with_retries(storage: &Storage, path: &str, dir: bool) -> bool {
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=DISCARD_ATTEMPTS {
-        match storage.delete_dir(dir).await {
+        let result = if dir {
+            storage.delete_dir(path).await
+        } else {
+            storage.delete(path).await
+        };
+        match result {
             Ok(()) => return true,
             Err(e) if attempt == DISCARD_ATTEMPTS => {
-                tracing::error!(dir, "cannot delete checkpoint files: {e}");
+                tracing::error!(path, "cannot delete checkpoint files: {e}");
             }
             Err(e) => {
-                tracing::warn!(dir, attempt, "deleting checkpoint files failed: {e}");
+                tracing::warn!(path, attempt, "deleting checkpoint files failed: {e}");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }

@@ -564,12 +564,15 @@ impl JobManager {
                 task,
                 handle,
             } => {
-                if let Some(j) = cluster.jobs.get_mut(&job)
-                    && j.core.attempt() == attempt
-                {
-                    j.checkpoints
-                        .coord
-                        .handle_ack(checkpoint, task, handle, now);
+                if let Some(j) = cluster.jobs.get_mut(&job) {
+                    let coord = &mut j.checkpoints.coord;
+                    if j.core.attempt() == attempt {
+                        coord.handle_ack(checkpoint, task, handle, now);
+                    } else {
+                        // An earlier run's snapshot: kept only if its
+                        // checkpoint completed.
+                        coord.handle_late_ack(checkpoint, task);
+                    }
                 }
             }
             ToJobManager::RestoreFailed {

@@ -143,6 +143,16 @@ pub enum CheckpointCommand<S> {
         /// The checkpoint.
         id: CheckpointId,
     },
+    /// A task's snapshot for a checkpoint that had already failed was
+    /// acknowledged: its upload outlived the checkpoint, so the
+    /// [`CheckpointCommand::Discard`] of its directory may have run before
+    /// it landed. Delete that one snapshot.
+    DiscardSnapshot {
+        /// The failed checkpoint.
+        id: CheckpointId,
+        /// The task whose snapshot it is.
+        task: TaskId,
+    },
     /// Checkpoints failed more often in a row than tolerated.
     FailJob {
         /// Why, for the job's exceptions.
@@ -197,6 +207,9 @@ pub struct CheckpointCounts {
 
 /// History entries kept for the REST API.
 const HISTORY: usize = 10;
+/// Failed checkpoints remembered, so that a snapshot acknowledged after its
+/// checkpoint failed is recognised as garbage.
+const FAILED_REMEMBERED: usize = 1024;
 
 struct Pending<S> {
     kind: CheckpointKind,
@@ -225,6 +238,8 @@ pub struct CheckpointCoordinator<S> {
     history: VecDeque<CheckpointStats>,
     latest_failed: Option<CheckpointStats>,
     latest_savepoint: Option<CheckpointStats>,
+    /// The newest failed checkpoints' ids (at most [`FAILED_REMEMBERED`]).
+    failed: BTreeSet<CheckpointId>,
     commands: VecDeque<CheckpointCommand<S>>,
 }
 
@@ -253,6 +268,7 @@ impl<S: Clone> CheckpointCoordinator<S> {
             history: VecDeque::new(),
             latest_failed: None,
             latest_savepoint: None,
+            failed: BTreeSet::new(),
             commands: VecDeque::new(),
         }
     }
@@ -423,6 +439,7 @@ impl<S: Clone> CheckpointCoordinator<S> {
     /// ignored; the driver discards their files with the checkpoint's.
     pub fn handle_ack(&mut self, id: CheckpointId, task: TaskId, snapshot: S, now: u64) {
         let Some(p) = self.pending.get_mut(&id) else {
+            self.handle_late_ack(id, task);
             return;
         };
         if !p.waiting.remove(&task) {
@@ -435,6 +452,19 @@ impl<S: Clone> CheckpointCoordinator<S> {
             let acks = p.acks.clone();
             self.commands
                 .push_back(CheckpointCommand::WriteMetadata { id, acks });
+        }
+    }
+
+    /// A snapshot was acknowledged by a task of an earlier run of the job,
+    /// or after its checkpoint stopped being pending: if that checkpoint
+    /// failed, the snapshot is garbage and a
+    /// [`CheckpointCommand::DiscardSnapshot`] follows. (A completed
+    /// checkpoint's snapshots are never touched: a repeated ack of one is
+    /// ignored.)
+    pub fn handle_late_ack(&mut self, id: CheckpointId, task: TaskId) {
+        if self.failed.contains(&id) && !self.pending.contains_key(&id) {
+            self.commands
+                .push_back(CheckpointCommand::DiscardSnapshot { id, task });
         }
     }
 
@@ -520,6 +550,10 @@ impl<S: Clone> CheckpointCoordinator<S> {
         self.counts.failed += 1;
         self.latest_failed = Some(stats.clone());
         self.record(stats);
+        self.failed.insert(id);
+        while self.failed.len() > FAILED_REMEMBERED {
+            self.failed.pop_first();
+        }
         self.commands.push_back(CheckpointCommand::Abort {
             id,
             reason: reason.clone(),
@@ -753,6 +787,50 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_acknowledged_after_its_checkpoint_failed_is_discarded() {
+        let mut c = coordinator(|cfg| cfg.tolerable_failures = 10);
+        let failed = trigger(&mut c, 100);
+        c.handle_ack(failed, t(0, 0), 1, 150);
+        c.handle_timeout(1100);
+        let cmds = drain(&mut c);
+        let [
+            C::Abort { .. },
+            C::Discard { .. },
+            C::Trigger { id: next, .. },
+        ] = &cmds[..]
+        else {
+            panic!("{cmds:?}");
+        };
+        let next = *next;
+        // The slow task's upload lands after the discard of the directory.
+        c.handle_ack(failed, t(1, 0), 2, 1200);
+        assert_eq!(
+            drain(&mut c),
+            [C::DiscardSnapshot {
+                id: failed,
+                task: t(1, 0)
+            }]
+        );
+        // So does one reported by a task of an earlier run.
+        c.handle_late_ack(failed, t(0, 0));
+        assert_eq!(
+            drain(&mut c),
+            [C::DiscardSnapshot {
+                id: failed,
+                task: t(0, 0)
+            }]
+        );
+        // A completed checkpoint's snapshots stay whatever is repeated, and
+        // an id never triggered means nothing.
+        let done = next;
+        assert!(complete(&mut c, done, 1300).contains(&C::NotifyComplete { id: done }));
+        c.handle_ack(done, t(1, 0), 2, 1400);
+        c.handle_late_ack(done, t(0, 0));
+        c.handle_late_ack(done + 100, t(0, 0));
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
     fn a_newer_completed_checkpoint_subsumes_older_pending_ones() {
         let mut c = coordinator(|cfg| cfg.max_concurrent = 2);
         let first = trigger(&mut c, 100);
@@ -831,6 +909,8 @@ mod tests {
         enum Ev {
             Tick(u64),
             Ack(usize, u32),
+            /// An ack for any checkpoint triggered so far, pending or not.
+            LateAck(usize, u32),
             Decline(usize),
             Metadata(usize, bool),
             Savepoint,
@@ -842,6 +922,7 @@ mod tests {
             prop_oneof![
                 4 => (1u64..400).prop_map(Ev::Tick),
                 6 => (0usize..4, 0u32..3).prop_map(|(p, s)| Ev::Ack(p, s)),
+                2 => (0usize..64, 0u32..3).prop_map(|(k, s)| Ev::LateAck(k, s)),
                 1 => (0usize..4).prop_map(Ev::Decline),
                 3 => (0usize..4, proptest::bool::weighted(0.8)).prop_map(|(p, ok)| Ev::Metadata(p, ok)),
                 1 => Just(Ev::Savepoint),
@@ -854,8 +935,9 @@ mod tests {
             /// Whatever tasks and storage do: ids only grow, completions
             /// need every ack and the metadata, at most `max_concurrent`
             /// periodic checkpoints are in flight, at most `retained` are
-            /// kept, and the job fails only after more consecutive counted
-            /// failures than tolerated.
+            /// kept, the job fails only after more consecutive counted
+            /// failures than tolerated, and a snapshot is discarded exactly
+            /// when it is acknowledged after its checkpoint failed.
             #[test]
             fn invariants_hold_under_any_interleaving(
                 events in proptest::collection::vec(ev(), 1..200),
@@ -881,13 +963,29 @@ mod tests {
                 let mut acked: BTreeMap<CheckpointId, BTreeSet<TaskId>> = BTreeMap::new();
                 let mut streak = 0u32;
                 let mut live = true;
+                let mut triggered: Vec<CheckpointId> = Vec::new();
+                let mut aborted: BTreeSet<CheckpointId> = BTreeSet::new();
                 for e in events {
+                    // A snapshot of this checkpoint must be discarded now.
+                    let mut late_for_failed = None;
                     match e {
                         Ev::Tick(d) => { now += d; c.handle_timeout(now); }
                         Ev::Ack(p, s) => if let Some(&(id, _)) = pending.get(p) {
                             let task = tasks[s as usize];
                             c.handle_ack(id, task, 0, now);
                             acked.entry(id).or_default().insert(task);
+                        },
+                        Ev::LateAck(k, s) => if !triggered.is_empty() {
+                            let id = triggered[k % triggered.len()];
+                            let task = tasks[s as usize];
+                            if aborted.contains(&id) {
+                                late_for_failed = Some((id, task));
+                            }
+                            let is_pending = pending.iter().any(|p| p.0 == id);
+                            c.handle_ack(id, task, 0, now);
+                            if is_pending {
+                                acked.entry(id).or_default().insert(task);
+                            }
                         },
                         Ev::Decline(p) => if let Some(&(id, _)) = pending.get(p) {
                             c.handle_decline(id, tasks[0], "no", now);
@@ -908,6 +1006,7 @@ mod tests {
                                 prop_assert!(live);
                                 prop_assert!(id > last_trigger);
                                 last_trigger = id;
+                                triggered.push(id);
                                 pending.push((id, kind));
                             }
                             C::WriteMetadata { id, acks } => {
@@ -931,14 +1030,19 @@ mod tests {
                                 }
                                 pending.retain(|p| p.0 != id);
                                 writing.retain(|w| *w != id);
+                                aborted.insert(id);
                             }
                             C::Discard { .. } => {}
+                            C::DiscardSnapshot { id, task } => {
+                                prop_assert_eq!(late_for_failed.take(), Some((id, task)));
+                            }
                             C::FailJob { .. } => {
                                 prop_assert!(streak > tolerable, "failed after {} of {} tolerated", streak, tolerable);
                                 streak = 0;
                             }
                         }
                     }
+                    prop_assert_eq!(late_for_failed, None, "a late snapshot was kept");
                     let periodic = pending.iter().filter(|p| p.1 == CheckpointKind::Checkpoint).count();
                     prop_assert!(periodic as u32 <= max_concurrent);
                     prop_assert!(c.retained().count() <= retained);

@@ -399,7 +399,7 @@ impl LocalCluster {
             let _ = t.join();
         }
         if let Some(c) = checkpoints.as_mut() {
-            c.finish(coord.status());
+            c.finish(coord.status(), now());
         }
         let mut end = progress(&coord, &counters);
         end.checkpoints = checkpoints.as_ref().map_or(0, |c| c.completed());

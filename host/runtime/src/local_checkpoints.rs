@@ -18,7 +18,8 @@ use sluice_task::AlignmentMode;
 use sluice_types::JobId;
 
 use crate::snapshot::{
-    CheckpointMetadata, CheckpointNotice, Checkpointing, SnapshotHandle, TakenSnapshot, store,
+    CheckpointMetadata, CheckpointNotice, Checkpointing, SnapshotHandle, TakenSnapshot,
+    snapshot_path, store,
 };
 
 type Stored = Result<(u64, TaskId, SnapshotHandle), (u64, TaskId, String)>;
@@ -125,16 +126,7 @@ impl LocalCheckpoints {
             self.coord
                 .handle_run_ended("a task is no longer running", now);
         }
-        while let Ok(stored) = self.stored.try_recv() {
-            match stored {
-                Ok((checkpoint, task, handle)) => {
-                    self.coord.handle_ack(checkpoint, task, handle, now)
-                }
-                Err((checkpoint, task, reason)) => {
-                    self.coord.handle_decline(checkpoint, task, &reason, now)
-                }
-            }
-        }
+        self.take_stored(now);
         self.coord.handle_timeout(now);
         let mut fail = None;
         while let Some(cmd) = self.coord.poll_command() {
@@ -178,10 +170,34 @@ impl LocalCheckpoints {
                 CheckpointCommand::Discard { id } => {
                     self.delete(&format!("{}/chk-{id}", self.job));
                 }
+                CheckpointCommand::DiscardSnapshot { id, task } => {
+                    self.delete_snapshot(id, task);
+                }
                 CheckpointCommand::FailJob { reason } => fail = Some(reason),
             }
         }
         fail
+    }
+
+    /// Hands the coordinator what the storage thread reported.
+    fn take_stored(&mut self, now: u64) {
+        while let Ok(stored) = self.stored.try_recv() {
+            match stored {
+                Ok((checkpoint, task, handle)) => {
+                    self.coord.handle_ack(checkpoint, task, handle, now)
+                }
+                Err((checkpoint, task, reason)) => {
+                    self.coord.handle_decline(checkpoint, task, &reason, now)
+                }
+            }
+        }
+    }
+
+    fn delete_snapshot(&self, checkpoint: u64, task: TaskId) {
+        let path = snapshot_path(&self.job.to_string(), checkpoint, task);
+        if let Err(e) = self.io.block_on(self.storage.delete(&path)) {
+            tracing::warn!(path, "cannot delete a failed checkpoint's snapshot: {e}");
+        }
     }
 
     fn notify(&self, notice: CheckpointNotice) {
@@ -197,14 +213,32 @@ impl LocalCheckpoints {
     }
 
     /// The job ended (every task thread too): a finished or cancelled job's
-    /// checkpoints go, once the last snapshot is stored; a failed job's stay,
-    /// and their place is logged.
-    pub fn finish(&mut self, status: JobStatus) {
+    /// checkpoints go, once the last snapshot is stored; a failed job's
+    /// completed ones stay, and their place is logged.
+    pub fn finish(&mut self, status: JobStatus, now: u64) {
         self.snapshots = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         if status == JobStatus::Failed {
+            // Checkpoints still pending fail with the run, and snapshots
+            // stored since they failed are garbage among the ones kept.
+            if self.started && !self.over {
+                self.over = true;
+                self.coord.handle_run_ended("the job failed", now);
+            }
+            self.take_stored(now);
+            while let Some(cmd) = self.coord.poll_command() {
+                match cmd {
+                    CheckpointCommand::Discard { id } => {
+                        self.delete(&format!("{}/chk-{id}", self.job));
+                    }
+                    CheckpointCommand::DiscardSnapshot { id, task } => {
+                        self.delete_snapshot(id, task);
+                    }
+                    _ => {}
+                }
+            }
             tracing::warn!(
                 "the job's checkpoints stay in {}/{}",
                 self.storage.uri().trim_end_matches('/'),
@@ -213,5 +247,101 @@ impl LocalCheckpoints {
         } else {
             self.delete(&self.job.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_coord::Command;
+    use sluice_types::{EdgeSpec, Implementation, JobGraph, NodeSpec, Partitioning};
+
+    use crate::snapshot::TaskSnapshot;
+
+    /// `gen` → `sink`, one subtask each (not chained).
+    fn execution() -> ExecutionGraph {
+        let node = |n: &str, c: &str| NodeSpec {
+            name: n.into(),
+            implementation: Implementation::Connector(c.into()),
+            parallelism: None,
+            config: vec![],
+            watermarks: None,
+        };
+        let graph = JobGraph {
+            nodes: vec![node("gen", "datagen"), node("sink", "blackhole")],
+            edges: vec![EdgeSpec {
+                source: "gen".into(),
+                target: "sink".into(),
+                partitioning: Partitioning::Rebalance,
+                target_input: 0,
+            }],
+            max_parallelism: None,
+        };
+        ExecutionGraph::build(&graph, 1, 128)
+    }
+
+    fn taken(task: TaskId, checkpoint: u64) -> TakenSnapshot {
+        TakenSnapshot {
+            task,
+            snapshot: TaskSnapshot {
+                checkpoint,
+                sources: vec![],
+                sinks: vec![],
+                guest: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn a_failed_jobs_pending_checkpoint_leaves_no_snapshot_even_one_stored_late() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let storage = Storage::open("memory://", &Default::default()).expect("memory");
+        let mut lc = LocalCheckpoints::new(100, storage.clone(), rt.handle().clone(), execution());
+        let mut job = Job::new(execution(), 0);
+        job.handle_slots_offered(1, 0).expect("one slot");
+        let mut signals = HashMap::new();
+        while let Some(cmd) = job.poll_command() {
+            if let Command::Deploy { deployment, .. } = cmd {
+                signals.insert(
+                    deployment.task,
+                    lc.task(&deployment).expect("checkpointing"),
+                );
+            }
+        }
+        lc.deployed();
+        let (gen_, sink) = (
+            TaskId {
+                vertex: 0,
+                subtask: 0,
+            },
+            TaskId {
+                vertex: 1,
+                subtask: 0,
+            },
+        );
+        for t in [gen_, sink] {
+            job.handle_task_status(t, TaskStatus::Running, 1);
+        }
+        assert_eq!(lc.drive(&job, 1), None);
+        assert_eq!(lc.drive(&job, 101), None);
+        let id = signals[&gen_].triggers.try_recv().expect("a trigger");
+        // The source's snapshot is stored; then the sink fails before its own.
+        signals[&gen_]
+            .snapshots
+            .send(taken(gen_, id))
+            .expect("send");
+        job.handle_task_status(sink, TaskStatus::Failed("boom".into()), 110);
+        job.handle_task_status(gen_, TaskStatus::Canceled, 111);
+        assert_eq!(job.status(), JobStatus::Failed);
+        assert_eq!(lc.drive(&job, 112), None);
+        // A snapshot that lands after its checkpoint was discarded.
+        signals[&sink]
+            .snapshots
+            .send(taken(sink, id))
+            .expect("send");
+        drop(signals);
+        lc.finish(JobStatus::Failed, 120);
+        let left = rt.block_on(storage.list("")).expect("list");
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -126,7 +126,16 @@ impl CheckpointMetadata {
     }
 }
 
-/// Stores a taken snapshot as `JOB/chk-ID/task-VERTEX-SUBTASK`; its handle.
+/// Where a task's snapshot for a checkpoint is stored:
+/// `JOB/chk-ID/task-VERTEX-SUBTASK`.
+pub fn snapshot_path(job: &str, checkpoint: u64, task: TaskId) -> String {
+    format!(
+        "{job}/chk-{checkpoint}/task-{}-{}",
+        task.vertex, task.subtask
+    )
+}
+
+/// Stores a taken snapshot at its [`snapshot_path`]; its handle.
 pub async fn store(
     storage: &sluice_state::Storage,
     job: &str,
@@ -136,10 +145,7 @@ pub async fn store(
     let checkpoint = snapshot.checkpoint;
     let bytes = snapshot.encode();
     let handle = SnapshotHandle {
-        path: format!(
-            "{job}/chk-{checkpoint}/task-{}-{}",
-            task.vertex, task.subtask
-        ),
+        path: snapshot_path(job, checkpoint, task),
         bytes: bytes.len() as u64,
         sha256: Sha256::digest(&bytes).into(),
     };
