@@ -914,7 +914,7 @@ fn snapshots_stored_after_their_checkpoint_failed_are_deleted() {
         &jar,
         json!({
             "parallelism": 2,
-            "checkpointInterval": 50,
+            "checkpointInterval": 20,
             "programArgsList": [
                 "records=1000000000",
                 "keys=10",
@@ -923,9 +923,9 @@ fn snapshots_stored_after_their_checkpoint_failed_are_deleted() {
             ],
         }),
     );
-    let failed = wait_for("20 failed checkpoints", &|| cluster.logs(), || {
+    let failed = wait_for("100 failed checkpoints", &|| cluster.logs(), || {
         let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
-        if c["counts"]["failed"].as_u64()? < 20 {
+        if c["counts"]["failed"].as_u64()? < 100 {
             return None;
         }
         c["latest"]["failed"]["id"].as_u64()

@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use sluice_connectors::Connectors;
 use sluice_coord::{TaskId, TaskStatus};
 use sluice_runtime::TaskCounters;
-use sluice_runtime::snapshot::{CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot};
+use sluice_runtime::snapshot::{
+    AbortedCheckpoints, CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot,
+};
 use sluice_runtime::task::{self, TaskContext};
 use sluice_state::{S3Options, Storage};
 use sluice_transport::{Identity, JoinToken, frame};
@@ -86,6 +88,8 @@ struct Run {
     triggers: HashMap<TaskId, Sender<u64>>,
     /// Every task's checkpoint notices.
     notices: Vec<Sender<CheckpointNotice>>,
+    /// Failed checkpoints, whose queued snapshots are not uploaded.
+    aborted: AbortedCheckpoints,
 }
 
 /// One subtask of a run.
@@ -399,6 +403,9 @@ async fn control_session(shared: &Arc<Shared>, jm: SocketAddr, name: &str) -> an
                     notice,
                 } => {
                     if let Some(run) = lock(&shared.runs).get(&(job, attempt)) {
+                        if let CheckpointNotice::Abort(id) = notice {
+                            run.aborted.insert(id);
+                        }
                         for tx in &run.notices {
                             let _ = tx.send(notice);
                         }
@@ -611,15 +618,17 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         remaining: d.tasks.len(),
         triggers: HashMap::new(),
         notices: Vec::new(),
+        aborted: AbortedCheckpoints::default(),
     };
     // Snapshots are stored by one thread per run, so tasks go on at once.
     let snapshots = match (&storage, &d.checkpoints) {
         (Some(storage), Some(settings)) => {
             let (tx, rx) = crossbeam_channel::unbounded::<TakenSnapshot>();
             let (shared2, storage) = (shared.clone(), storage.clone());
+            let aborted = run.aborted.clone();
             let (job, attempt) = key;
             spawn_thread(format!("snapshots-{job}"), move || {
-                store_snapshots(&shared2, &storage, job, attempt, &rx)
+                store_snapshots(&shared2, &storage, (job, attempt), &aborted, &rx)
             });
             Some((tx, settings.mode))
         }
@@ -771,16 +780,21 @@ fn fetch_snapshots(
 }
 
 /// Stores the snapshots a run's tasks take and acknowledges each to the
-/// JobManager; ends when every task of the run has ended.
+/// JobManager, but for checkpoints already aborted; ends when every task of
+/// the run has ended.
 fn store_snapshots(
     shared: &Shared,
     storage: &Storage,
-    job: JobId,
-    attempt: u32,
+    (job, attempt): RunKey,
+    aborted: &AbortedCheckpoints,
     rx: &Receiver<TakenSnapshot>,
 ) {
     for taken in rx {
         let (checkpoint, task) = (taken.snapshot.checkpoint, taken.task);
+        if aborted.contains(checkpoint) {
+            tracing::debug!(%job, checkpoint, "not storing a snapshot of an aborted checkpoint");
+            continue;
+        }
         let stored = shared.handle.block_on(sluice_runtime::snapshot::store(
             storage,
             &job.to_string(),

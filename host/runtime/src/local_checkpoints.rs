@@ -18,8 +18,8 @@ use sluice_task::AlignmentMode;
 use sluice_types::JobId;
 
 use crate::snapshot::{
-    CheckpointMetadata, CheckpointNotice, Checkpointing, SnapshotHandle, TakenSnapshot,
-    snapshot_path, store,
+    AbortedCheckpoints, CheckpointMetadata, CheckpointNotice, Checkpointing, SnapshotHandle,
+    TakenSnapshot, snapshot_path, store,
 };
 
 type Stored = Result<(u64, TaskId, SnapshotHandle), (u64, TaskId, String)>;
@@ -36,6 +36,8 @@ pub(crate) struct LocalCheckpoints {
     snapshots: Option<Sender<TakenSnapshot>>,
     stored: Receiver<Stored>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Failed checkpoints, whose queued snapshots the thread skips.
+    aborted: AbortedCheckpoints,
     /// Whether the run's checkpointing started, and whether it is over.
     started: bool,
     over: bool,
@@ -53,10 +55,15 @@ impl LocalCheckpoints {
         let (snapshots, rx) = unbounded::<TakenSnapshot>();
         let (stored_tx, stored) = unbounded();
         let (storage2, io2) = (storage.clone(), io.clone());
+        let aborted = AbortedCheckpoints::default();
+        let aborted2 = aborted.clone();
         // Snapshots are stored off the task threads, as on a TaskManager.
         let thread = std::thread::spawn(move || {
             for taken in rx {
                 let (checkpoint, task) = (taken.snapshot.checkpoint, taken.task);
+                if aborted2.contains(checkpoint) {
+                    continue;
+                }
                 let result = io2
                     .block_on(store(&storage2, &job.to_string(), taken))
                     .map_err(|e| (checkpoint, task, e.to_string()));
@@ -79,6 +86,7 @@ impl LocalCheckpoints {
             snapshots: Some(snapshots),
             stored,
             thread: Some(thread),
+            aborted,
             started: false,
             over: false,
             completed: 0,
@@ -165,6 +173,7 @@ impl LocalCheckpoints {
                 }
                 CheckpointCommand::Abort { id, reason } => {
                     tracing::warn!(checkpoint = id, "checkpoint failed: {reason}");
+                    self.aborted.insert(id);
                     self.notify(CheckpointNotice::Abort(id));
                 }
                 CheckpointCommand::Discard { id } => {
@@ -292,8 +301,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failed_jobs_pending_checkpoint_leaves_no_snapshot_even_one_stored_late() {
+    const GEN: TaskId = TaskId {
+        vertex: 0,
+        subtask: 0,
+    };
+    const SINK: TaskId = TaskId {
+        vertex: 1,
+        subtask: 0,
+    };
+
+    /// A running job's checkpoints on memory storage, each task's signals,
+    /// and the id of the first checkpoint, triggered at 101.
+    struct Setup {
+        rt: tokio::runtime::Runtime,
+        storage: Storage,
+        lc: LocalCheckpoints,
+        job: Job,
+        signals: HashMap<TaskId, Checkpointing>,
+        first: u64,
+    }
+
+    fn setup() -> Setup {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let storage = Storage::open("memory://", &Default::default()).expect("memory");
         let mut lc = LocalCheckpoints::new(100, storage.clone(), rt.handle().clone(), execution());
@@ -302,46 +330,91 @@ mod tests {
         let mut signals = HashMap::new();
         while let Some(cmd) = job.poll_command() {
             if let Command::Deploy { deployment, .. } = cmd {
-                signals.insert(
-                    deployment.task,
-                    lc.task(&deployment).expect("checkpointing"),
-                );
+                let cp = lc.task(&deployment).expect("checkpointing");
+                signals.insert(deployment.task, cp);
             }
         }
         lc.deployed();
-        let (gen_, sink) = (
-            TaskId {
-                vertex: 0,
-                subtask: 0,
-            },
-            TaskId {
-                vertex: 1,
-                subtask: 0,
-            },
-        );
-        for t in [gen_, sink] {
+        for t in [GEN, SINK] {
             job.handle_task_status(t, TaskStatus::Running, 1);
         }
         assert_eq!(lc.drive(&job, 1), None);
         assert_eq!(lc.drive(&job, 101), None);
-        let id = signals[&gen_].triggers.try_recv().expect("a trigger");
+        let first = signals[&GEN].triggers.try_recv().expect("a trigger");
+        Setup {
+            rt,
+            storage,
+            lc,
+            job,
+            signals,
+            first,
+        }
+    }
+
+    #[test]
+    fn a_failed_jobs_pending_checkpoint_leaves_no_snapshot_even_one_stored_late() {
+        let Setup {
+            rt,
+            storage,
+            mut lc,
+            mut job,
+            signals,
+            first: id,
+        } = setup();
         // The source's snapshot is stored; then the sink fails before its own.
-        signals[&gen_]
-            .snapshots
-            .send(taken(gen_, id))
-            .expect("send");
-        job.handle_task_status(sink, TaskStatus::Failed("boom".into()), 110);
-        job.handle_task_status(gen_, TaskStatus::Canceled, 111);
+        signals[&GEN].snapshots.send(taken(GEN, id)).expect("send");
+        // The sink's upload is under way when the checkpoint fails, so the
+        // storage thread does not hear of the failure in time.
+        lc.aborted = AbortedCheckpoints::default();
+        job.handle_task_status(SINK, TaskStatus::Failed("boom".into()), 110);
+        job.handle_task_status(GEN, TaskStatus::Canceled, 111);
         assert_eq!(job.status(), JobStatus::Failed);
         assert_eq!(lc.drive(&job, 112), None);
         // A snapshot that lands after its checkpoint was discarded.
-        signals[&sink]
+        signals[&SINK]
             .snapshots
-            .send(taken(sink, id))
+            .send(taken(SINK, id))
             .expect("send");
         drop(signals);
         lc.finish(JobStatus::Failed, 120);
         let left = rt.block_on(storage.list("")).expect("list");
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_failed_checkpoints_queued_snapshots_are_not_stored() {
+        let Setup {
+            rt,
+            storage,
+            mut lc,
+            job,
+            signals,
+            first,
+        } = setup();
+        // The first checkpoint expires; the second is triggered.
+        let expired = 101 + CheckpointConfig::default().timeout_ms;
+        assert_eq!(lc.drive(&job, expired), None);
+        let second = signals[&GEN].triggers.try_recv().expect("a trigger");
+        // Both source snapshots reach the storage thread, in this order.
+        signals[&GEN]
+            .snapshots
+            .send(taken(GEN, first))
+            .expect("send");
+        signals[&GEN]
+            .snapshots
+            .send(taken(GEN, second))
+            .expect("send");
+        let stored = lc
+            .stored
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the second snapshot's result");
+        assert!(
+            matches!(stored, Ok((id, GEN, _)) if id == second),
+            "{stored:?}"
+        );
+        let path = snapshot_path(&lc.job.to_string(), first, GEN);
+        assert!(!rt.block_on(storage.exists(&path)).expect("exists"));
+        drop(signals);
+        lc.finish(JobStatus::Canceled, expired + 1);
     }
 }

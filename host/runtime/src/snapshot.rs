@@ -1,6 +1,9 @@
 //! What a subtask saves at a checkpoint, and the signals a running subtask
 //! gets about checkpoints.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -135,6 +138,33 @@ pub fn snapshot_path(job: &str, checkpoint: u64, task: TaskId) -> String {
     )
 }
 
+/// Failed checkpoints a snapshot-storing thread has heard of: their
+/// snapshots still queued are not uploaded (the work would be thrown away).
+/// Cheap to clone; clones share the set, which keeps the newest 1024 ids.
+#[derive(Clone, Debug, Default)]
+pub struct AbortedCheckpoints(Arc<Mutex<BTreeSet<u64>>>);
+
+impl AbortedCheckpoints {
+    const REMEMBERED: usize = 1024;
+
+    /// Checkpoint `id` failed.
+    pub fn insert(&self, id: u64) {
+        let mut ids = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ids.insert(id);
+        while ids.len() > Self::REMEMBERED {
+            ids.pop_first();
+        }
+    }
+
+    /// Whether checkpoint `id` is known to have failed.
+    pub fn contains(&self, id: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+}
+
 /// Stores a taken snapshot at its [`snapshot_path`]; its handle.
 pub async fn store(
     storage: &sluice_state::Storage,
@@ -207,6 +237,17 @@ pub fn needed_subtasks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aborted_checkpoints_are_shared_and_only_the_newest_are_kept() {
+        let a = AbortedCheckpoints::default();
+        let b = a.clone();
+        for id in 1..=2000 {
+            a.insert(id);
+        }
+        assert!(b.contains(2000) && b.contains(977));
+        assert!(!b.contains(976) && !b.contains(1) && !b.contains(2001));
+    }
 
     fn snap(old: u32, max_p: u32, old_p: u32) -> TaskSnapshot {
         TaskSnapshot {
