@@ -221,6 +221,45 @@ impl Cluster {
         self.run_ok(&jar, body)
     }
 
+    /// Starts the exactly-once checker at parallelism 2, checkpointing every
+    /// `interval_ms`, writing under `out/`; the job id and the output
+    /// directory.
+    fn start_checker(
+        &self,
+        interval_ms: u64,
+        records: u64,
+        keys: u64,
+        rate: u64,
+    ) -> (String, PathBuf) {
+        let out_dir = self.dir.path().join("out");
+        let jar = self.upload_app(sluice_test_programs::EXACTLY_ONCE);
+        let job = self.run_ok(
+            &jar,
+            json!({
+                "parallelism": 2,
+                "checkpointInterval": interval_ms,
+                "programArgsList": [
+                    format!("records={records}"),
+                    format!("keys={keys}"),
+                    format!("rate={rate}"),
+                    format!("output={}", out_dir.display()),
+                ],
+            }),
+        );
+        (job, out_dir)
+    }
+
+    /// Cancels a job through REST and waits until it is CANCELED.
+    fn cancel(&self, job: &str) {
+        let cancel = self
+            .http
+            .patch(format!("{}/jobs/{job}?mode=cancel", self.rest))
+            .send()
+            .expect("cancel");
+        assert_eq!(cancel.status().as_u16(), 202);
+        self.wait_for_state(job, &["CANCELED"]);
+    }
+
     fn run(&self, jar: &str, body: Value) -> (u16, Value) {
         let resp = self
             .http
@@ -746,13 +785,7 @@ fn metrics_count_each_subtask_and_prometheus_scrapes_them() {
         scrape_with_prometheus(&cluster, &prometheus, &job, words);
     }
 
-    let cancel = cluster
-        .http
-        .patch(format!("{}/jobs/{endless}?mode=cancel", cluster.rest))
-        .send()
-        .expect("cancel");
-    assert_eq!(cancel.status().as_u16(), 202);
-    cluster.wait_for_state(&endless, &["CANCELED"]);
+    cluster.cancel(&endless);
     wait_for("instances to go", &|| cluster.logs(), || {
         let instances = cluster.tm_metric("sluice_taskmanager_guest_instances", &[]);
         let memory = cluster.tm_metric("sluice_taskmanager_guest_memory_bytes", &[]);
@@ -908,21 +941,7 @@ fn snapshots_stored_after_their_checkpoint_failed_are_deleted() {
             "1000000",
         ],
     );
-    let out_dir = cluster.dir.path().join("out");
-    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
-    let job = cluster.run_ok(
-        &jar,
-        json!({
-            "parallelism": 2,
-            "checkpointInterval": 20,
-            "programArgsList": [
-                "records=1000000000",
-                "keys=10",
-                "rate=20000",
-                format!("output={}", out_dir.display()),
-            ],
-        }),
-    );
+    let (job, _) = cluster.start_checker(20, 1_000_000_000, 10, 20_000);
     let failed = wait_for("100 failed checkpoints", &|| cluster.logs(), || {
         let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
         if c["counts"]["failed"].as_u64()? < 100 {
@@ -945,13 +964,7 @@ fn snapshots_stored_after_their_checkpoint_failed_are_deleted() {
     );
     let (_, d) = cluster.get(&format!("/jobs/{job}"));
     assert_eq!(d["state"], "RUNNING", "{d}");
-    let cancel = cluster
-        .http
-        .patch(format!("{}/jobs/{job}?mode=cancel", cluster.rest))
-        .send()
-        .expect("cancel");
-    assert_eq!(cancel.status().as_u16(), 202);
-    cluster.wait_for_state(&job, &["CANCELED"]);
+    cluster.cancel(&job);
 }
 
 #[test]
@@ -1048,22 +1061,8 @@ fn run_checker_with_kills(jm_args: &[&str], kills: u64) -> CheckerRun {
     ];
     args.extend_from_slice(jm_args);
     let mut cluster = Cluster::start(2, 2, &args);
-    let out_dir = cluster.dir.path().join("out");
-    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
-    let job = cluster.run_ok(
-        &jar,
-        json!({
-            "parallelism": 2,
-            "checkpointInterval": 300,
-            "programArgsList": [
-                format!("records={CHECKER_RECORDS}"),
-                format!("keys={CHECKER_KEYS}"),
-                // 2 x 100,000 records/s: about ten seconds of work.
-                "rate=100000",
-                format!("output={}", out_dir.display()),
-            ],
-        }),
-    );
+    // 2 x 100,000 records/s: about ten seconds of work.
+    let (job, out_dir) = cluster.start_checker(300, CHECKER_RECORDS, CHECKER_KEYS, 100_000);
     let mut completed_before = 0;
     for kill in 0..kills {
         // Running on two TaskManagers, with a checkpoint completed since
@@ -1356,16 +1355,7 @@ fn checkpoints_to_s3_fail_while_it_is_down_and_the_job_runs_on_and_recovers() {
         ],
         env,
     );
-    let out_dir = cluster.dir.path().join("out");
-    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
-    let job = cluster.run_ok(
-        &jar,
-        json!({
-            "parallelism": 2,
-            "checkpointInterval": 200,
-            "programArgsList": ["records=1000000", "keys=10", "rate=50000", format!("output={}", out_dir.display())],
-        }),
-    );
+    let (job, out_dir) = cluster.start_checker(200, 1_000_000, 10, 50_000);
     let counts = |c: &Value, what: &str| c["counts"][what].as_u64().unwrap_or(0);
     let checkpoints = || cluster.get(&format!("/jobs/{job}/checkpoints")).1;
     wait_for("a checkpoint in S3", &|| cluster.logs(), || {
@@ -1526,16 +1516,7 @@ fn a_full_disk_fails_checkpoints_but_not_the_job_until_space_returns() {
             "1000",
         ],
     );
-    let out_dir = cluster.dir.path().join("out");
-    let jar = cluster.upload_app(sluice_test_programs::EXACTLY_ONCE);
-    let job = cluster.run_ok(
-        &jar,
-        json!({
-            "parallelism": 2,
-            "checkpointInterval": 200,
-            "programArgsList": ["records=1000000", "keys=1000", "rate=50000", format!("output={}", out_dir.display())],
-        }),
-    );
+    let (job, out_dir) = cluster.start_checker(200, 1_000_000, 1000, 50_000);
     let counts = |what: &str| {
         cluster.get(&format!("/jobs/{job}/checkpoints")).1["counts"][what]
             .as_u64()

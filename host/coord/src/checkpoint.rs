@@ -434,9 +434,9 @@ impl<S: Clone> CheckpointCoordinator<S> {
         id
     }
 
-    /// A task took its snapshot for checkpoint `id`. Acknowledgements for
-    /// unknown (expired, aborted) checkpoints or from unexpected tasks are
-    /// ignored; the driver discards their files with the checkpoint's.
+    /// A task took its snapshot for checkpoint `id`. One for a checkpoint
+    /// no longer pending goes to [`Self::handle_late_ack`]; a repeated one,
+    /// or one from a task the checkpoint does not wait for, is ignored.
     pub fn handle_ack(&mut self, id: CheckpointId, task: TaskId, snapshot: S, now: u64) {
         let Some(p) = self.pending.get_mut(&id) else {
             self.handle_late_ack(id, task);
