@@ -1,6 +1,9 @@
 //! Misbehaving operators, for testing the sandbox: `mode=spin` loops
 //! forever, `mode=bomb` allocates until it hits the memory limit,
-//! `mode=panic` panics, `mode=plan-spin` loops forever in the plan function.
+//! `mode=panic` panics, `mode=deep` recurses with large frames until the
+//! stack in linear memory overflows, `mode=grow-then-spin` is refused more
+//! memory, copes, and then loops forever, `mode=plan-spin` loops forever in
+//! the plan function.
 
 use std::hint::black_box;
 
@@ -32,6 +35,22 @@ impl Application for Adversarial {
                     }
                 }
             }),
+            map("deep", |r: Record<'_>, out: &mut Collector| {
+                out.emit(&deep(black_box(r.value.len() as u64)).to_le_bytes());
+                Ok(())
+            }),
+            map("grow-then-spin", |r: Record<'_>, out: &mut Collector| {
+                // A request far over any limit: refused, and handled.
+                let mut big: Vec<u8> = Vec::new();
+                if big.try_reserve(black_box(1 << 30)).is_ok() {
+                    out.emit(b"reserved");
+                }
+                let mut x = r.value.len() as u64;
+                while black_box(x) != 42 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                Ok(())
+            }),
             map("panic", |r: Record<'_>, _out: &mut Collector| {
                 panic!(
                     "operator gave up on record {:?}",
@@ -49,7 +68,7 @@ impl Application for Adversarial {
                 n = black_box(n.wrapping_add(2));
             }
         }
-        if !["spin", "bomb", "panic"].contains(&mode) {
+        if !["spin", "bomb", "panic", "deep", "grow-then-spin"].contains(&mode) {
             return Err(invalid_config(format!("unknown mode `{mode}`")));
         }
         let mut g = Graph::new();
@@ -59,6 +78,17 @@ impl Application for Adversarial {
         g.forward(&gen_, &bad).forward(&bad, &sink);
         Ok(g)
     }
+}
+
+/// Recursion whose frames hold 16 KiB each, on the stack the compiler keeps
+/// in linear memory; it never ends (the depth only grows).
+#[inline(never)]
+fn deep(n: u64) -> u64 {
+    let mut frame = [0u8; 16 << 10];
+    frame[(n % (16 << 10)) as usize] = n as u8;
+    let below = deep(black_box(n + 1));
+    black_box(&frame);
+    below.wrapping_add(u64::from(frame[(n % 7) as usize]))
 }
 
 sluice_sdk::export_app!(Adversarial);

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -37,19 +38,39 @@ pub struct JobManagerArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
     /// Restart strategy after a failure: `exponential-delay` (Flink's
-    /// default), `fixed-delay` or `none`.
+    /// default), `fixed-delay`, `failure-rate` or `none`. A failure that
+    /// would happen again (a missing input, a guest over its limits) is
+    /// never restarted.
     #[arg(long, default_value = "exponential-delay")]
     restart_strategy: String,
-    /// Restarts allowed with `fixed-delay`.
-    #[arg(long, default_value_t = 3)]
-    restart_attempts: u32,
-    /// Delay before a restart (`fixed-delay`), or the first delay
-    /// (`exponential-delay`).
+    /// Restarts allowed: with `fixed-delay` in all (default 3), with
+    /// `exponential-delay` before a run lasts `--restart-reset-after`
+    /// (default 10); with `failure-rate`, failures allowed per
+    /// `--restart-failure-interval` (default 1).
+    #[arg(long)]
+    restart_attempts: Option<u32>,
+    /// Delay before a restart (`fixed-delay`, `failure-rate`), or the first
+    /// delay (`exponential-delay`).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     restart_delay: Duration,
     /// Longest delay of `exponential-delay`.
     #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
     restart_max_delay: Duration,
+    /// A run of `exponential-delay` that lasts this long starts the count
+    /// of restarts and the delay over.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    restart_reset_after: Duration,
+    /// The interval of `failure-rate`.
+    #[arg(long, default_value = "1min", value_parser = humantime::parse_duration)]
+    restart_failure_interval: Duration,
+    /// Ended jobs kept in memory for the REST API (Flink's
+    /// `jobstore.max-capacity`); older ones are answered from the
+    /// job-result store.
+    #[arg(long, default_value_t = 1000)]
+    jobstore_max_capacity: usize,
+    /// How long an ended job stays in memory (Flink's `jobstore.expiration-time`).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    jobstore_expiration: Duration,
     /// Where checkpoints are kept: `file:///PATH`, `s3://BUCKET/PREFIX`
     /// (endpoint and credentials from SLUICE_S3_ENDPOINT, SLUICE_S3_REGION,
     /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or `memory://`
@@ -140,20 +161,30 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         Some(p) => Policy::load(p)?,
         None => Policy::standard(),
     };
+    let ms = |d: Duration| d.as_millis() as u64;
     let restart = match args.restart_strategy.as_str() {
         "exponential-delay" | "exponential" => RestartStrategy::ExponentialDelay {
-            initial_ms: args.restart_delay.as_millis() as u64,
-            max_ms: args.restart_max_delay.as_millis() as u64,
+            initial_ms: ms(args.restart_delay),
+            max_ms: ms(args.restart_max_delay),
             multiplier: 1.5,
-            reset_after_ms: 3_600_000,
+            reset_after_ms: ms(args.restart_reset_after),
+            attempts: args.restart_attempts.unwrap_or(10),
         },
         "fixed-delay" | "fixed" => RestartStrategy::FixedDelay {
-            attempts: args.restart_attempts,
-            delay_ms: args.restart_delay.as_millis() as u64,
+            attempts: args.restart_attempts.unwrap_or(3),
+            delay_ms: ms(args.restart_delay),
+        },
+        "failure-rate" => RestartStrategy::FailureRate {
+            max_failures: args.restart_attempts.unwrap_or(1),
+            interval_ms: ms(args.restart_failure_interval),
+            delay_ms: ms(args.restart_delay),
         },
         "none" | "disable" => RestartStrategy::None,
         other => {
-            bail!("unknown restart strategy `{other}`: use exponential-delay, fixed-delay or none")
+            bail!(
+                "unknown restart strategy `{other}`: use exponential-delay, fixed-delay, \
+                 failure-rate or none"
+            )
         }
     };
     std::fs::create_dir_all(&args.data_dir)
@@ -170,12 +201,14 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         restart,
         base_dir: Some(std::env::current_dir()?),
         checkpoint_storage: match args.checkpoint_dir {
-            Some(uri) => uri,
+            Some(dir) => storage_uri(&dir, &std::env::current_dir()?)?,
             None => {
                 let dir = std::path::absolute(args.data_dir.join("checkpoints"))?;
                 format!("file://{}", dir.display())
             }
         },
+        jobstore_max_capacity: args.jobstore_max_capacity,
+        jobstore_expiration: args.jobstore_expiration,
         checkpoint_interval: args.checkpoint_interval,
         checkpoint_defaults: sluice_coord::CheckpointConfig {
             mode: match args.checkpointing_mode.as_str() {
@@ -274,14 +307,47 @@ fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// `dir` as a storage URI: a URI as it is, a plain path as `file://`
+/// (relative to `cwd`), canonical either way.
+pub fn storage_uri(dir: &str, cwd: &Path) -> anyhow::Result<String> {
+    let location: sluice_state::Location = location_uri(dir, cwd).parse()?;
+    Ok(location.to_string())
+}
+
+/// A location users type: a URI as it is, a plain path made absolute.
+pub fn location_uri(location: &str, cwd: &Path) -> String {
+    if location.contains("://") || location.starts_with('/') {
+        location.to_owned()
+    } else {
+        cwd.join(location).display().to_string()
+    }
+}
+
+/// A JobManager address as users type it: `HOST:PORT`, or a URL.
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let url = if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    };
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|e| format!("`{s}` is not HOST:PORT or a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("`{s}` is not HOST:PORT or an http(s) URL"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 /// Where the cluster is, and how to print.
 #[derive(clap::Args)]
 pub struct Remote {
-    /// The JobManager's REST address.
+    /// The JobManager's REST address: `HOST:PORT` or a URL (Flink's `-m`).
     #[arg(
+        short = 'm',
         long,
         env = "SLUICE_JOBMANAGER",
-        default_value = "http://127.0.0.1:8081"
+        default_value = "127.0.0.1:8081",
+        value_parser = parse_base_url
     )]
     jobmanager: String,
     /// Machine-readable JSON instead of tables.
@@ -310,7 +376,7 @@ pub enum ClientCommand {
         /// Job argument passed to the plan function (repeatable).
         #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         args: Vec<(String, String)>,
-        /// Wait for the job to end; fail if it does not finish.
+        /// Wait for the job to end; exit non-zero if it does not finish.
         #[arg(long)]
         wait: bool,
         /// Take a checkpoint this often (e.g. `1s`); `0s` turns checkpoints
@@ -325,12 +391,17 @@ pub enum ClientCommand {
         #[arg(long, requires = "from_savepoint")]
         allow_non_restored_state: bool,
     },
-    /// List jobs.
+    /// List jobs, newest first.
     List {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show a job: state, tasks, counts, failures.
+    /// List uploaded applications.
+    Jars {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a job: state, tasks, counts, checkpoints, failures.
     Info {
         #[command(flatten)]
         remote: Remote,
@@ -358,10 +429,13 @@ pub enum ClientCommand {
         remote: Remote,
         /// Job id.
         job: String,
-        /// Take the savepoint (into DIR if given: it must be inside the
-        /// cluster's checkpoint storage).
-        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", required = true)]
-        savepoint: Option<String>,
+        /// Accepted for Flink habits: a stop always takes a savepoint.
+        #[arg(long)]
+        savepoint: bool,
+        /// Where the savepoint goes; it must be inside the cluster's
+        /// checkpoint storage.
+        #[arg(short = 'p', long, value_name = "DIR")]
+        savepoint_path: Option<String>,
     },
     /// List TaskManagers.
     Taskmanagers {
@@ -375,9 +449,21 @@ struct Client {
     http: reqwest::Client,
 }
 
+/// What the JobManager refused, with its status (to tell a 409 from a 404).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Refused {
+    status: reqwest::StatusCode,
+    message: String,
+}
+
 impl Client {
     fn url(&self, path: &str) -> String {
-        format!("{}/v1{path}", self.base.trim_end_matches('/'))
+        format!("{}/v1{path}", self.base)
+    }
+
+    fn unreachable(&self) -> String {
+        format!("cannot reach the JobManager at {}", self.base)
     }
 
     async fn check(&self, resp: reqwest::Response) -> anyhow::Result<Value> {
@@ -394,8 +480,17 @@ impl Client {
                     .collect::<Vec<_>>()
                     .join("; ")
             })
-            .unwrap_or_default();
-        bail!("the JobManager answered {status}: {errors}")
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "no reason given".into());
+        Err(Refused {
+            status,
+            message: format!(
+                "the JobManager answered {}: {}",
+                status.as_u16(),
+                super::display::truncate(&errors, 2000)
+            ),
+        }
+        .into())
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -404,7 +499,12 @@ impl Client {
             .get(self.url(path))
             .send()
             .await
-            .with_context(|| format!("cannot reach the JobManager at {}", self.base))?;
+            .with_context(|| self.unreachable())?;
+        self.check(resp).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = req.send().await.with_context(|| self.unreachable())?;
         self.check(resp).await
     }
 
@@ -438,17 +538,13 @@ impl Client {
                 .file_name(name)
                 .mime_str("application/wasm")?;
         let form = reqwest::multipart::Form::new().part("jarfile", part);
-        let resp = self
-            .http
-            .post(self.url("/jars/upload"))
-            .multipart(form)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the JobManager at {}", self.base))?;
+        let result = self
+            .send(self.http.post(self.url("/jars/upload")).multipart(form))
+            .await;
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        let body = self.check(resp).await?;
+        let body = result?;
         let filename = body["filename"]
             .as_str()
             .context("the JobManager's upload answer has no filename")?;
@@ -456,11 +552,12 @@ impl Client {
     }
 }
 
-pub fn client(cmd: ClientCommand) -> anyhow::Result<bool> {
+pub fn client(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
     let remote = match &cmd {
         ClientCommand::Upload { remote, .. }
         | ClientCommand::Submit { remote, .. }
         | ClientCommand::List { remote }
+        | ClientCommand::Jars { remote }
         | ClientCommand::Info { remote, .. }
         | ClientCommand::Cancel { remote, .. }
         | ClientCommand::Savepoint { remote, .. }
@@ -481,14 +578,57 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<bool> {
     rt.block_on(client_command(&client, cmd, json))
 }
 
-/// Runs a client command; `Ok(false)` means it ran but the outcome is a
-/// failure (a job that did not finish).
-async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::Result<bool> {
+/// Milliseconds since the epoch as a UTC time to the second; `-` for none.
+fn time(ms: &Value) -> String {
+    match ms.as_u64().filter(|&t| t > 0) {
+        Some(t) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(t))
+                .to_string()
+        }
+        None => "-".into(),
+    }
+}
+
+/// Milliseconds as a short duration: `850ms`, `12.3s`, `4m05s`, `2h03m`.
+fn duration(ms: &Value) -> String {
+    let ms = ms.as_u64().unwrap_or(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// Bytes in the largest binary unit that keeps a number of at least 1.
+fn size(bytes: &Value) -> String {
+    let b = bytes.as_u64().unwrap_or(0) as f64;
+    match b {
+        b if b >= (1u64 << 30) as f64 => format!("{:.1} GiB", b / (1u64 << 30) as f64),
+        b if b >= (1u64 << 20) as f64 => format!("{:.1} MiB", b / (1u64 << 20) as f64),
+        b if b >= 1024.0 => format!("{:.1} KiB", b / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_owned()
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    for line in super::display::table(header, rows) {
+        println!("{line}");
+    }
+}
+
+/// Runs a client command; a failure exit code means it ran but the
+/// outcome is one (a job that did not finish).
+async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         ClientCommand::Upload { app, .. } => {
             let id = c.upload(&app, !json).await?;
             if json {
-                println!("{}", serde_json::json!({ "id": id }));
+                println!("{}", json!({ "id": id }));
             } else {
                 println!("{id}");
             }
@@ -505,32 +645,25 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
         } => {
             let jar = if Path::new(&app).is_file() {
                 c.upload(Path::new(&app), !json).await?
-            } else if app.ends_with(".wasm")
-                && !app.chars().take(64).all(|ch| ch.is_ascii_hexdigit())
-            {
+            } else if app.ends_with(".wasm") && !is_jar_id(&app) {
                 bail!("{app}: no such file (and not the id of an uploaded application)");
             } else {
                 app
             };
-            let mut body = serde_json::json!({
+            let mut body = json!({
                 "parallelism": parallelism,
                 "programArgsList": args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             });
             if let Some(interval) = checkpoint_interval {
-                body["checkpointInterval"] = serde_json::json!(interval.as_millis() as u64);
+                body["checkpointInterval"] = json!(interval.as_millis() as u64);
             }
             if let Some(path) = from_savepoint {
-                body["savepointPath"] = serde_json::json!(path);
-                body["allowNonRestoredState"] = serde_json::json!(allow_non_restored_state);
+                body["savepointPath"] = json!(path);
+                body["allowNonRestoredState"] = json!(allow_non_restored_state);
             }
-            let resp = c
-                .http
-                .post(c.url(&format!("/jars/{jar}/run")))
-                .json(&body)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the JobManager at {}", c.base))?;
-            let answer = c.check(resp).await?;
+            let answer = c
+                .send(c.http.post(c.url(&format!("/jars/{jar}/run"))).json(&body))
+                .await?;
             let job = answer["jobid"]
                 .as_str()
                 .context("the JobManager's answer has no job id")?
@@ -541,7 +674,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 } else {
                     println!("{job}");
                 }
-                return Ok(true);
+                return Ok(ExitCode::SUCCESS);
             }
             if !json {
                 eprintln!("submitted job {job}");
@@ -554,69 +687,69 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 println!("{job}");
             }
             if detail["state"] != "FINISHED" {
-                let exceptions = c.get(&format!("/jobs/{job}/exceptions")).await?;
-                if let Some(e) = exceptions["exceptionHistory"]["entries"]
-                    .as_array()
-                    .and_then(|e| e.first())
-                {
-                    eprintln!("error: {}", e["stacktrace"].as_str().unwrap_or("unknown"));
-                }
-                return Ok(false);
+                print_failure(c, &job, &detail).await?;
+                return Ok(ExitCode::FAILURE);
             }
         }
         ClientCommand::List { .. } => {
             let jobs = c.get("/jobs/overview").await?;
             if json {
                 println!("{jobs}");
-                return Ok(true);
+                return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<Vec<String>> = jobs["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let mut jobs: Vec<&Value> = jobs["jobs"].as_array().into_iter().flatten().collect();
+            jobs.sort_by_key(|j| std::cmp::Reverse(j["start-time"].as_u64().unwrap_or(0)));
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
                 .map(|j| {
                     vec![
-                        j["jid"].as_str().unwrap_or("").to_owned(),
-                        j["state"].as_str().unwrap_or("").to_owned(),
-                        format!(
-                            "{:.1}s",
-                            j["duration"].as_u64().unwrap_or(0) as f64 / 1000.0
-                        ),
-                        j["name"].as_str().unwrap_or("").to_owned(),
+                        str_of(&j["jid"]),
+                        str_of(&j["state"]),
+                        time(&j["start-time"]),
+                        duration(&j["duration"]),
+                        str_of(&j["name"]),
                     ]
                 })
                 .collect();
-            print_table(&["JOB ID", "STATE", "DURATION", "NAME"], &rows);
+            print_table(&["JOB ID", "STATE", "STARTED", "DURATION", "NAME"], &rows);
+        }
+        ClientCommand::Jars { .. } => {
+            let jars = c.get("/jars").await?;
+            if json {
+                println!("{jars}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut files: Vec<&Value> = jars["files"].as_array().into_iter().flatten().collect();
+            files.sort_by_key(|j| std::cmp::Reverse(j["uploaded"].as_u64().unwrap_or(0)));
+            let rows: Vec<Vec<String>> = files
+                .iter()
+                .map(|j| {
+                    vec![
+                        str_of(&j["id"]),
+                        str_of(&j["name"]),
+                        size(&j["size"]),
+                        time(&j["uploaded"]),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "NAME", "SIZE", "UPLOADED"], &rows);
         }
         ClientCommand::Info { job, .. } => {
             let detail = c.get(&format!("/jobs/{job}")).await?;
             let exceptions = c.get(&format!("/jobs/{job}/exceptions")).await?;
+            let checkpoints = c.get(&format!("/jobs/{job}/checkpoints")).await.ok();
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"job": detail, "exceptions": exceptions})
+                    json!({"job": detail, "exceptions": exceptions, "checkpoints": checkpoints})
                 );
-                return Ok(true);
+                return Ok(ExitCode::SUCCESS);
             }
             print_job(&detail);
-            let entries = exceptions["exceptionHistory"]["entries"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if !entries.is_empty() {
-                println!("failures (newest first):");
-                for e in entries {
-                    println!(
-                        "  run {}: {}{}",
-                        e["attempt"],
-                        e["taskName"]
-                            .as_str()
-                            .map(|t| format!("{t}: "))
-                            .unwrap_or_default(),
-                        e["stacktrace"].as_str().unwrap_or("")
-                    );
-                }
+            if let Some(cp) = &checkpoints {
+                print_checkpoints(cp);
             }
+            print_exceptions(&exceptions, &detail);
         }
         ClientCommand::Cancel { job, .. } => {
             let resp = c
@@ -624,10 +757,23 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 .patch(c.url(&format!("/jobs/{job}?mode=cancel")))
                 .send()
                 .await
-                .with_context(|| format!("cannot reach the JobManager at {}", c.base))?;
-            c.check(resp).await?;
+                .with_context(|| c.unreachable())?;
+            match c.check(resp).await {
+                Ok(_) => {}
+                Err(e) => match e.downcast_ref::<Refused>() {
+                    Some(r) if r.status == reqwest::StatusCode::CONFLICT => {
+                        let state = c
+                            .get(&format!("/jobs/{job}"))
+                            .await
+                            .map(|d| str_of(&d["state"]))
+                            .unwrap_or_default();
+                        bail!("job {job} already ended ({state}); there is nothing to cancel");
+                    }
+                    _ => return Err(e),
+                },
+            }
             if json {
-                println!("{}", serde_json::json!({"jobid": job, "cancelled": true}));
+                println!("{}", json!({"jobid": job, "cancelled": true}));
             } else {
                 println!("cancelling {job}");
             }
@@ -638,10 +784,10 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
         }
         ClientCommand::Stop {
             job,
-            savepoint: dir,
+            savepoint_path,
             ..
         } => {
-            let body = match dir.filter(|d| !d.is_empty()) {
+            let body = match savepoint_path.filter(|d| !d.is_empty()) {
                 Some(d) => json!({ "targetDirectory": d }),
                 None => json!({}),
             };
@@ -652,7 +798,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             let tms = c.get("/taskmanagers").await?;
             if json {
                 println!("{tms}");
-                return Ok(true);
+                return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<Vec<String>> = tms["taskmanagers"]
                 .as_array()
@@ -660,18 +806,50 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 .flatten()
                 .map(|t| {
                     vec![
-                        t["id"].as_str().unwrap_or("").to_owned(),
+                        str_of(&t["id"]),
                         t["slotsNumber"].to_string(),
                         t["freeSlots"].to_string(),
                         t["assignedTasks"].to_string(),
-                        format!("{}ms", t["timeSinceLastHeartbeat"]),
+                        duration(&t["timeSinceLastHeartbeat"]),
                     ]
                 })
                 .collect();
             print_table(&["ID", "SLOTS", "FREE", "TASKS", "HEARTBEAT"], &rows);
         }
     }
-    Ok(true)
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `s` is an application id: a SHA-256, with or without `.wasm`.
+fn is_jar_id(s: &str) -> bool {
+    let hash = s.strip_suffix(".wasm").unwrap_or(s);
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Why a job did not finish: its root cause, and why it was not restarted.
+async fn print_failure(c: &Client, job: &str, detail: &Value) -> anyhow::Result<()> {
+    let exceptions = c.get(&format!("/jobs/{job}/exceptions")).await?;
+    let root = exceptions["exceptionHistory"]["entries"]
+        .as_array()
+        .and_then(|e| e.first());
+    match (detail["state"].as_str(), root) {
+        (Some("CANCELED"), _) => eprintln!("error: job {job} was cancelled"),
+        (_, Some(e)) => {
+            eprintln!(
+                "error: {}{}",
+                e["taskName"]
+                    .as_str()
+                    .map(|t| format!("{t}: "))
+                    .unwrap_or_default(),
+                str_of(&e["stacktrace"])
+            );
+            if let Some(why) = detail["not-restarted"].as_str() {
+                eprintln!("not restarted: {why}");
+            }
+        }
+        (state, None) => eprintln!("error: job {job} ended {}", state.unwrap_or("UNKNOWN")),
+    }
+    Ok(())
 }
 
 /// Triggers a savepoint (`action` is `savepoints` or `stop`) and waits for
@@ -683,14 +861,13 @@ async fn savepoint(
     body: Value,
     quiet: bool,
 ) -> anyhow::Result<String> {
-    let resp = c
-        .http
-        .post(c.url(&format!("/jobs/{job}/{action}")))
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the JobManager at {}", c.base))?;
-    let answer = c.check(resp).await?;
+    let answer = c
+        .send(
+            c.http
+                .post(c.url(&format!("/jobs/{job}/{action}")))
+                .json(&body),
+        )
+        .await?;
     let trigger = answer["request-id"]
         .as_str()
         .context("the JobManager answered without a request id")?
@@ -761,7 +938,10 @@ async fn wait_for(c: &Client, job: &str, quiet: bool) -> anyhow::Result<Value> {
                     )
                 })
                 .collect();
-            bar.set_message(format!("{state} | {}", counts.join(" | ")));
+            bar.set_message(format!(
+                "{state} | {}",
+                super::display::truncate(&counts.join(" | "), 200)
+            ));
         }
         if matches!(state, "FINISHED" | "FAILED" | "CANCELED") {
             if let Some(bar) = bar {
@@ -774,21 +954,27 @@ async fn wait_for(c: &Client, job: &str, quiet: bool) -> anyhow::Result<Value> {
 
 fn print_job(d: &Value) {
     println!(
-        "job {}  {}  {}  {:.1}s  run {}",
-        d["jid"].as_str().unwrap_or(""),
-        d["state"].as_str().unwrap_or(""),
-        d["name"].as_str().unwrap_or(""),
-        d["duration"].as_u64().unwrap_or(0) as f64 / 1000.0,
-        d["attempt"]
+        "job {}  {}  {}",
+        str_of(&d["jid"]),
+        str_of(&d["state"]),
+        super::display::truncate(d["name"].as_str().unwrap_or(""), 200)
+    );
+    let restarts = d["attempt"].as_u64().unwrap_or(0);
+    println!(
+        "  started {}, ran {}, {} restart{}",
+        time(&d["start-time"]),
+        duration(&d["duration"]),
+        restarts,
+        if restarts == 1 { "" } else { "s" }
     );
     let mut rows = Vec::new();
     for v in d["vertices"].as_array().into_iter().flatten() {
         for n in v["nodes"].as_array().into_iter().flatten() {
             rows.push(vec![
-                v["name"].as_str().unwrap_or("").to_owned(),
-                v["status"].as_str().unwrap_or("").to_owned(),
+                str_of(&v["name"]),
+                str_of(&v["status"]),
                 v["parallelism"].to_string(),
-                n["name"].as_str().unwrap_or("").to_owned(),
+                str_of(&n["name"]),
                 n["read-records"].to_string(),
                 n["write-records"].to_string(),
             ]);
@@ -800,25 +986,81 @@ fn print_job(d: &Value) {
     );
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
+/// Checkpoint counts and the newest completed and failed checkpoint.
+fn print_checkpoints(cp: &Value) {
+    let counts = &cp["counts"];
+    let n = |k: &str| counts[k].as_u64().unwrap_or(0);
+    if n("total") == 0 && n("restored") == 0 {
+        println!("checkpoints: none taken");
+        return;
+    }
+    println!(
+        "checkpoints: {} completed, {} failed, {} in progress, {} restored",
+        n("completed"),
+        n("failed"),
+        n("in_progress"),
+        n("restored")
+    );
+    let latest = &cp["latest"];
+    for (what, c) in [
+        ("latest", &latest["completed"]),
+        ("latest savepoint", &latest["savepoint"]),
+    ] {
+        if c.is_object() {
+            println!(
+                "  {what}: chk-{} at {}, took {}, {}: {}",
+                c["id"],
+                time(&c["latest_ack_timestamp"]),
+                duration(&c["end_to_end_duration"]),
+                size(&c["state_size"]),
+                str_of(&c["external_path"])
+            );
         }
     }
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    println!("{}", line(header.to_vec()));
-    for r in rows {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
+    let failed = &latest["failed"];
+    if failed.is_object() {
+        println!(
+            "  latest failed: chk-{} at {}: {}",
+            failed["id"],
+            time(&failed["failure_timestamp"]),
+            super::display::truncate(failed["failure_message"].as_str().unwrap_or(""), 300)
+        );
+    }
+    if latest["restored"].is_object() {
+        println!(
+            "  restored from: {}",
+            str_of(&latest["restored"]["external_path"])
+        );
+    }
+}
+
+/// The job's failures, newest first, each with its root cause.
+fn print_exceptions(exceptions: &Value, detail: &Value) {
+    let entries = exceptions["exceptionHistory"]["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if entries.is_empty() {
+        return;
+    }
+    println!("failures (newest first):");
+    for e in entries {
+        println!(
+            "  run {}, {}: {}{}",
+            e["attempt"],
+            time(&e["timestamp"]),
+            e["taskName"]
+                .as_str()
+                .map(|t| format!("{t}: "))
+                .unwrap_or_default(),
+            super::display::truncate(e["stacktrace"].as_str().unwrap_or(""), 2000)
+        );
+        let others = e["concurrentExceptions"].as_array().map_or(0, Vec::len);
+        if others > 0 {
+            println!("    then {others} other task(s) failed, most as a consequence");
+        }
+    }
+    if let Some(why) = detail["not-restarted"].as_str() {
+        println!("not restarted: {why}");
     }
 }

@@ -9,11 +9,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_policy::Policy;
-use sluice_runtime::{LocalCluster, Progress, RunError};
+use sluice_runtime::{LocalCluster, Progress, RunControl, RunError};
 use sluice_types::OperatorKind;
 use sluice_wasm::{Runtime, RuntimeOptions};
 
 mod cluster;
+mod display;
 
 #[derive(Parser)]
 #[command(
@@ -22,14 +23,10 @@ mod cluster;
     about = "Sandboxed WebAssembly stream processing"
 )]
 struct Cli {
-    /// Log filter (tracing syntax), e.g. `info` or `warn,sluice_wasm=debug`.
-    #[arg(
-        long,
-        global = true,
-        env = "SLUICE_LOG",
-        default_value = "warn,sluice_wasm=info"
-    )]
-    log: String,
+    /// Log filter (tracing syntax), e.g. `info` or `warn,sluice_wasm=debug`
+    /// [default: `info` for the servers, `warn,sluice_wasm=info` otherwise].
+    #[arg(long, global = true, env = "SLUICE_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,10 +77,18 @@ struct RunArgs {
     /// sink then publishes at every completed checkpoint.
     #[arg(long, value_parser = humantime::parse_duration)]
     checkpoint_interval: Option<Duration>,
-    /// Where checkpoints go (`file:///PATH`, `s3://BUCKET/PREFIX`,
-    /// `memory://`) [default: sluice-data/checkpoints in the working directory].
+    /// Where checkpoints go (a directory, `file:///PATH`,
+    /// `s3://BUCKET/PREFIX` or `memory://`) [default:
+    /// sluice-data/checkpoints in the working directory].
     #[arg(long, value_name = "URI", requires = "checkpoint_interval")]
     checkpoint_dir: Option<String>,
+    /// Start from this savepoint or kept checkpoint (the location a
+    /// failed run or `sluice savepoint` printed); the parallelism may differ.
+    #[arg(long, value_name = "LOCATION")]
+    from_savepoint: Option<String>,
+    /// Start even if the savepoint holds state of operators this job lacks.
+    #[arg(long, requires = "from_savepoint")]
+    allow_non_restored_state: bool,
 }
 
 #[derive(clap::Args)]
@@ -104,24 +109,33 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    let servers = matches!(
+        cli.command,
+        Command::Jobmanager(_) | Command::Taskmanager(_)
+    );
+    let default_log = if servers {
+        "info"
+    } else {
+        "warn,sluice_wasm=info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(display::colour(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(args).map(|()| true),
-        Command::Validate(args) => validate(args).map(|()| true),
-        Command::Jobmanager(args) => cluster::jobmanager(args).map(|()| true),
-        Command::Taskmanager(args) => cluster::taskmanager(args).map(|()| true),
+        Command::Run(args) => run(args),
+        Command::Validate(args) => validate(args).map(|()| ExitCode::SUCCESS),
+        Command::Jobmanager(args) => cluster::jobmanager(args).map(|()| ExitCode::SUCCESS),
+        Command::Taskmanager(args) => cluster::taskmanager(args).map(|()| ExitCode::SUCCESS),
         Command::Client(cmd) => cluster::client(cmd),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", display::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -152,25 +166,46 @@ impl Common {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+/// The exit code of a run cancelled by Ctrl-C (128 + SIGINT), as shells use.
+const INTERRUPTED: u8 = 130;
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let policy = args.common.policy()?;
     let wasm = args.common.read_app()?;
     let slots = args.slots.unwrap_or(args.parallelism);
     let cwd = std::env::current_dir().context("cannot determine the working directory")?;
     let mut cluster = LocalCluster::new(policy, slots, args.common.cache_dir(), Some(cwd.clone()))?;
+    let default_dir = cwd.join("sluice-data/checkpoints");
+    let mut checkpoint_uri = None;
     if let Some(interval) = args.checkpoint_interval.filter(|i| !i.is_zero()) {
-        let uri = args
-            .checkpoint_dir
-            .unwrap_or_else(|| format!("file://{}", cwd.join("sluice-data/checkpoints").display()));
+        let uri = match &args.checkpoint_dir {
+            Some(dir) => cluster::storage_uri(dir, &cwd)?,
+            None => format!("file://{}", default_dir.display()),
+        };
         cluster = cluster.with_checkpoints(interval, &uri)?;
+        checkpoint_uri = Some((interval, uri));
     }
     let app = cluster
         .load(&wasm)
         .with_context(|| format!("cannot load {}", args.common.app.display()))?;
-    let job = match cluster.prepare(&app, &args.common.args, args.parallelism) {
+    let resume = args
+        .from_savepoint
+        .as_deref()
+        .map(|location| cluster.open_savepoint(&cluster::location_uri(location, &cwd)))
+        .transpose()?;
+    let job = match cluster.prepare(
+        &app,
+        &args.common.args,
+        args.parallelism,
+        resume.as_ref().map(|r| sluice_runtime::Resume {
+            savepoint: &r.metadata,
+            allow_non_restored_state: args.allow_non_restored_state,
+        }),
+    ) {
         Err(RunError::Scheduling(e)) => bail!("{e}; pass --slots {}", e.needed),
         other => other?,
     };
+    let outputs = sluice_runtime::snapshot::file_outputs(&job.execution);
     eprintln!(
         "running {} at parallelism {} on a mini-cluster with {} slots (policy `{}`)",
         args.common.app.display(),
@@ -179,14 +214,88 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         cluster.policy().name
     );
     for v in &job.execution.vertices {
-        eprintln!("  task {} ×{}", v.name, v.parallelism);
+        eprintln!(
+            "  task {} ×{}",
+            display::truncate(&v.name, 80),
+            v.parallelism
+        );
     }
+    if let Some(r) = &resume {
+        eprintln!(
+            "  restoring checkpoint {} of job {} from {}",
+            r.metadata.checkpoint, r.metadata.job, r.location
+        );
+    }
+    if let Some((interval, uri)) = &checkpoint_uri {
+        eprintln!(
+            "  checkpoints every {} in {uri} (deleted when the job finishes or is cancelled, kept if it fails)",
+            humantime::format_duration(*interval)
+        );
+    }
+    let (interrupt_tx, interrupt) = crossbeam_channel::bounded::<()>(1);
+    let interrupted = std::sync::atomic::AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if interrupted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+        eprintln!("\ncancelling the job (Ctrl-C again to quit at once)");
+        let _ = interrupt_tx.try_send(());
+    })
+    .context("cannot handle Ctrl-C")?;
     let mut display = ProgressDisplay::new();
-    let result = cluster.run(&app, job, &mut |p| display.update(p));
+    let result = cluster.run(
+        &app,
+        job,
+        &mut |p| display.update(p),
+        RunControl {
+            interrupt: Some(&interrupt),
+            resume: resume.as_ref(),
+        },
+    );
     display.finish();
-    let progress = result?;
-    print_summary(&progress);
-    Ok(())
+    let code = match result {
+        Ok(progress) => {
+            print_summary(&progress, "finished");
+            ExitCode::SUCCESS
+        }
+        Err(RunError::Cancelled(progress)) => {
+            print_summary(&progress, "was cancelled");
+            if checkpoint_uri.is_some() {
+                eprintln!("  its checkpoints were deleted");
+            }
+            for dir in &outputs {
+                eprintln!("  output published before the cancellation stays in {dir}");
+            }
+            ExitCode::from(INTERRUPTED)
+        }
+        Err(RunError::Failed { message, progress }) => {
+            print_summary(&progress, "failed");
+            eprintln!("error: {message}");
+            if let Some(location) = &progress.kept_checkpoint {
+                eprintln!(
+                    "its checkpoints stay; resume from the newest with:\n  sluice run {} --from-savepoint {location} ...",
+                    args.common.app.display()
+                );
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if checkpoint_uri.is_some() && args.checkpoint_dir.is_none() {
+        remove_if_empty(&default_dir);
+    }
+    Ok(code)
+}
+
+/// Removes the default checkpoint directory and `sluice-data` if nothing is
+/// left in them, so a run leaves no empty directories behind.
+fn remove_if_empty(checkpoints: &Path) {
+    let _ = std::fs::remove_dir(checkpoints.join(".sluice-tmp"));
+    if std::fs::remove_dir(checkpoints).is_ok()
+        && let Some(parent) = checkpoints.parent()
+    {
+        let _ = std::fs::remove_dir(parent);
+    }
 }
 
 /// A spinner on a terminal; a line every few seconds otherwise.
@@ -217,15 +326,29 @@ impl ProgressDisplay {
         let nodes: Vec<String> = p
             .nodes
             .iter()
-            .map(|n| format!("{} {}→{}", n.name, n.records_in, n.records_out))
+            .map(|n| {
+                format!(
+                    "{} {}→{}",
+                    display::truncate(&n.name, 40),
+                    n.records_in,
+                    n.records_out
+                )
+            })
             .collect();
+        let t = p.tasks;
+        let tasks = if t.finished == 0 {
+            format!("{}/{} tasks running", t.running, t.total)
+        } else {
+            format!(
+                "{}/{} tasks running, {} finished",
+                t.running, t.total, t.finished
+            )
+        };
         let msg = format!(
-            "{:>6.1}s {:?} tasks {}/{} | {}",
+            "{:>6.1}s {} | {}",
             p.elapsed.as_secs_f64(),
-            p.status,
-            p.finished_tasks.0,
-            p.finished_tasks.1,
-            nodes.join(" | ")
+            tasks,
+            display::truncate(&nodes.join(" | "), 200)
         );
         match &self.bar {
             Some(bar) => bar.set_message(msg),
@@ -244,33 +367,32 @@ impl ProgressDisplay {
     }
 }
 
-fn print_summary(p: &Progress) {
+/// The end of a run: how long it took and what each node counted.
+fn print_summary(p: &Progress, outcome: &str) {
     let secs = p.elapsed.as_secs_f64();
-    eprintln!("job finished in {secs:.2} s");
+    eprintln!("job {outcome} after {secs:.2} s");
     if p.checkpoints > 0 {
         eprintln!("  {} checkpoints completed", p.checkpoints);
     }
-    let width = p
+    let rows: Vec<Vec<String>> = p
         .nodes
         .iter()
-        .map(|n| n.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    eprintln!(
-        "  {:<width$}  {:>14}  {:>14}  {:>12}",
-        "node", "records in", "records out", "out/s"
-    );
-    for n in &p.nodes {
-        let rate = if secs > 0.0 {
-            n.records_out as f64 / secs
-        } else {
-            0.0
-        };
-        eprintln!(
-            "  {:<width$}  {:>14}  {:>14}  {:>12.0}",
-            n.name, n.records_in, n.records_out, rate
-        );
+        .map(|n| {
+            let rate = if secs > 0.0 {
+                n.records_out as f64 / secs
+            } else {
+                0.0
+            };
+            vec![
+                n.name.clone(),
+                n.records_in.to_string(),
+                n.records_out.to_string(),
+                format!("{rate:.0}"),
+            ]
+        })
+        .collect();
+    for line in display::table(&["node", "records in", "records out", "out/s"], &rows) {
+        eprintln!("  {line}");
     }
 }
 
@@ -311,14 +433,21 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     println!("sha256: {}", app.digest());
     println!("operators:");
     let ops = app.operators()?;
-    let width = ops.iter().map(|o| o.name.len()).max().unwrap_or(0);
-    for o in &ops {
-        println!(
-            "  {:<width$}  {:<13}  {}",
-            o.name,
-            kind_name(o.kind),
-            o.description
-        );
+    let rows: Vec<Vec<String>> = ops
+        .iter()
+        .map(|o| {
+            vec![
+                o.name.clone(),
+                kind_name(o.kind).to_owned(),
+                o.description.clone(),
+            ]
+        })
+        .collect();
+    for line in display::table(&["name", "kind", "description"], &rows)
+        .iter()
+        .skip(1)
+    {
+        println!("  {line}");
     }
     if c.args.is_empty() {
         println!(
@@ -334,7 +463,7 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
         Some(std::env::current_dir()?),
     )?;
     let app = cluster.load(&wasm)?;
-    let job = cluster.prepare(&app, &c.args, args.parallelism)?;
+    let job = cluster.prepare(&app, &c.args, args.parallelism, None)?;
     println!("plan:");
     for v in &job.execution.vertices {
         println!("  task {} ×{}", v.name, v.parallelism);

@@ -176,14 +176,6 @@ pub(crate) fn drive(
                 .is_some_and(|v| v.inputs.is_empty())
         })
         .collect();
-    let shape = (
-        job.execution.max_parallelism,
-        job.execution
-            .vertices
-            .iter()
-            .map(|v| (v.name.clone(), v.parallelism))
-            .collect::<Vec<_>>(),
-    );
     let cp = &mut job.checkpoints;
     let all_running = status == sluice_coord::JobStatus::Running
         && !tasks.is_empty()
@@ -246,14 +238,12 @@ pub(crate) fn drive(
                 id: checkpoint,
                 acks,
             } => {
-                let meta = CheckpointMetadata {
-                    version: 1,
-                    job: id,
+                let meta = CheckpointMetadata::new(
+                    id,
                     checkpoint,
-                    max_parallelism: shape.0,
-                    vertices: shape.1.clone(),
-                    tasks: acks.into_iter().collect(),
-                };
+                    &job.execution,
+                    acks.into_iter().collect(),
+                );
                 cp.writing.insert(checkpoint, meta.clone());
                 let (storage, done) = (cp.storage.clone(), done.clone());
                 io.spawn(async move {
@@ -341,6 +331,7 @@ pub(crate) fn drive(
             keep: keep.clone(),
             retained: retain_all,
             cleaned: retain_all,
+            archive: None,
         });
         if !retain_all {
             let (storage, done) = (cp.storage.clone(), done.clone());
@@ -429,48 +420,4 @@ async fn delete_with_retries(storage: &Storage, path: &str, dir: bool) -> bool {
         }
     }
     false
-}
-
-/// What each task of a deployment restores from a checkpoint taken by a job
-/// of possibly other parallelism: vertices match by name; a vertex the
-/// checkpoint does not know starts afresh.
-pub(crate) fn restore_for(
-    meta: &CheckpointMetadata,
-    execution: &sluice_coord::ExecutionGraph,
-    tasks: &[TaskId],
-) -> crate::protocol::Restore {
-    let mut out = Vec::new();
-    for t in tasks {
-        let Some(vertex) = execution.vertices.get(t.vertex as usize) else {
-            continue;
-        };
-        let Some((old_vertex, (_, old_p))) = meta
-            .vertices
-            .iter()
-            .enumerate()
-            .find(|(_, (name, _))| *name == vertex.name)
-        else {
-            continue;
-        };
-        let needed = sluice_runtime::snapshot::needed_subtasks(
-            t.subtask,
-            vertex.parallelism,
-            *old_p,
-            meta.max_parallelism,
-        );
-        let olds = meta
-            .tasks
-            .iter()
-            .filter(|(old, _)| old.vertex == old_vertex as u32 && needed.contains(&old.subtask))
-            .map(|(old, h)| (old.subtask, h.clone()))
-            .collect();
-        out.push(crate::protocol::TaskRestore {
-            task: *t,
-            snapshots: olds,
-        });
-    }
-    crate::protocol::Restore {
-        checkpoint: meta.checkpoint,
-        tasks: out,
-    }
 }

@@ -14,7 +14,8 @@ use quinn::Connection;
 use sha2::{Digest, Sha256};
 use sluice_connectors::Connectors;
 use sluice_coord::{
-    CheckpointConfig, Command, ExecutionGraph, Job, JobStatus, RestartStrategy, TaskId, TaskStatus,
+    CheckpointConfig, Command, ExecutionGraph, Job, JobStatus, RestartStrategy, TaskFailure,
+    TaskId, TaskStatus,
 };
 use sluice_state::{S3Options, Storage};
 
@@ -61,6 +62,11 @@ pub struct JobManagerConfig {
     pub checkpoint_interval: Option<Duration>,
     /// Every other checkpoint setting (its interval is ignored).
     pub checkpoint_defaults: CheckpointConfig,
+    /// Ended jobs kept in memory; older ones leave it (their views stay in
+    /// the job-result store).
+    pub jobstore_max_capacity: usize,
+    /// How long an ended job stays in memory.
+    pub jobstore_expiration: Duration,
 }
 
 /// Milliseconds since the Unix epoch: the JobManager's clock for the core
@@ -90,6 +96,9 @@ pub(crate) struct Jar {
     pub name: String,
     pub uploaded: u64,
     pub hash: String,
+    /// Bytes (0 in records written before sizes were kept).
+    #[serde(default)]
+    pub size: u64,
 }
 
 /// A job and what the driver knows about its current run.
@@ -115,6 +124,8 @@ pub(crate) struct JobEntry {
     /// When the job's status last changed.
     pub status_changed: BTreeMap<&'static str, u64>,
     pub last_status: JobStatus,
+    /// When the job ended and was archived in the job-result store.
+    pub ended_at: Option<u64>,
 }
 
 impl JobEntry {
@@ -161,6 +172,8 @@ pub(crate) struct JobManager {
     io_done: mpsc::UnboundedSender<IoDone>,
     /// Which jobs ended and whether their checkpoints are cleaned up.
     results: JobResultStore,
+    /// Uploaded components' bytes by hash, while a job holds them.
+    components: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
 }
 
 impl JobManager {
@@ -195,6 +208,7 @@ impl JobManager {
             name: sanitize_name(name),
             uploaded: now_ms(),
             hash,
+            size: bytes.len() as u64,
         };
         let meta = serde_json::to_vec(&jar).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(format!("{id}.json")), meta)
@@ -211,20 +225,51 @@ impl JobManager {
         parallelism: u32,
         options: SubmitOptions,
     ) -> Result<JobId, SubmitError> {
-        let jar =
-            self.lock().jars.get(jar_id).cloned().ok_or_else(|| {
-                SubmitError::NotFound(format!("no uploaded application `{jar_id}`"))
-            })?;
-        let bytes = std::fs::read(self.jar_dir().join(&jar.id)).map_err(|e| {
-            SubmitError::Internal(format!("cannot read the stored application: {e}"))
-        })?;
+        let jar = self
+            .lock()
+            .jars
+            .get(&jar_key(jar_id))
+            .cloned()
+            .ok_or_else(|| SubmitError::NotFound(format!("no uploaded application `{jar_id}`")))?;
+        let bytes = self.component(&jar)?;
         let app = self
             .runtime
             .load(&bytes)
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        let PreparedJob { execution, .. } =
-            sluice_runtime::prepare_job(&self.runtime, &self.connectors, &app, args, parallelism)
-                .map_err(|e: RunError| SubmitError::Invalid(e.to_string()))?;
+        let uri = self.config.checkpoint_storage.clone();
+        let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
+            SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))
+        })?;
+        let savepoint = options
+            .savepoint_path
+            .as_deref()
+            .map(|path| self.read_savepoint(&storage, path))
+            .transpose()?;
+        let resume = savepoint.as_ref().map(|meta| sluice_runtime::Resume {
+            savepoint: meta,
+            allow_non_restored_state: options.allow_non_restored_state,
+        });
+        let PreparedJob { execution, .. } = sluice_runtime::prepare_job(
+            &self.runtime,
+            &self.connectors,
+            &app,
+            args,
+            parallelism,
+            resume,
+        )
+        .map_err(|e: RunError| SubmitError::Invalid(e.to_string()))?;
+        let outputs = sluice_runtime::snapshot::file_outputs(&execution);
+        if let Some((other, dir)) = self.lock().jobs.values().find_map(|j| {
+            let theirs = sluice_runtime::snapshot::file_outputs(&j.execution);
+            (!j.core.status().is_terminal())
+                .then(|| outputs.iter().find(|o| theirs.contains(o)))
+                .flatten()
+                .map(|dir| (j.id, dir.clone()))
+        }) {
+            return Err(SubmitError::Conflict(format!(
+                "job {other} is writing to `{dir}`; cancel or stop it first, or choose another output"
+            )));
+        }
         let id = JobId(rand::random());
         let now = now_ms();
         let stem = jar.name.strip_suffix(".wasm").unwrap_or(&jar.name);
@@ -241,10 +286,6 @@ impl JobManager {
             Some(interval) if !interval.is_zero() => interval.as_millis() as u64,
             _ => u64::MAX,
         };
-        let uri = self.config.checkpoint_storage.clone();
-        let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
-            SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))
-        })?;
         let mut checkpoints = JobCheckpoints::new(
             CheckpointConfig {
                 interval_ms,
@@ -253,9 +294,7 @@ impl JobManager {
             storage,
             uri,
         );
-        if let Some(path) = &options.savepoint_path {
-            let meta = self.read_savepoint(&checkpoints, path)?;
-            check_savepoint_fits(&meta, &execution, options.allow_non_restored_state)?;
+        if let Some(meta) = savepoint {
             checkpoints.coord =
                 sluice_coord::CheckpointCoordinator::new(checkpoints.coord.config().clone())
                     .resume_ids(meta.checkpoint);
@@ -268,7 +307,7 @@ impl JobManager {
             core,
             execution,
             policy: self.runtime.policy().clone(),
-            component: Arc::new(bytes),
+            component: bytes,
             hash: jar.hash,
             placement: Vec::new(),
             locations: HashMap::new(),
@@ -277,6 +316,7 @@ impl JobManager {
             checkpoints,
             status_changed: BTreeMap::from([("CREATED", now), ("INITIALIZING", now)]),
             last_status: JobStatus::Created,
+            ended_at: None,
         };
         let record = JobResult {
             job: id.to_string(),
@@ -285,6 +325,7 @@ impl JobManager {
             keep: Vec::new(),
             retained: false,
             cleaned: false,
+            archive: None,
         };
         self.results.put(&record).map_err(|e| {
             SubmitError::Internal(format!(
@@ -292,9 +333,16 @@ impl JobManager {
             ))
         })?;
         let mut cluster = self.lock();
+        tracing::info!(
+            job = %id,
+            name = %truncated(&entry.name),
+            parallelism,
+            tasks = entry.execution.tasks().count(),
+            savepoint = options.savepoint_path.as_deref().unwrap_or("-"),
+            "job submitted"
+        );
         cluster.jobs.insert(id, entry);
         self.drive(&mut cluster, now);
-        tracing::info!(job = %id, "job submitted");
         Ok(id)
     }
 
@@ -302,22 +350,18 @@ impl JobManager {
     /// reported (a URI inside the checkpoint storage, or a path relative to it).
     fn read_savepoint(
         &self,
-        cp: &JobCheckpoints,
+        storage: &Storage,
         path: &str,
     ) -> Result<crate::checkpoints::CheckpointMetadata, SubmitError> {
-        let root = format!("{}/", cp.settings.storage.trim_end_matches('/'));
+        let root = format!("{}/", storage.uri().trim_end_matches('/'));
         let relative = path.strip_prefix(&root).unwrap_or(path).trim_matches('/');
         if relative.contains("://") {
             return Err(SubmitError::Invalid(format!(
                 "savepoint `{path}` is not in this cluster's checkpoint storage ({root})"
             )));
         }
-        let bytes = self
-            .io
-            .block_on(cp.storage.get(&format!("{relative}/_metadata")))
-            .map_err(|e| SubmitError::Invalid(format!("cannot read savepoint `{path}`: {e}")))?;
-        crate::checkpoints::CheckpointMetadata::decode(&bytes)
-            .map_err(|e| SubmitError::Invalid(format!("savepoint `{path}`: {e}")))
+        sluice_runtime::snapshot::read_metadata(storage, &self.io, relative)
+            .map_err(|e| SubmitError::Invalid(format!("cannot read savepoint `{path}`: {e}")))
     }
 
     /// Triggers a savepoint of a running job; its trigger id. With `stop`,
@@ -325,14 +369,13 @@ impl JobManager {
     pub fn savepoint(&self, id: JobId, stop: bool) -> Result<String, SubmitError> {
         let mut cluster = self.lock();
         let now = now_ms();
-        let job = cluster
-            .jobs
-            .get_mut(&id)
-            .ok_or_else(|| SubmitError::NotFound(format!("Job {id} not found")))?;
+        let Some(job) = cluster.jobs.get_mut(&id) else {
+            return Err(self.gone(id));
+        };
         let status = job.core.status();
         let cp = &mut job.checkpoints;
         let checkpoint = cp.coord.trigger_savepoint(now).ok_or_else(|| {
-            SubmitError::Invalid(format!(
+            SubmitError::Conflict(format!(
                 "job {id} is {} with not every task running: a savepoint needs a running job",
                 status_name(status)
             ))
@@ -350,16 +393,53 @@ impl JobManager {
         Ok(trigger)
     }
 
-    /// Asks a job to cancel; false if there is no such job.
-    pub fn cancel(&self, id: JobId) -> bool {
+    /// Asks a job to cancel; a job that ended already cannot be.
+    pub fn cancel(&self, id: JobId) -> Result<(), SubmitError> {
         let mut cluster = self.lock();
         let now = now_ms();
         let Some(job) = cluster.jobs.get_mut(&id) else {
-            return false;
+            return Err(self.gone(id));
         };
+        let status = job.core.status();
+        if status.is_terminal() {
+            return Err(ended(id, status_name(status)));
+        }
         job.core.cancel(now);
         self.drive(&mut cluster, now);
-        true
+        Ok(())
+    }
+
+    /// The refusal for a job that is not in memory: it ended and left (its
+    /// archive says how), or it never existed.
+    fn gone(&self, id: JobId) -> SubmitError {
+        match self.results.get(id) {
+            Some(r) if r.state != "RUNNING" => ended(id, &r.state),
+            _ => SubmitError::NotFound(format!("Job {id} not found")),
+        }
+    }
+
+    /// What the job-result store kept of a job that left memory: its REST
+    /// views (see `views::archive`).
+    pub fn archived(&self, id: JobId) -> Option<serde_json::Value> {
+        self.results.get(id)?.archive
+    }
+
+    /// The bytes of an uploaded component, shared by every job that runs it.
+    fn component(&self, jar: &Jar) -> Result<Arc<Vec<u8>>, SubmitError> {
+        let mut shared = self
+            .components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shared.retain(|_, c| c.strong_count() > 0);
+        if let Some(bytes) = shared.get(&jar.hash).and_then(std::sync::Weak::upgrade) {
+            return Ok(bytes);
+        }
+        let bytes = std::fs::read(self.jar_dir().join(&jar.id)).map_err(|e| {
+            SubmitError::Internal(format!("cannot read the stored application: {e}"))
+        })?;
+        let bytes = Arc::new(bytes);
+        shared.insert(jar.hash.clone(), Arc::downgrade(&bytes));
+        Ok(bytes)
     }
 
     /// Runs every job's core forward: timeouts, scheduling, commands.
@@ -396,12 +476,7 @@ impl JobManager {
                     });
                 }
             }
-            let outcome = crate::checkpoints::drive(job, tms, &self.io, &self.io_done, now);
-            if let Some(result) = &outcome.ended
-                && let Err(e) = self.results.put(result)
-            {
-                tracing::error!(job = %id, "cannot record the job's end: {e}");
-            }
+            let mut outcome = crate::checkpoints::drive(job, tms, &self.io, &self.io_done, now);
             if outcome.stop {
                 tracing::info!(job = %id, "stopping the job after its savepoint");
                 job.core.cancel(now);
@@ -427,11 +502,41 @@ impl JobManager {
             let status = job.core.status();
             if status != job.last_status {
                 job.status_changed.insert(status_name(status), now);
-                tracing::info!(job = %id, status = status_name(status), "job status changed");
+                log_status(job, status);
                 job.last_status = status;
             }
             if !matches!(status, JobStatus::Running | JobStatus::Cancelling) {
                 job.placement.clear();
+            }
+            if let Some(mut result) = outcome.ended.take() {
+                // Its views outlive it in the job-result store.
+                result.archive = Some(crate::views::archive(job));
+                if let Err(e) = self.results.put(&result) {
+                    tracing::error!(job = %id, "cannot record the job's end: {e}");
+                }
+                job.ended_at = Some(now);
+            }
+        }
+        self.evict_ended(jobs, now);
+    }
+
+    /// Ended jobs leave memory once there are more than the job store holds,
+    /// oldest first, or when they expire; what the REST API shows of them
+    /// stays in the job-result store.
+    fn evict_ended(&self, jobs: &mut BTreeMap<JobId, JobEntry>, now: u64) {
+        let mut ended: Vec<(u64, JobId)> = jobs
+            .values()
+            .filter_map(|j| Some((j.ended_at?, j.id)))
+            .collect();
+        let excess = ended
+            .len()
+            .saturating_sub(self.config.jobstore_max_capacity);
+        let expiry = self.config.jobstore_expiration.as_millis() as u64;
+        ended.sort_unstable();
+        for (i, (at, id)) in ended.into_iter().enumerate() {
+            if i < excess || now.saturating_sub(at) >= expiry {
+                jobs.remove(&id);
+                tracing::debug!(job = %id, "ended job left memory; its archive stays");
             }
         }
     }
@@ -511,10 +616,10 @@ impl JobManager {
             for task in lost {
                 job.core.handle_task_status(
                     task,
-                    TaskStatus::Failed(format!(
+                    TaskStatus::Failed(TaskFailure::recoverable(format!(
                         "TaskManager {id} ({}) was lost: {reason}",
                         tm.addr
-                    )),
+                    ))),
                     now,
                 );
             }
@@ -658,7 +763,21 @@ impl JobManager {
     }
 }
 
-/// What went wrong with a submission.
+/// The refusal for acting on a job that ended (Flink answers 409 too).
+fn ended(id: JobId, state: &str) -> SubmitError {
+    SubmitError::Conflict(format!(
+        "Job {id} has already reached a terminal state ({state})"
+    ))
+}
+
+/// A job's name as logged: long names (every argument is in it) cut short.
+fn truncated(name: &str) -> String {
+    match name.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &name[..i]),
+        None => name.to_owned(),
+    }
+}
+
 /// How to submit a job, beyond its arguments.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SubmitOptions {
@@ -670,44 +789,33 @@ pub(crate) struct SubmitOptions {
     pub allow_non_restored_state: bool,
 }
 
-/// Refuses a savepoint the job cannot take over: other key groups, or
-/// state of vertices the job does not have (unless allowed).
-fn check_savepoint_fits(
-    meta: &crate::checkpoints::CheckpointMetadata,
-    execution: &ExecutionGraph,
-    allow_non_restored: bool,
-) -> Result<(), SubmitError> {
-    if meta.max_parallelism != execution.max_parallelism {
-        return Err(SubmitError::Invalid(format!(
-            "the savepoint has {} key groups but the job {}: keep the maximum parallelism",
-            meta.max_parallelism, execution.max_parallelism
-        )));
-    }
-    let missing: Vec<&str> = meta
-        .vertices
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .filter(|name| !execution.vertices.iter().any(|v| v.name == *name))
-        .collect();
-    if !missing.is_empty() && !allow_non_restored {
-        return Err(SubmitError::Invalid(format!(
-            "the savepoint holds state of {} that this job does not have; pass \
-             --allow-non-restored-state to drop it",
-            missing
-                .iter()
-                .map(|m| format!("`{m}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    Ok(())
+/// What the JobManager refuses or fails to do; the REST API gives each
+/// kind one status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubmitError {
+    /// No such job or application (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot work as given (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request meets the job's or the cluster's state (409): a job that
+    /// ended, an output another job writes.
+    #[error("{0}")]
+    Conflict(String),
+    /// The JobManager itself failed (500).
+    #[error("{0}")]
+    Internal(String),
 }
 
-#[derive(Debug)]
-pub(crate) enum SubmitError {
-    NotFound(String),
-    Invalid(String),
-    Internal(String),
+/// An application's id as stored (`SHA256.wasm`) from what users give:
+/// with or without the `.wasm`.
+pub(crate) fn jar_key(id: &str) -> String {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("{}.wasm", id.to_ascii_lowercase())
+    } else {
+        id.to_owned()
+    }
 }
 
 fn sanitize_name(name: &str) -> String {
@@ -721,6 +829,28 @@ fn sanitize_name(name: &str) -> String {
         "application.wasm".into()
     } else {
         clean
+    }
+}
+
+/// One line per change of a job's status; a restart or a failure with its
+/// cause.
+fn log_status(job: &JobEntry, status: JobStatus) {
+    let (id, name) = (job.id, status_name(status));
+    let cause = job.core.failure().unwrap_or("");
+    match status {
+        JobStatus::Restarting => tracing::warn!(
+            job = %id,
+            status = name,
+            attempt = job.core.attempt() + 1,
+            "job restarts after a failure: {cause}"
+        ),
+        JobStatus::Failed => tracing::warn!(
+            job = %id,
+            status = name,
+            "job failed: {cause}; not restarted: {}",
+            job.core.not_restarted().unwrap_or("-")
+        ),
+        _ => tracing::info!(job = %id, status = name, "job status changed"),
     }
 }
 
@@ -788,7 +918,7 @@ fn send_deployments(
     for (tm_id, tasks) in per_tm {
         let restore = restore_point.as_ref().map(|meta| {
             let ids: Vec<TaskId> = tasks.iter().map(|(_, t)| t.task).collect();
-            crate::checkpoints::restore_for(meta, &job.execution, &ids)
+            meta.restore_for(&job.execution, &ids)
         });
         let remote_consumers = producer
             .iter()
@@ -830,7 +960,9 @@ fn send_deployments(
                 for (_, t) in &deployment.tasks {
                     job.core.handle_task_status(
                         t.task,
-                        TaskStatus::Failed(format!("TaskManager {tm_id} is gone")),
+                        TaskStatus::Failed(TaskFailure::recoverable(format!(
+                            "TaskManager {tm_id} is gone"
+                        ))),
                         now_ms(),
                     );
                 }
@@ -894,6 +1026,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         io: tokio::runtime::Handle::current(),
         io_done,
         results: JobResultStore::new(&config.data_dir.join("job-results")),
+        components: Mutex::new(HashMap::new()),
     });
     finish_cleanups(&jm);
     let io_jm = jm.clone();

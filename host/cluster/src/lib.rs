@@ -16,6 +16,7 @@ pub mod protocol;
 mod rest;
 mod results;
 pub mod taskmanager;
+mod views;
 
 pub use jobmanager::{Endpoints, JobManagerConfig};
 pub use taskmanager::{TaskManagerConfig, TaskManagerEndpoints};

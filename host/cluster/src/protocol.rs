@@ -19,11 +19,11 @@ use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
 use sluice_policy::Policy;
 use sluice_types::JobId;
 
-pub use sluice_runtime::snapshot::SnapshotHandle;
+pub use sluice_runtime::snapshot::{Restore, SnapshotHandle, TaskRestore};
 
 /// Bumped whenever a message changes shape; peers with another version
 /// are refused with both versions named.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first message of a TaskManager.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -205,24 +205,6 @@ pub struct Deployment {
     pub checkpoints: Option<CheckpointSettings>,
     /// The checkpoint (or savepoint) the tasks restore from.
     pub restore: Option<Restore>,
-}
-
-/// What the tasks of a deployment restore from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Restore {
-    /// The checkpoint or savepoint id.
-    pub checkpoint: u64,
-    /// What each task takes state from; tasks not listed start afresh.
-    pub tasks: Vec<TaskRestore>,
-}
-
-/// The snapshots one task takes state from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskRestore {
-    /// The task.
-    pub task: TaskId,
-    /// The old subtasks' snapshots, with their subtask index.
-    pub snapshots: Vec<(u32, SnapshotHandle)>,
 }
 
 /// The first frame of a data stream.

@@ -2,7 +2,6 @@
 //! same (so Flink's own CLI can list and cancel jobs), served with and
 //! without the `/v1` prefix. Errors are `{"errors": [...]}`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_coord::{JobStatus, TaskStatus};
+use sluice_coord::JobStatus;
 use sluice_types::JobId;
 
-use crate::jobmanager::{JobEntry, JobManager, SubmitError, SubmitOptions, now_ms, status_name};
+use crate::jobmanager::{JobEntry, JobManager, SubmitError, SubmitOptions, status_name};
+use crate::views;
 
 type Shared = Arc<JobManager>;
 
@@ -33,6 +33,19 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T = Value> = Result<axum::Json<T>, ApiError>;
+
+/// Every refusal of the JobManager has one status, whichever handler meets it.
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        let status = match &e {
+            SubmitError::NotFound(_) => StatusCode::NOT_FOUND,
+            SubmitError::Invalid(_) => StatusCode::BAD_REQUEST,
+            SubmitError::Conflict(_) => StatusCode::CONFLICT,
+            SubmitError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
 
 fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
@@ -201,86 +214,9 @@ async fn jobs(State(jm): State<Shared>) -> ApiResult {
     Ok(axum::Json(json!({ "jobs": jobs })))
 }
 
-fn end_time(j: &JobEntry) -> i64 {
-    if j.core.status().is_terminal() {
-        j.status_changed
-            .get(status_name(j.core.status()))
-            .map_or(-1, |t| *t as i64)
-    } else {
-        -1
-    }
-}
-
-fn duration(j: &JobEntry) -> u64 {
-    let end = match end_time(j) {
-        -1 => now_ms(),
-        t => t as u64,
-    };
-    end.saturating_sub(j.start_time)
-}
-
-/// Counts of the current run's tasks by Flink state name (lowercase for
-/// the overview, uppercase for vertices, as Flink does).
-fn task_counts<'a>(
-    statuses: impl Iterator<Item = Option<&'a TaskStatus>>,
-) -> BTreeMap<&'static str, u32> {
-    let mut m: BTreeMap<&'static str, u32> = [
-        "CREATED",
-        "SCHEDULED",
-        "DEPLOYING",
-        "INITIALIZING",
-        "RUNNING",
-        "FINISHED",
-        "CANCELING",
-        "CANCELED",
-        "FAILED",
-        "RECONCILING",
-    ]
-    .into_iter()
-    .map(|k| (k, 0))
-    .collect();
-    for s in statuses {
-        let k = match s {
-            None => "CREATED",
-            Some(TaskStatus::Deploying) => "DEPLOYING",
-            Some(TaskStatus::Running) => "RUNNING",
-            Some(TaskStatus::Finished) => "FINISHED",
-            Some(TaskStatus::Failed(_)) => "FAILED",
-            Some(TaskStatus::Canceled) => "CANCELED",
-        };
-        *m.entry(k).or_insert(0) += 1;
-    }
-    m
-}
-
-fn job_tasks(j: &JobEntry) -> impl Iterator<Item = Option<&TaskStatus>> + '_ {
-    j.execution.tasks().map(|t| j.core.tasks().get(&t))
-}
-
-fn job_overview(j: &JobEntry) -> Value {
-    let mut tasks: BTreeMap<String, u32> = task_counts(job_tasks(j))
-        .into_iter()
-        .map(|(k, v)| (k.to_lowercase(), v))
-        .collect();
-    tasks.insert("total".into(), j.execution.tasks().count() as u32);
-    json!({
-        "jid": j.id.to_string(),
-        "name": j.name,
-        "jobType": "STREAMING",
-        "schedulerType": "Default",
-        "start-time": j.start_time,
-        "end-time": end_time(j),
-        "duration": duration(j),
-        "state": status_name(j.core.status()),
-        "last-modification": j.status_changed.values().max().copied().unwrap_or(j.start_time),
-        "tasks": tasks,
-        "pending-operators": 0,
-    })
-}
-
 async fn jobs_overview(State(jm): State<Shared>) -> ApiResult {
     let cluster = jm.lock();
-    let jobs: Vec<Value> = cluster.jobs.values().rev().map(job_overview).collect();
+    let jobs: Vec<Value> = cluster.jobs.values().rev().map(views::overview).collect();
     Ok(axum::Json(json!({ "jobs": jobs })))
 }
 
@@ -295,91 +231,33 @@ fn find_job<'a>(
         .ok_or_else(|| not_found(format!("Job {jid} not found")))
 }
 
+/// A view of a job: from memory while it is there, then from the archive
+/// the job-result store keeps of it.
+fn job_view(jm: &JobManager, id: &str, live: fn(&JobEntry) -> Value, kept: &str) -> ApiResult {
+    let jid = parse_job_id(id)?;
+    if let Some(j) = jm.lock().jobs.get(&jid) {
+        return Ok(axum::Json(live(j)));
+    }
+    jm.archived(jid)
+        .and_then(|mut a| a.get_mut(kept).map(Value::take))
+        .map(axum::Json)
+        .ok_or_else(|| not_found(format!("Job {jid} not found")))
+}
+
 async fn job_detail(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    let cluster = jm.lock();
-    let j = find_job(&cluster, &id)?;
-    let counts = j.node_counts();
-    let mut node_index = 0;
-    let vertices: Vec<Value> = j
-        .execution
-        .vertices
-        .iter()
-        .enumerate()
-        .map(|(vi, v)| {
-            let nodes = &counts[node_index..node_index + v.nodes.len()];
-            node_index += v.nodes.len();
-            let statuses = (0..v.parallelism).map(|s| {
-                j.core.tasks().get(&sluice_coord::TaskId {
-                    vertex: vi as u32,
-                    subtask: s,
-                })
-            });
-            let tasks = task_counts(statuses);
-            let status = if tasks["FAILED"] > 0 {
-                "FAILED"
-            } else if tasks["RUNNING"] > 0 {
-                "RUNNING"
-            } else if tasks["FINISHED"] == v.parallelism {
-                "FINISHED"
-            } else if tasks["CANCELED"] > 0 {
-                "CANCELED"
-            } else {
-                "CREATED"
-            };
-            json!({
-                "id": format!("{:032x}", vi),
-                "name": v.name,
-                "maxParallelism": j.execution.max_parallelism,
-                "parallelism": v.parallelism,
-                "status": status,
-                "start-time": j.start_time,
-                "end-time": end_time(j),
-                "duration": duration(j),
-                "tasks": tasks,
-                "metrics": {
-                    "read-records": nodes.first().map_or(0, |n| n.records_in),
-                    "read-records-complete": true,
-                    "write-records": nodes.last().map_or(0, |n| n.records_out),
-                    "write-records-complete": true,
-                },
-                "nodes": nodes.iter().map(|n| json!({
-                    "name": n.name, "read-records": n.records_in, "write-records": n.records_out,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let timestamps: BTreeMap<&str, u64> = [
-        "CREATED",
-        "INITIALIZING",
-        "RUNNING",
-        "CANCELLING",
-        "RESTARTING",
-        "FINISHED",
-        "FAILED",
-        "CANCELED",
-    ]
-    .into_iter()
-    .map(|k| (k, j.status_changed.get(k).copied().unwrap_or(0)))
-    .collect();
-    let status_counts = task_counts(job_tasks(j));
-    Ok(axum::Json(json!({
-        "jid": j.id.to_string(),
-        "name": j.name,
-        "isStoppable": false,
-        "state": status_name(j.core.status()),
-        "job-type": "STREAMING",
-        "start-time": j.start_time,
-        "end-time": end_time(j),
-        "duration": duration(j),
-        "maxParallelism": j.execution.max_parallelism,
-        "now": now_ms(),
-        "timestamps": timestamps,
-        "vertices": vertices,
-        "status-counts": status_counts,
-        "attempt": j.core.attempt(),
-        // Where the current (or last) run's tasks are or were.
-        "taskmanagers": j.locations.values().collect::<std::collections::BTreeSet<_>>(),
-    })))
+    job_view(&jm, &id, views::detail, "detail")
+}
+
+async fn job_exceptions(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    job_view(&jm, &id, views::exceptions, "exceptions")
+}
+
+async fn job_checkpoints(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    job_view(&jm, &id, views::checkpoints, "checkpoints")
+}
+
+async fn job_checkpoints_config(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    job_view(&jm, &id, views::checkpoints_config, "checkpoints-config")
 }
 
 #[derive(Deserialize, Default)]
@@ -415,15 +293,10 @@ async fn start_savepoint(jm: Shared, id: String, req: SavepointRequest, stop: bo
     }
     let stop = stop || req.cancel_job.unwrap_or(false);
     let jm2 = jm.clone();
-    let result = tokio::task::spawn_blocking(move || jm2.savepoint(jid, stop))
+    let trigger = tokio::task::spawn_blocking(move || jm2.savepoint(jid, stop))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    match result {
-        Ok(trigger) => Ok(axum::Json(json!({"request-id": trigger}))),
-        Err(SubmitError::NotFound(m)) => Err(not_found(m)),
-        Err(SubmitError::Invalid(m)) => Err(ApiError(StatusCode::CONFLICT, m)),
-        Err(SubmitError::Internal(m)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
-    }
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(axum::Json(json!({"request-id": trigger})))
 }
 
 async fn trigger_savepoint(
@@ -478,136 +351,6 @@ async fn savepoint_status(
     }))
 }
 
-/// A job's checkpoint settings, in Flink's shape. Flink reports a disabled
-/// periodic interval as `Long.MAX_VALUE`; so does this.
-async fn job_checkpoints_config(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    let cluster = jm.lock();
-    let j = find_job(&cluster, &id)?;
-    let cp = &j.checkpoints;
-    let c = cp.coord.config();
-    let interval = if c.interval_ms == u64::MAX {
-        i64::MAX
-    } else {
-        c.interval_ms as i64
-    };
-    Ok(axum::Json(json!({
-        "mode": match c.mode {
-            sluice_coord::CheckpointingMode::ExactlyOnce => "exactly_once",
-            sluice_coord::CheckpointingMode::AtLeastOnce => "at_least_once",
-        },
-        "interval": interval,
-        "timeout": c.timeout_ms,
-        "min_pause": c.min_pause_ms,
-        "max_concurrent": c.max_concurrent,
-        "externalization": {"enabled": true, "delete_on_cancellation": true},
-        "checkpoint_storage": cp.settings.storage,
-        "unaligned_checkpoints": false,
-        "tolerable_failed_checkpoints": c.tolerable_failures,
-        "retained_checkpoints": c.retained,
-    })))
-}
-
-/// Checkpoint counts, the latest of each kind and the recent history, in
-/// Flink's shape.
-async fn job_checkpoints(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    use sluice_coord::{CheckpointKind, CheckpointState, CheckpointStats};
-    let cluster = jm.lock();
-    let j = find_job(&cluster, &id)?;
-    let cp = &j.checkpoints;
-    let total: usize = j
-        .execution
-        .vertices
-        .iter()
-        .map(|v| v.parallelism as usize)
-        .sum();
-    let path = |cid: u64| {
-        format!(
-            "{}/{}/chk-{cid}",
-            cp.settings.storage.trim_end_matches('/'),
-            j.id
-        )
-    };
-    let entry = |c: &CheckpointStats| {
-        let (class, status, failure) = match &c.state {
-            CheckpointState::InProgress => ("in_progress", "IN_PROGRESS", None),
-            CheckpointState::Completed => ("completed", "COMPLETED", None),
-            CheckpointState::Failed(m) => ("failed", "FAILED", Some(m.clone())),
-        };
-        let savepoint = c.kind == CheckpointKind::Savepoint;
-        let mut e = json!({
-            "className": class,
-            "id": c.id,
-            "status": status,
-            "is_savepoint": savepoint,
-            "trigger_timestamp": c.trigger_timestamp,
-            "latest_ack_timestamp": c.latest_ack_timestamp.unwrap_or(0),
-            "end_to_end_duration": c.end_timestamp.map_or(0, |e| e.saturating_sub(c.trigger_timestamp)),
-            "num_subtasks": total,
-            "num_acknowledged_subtasks": c.acknowledged,
-            "checkpoint_type": if savepoint { "SAVEPOINT" } else { "CHECKPOINT" },
-            "external_path": path(c.id),
-            "discarded": c.state == CheckpointState::Completed && !cp.completed.contains_key(&c.id),
-        });
-        if let Some(m) = failure {
-            e["failure_message"] = json!(m);
-            e["failure_timestamp"] = json!(c.end_timestamp.unwrap_or(0));
-        }
-        e
-    };
-    let counts = cp.coord.counts();
-    let history: Vec<Value> = cp.coord.history().iter().map(entry).collect();
-    Ok(axum::Json(json!({
-        "counts": {
-            "restored": cp.restores,
-            "total": counts.triggered,
-            "in_progress": counts.in_progress,
-            "completed": counts.completed,
-            "failed": counts.failed,
-        },
-        "latest": {
-            "completed": cp.coord.latest_completed().map(entry),
-            "savepoint": cp.coord.latest_savepoint().map(entry),
-            "failed": cp.coord.latest_failed().map(entry),
-            "restored": cp.restored.map(|(cid, at)| json!({
-                "id": cid,
-                "restore_timestamp": at,
-                "is_savepoint": false,
-                "external_path": path(cid),
-            })),
-        },
-        "history": history,
-    })))
-}
-
-async fn job_exceptions(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    let cluster = jm.lock();
-    let j = find_job(&cluster, &id)?;
-    let entries: Vec<Value> = j
-        .core
-        .failures()
-        .iter()
-        .rev()
-        .map(|f| {
-            let task = f.task.map(|t| {
-                let v = &j.execution.vertices[t.vertex as usize];
-                format!("{} ({}/{})", v.name, t.subtask + 1, v.parallelism)
-            });
-            json!({
-                "exceptionName": "SluiceTaskFailure",
-                "stacktrace": f.message,
-                "timestamp": f.at,
-                "taskName": task,
-                "attempt": f.attempt,
-                "failureLabels": {},
-                "concurrentExceptions": [],
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({
-        "exceptionHistory": {"entries": entries, "truncated": false}
-    })))
-}
-
 #[derive(Deserialize)]
 struct PatchQuery {
     mode: Option<String>,
@@ -627,9 +370,7 @@ async fn job_patch(
             )));
         }
     }
-    if !jm.cancel(jid) {
-        return Err(not_found(format!("Job {jid} not found")));
-    }
+    jm.cancel(jid)?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({}))))
 }
 
@@ -683,7 +424,7 @@ async fn jars(State(jm): State<Shared>) -> ApiResult {
     let files: Vec<Value> = cluster
         .jars
         .values()
-        .map(|j| json!({"id": j.id, "name": j.name, "uploaded": j.uploaded, "entry": []}))
+        .map(|j| json!({"id": j.id, "name": j.name, "uploaded": j.uploaded, "size": j.size, "entry": []}))
         .collect();
     Ok(axum::Json(json!({"address": address, "files": files})))
 }
@@ -718,7 +459,7 @@ async fn upload(State(jm): State<Shared>, mut form: Multipart) -> ApiResult {
 }
 
 async fn delete_jar(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    let removed = jm.lock().jars.remove(&id);
+    let removed = jm.lock().jars.remove(&crate::jobmanager::jar_key(&id));
     let Some(jar) = removed else {
         return Err(not_found(format!("File {id} does not exist")));
     };
@@ -779,10 +520,5 @@ async fn run_jar(
     let result = tokio::task::spawn_blocking(move || jm2.submit(&id, &args, parallelism, options))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    match result {
-        Ok(jid) => Ok(axum::Json(json!({"jobid": jid.to_string()}))),
-        Err(SubmitError::NotFound(m)) => Err(not_found(m)),
-        Err(SubmitError::Invalid(m)) => Err(bad_request(m)),
-        Err(SubmitError::Internal(m)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
-    }
+    Ok(axum::Json(json!({"jobid": result?.to_string()})))
 }

@@ -25,6 +25,10 @@ pub(crate) struct JobResult {
     pub retained: bool,
     /// Nothing is left to delete.
     pub cleaned: bool,
+    /// The job's REST views when it ended (`views::archive`), answered
+    /// once the job has left the JobManager's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<serde_json::Value>,
 }
 
 /// The store: `DIR/JOB.json`, each written atomically.
@@ -77,6 +81,12 @@ impl JobResultStore {
         out
     }
 
+    /// The record of `job`, if there is a readable one.
+    pub fn get(&self, job: JobId) -> Option<JobResult> {
+        let bytes = std::fs::read(self.dir.join(format!("{job}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Updates the record of `job`, if there is one.
     pub fn update(&self, job: JobId, f: impl FnOnce(&mut JobResult)) -> std::io::Result<()> {
         let path = self.dir.join(format!("{job}.json"));
@@ -102,6 +112,7 @@ mod tests {
             keep: vec![],
             retained: false,
             cleaned: false,
+            archive: None,
         };
         store.put(&r).expect("put");
         std::fs::write(dir.path().join("job-results/garbage.json"), b"{").expect("write");

@@ -19,9 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use quinn::{Connection, Endpoint, RecvStream};
-use sha2::{Digest, Sha256};
 use sluice_connectors::Connectors;
-use sluice_coord::{TaskId, TaskStatus};
+use sluice_coord::{TaskFailure, TaskId, TaskStatus};
 use sluice_runtime::TaskCounters;
 use sluice_runtime::snapshot::{
     AbortedCheckpoints, CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot,
@@ -517,7 +516,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
                     job: d.job,
                     attempt: d.attempt,
                     task: t.task,
-                    status: TaskStatus::Failed(msg.clone()),
+                    status: TaskStatus::Failed(TaskFailure::recoverable(msg.clone())),
                 },
             );
         }
@@ -683,6 +682,9 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
                 }
             }),
             restore: restore.remove(&t.task),
+            job: d.job,
+            // A savepoint of this run may name them; its restore publishes them.
+            discard_precommitted_on_cancel: false,
         };
         starts.push((t, ctx));
     }
@@ -715,8 +717,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
     }
 }
 
-/// Reads and checks the snapshots this deployment's tasks restore from,
-/// and gives each task its share (see `snapshot::redistribute`).
+/// Reads and checks the snapshots this deployment's tasks restore from.
 fn fetch_snapshots(
     shared: &Shared,
     storage: Option<&Storage>,
@@ -726,57 +727,12 @@ fn fetch_snapshots(
         return Ok(HashMap::new());
     };
     let storage = storage.ok_or("a restore without checkpoint storage")?;
-    let checkpoint = restore.checkpoint;
-    let mut fetched: HashMap<String, TaskSnapshot> = HashMap::new();
-    let mut out = HashMap::new();
-    for (_, t) in &d.tasks {
-        let Some(olds) = restore
-            .tasks
-            .iter()
-            .find(|r| r.task == t.task)
-            .map(|r| &r.snapshots)
-        else {
-            continue;
-        };
-        let fail = |why: String| {
-            format!(
-                "cannot restore task {}/{} from checkpoint {checkpoint}: {why}",
-                t.task.vertex, t.task.subtask
-            )
-        };
-        let mut snapshots = Vec::new();
-        for (old, handle) in olds {
-            if !fetched.contains_key(&handle.path) {
-                let bytes = shared
-                    .handle
-                    .block_on(storage.get(&handle.path))
-                    .map_err(|e| fail(e.to_string()))?;
-                let sha: [u8; 32] = Sha256::digest(&bytes).into();
-                if bytes.len() as u64 != handle.bytes || sha != handle.sha256 {
-                    return Err(fail(format!(
-                        "`{}` does not match its checksum ({} bytes, expected {})",
-                        handle.path,
-                        bytes.len(),
-                        handle.bytes
-                    )));
-                }
-                let snapshot = TaskSnapshot::decode(&bytes).map_err(|e| fail(e.to_string()))?;
-                fetched.insert(handle.path.clone(), snapshot);
-            }
-            snapshots.push((*old, fetched[&handle.path].clone()));
-        }
-        out.insert(
-            t.task,
-            sluice_runtime::snapshot::redistribute(
-                checkpoint,
-                t.task.subtask,
-                t.parallelism,
-                t.max_parallelism,
-                snapshots,
-            ),
-        );
-    }
-    Ok(out)
+    let tasks: Vec<(TaskId, u32, u32)> = d
+        .tasks
+        .iter()
+        .map(|(_, t)| (t.task, t.parallelism, t.max_parallelism))
+        .collect();
+    sluice_runtime::snapshot::fetch(storage, &shared.handle, restore, &tasks)
 }
 
 /// Stores the snapshots a run's tasks take and acknowledges each to the

@@ -19,6 +19,8 @@ mod datagen;
 mod file;
 mod simple;
 
+pub use file::SinkRestore;
+
 use std::path::{Path, PathBuf};
 
 use sluice_policy::{Denied, Policy};
@@ -49,8 +51,11 @@ pub enum ConnectorError {
         /// The policy decision.
         denied: Denied,
     },
-    /// Reading or writing failed.
-    #[error("node `{node}`: cannot {action} `{path}`: {source}")]
+    /// Storage refused an operation.
+    #[error(
+        "node `{node}`: cannot {action} `{path}`: {}",
+        sluice_state::explain(error)
+    )]
     Io {
         /// The node.
         node: String,
@@ -58,15 +63,35 @@ pub enum ConnectorError {
         action: &'static str,
         /// The file.
         path: String,
-        /// The storage error (boxed: it is large and errors are rare).
-        source: Box<opendal::Error>,
+        /// The storage error (boxed: it is large and errors are rare). Its
+        /// cause is in the message; OpenDAL's own context is not.
+        error: Box<opendal::Error>,
+    },
+    /// Reading an open file failed.
+    #[error("node `{node}`: cannot read `{path}`: {error}")]
+    Read {
+        /// The node.
+        node: String,
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        error: std::io::Error,
     },
 }
 
 impl ConnectorError {
     /// Whether a retry may succeed (a transient storage error).
     pub fn retryable(&self) -> bool {
-        matches!(self, ConnectorError::Io { source, .. } if source.is_temporary())
+        match self {
+            ConnectorError::Io { error, .. } => error.is_temporary(),
+            ConnectorError::Read { error, .. } => !matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidData
+            ),
+            ConnectorError::Config { .. } | ConnectorError::Denied { .. } => false,
+        }
     }
 }
 
@@ -107,6 +132,13 @@ pub trait Sink: Send {
     /// to it.
     fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
         let _ = checkpoint;
+        Ok(())
+    }
+    /// The task stopped before its input ended: drop what is being written,
+    /// and with `discard_precommitted` what was pre-committed too (no
+    /// checkpoint that survives will publish it).
+    fn abort(&mut self, discard_precommitted: bool) -> Result<(), ConnectorError> {
+        let _ = discard_precommitted;
         Ok(())
     }
 }
@@ -163,9 +195,29 @@ fn connector_name(node: &NodeSpec) -> &str {
     }
 }
 
-/// The absolute file path a file connector uses: relative paths resolve
-/// against `base` (the user's working directory for `sluice run`; none on a
-/// shared cluster, where they are refused).
+/// `path` with `.` and `..` resolved by their names (`/a/b/../c` is
+/// `/a/c`; `..` at the root stays there), as users read a path. Symbolic
+/// links are not followed.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() && !path.is_absolute() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The absolute, normalised file path a file connector uses: relative
+/// paths resolve against `base` (the user's working directory for `sluice
+/// run`; none on a shared cluster, where they are refused).
 fn file_path(node: &NodeSpec, base: Option<&Path>) -> Result<PathBuf, ConnectorError> {
     let p = node.config("path").ok_or_else(|| {
         config_error(
@@ -173,10 +225,13 @@ fn file_path(node: &NodeSpec, base: Option<&Path>) -> Result<PathBuf, ConnectorE
             format!("{} needs config `path`", connector_name(node)),
         )
     })?;
+    if p.is_empty() {
+        return Err(config_error(node, "config `path` is empty"));
+    }
     let p = Path::new(p);
     match base {
-        _ if p.is_absolute() => Ok(p.to_owned()),
-        Some(base) => Ok(base.join(p)),
+        _ if p.is_absolute() => Ok(normalize(p)),
+        Some(base) => Ok(normalize(&base.join(p))),
         None => Err(config_error(
             node,
             format!("path `{}` must be absolute", p.display()),
@@ -213,25 +268,55 @@ impl Connectors {
 
     /// Checks a connector node against its configuration rules, the
     /// tenant's policy and the state of its storage, at submission time.
+    /// For a file connector, returns its path as it will be used (absolute
+    /// and normalised), for the plan to carry. A file sink's directory may
+    /// hold earlier part files only if it is among `resumed_outputs` (the
+    /// outputs of the savepoint the job starts from).
     pub fn check(
         &self,
         node: &NodeSpec,
         connector: &str,
         policy: &Policy,
-    ) -> Result<(), ConnectorError> {
+        resumed_outputs: &[String],
+    ) -> Result<Option<PathBuf>, ConnectorError> {
         let denied = |denied| ConnectorError::Denied {
             node: node.name.clone(),
             denied,
         };
         policy.check_connector(connector).map_err(denied)?;
         match connector {
-            "file-source" => policy
-                .check_path(&file_path(node, self.base())?)
-                .map_err(denied),
+            "file-source" => {
+                let path = file_path(node, self.base())?;
+                policy.check_path(&path).map_err(denied)?;
+                let files = match file::input_files(&self.fs, &node.name, &path) {
+                    Err(ConnectorError::Io { error, .. })
+                        if error.kind() == opendal::ErrorKind::NotFound =>
+                    {
+                        return Err(config_error(
+                            node,
+                            format!("input `{}` does not exist", path.display()),
+                        ));
+                    }
+                    other => other?,
+                };
+                if files.is_empty() {
+                    return Err(config_error(
+                        node,
+                        format!(
+                            "input directory `{}` holds no files to read (names starting with \
+                             `.` or `_` are skipped)",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(Some(path))
+            }
             "file-sink" => {
                 let dir = file_path(node, self.base())?;
                 policy.check_path(&dir).map_err(denied)?;
-                file::check_output_dir(&self.fs, node, &dir)
+                let resumed = resumed_outputs.iter().any(|o| Path::new(o) == dir);
+                file::check_output_dir(&self.fs, node, &dir, resumed)?;
+                Ok(Some(dir))
             }
             "datagen" => {
                 parse::<u64>(node, "count", None)?;
@@ -246,9 +331,9 @@ impl Connectors {
                         ),
                     ));
                 }
-                Ok(())
+                Ok(None)
             }
-            _ => Ok(()),
+            _ => Ok(None),
         }
     }
 
@@ -280,7 +365,11 @@ impl Connectors {
                         parallelism,
                     )?));
                 };
-                let splits = decode_all::<Vec<file::Split>>(restore)
+                let splits = restore
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| file::decode_splits(s))
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(corrupt)?
                     .into_iter()
                     .flatten()
@@ -318,26 +407,35 @@ impl Connectors {
     }
 
     /// Opens subtask `subtask` of a sink node: afresh (removing whatever an
-    /// earlier run of this subtask left), or from the states a checkpoint
-    /// holds for it (publishing what that checkpoint covers and removing
-    /// what was written after it).
+    /// earlier attempt of this subtask left), or from a checkpoint
+    /// (publishing what it covers and removing what was written after it).
     pub fn sink(
         &self,
         node: &NodeSpec,
         subtask: u32,
-        restore: &[Vec<u8>],
+        restore: Option<&SinkRestore>,
     ) -> Result<Box<dyn Sink>, ConnectorError> {
         match connector_name(node) {
             "file-sink" => {
-                let states = decode_all::<file::SinkFiles>(restore).map_err(|e| {
-                    config_error(node, format!("the checkpointed sink state is corrupt: {e}"))
-                })?;
+                let restore = restore
+                    .map(|r| {
+                        r.states
+                            .iter()
+                            .filter(|s| !s.is_empty())
+                            .map(|s| file::decode_sink_state(s))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(|states| (r.tag.as_str(), states))
+                    })
+                    .transpose()
+                    .map_err(|e| {
+                        config_error(node, format!("the checkpointed sink state is corrupt: {e}"))
+                    })?;
                 Ok(Box::new(file::FileSink::open(
                     self.fs.clone(),
                     node,
                     file_path(node, self.base())?,
                     subtask,
-                    states,
+                    restore,
                 )?))
             }
             "print" => Ok(Box::new(simple::Print { subtask })),

@@ -45,10 +45,72 @@ pub enum TaskStatus {
     Running,
     /// Its input ended and it flushed everything.
     Finished,
-    /// It failed; the message names the cause.
-    Failed(String),
+    /// It failed.
+    Failed(TaskFailure),
     /// It stopped because it was told to.
     Canceled,
+}
+
+/// Whether restarting a failed job can help, as Flink classifies failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// It may not happen again: a lost TaskManager, a temporary storage
+    /// error, a time limit hit under load. The restart strategy decides.
+    Recoverable,
+    /// It would happen again the same way: a missing input, a permanent
+    /// storage error, a guest that broke a limit or the contract. The job
+    /// fails at once.
+    NonRecoverable,
+    /// The task stopped because another one did (its upstream or downstream
+    /// task went away). Not a cause of its own: a task's own failure
+    /// reported later in the same run takes its place as the root cause.
+    Consequence,
+}
+
+impl FailureKind {
+    /// Its name in the REST API's failure labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Recoverable => "recoverable",
+            FailureKind::NonRecoverable => "non-recoverable",
+            FailureKind::Consequence => "consequence",
+        }
+    }
+}
+
+/// Why a task failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// Whether a restart can help.
+    pub kind: FailureKind,
+    /// What happened, for users.
+    pub message: String,
+}
+
+impl TaskFailure {
+    /// A failure a restart may cure.
+    pub fn recoverable(message: impl Into<String>) -> Self {
+        TaskFailure {
+            kind: FailureKind::Recoverable,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that would happen again.
+    pub fn non_recoverable(message: impl Into<String>) -> Self {
+        TaskFailure {
+            kind: FailureKind::NonRecoverable,
+            message: message.into(),
+        }
+    }
+
+    /// A task stopped because another one did.
+    pub fn consequence(message: impl Into<String>) -> Self {
+        TaskFailure {
+            kind: FailureKind::Consequence,
+            message: message.into(),
+        }
+    }
 }
 
 impl TaskStatus {
@@ -87,6 +149,8 @@ pub struct SchedulingError {
 }
 
 /// What to do when a run of a job fails, as Flink's restart strategies.
+/// Failures that would happen again ([`FailureKind::NonRecoverable`]) are
+/// never restarted, whatever the strategy.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RestartStrategy {
     /// Fail the job at the first failure.
@@ -98,9 +162,10 @@ pub enum RestartStrategy {
         /// Wait before each restart.
         delay_ms: u64,
     },
-    /// Restart without limit, waiting `initial_ms` after the first failure
-    /// and `multiplier` times longer after each further one, up to
-    /// `max_ms`; a run that lasted `reset_after_ms` resets the delay.
+    /// Restart up to `attempts` times, waiting `initial_ms` after the first
+    /// failure and `multiplier` times longer after each further one, up to
+    /// `max_ms`; a run that lasted `reset_after_ms` starts the count and
+    /// the delay over.
     ExponentialDelay {
         /// First delay.
         initial_ms: u64,
@@ -110,38 +175,88 @@ pub enum RestartStrategy {
         multiplier: f64,
         /// A run this long starts the backoff over.
         reset_after_ms: u64,
+        /// Restarts allowed before the backoff starts over (Flink's
+        /// `attempts-before-reset-backoff`).
+        attempts: u32,
+    },
+    /// Restart `delay_ms` after each failure while at most `max_failures`
+    /// failures fall within any `interval_ms`.
+    FailureRate {
+        /// Failures allowed per interval.
+        max_failures: u32,
+        /// The interval.
+        interval_ms: u64,
+        /// Wait before each restart.
+        delay_ms: u64,
     },
 }
 
 impl Default for RestartStrategy {
-    /// Flink's default since 1.19: exponential delay from 1 s to 5 min,
-    /// times 1.5, reset after an hour without failure.
+    /// Flink's default since 1.19, bounded: exponential delay from 1 s to
+    /// 5 min, times 1.5, at most 10 restarts, reset after an hour without
+    /// failure.
     fn default() -> Self {
         RestartStrategy::ExponentialDelay {
             initial_ms: 1_000,
             max_ms: 300_000,
             multiplier: 1.5,
             reset_after_ms: 3_600_000,
+            attempts: 10,
         }
     }
 }
 
 impl RestartStrategy {
-    /// The delay before restart number `restarts + 1`, or `None` to give up.
-    pub fn delay(&self, restarts: u32) -> Option<u64> {
+    /// The delay before restart number `restarts + 1` (counted since the
+    /// last reset), given the times of recent failures (the newest last),
+    /// or why there is none.
+    pub fn delay(&self, restarts: u32, failures: &[u64]) -> Result<u64, String> {
         match *self {
-            RestartStrategy::None => None,
+            RestartStrategy::None => Err("the restart strategy is `none`".into()),
             RestartStrategy::FixedDelay { attempts, delay_ms } => {
-                (restarts < attempts).then_some(delay_ms)
+                if restarts < attempts {
+                    Ok(delay_ms)
+                } else {
+                    Err(format!(
+                        "the fixed-delay restart strategy allows {attempts} restarts and all were made"
+                    ))
+                }
             }
             RestartStrategy::ExponentialDelay {
                 initial_ms,
                 max_ms,
                 multiplier,
+                attempts,
                 ..
             } => {
+                if restarts >= attempts {
+                    return Err(format!(
+                        "the exponential-delay restart strategy allows {attempts} restarts without \
+                         a stable run and all were made"
+                    ));
+                }
                 let d = initial_ms as f64 * multiplier.max(1.0).powi(restarts.min(1000) as i32);
-                Some((d.min(max_ms as f64) as u64).max(initial_ms.min(max_ms)))
+                Ok((d.min(max_ms as f64) as u64).max(initial_ms.min(max_ms)))
+            }
+            RestartStrategy::FailureRate {
+                max_failures,
+                interval_ms,
+                delay_ms,
+            } => {
+                let newest = failures.last().copied().unwrap_or(0);
+                let recent = failures
+                    .iter()
+                    .filter(|&&t| newest.saturating_sub(t) < interval_ms)
+                    .count();
+                if recent as u64 <= u64::from(max_failures) {
+                    Ok(delay_ms)
+                } else {
+                    Err(format!(
+                        "{recent} failures within {} s exceed the failure-rate restart strategy's \
+                         {max_failures}",
+                        interval_ms / 1000
+                    ))
+                }
             }
         }
     }
@@ -164,7 +279,15 @@ pub struct Failure {
     pub task: Option<TaskId>,
     /// What happened.
     pub message: String,
+    /// Whether a restart could help.
+    pub kind: FailureKind,
+    /// Other tasks of the run that failed after it (most as its
+    /// consequence), with what they reported.
+    pub concurrent: Vec<(TaskId, String)>,
 }
+
+/// Failures remembered for the failure-rate strategy.
+const FAILURE_TIMES_KEPT: usize = 1024;
 
 /// One job's core state.
 #[derive(Debug)]
@@ -173,7 +296,8 @@ pub struct Job {
     status: JobStatus,
     tasks: BTreeMap<TaskId, TaskStatus>,
     commands: VecDeque<Command>,
-    failure: Option<String>,
+    /// The current run's root cause, once it failed.
+    failure: Option<TaskFailure>,
     started_at: u64,
     ended_at: Option<u64>,
     strategy: RestartStrategy,
@@ -183,6 +307,10 @@ pub struct Job {
     restart_at: Option<u64>,
     cancel_requested: bool,
     failures: Vec<Failure>,
+    /// When runs failed, newest last (for the failure-rate strategy).
+    failure_times: VecDeque<u64>,
+    /// Why a failed job was not restarted.
+    not_restarted: Option<String>,
 }
 
 impl Job {
@@ -203,6 +331,8 @@ impl Job {
             restart_at: None,
             cancel_requested: false,
             failures: Vec::new(),
+            failure_times: VecDeque::new(),
+            not_restarted: None,
         }
     }
 
@@ -251,9 +381,14 @@ impl Job {
         self.status
     }
 
-    /// Why the job failed, if it did.
+    /// Why the current run failed, if it did.
     pub fn failure(&self) -> Option<&str> {
-        self.failure.as_deref()
+        self.failure.as_ref().map(|f| f.message.as_str())
+    }
+
+    /// Why the job failed instead of restarting, once it has.
+    pub fn not_restarted(&self) -> Option<&str> {
+        self.not_restarted.as_deref()
     }
 
     /// Each task's status.
@@ -271,7 +406,7 @@ impl Job {
         if self.status != JobStatus::Created {
             return;
         }
-        self.record_failure(None, reason, now);
+        self.record_failure(None, TaskFailure::non_recoverable(reason), now);
         self.status = JobStatus::Failed;
         self.ended_at = Some(now);
     }
@@ -301,18 +436,41 @@ impl Job {
         Ok(())
     }
 
-    /// A task reported a new status.
+    /// A task reported a new status. The run's first failure is its root
+    /// cause and cancels the other tasks, unless it is only a consequence
+    /// of another task's failure and that one's report follows: then that
+    /// one becomes the root cause. Later failures are kept with it.
     pub fn handle_task_status(&mut self, task: TaskId, status: TaskStatus, now: u64) {
         match self.tasks.get_mut(&task) {
             Some(slot) if !slot.is_terminal() => *slot = status.clone(),
             _ => return,
         }
-        if let TaskStatus::Failed(msg) = status
-            && self.failure.is_none()
+        if let TaskStatus::Failed(failure) = status
             && !self.status.is_terminal()
         {
-            self.record_failure(Some(task), msg, now);
-            self.cancel_running(task);
+            match &self.failure {
+                None => {
+                    self.record_failure(Some(task), failure, now);
+                    self.cancel_running(task);
+                }
+                Some(root)
+                    if root.kind == FailureKind::Consequence
+                        && failure.kind != FailureKind::Consequence =>
+                {
+                    let record = self.failures.last_mut().expect("invariant: recorded");
+                    if let Some(old) = record.task {
+                        record.concurrent.insert(0, (old, record.message.clone()));
+                    }
+                    record.task = Some(task);
+                    record.message = failure.message.clone();
+                    record.kind = failure.kind;
+                    self.failure = Some(failure);
+                }
+                Some(_) => {
+                    let record = self.failures.last_mut().expect("invariant: recorded");
+                    record.concurrent.push((task, failure.message));
+                }
+            }
         }
         self.update_status(now);
     }
@@ -323,20 +481,26 @@ impl Job {
         if self.failure.is_some() || self.status != JobStatus::Running {
             return;
         }
-        self.record_failure(None, reason, now);
+        self.record_failure(None, TaskFailure::recoverable(reason), now);
         self.cancel_running(NO_TASK);
         self.update_status(now);
     }
 
     /// The run's failure, for its status and the exception history.
-    fn record_failure(&mut self, task: Option<TaskId>, message: String, now: u64) {
+    fn record_failure(&mut self, task: Option<TaskId>, failure: TaskFailure, now: u64) {
         self.failures.push(Failure {
             at: now,
             attempt: self.attempt,
             task,
-            message: message.clone(),
+            message: failure.message.clone(),
+            kind: failure.kind,
+            concurrent: Vec::new(),
         });
-        self.failure = Some(message);
+        self.failure_times.push_back(now);
+        if self.failure_times.len() > FAILURE_TIMES_KEPT {
+            self.failure_times.pop_front();
+        }
+        self.failure = Some(failure);
     }
 
     /// A user asked to cancel the job.
@@ -378,13 +542,24 @@ impl Job {
         {
             self.restarts = 0;
         }
-        if self.failure.is_some()
+        if let Some(failure) = &self.failure
             && !self.cancel_requested
-            && let Some(delay) = self.strategy.delay(self.restarts)
         {
-            self.status = JobStatus::Restarting;
-            self.restart_at = Some(now + delay);
-            return;
+            let times: Vec<u64> = self.failure_times.iter().copied().collect();
+            let delay = match failure.kind {
+                FailureKind::NonRecoverable => {
+                    Err("the failure would happen again (it is not recoverable)".to_owned())
+                }
+                _ => self.strategy.delay(self.restarts, &times),
+            };
+            match delay {
+                Ok(delay) => {
+                    self.status = JobStatus::Restarting;
+                    self.restart_at = Some(now + delay);
+                    return;
+                }
+                Err(why) => self.not_restarted = Some(why),
+            }
         }
         self.status = if self.failure.is_some() && !self.cancel_requested {
             JobStatus::Failed
@@ -473,7 +648,11 @@ mod tests {
         let mut job = Job::new(graph(2), 0);
         job.handle_slots_offered(2, 0).expect("enough slots");
         let tasks = deployed(&mut job);
-        job.handle_task_status(tasks[0], TaskStatus::Failed("boom".into()), 1);
+        job.handle_task_status(
+            tasks[0],
+            TaskStatus::Failed(TaskFailure::recoverable("boom")),
+            1,
+        );
         assert_eq!(job.status(), JobStatus::Cancelling);
         let cancels: Vec<_> = std::iter::from_fn(|| job.poll_command()).collect();
         assert_eq!(cancels.len(), 3);
@@ -493,7 +672,11 @@ mod tests {
         let mut job = Job::new(graph(1), 0).with_restart_strategy(strategy);
         job.handle_slots_offered(1, 0).expect("enough slots");
         let tasks = deployed(&mut job);
-        job.handle_task_status(tasks[0], TaskStatus::Failed("lost".into()), 10);
+        job.handle_task_status(
+            tasks[0],
+            TaskStatus::Failed(TaskFailure::recoverable("lost")),
+            10,
+        );
         let _ = std::iter::from_fn(|| job.poll_command()).count();
         job.handle_task_status(tasks[1], TaskStatus::Canceled, 20);
         assert_eq!(job.status(), JobStatus::Restarting);
@@ -505,7 +688,11 @@ mod tests {
         // The second run fails too: one restart was all the strategy allowed.
         job.handle_slots_offered(1, 80).expect("enough slots");
         let tasks = deployed(&mut job);
-        job.handle_task_status(tasks[1], TaskStatus::Failed("again".into()), 90);
+        job.handle_task_status(
+            tasks[1],
+            TaskStatus::Failed(TaskFailure::recoverable("again")),
+            90,
+        );
         let _ = std::iter::from_fn(|| job.poll_command()).count();
         job.handle_task_status(tasks[0], TaskStatus::Canceled, 95);
         assert_eq!(job.status(), JobStatus::Failed);
@@ -546,7 +733,11 @@ mod tests {
         let mut job = Job::new(graph(1), 0).with_restart_strategy(RestartStrategy::default());
         job.handle_slots_offered(1, 0).expect("enough slots");
         let tasks = deployed(&mut job);
-        job.handle_task_status(tasks[0], TaskStatus::Failed("lost".into()), 10);
+        job.handle_task_status(
+            tasks[0],
+            TaskStatus::Failed(TaskFailure::recoverable("lost")),
+            10,
+        );
         job.handle_task_status(tasks[1], TaskStatus::Canceled, 20);
         assert_eq!(job.status(), JobStatus::Restarting);
         job.cancel(30);
@@ -561,12 +752,127 @@ mod tests {
             max_ms: 5000,
             multiplier: 2.0,
             reset_after_ms: 60_000,
+            attempts: 5,
         };
-        let delays: Vec<_> = (0..5).map(|n| s.delay(n)).collect();
+        let delays: Vec<_> = (0..6).map(|n| s.delay(n, &[]).ok()).collect();
         assert_eq!(
             delays,
-            [Some(1000), Some(2000), Some(4000), Some(5000), Some(5000)]
+            [
+                Some(1000),
+                Some(2000),
+                Some(4000),
+                Some(5000),
+                Some(5000),
+                None
+            ]
         );
-        assert_eq!(RestartStrategy::None.delay(0), None);
+        assert!(RestartStrategy::None.delay(0, &[]).is_err());
+    }
+
+    /// Fails task `t` of the run with `failure` and cancels the rest.
+    fn fail(job: &mut Job, failure: TaskFailure, now: u64) {
+        let tasks: Vec<TaskId> = job.tasks().keys().copied().collect();
+        job.handle_task_status(tasks[0], TaskStatus::Failed(failure), now);
+        while job.poll_command().is_some() {}
+        for t in &tasks[1..] {
+            job.handle_task_status(*t, TaskStatus::Canceled, now);
+        }
+    }
+
+    #[test]
+    fn a_failure_that_would_repeat_fails_the_job_without_a_restart() {
+        let mut job = Job::new(graph(1), 0).with_restart_strategy(RestartStrategy::default());
+        job.handle_slots_offered(1, 0).expect("slots");
+        fail(
+            &mut job,
+            TaskFailure::non_recoverable("input `/x` does not exist"),
+            5,
+        );
+        assert_eq!(job.status(), JobStatus::Failed);
+        assert_eq!(job.attempt(), 0);
+        assert_eq!(job.failure(), Some("input `/x` does not exist"));
+        assert_eq!(job.failures()[0].kind, FailureKind::NonRecoverable);
+        assert!(
+            job.not_restarted()
+                .is_some_and(|r| r.contains("not recoverable")),
+            "{:?}",
+            job.not_restarted()
+        );
+    }
+
+    #[test]
+    fn the_default_strategy_gives_up_after_ten_restarts() {
+        let mut job = Job::new(graph(1), 0).with_restart_strategy(RestartStrategy::default());
+        let mut now = 0;
+        for run in 0..=10 {
+            job.handle_slots_offered(1, now).expect("slots");
+            while job.poll_command().is_some() {}
+            fail(
+                &mut job,
+                TaskFailure::recoverable("TaskManager lost"),
+                now + 10,
+            );
+            if run < 10 {
+                assert_eq!(job.status(), JobStatus::Restarting, "run {run}");
+                now = job.poll_timeout().expect("a restart is due");
+                job.handle_timeout(now);
+            }
+        }
+        assert_eq!(job.status(), JobStatus::Failed);
+        assert_eq!(job.attempt(), 10);
+        assert!(
+            job.not_restarted()
+                .is_some_and(|r| r.contains("allows 10 restarts")),
+            "{:?}",
+            job.not_restarted()
+        );
+    }
+
+    #[test]
+    fn failure_rate_allows_so_many_failures_per_interval() {
+        let s = RestartStrategy::FailureRate {
+            max_failures: 2,
+            interval_ms: 1000,
+            delay_ms: 10,
+        };
+        assert_eq!(s.delay(0, &[100]), Ok(10));
+        assert_eq!(s.delay(1, &[100, 600]), Ok(10));
+        assert!(s.delay(2, &[100, 600, 900]).is_err());
+        // Failures that left the interval no longer count.
+        assert_eq!(s.delay(2, &[100, 600, 1200]), Ok(10));
+    }
+
+    #[test]
+    fn a_consequence_reported_first_gives_way_to_the_tasks_own_failure() {
+        let mut job = Job::new(graph(1), 0).with_restart_strategy(RestartStrategy::None);
+        job.handle_slots_offered(1, 0).expect("slots");
+        let tasks = deployed(&mut job);
+        let (upstream, downstream) = (tasks[0], tasks[1]);
+        job.handle_task_status(
+            downstream,
+            TaskStatus::Failed(TaskFailure::consequence("an upstream task stopped")),
+            10,
+        );
+        assert_eq!(job.status(), JobStatus::Cancelling);
+        job.handle_task_status(
+            upstream,
+            TaskStatus::Failed(TaskFailure::non_recoverable("`split` ran out of fuel")),
+            11,
+        );
+        assert_eq!(job.status(), JobStatus::Failed);
+        let f = &job.failures()[0];
+        assert_eq!(
+            (f.task, f.message.as_str(), f.kind),
+            (
+                Some(upstream),
+                "`split` ran out of fuel",
+                FailureKind::NonRecoverable
+            )
+        );
+        assert_eq!(
+            f.concurrent,
+            [(downstream, "an upstream task stopped".to_owned())]
+        );
+        assert_eq!(job.failures().len(), 1);
     }
 }

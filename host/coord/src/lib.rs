@@ -20,4 +20,7 @@ pub use checkpoint::{
 pub use execution::{
     ChannelId, ExecutionGraph, OutputSpec, TaskDeployment, TaskId, Vertex, VertexEdge,
 };
-pub use job::{Command, Failure, Job, JobStatus, RestartStrategy, SchedulingError, TaskStatus};
+pub use job::{
+    Command, Failure, FailureKind, Job, JobStatus, RestartStrategy, SchedulingError, TaskFailure,
+    TaskStatus,
+};

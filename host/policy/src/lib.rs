@@ -159,8 +159,10 @@ impl Policy {
         if p.limits.memory_mib == 0 || p.limits.memory_mib > 4096 {
             return Err(invalid("limits.memory_mib must be between 1 and 4096"));
         }
-        if p.limits.stack_kib < 64 || p.limits.stack_kib > 64 * 1024 {
-            return Err(invalid("limits.stack_kib must be between 64 and 65536"));
+        // Guests run on the host's threads, whose own stacks are 2 MiB: a
+        // larger wasm stack could overflow the host's instead of trapping.
+        if p.limits.stack_kib < 64 || p.limits.stack_kib > 1024 {
+            return Err(invalid("limits.stack_kib must be between 64 and 1024"));
         }
         if p.limits.fuel_per_call == Some(0) || p.limits.max_call_ms == Some(0) {
             return Err(invalid(

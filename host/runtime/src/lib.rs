@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use sluice_connectors::{ConnectorError, Connectors};
 use sluice_coord::{Command, ExecutionGraph, Job, JobStatus, SchedulingError, TaskId, TaskStatus};
 use sluice_policy::Policy;
-use sluice_types::{Event, GraphError, Implementation, JobGraph, OperatorKind, keygroup};
+use sluice_types::{Event, GraphError, Implementation, JobGraph, JobId, OperatorKind, keygroup};
 use sluice_wasm::{App, LoadError, PlanError, Runtime, RuntimeOptions};
 
 /// Batches a channel holds before its sender blocks.
@@ -39,6 +39,12 @@ pub enum RunError {
     /// The cluster could not be set up.
     #[error("cannot start the mini-cluster: {0}")]
     Setup(String),
+    /// The policy refuses the job.
+    #[error(transparent)]
+    Denied(#[from] sluice_policy::Denied),
+    /// The job cannot start from the savepoint it names.
+    #[error("{0}")]
+    Savepoint(String),
     /// The component was rejected.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -55,8 +61,16 @@ pub enum RunError {
     #[error(transparent)]
     Scheduling(#[from] SchedulingError),
     /// The job ran and failed.
-    #[error("job failed: {0}")]
-    Failed(String),
+    #[error("job failed: {message}")]
+    Failed {
+        /// The root cause.
+        message: String,
+        /// How far it got.
+        progress: Box<Progress>,
+    },
+    /// The job was cancelled (an interrupt).
+    #[error("the job was cancelled")]
+    Cancelled(Box<Progress>),
 }
 
 /// Records counted at one node of the graph.
@@ -79,10 +93,43 @@ pub struct Progress {
     pub status: JobStatus,
     /// Per node, in graph order.
     pub nodes: Vec<NodeCounts>,
-    /// Subtasks finished / total.
-    pub finished_tasks: (u32, u32),
+    /// Subtasks running, finished, and in all.
+    pub tasks: TaskTally,
     /// Checkpoints completed.
     pub checkpoints: u64,
+    /// Where the job's checkpoints are kept after it ended (a failed job's),
+    /// as the location of the newest one.
+    pub kept_checkpoint: Option<String>,
+}
+
+/// How many of a job's subtasks are where.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskTally {
+    /// Running now.
+    pub running: u32,
+    /// Done with their input.
+    pub finished: u32,
+    /// All subtasks.
+    pub total: u32,
+}
+
+/// A savepoint (or a kept checkpoint) to start a local run from.
+pub struct ResumePoint {
+    /// The storage it is in.
+    pub storage: sluice_state::Storage,
+    /// Its metadata.
+    pub metadata: snapshot::CheckpointMetadata,
+    /// Its location, as given.
+    pub location: String,
+}
+
+/// What a run may be told while it runs.
+#[derive(Default)]
+pub struct RunControl<'a> {
+    /// A message here cancels the job (e.g. Ctrl-C).
+    pub interrupt: Option<&'a Receiver<()>>,
+    /// Start from this savepoint (the job was prepared with it).
+    pub resume: Option<&'a ResumePoint>,
 }
 
 /// A count updated by a task thread and read by anyone.
@@ -262,8 +309,16 @@ impl LocalCluster {
         app: &App,
         args: &[(String, String)],
         parallelism: u32,
+        resume: Option<Resume<'_>>,
     ) -> Result<PreparedJob, RunError> {
-        let job = prepare_job(&self.runtime, &self.connectors, app, args, parallelism)?;
+        let job = prepare_job(
+            &self.runtime,
+            &self.connectors,
+            app,
+            args,
+            parallelism,
+            resume,
+        )?;
         let needed = job.execution.slots_needed();
         if needed > self.slots {
             return Err(SchedulingError {
@@ -275,13 +330,36 @@ impl LocalCluster {
         Ok(job)
     }
 
+    /// Opens the savepoint at `location` (as `sluice savepoint` printed it:
+    /// a storage URI ending in `JOB/chk-N`, or a plain path).
+    pub fn open_savepoint(&self, location: &str) -> Result<ResumePoint, RunError> {
+        let bad = |why: String| RunError::Savepoint(format!("savepoint `{location}`: {why}"));
+        let (root, relative) = snapshot::split_location(location).ok_or_else(|| {
+            bad(
+                "not a savepoint location (it ends in JOB/chk-N, as `sluice savepoint` prints)"
+                    .into(),
+            )
+        })?;
+        let storage = sluice_state::Storage::open(&root, &sluice_state::S3Options::from_env())
+            .map_err(|e| bad(e.to_string()))?;
+        let metadata =
+            snapshot::read_metadata(&storage, self._io.handle(), &relative).map_err(bad)?;
+        Ok(ResumePoint {
+            storage,
+            metadata,
+            location: location.to_owned(),
+        })
+    }
+
     /// Runs a prepared job to its end, calling `observe` with progress
-    /// about twice a second and once at the end.
+    /// about twice a second and once at the end. A message on
+    /// `control.interrupt` cancels it; `control.resume` restores it.
     pub fn run(
         &self,
         app: &App,
         job: PreparedJob,
         observe: &mut dyn FnMut(&Progress),
+        control: RunControl<'_>,
     ) -> Result<Progress, RunError> {
         let started = Instant::now();
         let now = || started.elapsed().as_millis() as u64;
@@ -295,12 +373,31 @@ impl LocalCluster {
         let (cancel_tx, cancel_rx) = bounded::<()>(0);
         let mut cancel_tx = Some(cancel_tx);
         let execution = job.execution.clone();
+        let mut restored = match control.resume {
+            Some(r) => {
+                let tasks: Vec<TaskId> = execution.tasks().collect();
+                let shapes: Vec<(TaskId, u32, u32)> = tasks
+                    .iter()
+                    .map(|t| {
+                        let p = execution.vertices[t.vertex as usize].parallelism;
+                        (*t, p, execution.max_parallelism)
+                    })
+                    .collect();
+                let plan = r.metadata.restore_for(&execution, &tasks);
+                snapshot::fetch(&r.storage, self._io.handle(), &plan, &shapes)
+                    .map_err(RunError::Savepoint)?
+            }
+            None => HashMap::new(),
+        };
+        let job_id = JobId(rand::random());
         let mut checkpoints = self.checkpoints.as_ref().map(|(interval, storage)| {
             local_checkpoints::LocalCheckpoints::new(
+                job_id,
                 interval.as_millis().max(1) as u64,
                 storage.clone(),
                 self._io.handle().clone(),
                 job.execution.clone(),
+                control.resume.map_or(0, |r| r.metadata.checkpoint),
             )
         });
         let mut coord = Job::new(job.execution, now());
@@ -312,14 +409,26 @@ impl LocalCluster {
                 .iter()
                 .filter(|(_, c)| c.finished.load(Ordering::Relaxed))
                 .count() as u32;
+            let running = coord
+                .tasks()
+                .values()
+                .filter(|s| **s == TaskStatus::Running)
+                .count() as u32;
             Progress {
                 elapsed: started.elapsed(),
                 status: coord.status(),
                 nodes: sum_by_node(&execution, &per_task),
-                finished_tasks: (finished, total_tasks),
+                tasks: TaskTally {
+                    running,
+                    finished,
+                    total: total_tasks,
+                },
                 checkpoints: 0,
+                kept_checkpoint: None,
             }
         };
+        let never = crossbeam_channel::never();
+        let mut interrupt = control.interrupt.unwrap_or(&never);
         let mut last_observed = Instant::now();
         loop {
             while let Some(cmd) = coord.poll_command() {
@@ -345,7 +454,10 @@ impl LocalCluster {
                             cancel: cancel_rx.clone(),
                             counters: task_counters,
                             checkpointing: checkpoints.as_mut().and_then(|c| c.task(&deployment)),
-                            restore: None,
+                            restore: restored.remove(&deployment.task),
+                            job: job_id,
+                            // No savepoint of a local run can name them.
+                            discard_precommitted_on_cancel: true,
                         };
                         let status = status_tx.clone();
                         let id = deployment.task;
@@ -385,8 +497,17 @@ impl LocalCluster {
             } else {
                 PROGRESS_INTERVAL
             };
-            if let Ok((task, status)) = status_rx.recv_timeout(wait) {
-                coord.handle_task_status(task, status, now());
+            crossbeam_channel::select! {
+                recv(status_rx) -> report => {
+                    if let Ok((task, status)) = report {
+                        coord.handle_task_status(task, status, now());
+                    }
+                }
+                recv(interrupt) -> _ => {
+                    coord.cancel(now());
+                    interrupt = &never;
+                }
+                default(wait) => {}
             }
             if last_observed.elapsed() >= PROGRESS_INTERVAL {
                 last_observed = Instant::now();
@@ -398,20 +519,20 @@ impl LocalCluster {
         for t in threads {
             let _ = t.join();
         }
-        if let Some(c) = checkpoints.as_mut() {
-            c.finish(coord.status(), now());
-        }
+        let kept = checkpoints
+            .as_mut()
+            .and_then(|c| c.finish(coord.status(), now()));
         let mut end = progress(&coord, &counters);
         end.checkpoints = checkpoints.as_ref().map_or(0, |c| c.completed());
+        end.kept_checkpoint = kept;
         observe(&end);
         match coord.status() {
             JobStatus::Finished => Ok(end),
-            _ => Err(RunError::Failed(
-                coord
-                    .failure()
-                    .unwrap_or("the job was cancelled")
-                    .to_owned(),
-            )),
+            JobStatus::Canceled => Err(RunError::Cancelled(Box::new(end))),
+            _ => Err(RunError::Failed {
+                message: coord.failure().unwrap_or("unknown cause").to_owned(),
+                progress: Box::new(end),
+            }),
         }
     }
 }
@@ -425,21 +546,31 @@ fn channel(
         .expect("invariant: every channel exists until all tasks are deployed")
 }
 
+/// A savepoint (or retained checkpoint) a job starts from.
+#[derive(Clone, Copy, Debug)]
+pub struct Resume<'a> {
+    /// Its metadata.
+    pub savepoint: &'a snapshot::CheckpointMetadata,
+    /// Start even if it holds state of vertices the job does not have.
+    pub allow_non_restored_state: bool,
+}
+
 /// Runs the plan function and checks the graph against the contract, the
 /// connectors' rules and the policy: everything a submission must pass
-/// before it waits for slots.
+/// before it waits for slots. File connectors' paths come out absolute and
+/// normalised, as the tasks will open them. Starting from a savepoint, its
+/// file outputs may be written again, and the savepoint must fit the job.
 pub fn prepare_job(
     runtime: &Runtime,
     connectors: &Connectors,
     app: &App,
     args: &[(String, String)],
     parallelism: u32,
+    resume: Option<Resume<'_>>,
 ) -> Result<PreparedJob, RunError> {
     let policy = runtime.policy();
-    policy
-        .check_parallelism(parallelism)
-        .map_err(|d| RunError::Setup(d.to_string()))?;
-    let graph = app.plan(args)?;
+    policy.check_parallelism(parallelism)?;
+    let mut graph = app.plan(args)?;
     let operators: HashMap<String, OperatorKind> = app
         .operators()
         .map_err(PlanError::from)?
@@ -468,11 +599,21 @@ pub fn prepare_job(
             })
         }
     })?;
-    for node in &graph.nodes {
-        if let Implementation::Connector(c) = &node.implementation {
-            connectors.check(node, c, policy)?;
+    let resumed_outputs = resume.map_or(&[][..], |r| r.savepoint.outputs.as_slice());
+    for node in &mut graph.nodes {
+        if let Implementation::Connector(c) = &node.implementation
+            && let Some(path) = connectors.check(node, c, policy, resumed_outputs)?
+        {
+            node.config.retain(|(k, _)| k != "path");
+            node.config
+                .push(("path".into(), path.to_string_lossy().into_owned()));
         }
     }
     let execution = ExecutionGraph::build(&graph, parallelism, max_parallelism);
+    if let Some(r) = resume {
+        r.savepoint
+            .check_fits(&execution, r.allow_non_restored_state)
+            .map_err(RunError::Savepoint)?;
+    }
     Ok(PreparedJob { graph, execution })
 }

@@ -46,12 +46,13 @@ pub(crate) struct LocalCheckpoints {
 
 impl LocalCheckpoints {
     pub fn new(
+        job: JobId,
         interval_ms: u64,
         storage: Storage,
         io: tokio::runtime::Handle,
         execution: ExecutionGraph,
+        resumed_from: u64,
     ) -> Self {
-        let job = JobId(rand::random());
         let (snapshots, rx) = unbounded::<TakenSnapshot>();
         let (stored_tx, stored) = unbounded();
         let (storage2, io2) = (storage.clone(), io.clone());
@@ -73,10 +74,12 @@ impl LocalCheckpoints {
             }
         });
         LocalCheckpoints {
+            // Ids go on from the savepoint's, so its barriers are never mistaken for new ones.
             coord: CheckpointCoordinator::new(CheckpointConfig {
                 interval_ms,
                 ..CheckpointConfig::default()
-            }),
+            })
+            .resume_ids(resumed_from),
             storage,
             io,
             job,
@@ -147,19 +150,12 @@ impl LocalCheckpoints {
                     }
                 }
                 CheckpointCommand::WriteMetadata { id, acks } => {
-                    let meta = CheckpointMetadata {
-                        version: 1,
-                        job: self.job,
-                        checkpoint: id,
-                        max_parallelism: self.execution.max_parallelism,
-                        vertices: self
-                            .execution
-                            .vertices
-                            .iter()
-                            .map(|v| (v.name.clone(), v.parallelism))
-                            .collect(),
-                        tasks: acks.into_iter().collect(),
-                    };
+                    let meta = CheckpointMetadata::new(
+                        self.job,
+                        id,
+                        &self.execution,
+                        acks.into_iter().collect(),
+                    );
                     let path = format!("{}/chk-{id}/_metadata", self.job);
                     let result = self
                         .io
@@ -223,8 +219,8 @@ impl LocalCheckpoints {
 
     /// The job ended (every task thread too): a finished or cancelled job's
     /// checkpoints go, once the last snapshot is stored; a failed job's
-    /// completed ones stay, and their place is logged.
-    pub fn finish(&mut self, status: JobStatus, now: u64) {
+    /// completed ones stay: the location of the newest, if any.
+    pub fn finish(&mut self, status: JobStatus, now: u64) -> Option<String> {
         self.snapshots = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -248,13 +244,15 @@ impl LocalCheckpoints {
                     _ => {}
                 }
             }
-            tracing::warn!(
-                "the job's checkpoints stay in {}/{}",
+            let latest = self.coord.latest_completed()?.id;
+            Some(format!(
+                "{}/{}/chk-{latest}",
                 self.storage.uri().trim_end_matches('/'),
                 self.job
-            );
+            ))
         } else {
             self.delete(&self.job.to_string());
+            None
         }
     }
 }
@@ -324,7 +322,14 @@ mod tests {
     fn setup() -> Setup {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let storage = Storage::open("memory://", &Default::default()).expect("memory");
-        let mut lc = LocalCheckpoints::new(100, storage.clone(), rt.handle().clone(), execution());
+        let mut lc = LocalCheckpoints::new(
+            JobId([7; 16]),
+            100,
+            storage.clone(),
+            rt.handle().clone(),
+            execution(),
+            0,
+        );
         let mut job = Job::new(execution(), 0);
         job.handle_slots_offered(1, 0).expect("one slot");
         let mut signals = HashMap::new();
@@ -366,7 +371,11 @@ mod tests {
         // The sink's upload is under way when the checkpoint fails, so the
         // storage thread does not hear of the failure in time.
         lc.aborted = AbortedCheckpoints::default();
-        job.handle_task_status(SINK, TaskStatus::Failed("boom".into()), 110);
+        job.handle_task_status(
+            SINK,
+            TaskStatus::Failed(sluice_coord::TaskFailure::recoverable("boom")),
+            110,
+        );
         job.handle_task_status(GEN, TaskStatus::Canceled, 111);
         assert_eq!(job.status(), JobStatus::Failed);
         assert_eq!(lc.drive(&job, 112), None);

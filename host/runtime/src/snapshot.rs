@@ -1,15 +1,15 @@
 //! What a subtask saves at a checkpoint, and the signals a running subtask
 //! gets about checkpoints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sluice_coord::TaskId;
+use sluice_coord::{ExecutionGraph, TaskId};
 use sluice_task::AlignmentMode;
-use sluice_types::JobId;
+use sluice_types::{Implementation, JobId};
 
 /// One subtask's part of a checkpoint. Given back to a subtask on restore
 /// (with several source or sink states when the parallelism changed).
@@ -86,9 +86,12 @@ pub struct SnapshotHandle {
     pub sha256: [u8; 32],
 }
 
-/// A checkpoint's metadata as stored: the job's shape and the snapshot of
-/// every task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The format [`CheckpointMetadata::encode`] writes.
+pub const METADATA_VERSION: u32 = 2;
+
+/// A checkpoint's metadata as stored: the job's shape, its file outputs
+/// and the snapshot of every task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
     /// Format version.
     pub version: u32,
@@ -102,9 +105,58 @@ pub struct CheckpointMetadata {
     pub vertices: Vec<(String, u32)>,
     /// Every task's snapshot.
     pub tasks: Vec<(TaskId, SnapshotHandle)>,
+    /// The directories the job's file sinks write (absolute): a job
+    /// resumed from this checkpoint may write there again.
+    pub outputs: Vec<String>,
+}
+
+/// The directories a job's file sinks write to, as planned (absolute).
+pub fn file_outputs(execution: &ExecutionGraph) -> Vec<String> {
+    execution
+        .vertices
+        .iter()
+        .flat_map(|v| &v.nodes)
+        .filter(|n| matches!(&n.implementation, Implementation::Connector(c) if c == "file-sink"))
+        .filter_map(|n| n.config("path").map(str::to_owned))
+        .collect()
+}
+
+/// Metadata as version 1 stored it (no outputs).
+#[derive(Deserialize)]
+struct MetadataV1 {
+    version: u32,
+    job: JobId,
+    checkpoint: u64,
+    max_parallelism: u32,
+    vertices: Vec<(String, u32)>,
+    tasks: Vec<(TaskId, SnapshotHandle)>,
 }
 
 impl CheckpointMetadata {
+    /// The metadata of checkpoint `checkpoint` of `job`, running `execution`,
+    /// whose tasks acknowledged with `tasks`.
+    pub fn new(
+        job: JobId,
+        checkpoint: u64,
+        execution: &ExecutionGraph,
+        tasks: Vec<(TaskId, SnapshotHandle)>,
+    ) -> Self {
+        let outputs = file_outputs(execution);
+        CheckpointMetadata {
+            version: METADATA_VERSION,
+            job,
+            checkpoint,
+            max_parallelism: execution.max_parallelism,
+            vertices: execution
+                .vertices
+                .iter()
+                .map(|v| (v.name.clone(), v.parallelism))
+                .collect(),
+            tasks,
+            outputs,
+        }
+    }
+
     /// SHA-256 of the payload, then the payload.
     pub fn encode(&self) -> Vec<u8> {
         let payload = postcard::to_allocvec(self).expect("invariant: metadata serialises");
@@ -113,7 +165,7 @@ impl CheckpointMetadata {
         out
     }
 
-    /// Reads stored metadata, checking its checksum.
+    /// Reads stored metadata of any version, checking its checksum.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() < 32 {
             return Err(format!(
@@ -125,8 +177,204 @@ impl CheckpointMetadata {
         if Sha256::digest(payload).as_slice() != sum {
             return Err("the metadata does not match its checksum".into());
         }
-        postcard::from_bytes(payload).map_err(|e| format!("corrupt metadata: {e}"))
+        let corrupt = |e: postcard::Error| format!("corrupt metadata: {e}");
+        let (version, _) = postcard::take_from_bytes::<u32>(payload).map_err(corrupt)?;
+        match version {
+            1 => {
+                let v1: MetadataV1 = postcard::from_bytes(payload).map_err(corrupt)?;
+                Ok(CheckpointMetadata {
+                    version: v1.version,
+                    job: v1.job,
+                    checkpoint: v1.checkpoint,
+                    max_parallelism: v1.max_parallelism,
+                    vertices: v1.vertices,
+                    tasks: v1.tasks,
+                    outputs: Vec::new(),
+                })
+            }
+            METADATA_VERSION => postcard::from_bytes(payload).map_err(corrupt),
+            v => Err(format!(
+                "metadata format {v} is newer than this Sluice understands ({METADATA_VERSION})"
+            )),
+        }
     }
+
+    /// Refuses to start `execution` from this checkpoint when it cannot
+    /// take the state over: other key groups, or state of vertices it
+    /// does not have (unless `allow_non_restored`).
+    pub fn check_fits(
+        &self,
+        execution: &ExecutionGraph,
+        allow_non_restored: bool,
+    ) -> Result<(), String> {
+        if self.max_parallelism != execution.max_parallelism {
+            return Err(format!(
+                "the savepoint has {} key groups but the job {}: keep the maximum parallelism",
+                self.max_parallelism, execution.max_parallelism
+            ));
+        }
+        let missing: Vec<String> = self
+            .vertices
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !execution.vertices.iter().any(|v| v.name == **name))
+            .map(|m| format!("`{m}`"))
+            .collect();
+        if !missing.is_empty() && !allow_non_restored {
+            return Err(format!(
+                "the savepoint holds state of {} that this job does not have; pass \
+                 --allow-non-restored-state to drop it",
+                missing.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Which stored snapshots each of `tasks` restores from, for a job of
+    /// possibly another parallelism: vertices match by name; a vertex the
+    /// checkpoint does not know starts afresh.
+    pub fn restore_for(&self, execution: &ExecutionGraph, tasks: &[TaskId]) -> Restore {
+        let mut out = Vec::new();
+        for t in tasks {
+            let Some(vertex) = execution.vertices.get(t.vertex as usize) else {
+                continue;
+            };
+            let Some((old_vertex, (_, old_p))) = self
+                .vertices
+                .iter()
+                .enumerate()
+                .find(|(_, (name, _))| *name == vertex.name)
+            else {
+                continue;
+            };
+            let needed =
+                needed_subtasks(t.subtask, vertex.parallelism, *old_p, self.max_parallelism);
+            let snapshots = self
+                .tasks
+                .iter()
+                .filter(|(old, _)| old.vertex == old_vertex as u32 && needed.contains(&old.subtask))
+                .map(|(old, h)| (old.subtask, h.clone()))
+                .collect();
+            out.push(TaskRestore {
+                task: *t,
+                snapshots,
+            });
+        }
+        Restore {
+            checkpoint: self.checkpoint,
+            tasks: out,
+        }
+    }
+}
+
+/// Splits a checkpoint or savepoint location (`STORAGE/JOB/chk-N`, as
+/// printed when it was taken) into the storage's URI and the checkpoint's
+/// path inside it.
+pub fn split_location(location: &str) -> Option<(String, String)> {
+    let trimmed = location.trim_end_matches('/');
+    let (rest, checkpoint) = trimmed.rsplit_once('/')?;
+    let (root, job) = rest.rsplit_once('/')?;
+    let number = checkpoint.strip_prefix("chk-")?;
+    if job.is_empty() || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let root = match root {
+        "" => "/",
+        r if r.ends_with(':') || r.ends_with(":/") || r.ends_with("//") => return None,
+        r => r,
+    };
+    Some((root.to_owned(), format!("{job}/{checkpoint}")))
+}
+
+/// Reads the metadata of the checkpoint at `path` (`JOB/chk-N`) in `storage`.
+pub fn read_metadata(
+    storage: &sluice_state::Storage,
+    io: &tokio::runtime::Handle,
+    path: &str,
+) -> Result<CheckpointMetadata, String> {
+    let bytes = io
+        .block_on(storage.get(&format!("{path}/_metadata")))
+        .map_err(|e| e.to_string())?;
+    CheckpointMetadata::decode(&bytes)
+}
+
+/// What the tasks of a deployment restore from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// The checkpoint or savepoint id.
+    pub checkpoint: u64,
+    /// What each task takes state from; tasks not listed start afresh.
+    pub tasks: Vec<TaskRestore>,
+}
+
+/// The snapshots one task takes state from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRestore {
+    /// The task.
+    pub task: TaskId,
+    /// The old subtasks' snapshots, with their subtask index.
+    pub snapshots: Vec<(u32, SnapshotHandle)>,
+}
+
+/// Reads and checks the snapshots `tasks` (each with its parallelism and
+/// number of key groups) restore from, and gives each task its share (see
+/// [`redistribute`]). A snapshot read for several tasks is read once.
+pub fn fetch(
+    storage: &sluice_state::Storage,
+    io: &tokio::runtime::Handle,
+    restore: &Restore,
+    tasks: &[(TaskId, u32, u32)],
+) -> Result<HashMap<TaskId, TaskSnapshot>, String> {
+    let checkpoint = restore.checkpoint;
+    let mut fetched: HashMap<String, TaskSnapshot> = HashMap::new();
+    let mut out = HashMap::new();
+    for &(task, parallelism, max_parallelism) in tasks {
+        let Some(olds) = restore
+            .tasks
+            .iter()
+            .find(|r| r.task == task)
+            .map(|r| &r.snapshots)
+        else {
+            continue;
+        };
+        let fail = |why: String| {
+            format!(
+                "cannot restore task {}/{} from checkpoint {checkpoint}: {why}",
+                task.vertex, task.subtask
+            )
+        };
+        let mut snapshots = Vec::new();
+        for (old, handle) in olds {
+            if !fetched.contains_key(&handle.path) {
+                let bytes = io
+                    .block_on(storage.get(&handle.path))
+                    .map_err(|e| fail(e.to_string()))?;
+                let sha: [u8; 32] = Sha256::digest(&bytes).into();
+                if bytes.len() as u64 != handle.bytes || sha != handle.sha256 {
+                    return Err(fail(format!(
+                        "`{}` does not match its checksum ({} bytes, expected {})",
+                        handle.path,
+                        bytes.len(),
+                        handle.bytes
+                    )));
+                }
+                let snapshot = TaskSnapshot::decode(&bytes).map_err(|e| fail(e.to_string()))?;
+                fetched.insert(handle.path.clone(), snapshot);
+            }
+            snapshots.push((*old, fetched[&handle.path].clone()));
+        }
+        out.insert(
+            task,
+            redistribute(
+                checkpoint,
+                task.subtask,
+                parallelism,
+                max_parallelism,
+                snapshots,
+            ),
+        );
+    }
+    Ok(out)
 }
 
 /// Where a task's snapshot for a checkpoint is stored:
@@ -237,6 +485,80 @@ pub fn needed_subtasks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_split_into_the_storage_and_the_checkpoint() {
+        let job = "0123456789abcdef0123456789abcdef";
+        for (location, root) in [
+            (format!("file:///var/cp/{job}/chk-7"), "file:///var/cp"),
+            (format!("/var/cp/{job}/chk-7/"), "/var/cp"),
+            (
+                format!("s3://bucket/prefix/{job}/chk-7"),
+                "s3://bucket/prefix",
+            ),
+            (format!("s3://bucket/{job}/chk-7"), "s3://bucket"),
+        ] {
+            assert_eq!(
+                split_location(&location),
+                Some((root.to_owned(), format!("{job}/chk-7"))),
+                "{location}"
+            );
+        }
+        for bad in [
+            "file:///chk-7",
+            "/var/cp/job/checkpoint-7",
+            "chk-7",
+            "/x/job/chk-",
+        ] {
+            assert_eq!(split_location(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_of_the_first_format_still_decodes() {
+        #[derive(Serialize)]
+        struct V1 {
+            version: u32,
+            job: JobId,
+            checkpoint: u64,
+            max_parallelism: u32,
+            vertices: Vec<(String, u32)>,
+            tasks: Vec<(TaskId, SnapshotHandle)>,
+        }
+        let task = TaskId {
+            vertex: 1,
+            subtask: 0,
+        };
+        let handle = SnapshotHandle {
+            path: "j/chk-3/task-1-0".into(),
+            bytes: 9,
+            sha256: [1; 32],
+        };
+        let payload = postcard::to_allocvec(&V1 {
+            version: 1,
+            job: JobId([2; 16]),
+            checkpoint: 3,
+            max_parallelism: 128,
+            vertices: vec![("a".into(), 2)],
+            tasks: vec![(task, handle.clone())],
+        })
+        .expect("encode");
+        let mut bytes = Sha256::digest(&payload).to_vec();
+        bytes.extend(payload);
+        let meta = CheckpointMetadata::decode(&bytes).expect("v1");
+        assert_eq!((meta.checkpoint, meta.outputs.len()), (3, 0));
+        assert_eq!(meta.tasks, [(task, handle)]);
+        // And the current format round-trips, outputs included.
+        let current = CheckpointMetadata {
+            version: METADATA_VERSION,
+            outputs: vec!["/out".into()],
+            ..meta
+        };
+        assert_eq!(
+            CheckpointMetadata::decode(&current.encode()).expect("v2"),
+            current
+        );
+    }
 
     #[test]
     fn aborted_checkpoints_are_shared_and_only_the_newest_are_kept() {

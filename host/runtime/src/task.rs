@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 use sluice_connectors::{Connectors, Poll, Sink, Source};
-use sluice_coord::{TaskDeployment, TaskId, TaskStatus};
+use sluice_coord::{TaskDeployment, TaskFailure, TaskId, TaskStatus};
 use sluice_task::{
     AlignmentMode, BarrierAligner, BatchLimits, InputTracker, OutputRouter, RouteError,
     WatermarkGenerator,
@@ -49,17 +49,44 @@ pub struct TaskContext {
     pub checkpointing: Option<Checkpointing>,
     /// State to start from (a checkpoint's), or `None` for a fresh start.
     pub restore: Option<TaskSnapshot>,
+    /// The job the task belongs to.
+    pub job: sluice_types::JobId,
+    /// Whether a cancelled sink also deletes what it pre-committed: true
+    /// where no savepoint can refer to it (a local run).
+    pub discard_precommitted_on_cancel: bool,
 }
 
 enum Stop {
     Canceled,
-    Failed(String),
+    Failed(TaskFailure),
 }
 
-impl<E: std::fmt::Display> From<E> for Stop {
-    fn from(e: E) -> Self {
-        Stop::Failed(e.to_string())
+impl From<sluice_connectors::ConnectorError> for Stop {
+    fn from(e: sluice_connectors::ConnectorError) -> Self {
+        Stop::Failed(if e.retryable() {
+            TaskFailure::recoverable(e.to_string())
+        } else {
+            TaskFailure::non_recoverable(e.to_string())
+        })
     }
+}
+
+impl From<sluice_wasm::TaskError> for Stop {
+    fn from(e: sluice_wasm::TaskError) -> Self {
+        Stop::Failed(if e.cause.would_repeat() {
+            TaskFailure::non_recoverable(e.to_string())
+        } else {
+            TaskFailure::recoverable(e.to_string())
+        })
+    }
+}
+
+/// A tag naming a restore: the job and the checkpoint it restores from. A
+/// file sink names the files of a subtask that has no state of its own in
+/// the checkpoint with it.
+fn restore_tag(job: sluice_types::JobId, checkpoint: u64) -> String {
+    let job = job.to_string();
+    format!("{}c{checkpoint}", &job[..job.len().min(8)])
 }
 
 /// Runs a subtask to its end and reports its status; a panic in the host
@@ -75,9 +102,9 @@ pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskSt
     let final_status = match result {
         Ok(Ok(())) => TaskStatus::Finished,
         Ok(Err(Stop::Canceled)) => TaskStatus::Canceled,
-        Ok(Err(Stop::Failed(msg))) => {
-            tracing::error!(task = %name, "task failed: {msg}");
-            TaskStatus::Failed(msg)
+        Ok(Err(Stop::Failed(failure))) => {
+            tracing::error!(task = %name, kind = failure.kind.name(), "task failed: {}", failure.message);
+            TaskStatus::Failed(failure)
         }
         Err(panic) => {
             let msg = panic
@@ -85,7 +112,9 @@ pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskSt
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_default();
-            TaskStatus::Failed(format!("task {name} hit an internal error: {msg}"))
+            TaskStatus::Failed(TaskFailure::recoverable(format!(
+                "task {name} hit an internal error: {msg}"
+            )))
         }
     };
     if final_status == TaskStatus::Finished {
@@ -148,8 +177,11 @@ impl Task {
         let tail = dep.nodes.last().expect("invariant: a vertex has nodes");
         let sink = match connector(tail) {
             Some(Some(OperatorKind::Sink)) => {
-                let states = restore.as_ref().map_or(&[][..], |r| r.sinks.as_slice());
-                Some(ctx.connectors.sink(tail, subtask, states)?)
+                let restore = restore.as_ref().map(|r| sluice_connectors::SinkRestore {
+                    tag: restore_tag(ctx.job, r.checkpoint),
+                    states: r.sinks.clone(),
+                });
+                Some(ctx.connectors.sink(tail, subtask, restore.as_ref())?)
             }
             _ => None,
         };
@@ -244,10 +276,21 @@ impl Task {
     fn run(mut self) -> Result<(), Stop> {
         let is_guest_source =
             self.source.is_none() && self.dep.inputs.is_empty() && self.guest.is_some();
-        if self.source.is_some() || is_guest_source {
-            self.run_source()?;
+        let ran = if self.source.is_some() || is_guest_source {
+            self.run_source()
         } else {
-            self.run_inputs()?;
+            self.run_inputs()
+        };
+        if let Err(stop) = ran {
+            // What the sink was writing will never be published.
+            if let Some(sink) = self.sink.as_mut() {
+                let discard =
+                    matches!(stop, Stop::Canceled) && self.ctx.discard_precommitted_on_cancel;
+                if let Err(e) = sink.abort(discard) {
+                    tracing::warn!(task = %self.dep.name, "cannot clean up the sink's files: {e}");
+                }
+            }
+            return Err(stop);
         }
         self.finish()
     }
@@ -404,9 +447,9 @@ impl Task {
                     }
                     Err(_) if self.cancelled() => return Err(Stop::Canceled),
                     Err(_) => {
-                        return Err(Stop::Failed(
-                            "an upstream task stopped without finishing its output".into(),
-                        ));
+                        return Err(Stop::Failed(TaskFailure::consequence(
+                            "an upstream task stopped without finishing its output",
+                        )));
                     }
                 }
             }
@@ -556,13 +599,13 @@ impl Task {
         self.router
             .route(&batch, &mut |ch, b| pending.push((ch, b)))
             .map_err(|e| {
-                Stop::Failed(match e {
+                Stop::Failed(TaskFailure::non_recoverable(match e {
                     RouteError::MissingKey => format!(
                         "`{}` emitted a record without a key onto a hash edge",
                         self.dep.name
                     ),
                     RouteError::Malformed => format!("`{}`: {e}", self.dep.name),
-                })
+                }))
             })?;
         self.send_all(&mut pending)?;
         self.pending = pending;
@@ -610,7 +653,7 @@ impl Task {
         if self.cancelled() {
             Stop::Canceled
         } else {
-            Stop::Failed("a downstream task stopped early".into())
+            Stop::Failed(TaskFailure::consequence("a downstream task stopped early"))
         }
     }
 

@@ -24,7 +24,7 @@ fn run(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    let job = c.prepare(&app, &args, parallelism)?;
+    let job = c.prepare(&app, &args, parallelism, None)?;
     c.run(&app, job, &mut |_| {})
 }
 
@@ -258,7 +258,7 @@ fn a_slow_sources_records_reach_the_next_task_while_the_source_still_runs() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let job = c.prepare(&app, &args, 1).expect("plans");
+    let job = c.prepare(&app, &args, 1, None).expect("plans");
     let mut seen_early = 0;
     let end = c
         .run(&app, job, &mut |p| {

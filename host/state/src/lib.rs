@@ -2,11 +2,12 @@
 //! are kept, behind one small async API over OpenDAL, with the backend
 //! chosen by URI:
 //!
-//! - `file:///absolute/path` — a directory (the default, under the data
-//!   directory); objects are written to a temporary file and renamed, so a
-//!   reader never sees half an object;
+//! - `file:///absolute/path` (or just `/absolute/path`) — a directory (the
+//!   default, under the data directory); objects are written to a temporary
+//!   file and renamed, so a reader never sees half an object;
 //! - `s3://bucket/prefix` — any S3-protocol store; endpoint, region and
-//!   credentials come from [`S3Options`] (configuration or environment);
+//!   credentials come from [`S3Options`] (configuration or environment),
+//!   and a store without credentials is refused at once;
 //! - `memory://` — in-process, for tests.
 //!
 //! Every operation is retried with jittered backoff on temporary errors
@@ -19,7 +20,7 @@
 
 #![warn(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -84,13 +85,17 @@ impl std::str::FromStr for Location {
 
     fn from_str(uri: &str) -> Result<Self, StorageError> {
         let bad = |why: &str| StorageError::config(uri, why);
-        if let Some(path) = uri.strip_prefix("file://") {
+        let path = uri
+            .strip_prefix("file://")
+            .or_else(|| (!uri.contains("://")).then_some(uri));
+        if let Some(path) = path {
             if !path.starts_with('/') {
                 return Err(bad(
-                    "a file location needs an absolute path, as in file:///var/lib/sluice/checkpoints",
+                    "a file location needs an absolute path, as in /var/lib/sluice/checkpoints \
+                     or file:///var/lib/sluice/checkpoints",
                 ));
             }
-            return Ok(Location::File(PathBuf::from(path)));
+            return Ok(Location::File(normalize(Path::new(path))));
         }
         if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -108,9 +113,37 @@ impl std::str::FromStr for Location {
             return Ok(Location::Memory);
         }
         Err(bad(
-            "unknown storage location: use file:///PATH, s3://BUCKET/PREFIX or memory://",
+            "unknown storage location: use file:///PATH (or /PATH), s3://BUCKET/PREFIX or memory://",
         ))
     }
+}
+
+impl std::fmt::Display for Location {
+    /// The location's URI in its canonical form (what [`Storage::uri`] gives).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(dir) => write!(f, "file://{}", dir.display()),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Location::Memory => f.write_str("memory://"),
+        }
+    }
+}
+
+/// `path` with `.` and `..` resolved by name (`..` at the root stays there).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// What kind of failure a [`StorageError`] is.
@@ -129,7 +162,7 @@ pub enum ErrorKind {
 
 /// A storage operation that failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {op} `{path}` in {location}: {message}")]
+#[error("{}", self.describe())]
 pub struct StorageError {
     /// What was being done.
     pub op: &'static str,
@@ -154,6 +187,20 @@ impl StorageError {
         }
     }
 
+    fn describe(&self) -> String {
+        if self.op == "use" {
+            format!(
+                "cannot use `{}` for checkpoints: {}",
+                self.location, self.message
+            )
+        } else {
+            format!(
+                "cannot {} `{}` in {}: {}",
+                self.op, self.path, self.location, self.message
+            )
+        }
+    }
+
     /// Whether the object was missing.
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound
@@ -174,10 +221,12 @@ pub struct Storage {
 
 impl Storage {
     /// Opens the store at `uri` (see the crate docs). Nothing is contacted
-    /// yet: a wrong endpoint or missing bucket shows at the first operation.
+    /// yet: a wrong endpoint or missing bucket shows at the first operation
+    /// (or at [`Storage::probe`]).
     pub fn open(uri: &str, s3: &S3Options) -> Result<Storage, StorageError> {
         let location: Location = uri.parse()?;
-        let to_config = |e: opendal::Error| StorageError::config(uri, &e.to_string());
+        let uri = &location.to_string();
+        let to_config = |e: opendal::Error| StorageError::config(uri, &explain(&e));
         let op = match &location {
             Location::File(dir) => {
                 let root = dir.to_string_lossy();
@@ -193,6 +242,24 @@ impl Storage {
                 Operator::new(opendal::services::Memory::default()).map_err(to_config)?
             }
             Location::S3 { bucket, prefix } => {
+                let missing: Vec<&str> = [
+                    ("AWS_ACCESS_KEY_ID", &s3.access_key_id),
+                    ("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key),
+                ]
+                .into_iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(name, _)| name)
+                .collect();
+                if !missing.is_empty() {
+                    return Err(StorageError::config(
+                        uri,
+                        &format!(
+                            "no credentials: set {} (and SLUICE_S3_ENDPOINT for a store other \
+                             than AWS S3) for every process that uses it",
+                            missing.join(" and ")
+                        ),
+                    ));
+                }
                 install_http_transport();
                 let mut b = opendal::services::S3::default()
                     .bucket(bucket)
@@ -208,9 +275,6 @@ impl Storage {
                 }
                 if let Some(k) = &s3.secret_access_key {
                     b = b.secret_access_key(k);
-                }
-                if s3.access_key_id.is_none() {
-                    b = b.skip_signature();
                 }
                 Operator::new(b).map_err(to_config)?
             }
@@ -234,9 +298,28 @@ impl Storage {
         })
     }
 
-    /// The URI this store was opened with.
+    /// The store's URI, in canonical form (`/x` opens as `file:///x`).
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Checks that the store answers, within `timeout`: a wrong endpoint,
+    /// missing bucket or refused credentials shows here rather than at the
+    /// first checkpoint.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), StorageError> {
+        let path = "probe-does-not-exist";
+        match tokio::time::timeout(timeout, self.op.stat(path)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == OdErrorKind::NotFound => Ok(()),
+            Ok(Err(e)) => Err(self.error("reach", &self.uri, e)),
+            Err(_) => Err(StorageError {
+                op: "reach",
+                path: self.uri.clone(),
+                location: self.uri.clone(),
+                kind: ErrorKind::Temporary,
+                message: format!("no answer within {} s", timeout.as_secs()),
+            }),
+        }
     }
 
     fn error(&self, op: &'static str, path: &str, e: opendal::Error) -> StorageError {
@@ -252,7 +335,7 @@ impl Storage {
             path: path.to_owned(),
             location: self.uri.clone(),
             kind,
-            message: e.to_string(),
+            message: explain(&e),
         }
     }
 
@@ -363,6 +446,38 @@ impl Storage {
             Err(e) if e.kind() == OdErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.error("delete", &dir, e)),
         }
+    }
+}
+
+/// What an OpenDAL error means to a user, without OpenDAL's own context
+/// (operation, service, internal paths): its kind in words, or its message
+/// and the innermost cause (the operating system's or the store's).
+pub fn explain(e: &opendal::Error) -> String {
+    let what = match e.kind() {
+        OdErrorKind::NotFound => "no such file or directory".to_owned(),
+        OdErrorKind::PermissionDenied => "permission denied".to_owned(),
+        OdErrorKind::IsADirectory => "it is a directory".to_owned(),
+        OdErrorKind::NotADirectory => "a part of the path is not a directory".to_owned(),
+        OdErrorKind::AlreadyExists => "it already exists".to_owned(),
+        OdErrorKind::RateLimited => "the store is limiting the request rate".to_owned(),
+        _ => {
+            let mut innermost = None;
+            let mut next = std::error::Error::source(e);
+            while let Some(cause) = next {
+                innermost = Some(cause);
+                next = cause.source();
+            }
+            match innermost {
+                Some(cause) if e.message().is_empty() => cause.to_string(),
+                Some(cause) => format!("{}: {cause}", e.message()),
+                None => e.message().to_owned(),
+            }
+        }
+    };
+    if e.is_temporary() {
+        format!("{what} (temporary)")
+    } else {
+        what
     }
 }
 

@@ -235,14 +235,36 @@ fn locations_are_parsed_from_uris_and_bad_ones_are_explained() {
         "memory://".parse::<Location>().expect("memory"),
         Location::Memory
     );
+    // A plain path is a directory, as users type it; printed as a URI.
+    let plain = "/tmp/x/../y".parse::<Location>().expect("plain");
+    assert_eq!(plain, Location::File("/tmp/y".into()));
+    assert_eq!(plain.to_string(), "file:///tmp/y");
     for (bad, why) in [
         ("file://relative/path", "absolute path"),
         ("s3://", "names a bucket"),
         ("hdfs://x", "unknown storage location"),
-        ("/plain/path", "unknown storage location"),
+        ("relative/path", "absolute path"),
     ] {
         let e = bad.parse::<Location>().expect_err(bad);
         assert_eq!(e.kind, ErrorKind::Config);
         assert!(e.to_string().contains(why), "{bad}: {e}");
+        let quoted = format!("`{bad}`");
+        assert_eq!(e.to_string().matches(&quoted).count(), 1, "said once: {e}");
     }
+}
+
+#[test]
+fn an_s3_store_without_credentials_is_refused_naming_what_is_missing() {
+    let e = Storage::open(
+        "s3://bucket/prefix",
+        &S3Options {
+            access_key_id: Some("id".into()),
+            ..S3Options::default()
+        },
+    )
+    .expect_err("no secret");
+    assert_eq!(e.kind, ErrorKind::Config);
+    let msg = e.to_string();
+    assert!(msg.contains("AWS_SECRET_ACCESS_KEY"), "{msg}");
+    assert!(!msg.contains("AWS_ACCESS_KEY_ID"), "{msg}");
 }

@@ -1,6 +1,6 @@
 //! The job graph an application's plan function returns, and its validation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +105,9 @@ pub struct EdgeSpec {
     pub target_input: u32,
 }
 
+/// The most key groups a job may have (Flink's limit too).
+pub const MAX_KEY_GROUPS: u32 = 1 << 15;
+
 /// A job's dataflow graph as the plan function returned it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobGraph {
@@ -153,6 +156,12 @@ pub enum GraphError {
         /// What exists.
         available: String,
     },
+    /// The plan's number of key groups is out of range.
+    #[error(
+        "the plan sets max_parallelism to {0}; it must be between 1 and {MAX_KEY_GROUPS} (or unset for {default})",
+        default = crate::keygroup::DEFAULT_MAX_PARALLELISM
+    )]
+    BadMaxParallelism(u32),
     /// Parallelism out of range.
     #[error("node `{node}` has parallelism {parallelism}; it must be between 1 and {max}")]
     BadParallelism {
@@ -213,10 +222,15 @@ impl JobGraph {
         if self.nodes.is_empty() {
             return Err(GraphError::Empty);
         }
-        let mut names = HashSet::new();
+        if let Some(m) = self.max_parallelism
+            && !(1..=MAX_KEY_GROUPS).contains(&m)
+        {
+            return Err(GraphError::BadMaxParallelism(m));
+        }
+        let mut names: HashMap<&str, &NodeSpec> = HashMap::new();
         let mut kinds = HashMap::new();
         for n in &self.nodes {
-            if !names.insert(n.name.as_str()) {
+            if names.insert(n.name.as_str(), n).is_some() {
                 return Err(GraphError::DuplicateNode(n.name.clone()));
             }
             let p = Self::parallelism_of(n, default_parallelism);
@@ -233,7 +247,7 @@ impl JobGraph {
         let mut outputs: HashMap<&str, usize> = HashMap::new();
         for e in &self.edges {
             for end in [&e.source, &e.target] {
-                if !names.contains(end.as_str()) {
+                if !names.contains_key(end.as_str()) {
                     return Err(GraphError::UnknownNode {
                         source_name: e.source.clone(),
                         target: e.target.clone(),
@@ -244,10 +258,7 @@ impl JobGraph {
             inputs.entry(e.target.as_str()).or_default().push(e);
             *outputs.entry(e.source.as_str()).or_default() += 1;
             if e.partitioning == Partitioning::Forward {
-                let (s, t) = (
-                    self.node(&e.source).expect("invariant: checked above"),
-                    self.node(&e.target).expect("invariant: checked above"),
-                );
+                let (s, t) = (names[e.source.as_str()], names[e.target.as_str()]);
                 let (ps, pt) = (
                     Self::parallelism_of(s, default_parallelism),
                     Self::parallelism_of(t, default_parallelism),
@@ -311,9 +322,13 @@ impl JobGraph {
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
         let mut indegree = vec![0usize; self.nodes.len()];
+        let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for e in &self.edges {
-            if let Some(&t) = index.get(e.target.as_str()) {
+            if let (Some(&s), Some(&t)) =
+                (index.get(e.source.as_str()), index.get(e.target.as_str()))
+            {
                 indegree[t] += 1;
+                downstream[s].push(t);
             }
         }
         let mut ready: Vec<usize> = (0..self.nodes.len())
@@ -322,18 +337,86 @@ impl JobGraph {
         let mut order = Vec::with_capacity(self.nodes.len());
         while let Some(i) = ready.pop() {
             order.push(i);
-            for e in self.edges.iter().filter(|e| e.source == self.nodes[i].name) {
-                if let Some(&t) = index.get(e.target.as_str()) {
-                    indegree[t] -= 1;
-                    if indegree[t] == 0 {
-                        ready.push(t);
-                    }
+            for &t in &downstream[i] {
+                indegree[t] -= 1;
+                if indegree[t] == 0 {
+                    ready.push(t);
                 }
             }
         }
         match (0..self.nodes.len()).find(|&i| indegree[i] > 0) {
             Some(i) => Err(GraphError::Cycle(self.nodes[i].name.clone())),
             None => Ok(order),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, connector: &str) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            implementation: Implementation::Connector(connector.into()),
+            parallelism: None,
+            config: vec![],
+            watermarks: None,
+        }
+    }
+
+    fn kind(n: &NodeSpec) -> Result<OperatorKind, GraphError> {
+        Ok(match &n.implementation {
+            Implementation::Connector(c) if c == "datagen" => OperatorKind::Source,
+            _ => OperatorKind::Sink,
+        })
+    }
+
+    fn pairs(n: usize) -> JobGraph {
+        let mut g = JobGraph {
+            nodes: vec![],
+            edges: vec![],
+            max_parallelism: None,
+        };
+        for i in 0..n {
+            g.nodes.push(node(&format!("gen{i}"), "datagen"));
+            g.nodes.push(node(&format!("sink{i}"), "blackhole"));
+            g.edges.push(EdgeSpec {
+                source: format!("gen{i}"),
+                target: format!("sink{i}"),
+                partitioning: Partitioning::Forward,
+                target_input: 0,
+            });
+        }
+        g
+    }
+
+    #[test]
+    fn a_max_parallelism_out_of_range_is_refused_naming_the_range() {
+        for bad in [0, MAX_KEY_GROUPS + 1] {
+            let mut g = pairs(1);
+            g.max_parallelism = Some(bad);
+            let err = g.validate(1, 1, &kind).expect_err("out of range");
+            assert_eq!(err, GraphError::BadMaxParallelism(bad));
+            assert!(
+                err.to_string()
+                    .contains(&format!("between 1 and {MAX_KEY_GROUPS}")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_graph_of_many_nodes_validates_and_orders_every_node() {
+        let g = pairs(8_000);
+        g.validate(1, 128, &kind).expect("valid");
+        let order = g.topological_order().expect("acyclic");
+        assert_eq!(order.len(), 16_000);
+        let position: HashMap<usize, usize> =
+            order.iter().enumerate().map(|(at, n)| (*n, at)).collect();
+        for (i, e) in g.edges.iter().enumerate() {
+            let (s, t) = (2 * i, 2 * i + 1);
+            assert!(position[&s] < position[&t], "{e:?}");
         }
     }
 }

@@ -11,7 +11,8 @@ mod ids;
 
 pub use batch::{Batch, BatchBuilder, NO_KEY, NO_TIMESTAMP, Record, RecordMeta};
 pub use graph::{
-    EdgeSpec, GraphError, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning,
+    EdgeSpec, GraphError, Implementation, JobGraph, MAX_KEY_GROUPS, NodeSpec, OperatorKind,
+    Partitioning,
 };
 pub use ids::{JobId, ParseIdError};
 pub use sluice_keygroup as keygroup;

@@ -79,6 +79,10 @@ pub enum Cause {
         /// The limit in KiB.
         limit_kib: u64,
     },
+    /// An access out of linear memory's bounds deep in a recursion: almost
+    /// surely the stack the guest's compiler keeps in linear memory (for
+    /// Rust, 1 MiB below the data) overflowed.
+    ShadowStackOverflow,
     /// The guest panicked with this message.
     Panic(String),
     /// Any other trap.
@@ -91,6 +95,15 @@ pub enum Cause {
     Malformed(String),
     /// The chain already trapped and cannot be called again.
     Poisoned,
+}
+
+impl Cause {
+    /// Whether calling the guest again on the same input would fail the
+    /// same way: limits on what one call may use, traps and the contract
+    /// are deterministic; a wall-clock deadline depends on the machine's load.
+    pub fn would_repeat(&self) -> bool {
+        !matches!(self, Cause::Deadline { .. })
+    }
 }
 
 /// Names a task in errors: "task `read -> split` subtask 2/4".
@@ -142,6 +155,12 @@ impl TaskError {
             ),
             Cause::StackOverflow { limit_kib } => format!(
                 "{t} overflowed its stack ({limit_kib} KiB, policy `{policy}`); raise `stack_kib` or recurse less"
+            ),
+            Cause::ShadowStackOverflow => format!(
+                "{t} overflowed the stack in its linear memory (the one its compiler reserves, \
+                 1 MiB by default for Rust: a memory access out of bounds, deep in a \
+                 recursion); recurse less or keep less on the stack, or link the component \
+                 with a larger one (`-C link-arg=-zstack-size=BYTES`)"
             ),
             Cause::Panic(msg) => format!("{t} panicked: {msg}"),
             Cause::Trap(msg) => format!("{t} trapped: {msg}"),

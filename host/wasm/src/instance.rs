@@ -325,26 +325,38 @@ impl Sandbox {
 
     fn classify(&self, e: &wasmtime::Error, stderr: &str) -> Cause {
         let limits = &self.inner.policy.limits;
+        // The trap itself first: a call may be refused memory, cope, and
+        // then run out of fuel.
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => {
+                return Cause::OutOfFuel {
+                    limit: limits.fuel_per_call.unwrap_or(0),
+                };
+            }
+            Some(Trap::Interrupt) => {
+                return Cause::Deadline {
+                    limit_ms: limits.max_call_ms.unwrap_or(0),
+                };
+            }
+            Some(Trap::StackOverflow) => {
+                return Cause::StackOverflow {
+                    limit_kib: limits.stack_kib,
+                };
+            }
+            Some(Trap::MemoryOutOfBounds) if wrapped_stack_pointer(e) => {
+                return Cause::ShadowStackOverflow;
+            }
+            _ => {}
+        }
         if let Some(requested) = self.store.data().limiter.refused_growth {
             return Cause::MemoryLimit {
                 limit: limits.memory_bytes(),
                 requested: requested as u64,
             };
         }
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => Cause::OutOfFuel {
-                limit: limits.fuel_per_call.unwrap_or(0),
-            },
-            Some(Trap::Interrupt) => Cause::Deadline {
-                limit_ms: limits.max_call_ms.unwrap_or(0),
-            },
-            Some(Trap::StackOverflow) => Cause::StackOverflow {
-                limit_kib: limits.stack_kib,
-            },
-            _ => match panic_message(stderr) {
-                Some(msg) => Cause::Panic(msg),
-                None => Cause::Trap(format!("{e:#}")),
-            },
+        match panic_message(stderr) {
+            Some(msg) => Cause::Panic(msg),
+            None => Cause::Trap(format!("{e:#}")),
         }
     }
 
@@ -585,6 +597,33 @@ fn graph_from_wit(g: wit_plan::Graph) -> JobGraph {
             .collect(),
         max_parallelism: g.max_parallelism,
     }
+}
+
+/// Whether an out-of-bounds access looks like an overflow of the stack a
+/// guest's compiler keeps in linear memory (LLVM puts it first, growing
+/// down towards address 0, so an overflow wraps below 0): the fault address
+/// just below 4 GiB when Wasmtime reports one ("memory fault at wasm address
+/// 0x…"), else a trap deep in a recursion — the captured backtrace full and
+/// made of at most three functions.
+fn wrapped_stack_pointer(e: &wasmtime::Error) -> bool {
+    const WRAPPED: u64 = 0xFFF0_0000;
+    let faulted_high = e.chain().any(|cause| {
+        cause
+            .to_string()
+            .strip_prefix("memory fault at wasm address 0x")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_some_and(|addr| (WRAPPED..1 << 32).contains(&addr))
+    });
+    let recursing = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .is_some_and(|bt| {
+            let frames = bt.frames();
+            let functions: std::collections::BTreeSet<u32> =
+                frames.iter().map(|f| f.func_index()).collect();
+            frames.len() >= 16 && functions.len() <= 3
+        });
+    faulted_high || recursing
 }
 
 #[cfg(test)]

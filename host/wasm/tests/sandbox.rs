@@ -150,6 +150,34 @@ fn a_memory_bomb_hits_the_memory_limit_and_the_process_stays_healthy() {
 }
 
 #[test]
+fn a_call_out_of_fuel_after_a_refused_grow_is_reported_as_out_of_fuel() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = run_bad(&app, "grow-then-spin");
+    assert_eq!(err.cause, Cause::OutOfFuel { limit: 200_000_000 }, "{err}");
+    assert_healthy(&rt);
+}
+
+#[test]
+fn a_shadow_stack_overflow_is_reported_as_a_stack_overflow() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = run_bad(&app, "deep");
+    assert!(
+        matches!(err.cause, Cause::ShadowStackOverflow),
+        "{:?}: {err}",
+        err.cause
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("overflowed the stack in its linear memory"),
+        "{msg}"
+    );
+    assert!(!msg.contains("wasm trap"), "{msg}");
+    assert_healthy(&rt);
+}
+
+#[test]
 fn a_panic_is_reported_with_the_guests_message_and_the_process_stays_healthy() {
     let rt = runtime_with(|_| {});
     let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
