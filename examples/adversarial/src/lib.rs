@@ -3,7 +3,8 @@
 //! `mode=panic` panics, `mode=deep` recurses with large frames until the
 //! stack in linear memory overflows, `mode=grow-then-spin` is refused more
 //! memory, copes, and then loops forever, `mode=plan-spin` loops forever in
-//! the plan function.
+//! the plan function, `mode=pass` passes records on. `name=NAME` names the
+//! operator's node (to try long names).
 
 use std::hint::black_box;
 
@@ -51,6 +52,10 @@ impl Application for Adversarial {
                 }
                 Ok(())
             }),
+            map("pass", |r: Record<'_>, out: &mut Collector| {
+                out.emit(r.value);
+                Ok(())
+            }),
             map("panic", |r: Record<'_>, _out: &mut Collector| {
                 panic!(
                     "operator gave up on record {:?}",
@@ -68,12 +73,12 @@ impl Application for Adversarial {
                 n = black_box(n.wrapping_add(2));
             }
         }
-        if !["spin", "bomb", "panic", "deep", "grow-then-spin"].contains(&mode) {
+        if !["spin", "bomb", "panic", "deep", "grow-then-spin", "pass"].contains(&mode) {
             return Err(invalid_config(format!("unknown mode `{mode}`")));
         }
         let mut g = Graph::new();
         let gen_ = g.add(Node::connector("gen", "datagen").config("count", 1000));
-        let bad = g.add(Node::guest(mode, mode));
+        let bad = g.add(Node::guest(args.get("name").unwrap_or(mode), mode));
         let sink = g.add(Node::connector("sink", "blackhole"));
         g.forward(&gen_, &bad).forward(&bad, &sink);
         Ok(g)

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::io::IsTerminal;
 
 /// Longest cell of a table, in characters; longer ones are cut with `…`.
-const MAX_CELL: usize = 60;
+const MAX_CELL: usize = 100;
 
 /// Whether to colour output to `stream`: only on a terminal, and never
 /// when `NO_COLOR` is set (<https://no-color.org>).
@@ -50,22 +50,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
         .collect()
 }
 
-/// An error and its causes, joined with `: `, leaving out a cause whose
-/// text the message before it already holds (libraries often put their
-/// source into their own message).
+/// An error and its causes, each said once.
 pub fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    sluice_cluster::error_chain(e)
 }
 
 #[cfg(test)]

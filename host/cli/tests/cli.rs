@@ -81,7 +81,7 @@ fn run_counts_words_prints_a_summary_and_exits_zero() {
         .expect("run");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("job finished in"), "{stderr}");
+    assert!(stderr.contains("job finished after"), "{stderr}");
     assert!(stderr.contains("split"), "{stderr}");
     let (mut lines, _) = sluice_test_programs::wordcount::output_lines(&dir.path().join("out"));
     lines.sort();
@@ -110,9 +110,9 @@ fn a_failing_job_exits_non_zero_with_the_cause() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
+    assert!(stderr.contains("job failed after"), "{stderr}");
     assert!(
-        stderr
-            .contains("error: job failed: operator `panic` subtask 1/1 panicked: operator gave up"),
+        stderr.contains("error: operator `panic` subtask 1/1 panicked: operator gave up"),
         "{stderr}"
     );
 }
@@ -146,6 +146,10 @@ fn bad_input_gets_a_clear_error() {
         text(&out.stderr)
     );
 
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a b\n").expect("write");
+    let input_arg = format!("input={}", input.display());
+    let output_arg = format!("output={}", dir.path().join("out").display());
     let out = sluice(&[
         "run",
         sluice_test_programs::WORDCOUNT,
@@ -154,9 +158,9 @@ fn bad_input_gets_a_clear_error() {
         "--slots",
         "2",
         "--arg",
-        "input=/x",
+        &input_arg,
         "--arg",
-        "output=/y",
+        &output_arg,
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -229,4 +233,219 @@ fn run_with_checkpoints_publishes_every_record_once_and_cleans_up() {
         })
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// `sluice run` of the exactly-once checker, with checkpoints, in `dir`
+/// (its default checkpoint directory is `dir/sluice-data/checkpoints`).
+fn start_checker_run(dir: &std::path::Path, records: u64, rate: u64) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir)
+        .args([
+            "run",
+            sluice_test_programs::EXACTLY_ONCE,
+            "-p",
+            "2",
+            "--arg",
+            &format!("records={records}"),
+            "--arg",
+            "keys=10",
+            "--arg",
+            &format!("rate={rate}"),
+            "--arg",
+            "output=out",
+            "--checkpoint-interval",
+            "100ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice")
+}
+
+/// Waits for `f` to hold, up to two minutes.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_a_run_prints_its_summary_and_removes_its_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Far more than it can make before it is interrupted.
+    let child = start_checker_run(dir.path(), 100_000_000, 1000);
+    let checkpoints = dir.path().join("sluice-data/checkpoints");
+    wait_until("a completed checkpoint", || {
+        std::fs::read_dir(&checkpoints)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|job| job.file_name() != ".sluice-tmp")
+            .flat_map(|job| {
+                std::fs::read_dir(job.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .any(|chk| chk.path().join("_metadata").exists())
+    });
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cancelling the job"), "{stderr}");
+    assert!(stderr.contains("job was cancelled after"), "{stderr}");
+    assert!(
+        stderr.contains("records in"),
+        "the partial summary: {stderr}"
+    );
+    assert!(stderr.contains("its checkpoints were deleted"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "output published before the cancellation stays in {}",
+            dir.path().join("out").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour off a terminal: {stderr}"
+    );
+    assert!(
+        !dir.path().join("sluice-data").exists(),
+        "the run left {:?}",
+        std::fs::read_dir(dir.path().join("sluice-data/checkpoints"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
+    // What was published stays; nothing half-written does.
+    for entry in std::fs::read_dir(dir.path().join("out"))
+        .expect("out")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(name.starts_with("part-"), "left behind: {name}");
+    }
+}
+
+#[test]
+fn a_plain_checkpoint_directory_is_accepted_and_s3_without_credentials_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a b a\n").expect("input");
+    let input_arg = format!("input={}", input.display());
+    let run = |out: &str, storage: &str, env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.current_dir(dir.path()).args([
+            "run",
+            sluice_test_programs::WORDCOUNT,
+            "--arg",
+            &input_arg,
+            "--arg",
+            &format!("output={out}"),
+            "--checkpoint-interval",
+            "1s",
+            "--checkpoint-dir",
+            storage,
+        ]);
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "SLUICE_S3_ENDPOINT",
+        ] {
+            c.env_remove(var);
+        }
+        c.envs(env.iter().copied()).output().expect("run")
+    };
+    let plain = dir.path().join("cp");
+    let out = run("o1", &plain.display().to_string(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("in file://{}", plain.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run("o2", "relative-cp", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run("o3", "s3://bucket/cp", &[("AWS_ACCESS_KEY_ID", "id")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no credentials: set AWS_SECRET_ACCESS_KEY"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("o3").exists(), "nothing ran");
+}
+
+#[test]
+fn a_directory_input_counts_every_file_and_errors_name_their_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).expect("mkdir");
+    std::fs::write(input.join("1.txt"), "to be\n").expect("write");
+    std::fs::write(input.join("2.txt"), "or not to be\n").expect("write");
+    std::fs::write(input.join("_SUCCESS"), "").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            sluice_test_programs::WORDCOUNT,
+            "-p",
+            "2",
+            "--arg",
+            "input=in",
+            "--arg",
+            "output=out",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (mut lines, _) = sluice_test_programs::wordcount::output_lines(&dir.path().join("out"));
+    lines.sort();
+    assert_eq!(lines, ["be\t2", "not\t1", "or\t1", "to\t2"]);
+    // A missing input: its whole path, once, in Sluice's words.
+    let out = sluice(&[
+        "run",
+        sluice_test_programs::WORDCOUNT,
+        "--arg",
+        "input=/tmp/../tmp/sluice-no-such-input.txt",
+        "--arg",
+        "output=/tmp/sluice-never",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("input `/tmp/sluice-no-such-input.txt` does not exist"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("does not exist").count(), 1, "{stderr}");
+    for internal in ["context", "service: fs", "os error 2: "] {
+        assert!(!stderr.contains(internal), "{internal}: {stderr}");
+    }
+}
+
+#[test]
+fn huge_arguments_and_names_are_cut_for_display_never_a_panic() {
+    let huge = format!("name={}", "x".repeat(70_000));
+    for command in ["validate", "run"] {
+        let out = sluice(&[
+            command,
+            sluice_test_programs::ADVERSARIAL,
+            "--arg",
+            "mode=pass",
+            "--arg",
+            &huge,
+        ]);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{command}: {stderr}");
+        assert!(stderr.lines().all(|l| l.len() < 1000), "{command}: {stderr}");
+    }
 }

@@ -1559,3 +1559,461 @@ fn a_full_disk_fails_checkpoints_but_not_the_job_until_space_returns() {
         1_000_000
     );
 }
+
+/// Published checker lines (`part-*` files only) of `dirs` together.
+fn published_lines(dirs: &[&Path]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("part-") {
+                let text = std::fs::read_to_string(entry.path()).expect("utf-8 output");
+                lines.extend(text.lines().map(str::to_owned));
+            }
+        }
+    }
+    lines
+}
+
+/// Checks the checker's published output: every index of `0..records`
+/// exactly once, and every key's state saw its whole sequence.
+fn assert_exactly_once(lines: &[String], records: u64, keys: u64, what: &str) {
+    let mut published: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut summaries = 0;
+    for line in lines {
+        if let Some(summary) = line.strip_prefix('#') {
+            let f: Vec<&str> = summary.split('\t').collect();
+            let n = |i: usize| f[i].parse::<u64>().expect("number");
+            assert_eq!((n(1), n(2), n(3)), (records / keys, 0, 0), "{what}: {line}");
+            summaries += 1;
+            continue;
+        }
+        let (_, index) = line.split_once('\t').expect("KEY<TAB>INDEX");
+        *published.entry(index.parse().expect("index")).or_default() += 1;
+    }
+    assert_eq!(summaries, keys, "{what}: every key ends with its summary");
+    assert_eq!(published.len() as u64, records, "{what}: indices were lost");
+    if let Some((index, n)) = published.iter().find(|(_, n)| **n != 1) {
+        panic!("{what}: index {index} was published {n} times");
+    }
+}
+
+/// How the job that starts from the savepoint runs.
+#[derive(Clone, Copy, Debug)]
+enum Resume {
+    /// Submitted to the cluster at this parallelism.
+    Cluster(u32),
+    /// `sluice run` on the mini-cluster at this parallelism.
+    Local(u32),
+}
+
+/// Runs the exactly-once checker at parallelism 2, savepoints it — with
+/// `stop`, stops it with the savepoint (`sluice stop`), else takes one
+/// (`sluice savepoint`), lets it publish more, and cancels it — then
+/// resumes from the savepoint as `resume` says, into the same output
+/// directory or a new one, and checks that the two jobs together
+/// published every record exactly once.
+fn checker_through_a_savepoint(
+    cluster: &Cluster,
+    tag: &str,
+    stop: bool,
+    resume: Resume,
+    same_dir: bool,
+) {
+    const RECORDS: u64 = 150_000;
+    const KEYS: u64 = 100;
+    let what = format!("{tag}: stop={stop} resume={resume:?} same_dir={same_dir}");
+    let out1 = cluster.dir.path().join(format!("{tag}-out1"));
+    let out2 = if same_dir {
+        out1.clone()
+    } else {
+        cluster.dir.path().join(format!("{tag}-out2"))
+    };
+    let args = |out: &Path| {
+        vec![
+            format!("records={RECORDS}"),
+            format!("keys={KEYS}"),
+            "rate=7500".to_owned(),
+            format!("output={}", out.display()),
+        ]
+    };
+    let mut submit: Vec<String> = [
+        "submit",
+        sluice_test_programs::EXACTLY_ONCE,
+        "-p",
+        "2",
+        "--checkpoint-interval",
+        "300ms",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for a in args(&out1) {
+        submit.extend(["--arg".to_owned(), a]);
+    }
+    let submit: Vec<&str> = submit.iter().map(String::as_str).collect();
+    let out = cluster.sluice(&submit);
+    assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+    let job = text(&out.stdout).trim().to_owned();
+    let completed = |min: u64| {
+        wait_for(
+            &format!("{what}: {min} checkpoints"),
+            &|| cluster.logs(),
+            || {
+                let (_, c) = cluster.get(&format!("/jobs/{job}/checkpoints"));
+                let n = c["counts"]["completed"].as_u64()?;
+                (n >= min).then_some(n)
+            },
+        )
+    };
+    let before = completed(1);
+    let out = if stop {
+        // A Flink habit: the flag before the job id.
+        cluster.sluice(&["stop", "--savepoint", &job, "--json"])
+    } else {
+        cluster.sluice(&["savepoint", &job, "--json"])
+    };
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        text(&out.stderr),
+        cluster.logs()
+    );
+    let location = serde_json::from_slice::<Value>(&out.stdout).expect("json")["location"]
+        .as_str()
+        .expect("location")
+        .to_owned();
+    if stop {
+        cluster.wait_for_state(&job, &["CANCELED"]);
+    } else {
+        // The job runs on and publishes past its savepoint before it goes.
+        completed(before + 3);
+        let out = cluster.sluice(&["cancel", &job]);
+        assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+        cluster.wait_for_state(&job, &["CANCELED"]);
+    }
+    let (command, p) = match resume {
+        Resume::Cluster(p) => ("submit", p),
+        Resume::Local(p) => ("run", p),
+    };
+    let p = p.to_string();
+    let mut again: Vec<String> = [
+        command,
+        sluice_test_programs::EXACTLY_ONCE,
+        "-p",
+        &p,
+        "--from-savepoint",
+        &location,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if matches!(resume, Resume::Cluster(_)) {
+        again.extend(["--wait", "--checkpoint-interval", "300ms"].map(str::to_owned));
+    }
+    for a in args(&out2) {
+        again.extend(["--arg".to_owned(), a]);
+    }
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    let out = cluster.sluice(&again);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        text(&out.stderr),
+        cluster.logs()
+    );
+    let dirs: Vec<&Path> = if same_dir {
+        vec![&out1]
+    } else {
+        vec![&out1, &out2]
+    };
+    assert_exactly_once(&published_lines(&dirs), RECORDS, KEYS, &what);
+}
+
+#[test]
+fn a_savepoint_then_cancel_resumes_into_its_directory_with_every_record_once() {
+    let cluster = Cluster::start(2, 2, &[]);
+    // At another parallelism on the cluster, and at the same one locally.
+    checker_through_a_savepoint(&cluster, "p4", false, Resume::Cluster(4), true);
+    checker_through_a_savepoint(&cluster, "local", false, Resume::Local(2), true);
+}
+
+#[test]
+fn stop_with_savepoint_resumes_into_a_new_directory_or_its_own_with_every_record_once() {
+    let cluster = Cluster::start(2, 2, &[]);
+    checker_through_a_savepoint(&cluster, "new-dir", true, Resume::Cluster(2), false);
+    checker_through_a_savepoint(&cluster, "p1", true, Resume::Cluster(1), true);
+}
+
+/// A policy file with `max_call_ms` and no fuel, under the cluster's directory.
+fn deadline_policy(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/standard.toml"),
+    )
+    .expect("standard policy")
+    .replace("fuel_per_call = 2_000_000_000", "")
+    .replace("# max_call_ms = 10_000", "max_call_ms = 50");
+    let path = dir.join("deadline.toml");
+    std::fs::write(&path, text).expect("policy");
+    path
+}
+
+#[test]
+fn permanent_errors_are_refused_at_submission_or_fail_the_job_without_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = deadline_policy(dir.path());
+    let policy_arg = policy.display().to_string();
+    let cluster = Cluster::start(
+        1,
+        2,
+        &[
+            "--policy",
+            &policy_arg,
+            "--restart-attempts",
+            "2",
+            "--restart-delay",
+            "50ms",
+        ],
+    );
+    let d = cluster.dir.path();
+    let submit = |args: &[&str]| {
+        let mut all = vec!["submit", sluice_test_programs::WORDCOUNT];
+        all.extend_from_slice(args);
+        cluster.sluice(&all)
+    };
+    // A missing input, named as the user typed it but normalised.
+    let missing = format!(
+        "input={}/../{}/nonexistent.txt",
+        d.display(),
+        d.file_name().expect("name").to_string_lossy()
+    );
+    let out = submit(&["--arg", &missing, "--arg", "output=/tmp/never"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "input `{}/nonexistent.txt` does not exist",
+            d.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("does not exist").count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("context") && !stderr.contains("service"),
+        "{stderr}"
+    );
+    // An output that is a file.
+    let input = d.join("in.txt");
+    std::fs::write(&input, "a b\n").expect("input");
+    let input_arg = format!("input={}", input.display());
+    let file_out = format!("output={}", input.display());
+    let out = submit(&["--arg", &input_arg, "--arg", &file_out]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is a file"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (_, jobs) = cluster.get("/jobs/overview");
+    assert_eq!(
+        jobs["jobs"].as_array().map(Vec::len),
+        Some(0),
+        "nothing ran: {jobs}"
+    );
+
+    // A guest that panics would panic again: no restart, and --wait ends.
+    let out = cluster.sluice(&[
+        "submit",
+        sluice_test_programs::ADVERSARIAL,
+        "--arg",
+        "mode=panic",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: gen -> panic -> sink (1/1): operator `panic`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not restarted: the failure would happen again"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour off a terminal: {stderr}"
+    );
+    let job = text(&out.stdout).lines().last().expect("job id").to_owned();
+    let (_, detail) = cluster.get(&format!("/jobs/{job}"));
+    assert_eq!(
+        (detail["state"].as_str(), detail["attempt"].as_u64()),
+        (Some("FAILED"), Some(0))
+    );
+    let (_, exceptions) = cluster.get(&format!("/jobs/{job}/exceptions"));
+    assert_eq!(
+        exceptions["exceptionHistory"]["entries"][0]["failureLabels"]["kind"], "non-recoverable",
+        "{exceptions}"
+    );
+
+    // A time limit may not be hit again: restarted, until the strategy gives up.
+    let out = cluster.sluice(&[
+        "submit",
+        sluice_test_programs::ADVERSARIAL,
+        "--arg",
+        "mode=spin",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("exceeded its time limit (50 ms"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("allows 2 restarts"), "{stderr}");
+    let job = text(&out.stdout).lines().last().expect("job id").to_owned();
+    let info = cluster.sluice(&["info", &job]);
+    let info = text(&info.stdout);
+    assert!(info.contains("2 restarts"), "{info}");
+    assert_eq!(
+        info.matches("exceeded its time limit").count(),
+        3,
+        "one per run: {info}"
+    );
+    assert!(info.contains("not restarted:"), "{info}");
+}
+
+#[test]
+fn the_cli_takes_host_port_bare_ids_and_long_names_and_says_when_a_job_already_ended() {
+    let cluster = Cluster::start(1, 2, &[]);
+    let address = cluster.rest.trim_start_matches("http://").to_owned();
+    let sluice = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(cluster.dir.path())
+            .env_remove("SLUICE_JOBMANAGER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sluice");
+        assert!(
+            !text(&out.stderr).contains("panicked"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        out
+    };
+    // HOST:PORT, Flink's -m, and the id `upload` prints with or without `.wasm`.
+    let out = sluice(&["upload", "-m", &address, sluice_test_programs::WORDCOUNT]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let bare = id.strip_suffix(".wasm").expect("HASH.wasm").to_owned();
+    let jars = sluice(&["jars", "--jobmanager", &address]);
+    let jars = text(&jars.stdout);
+    assert!(
+        jars.contains(&id) && jars.contains("wordcount.wasm"),
+        "{jars}"
+    );
+    let input = cluster.dir.path().join("in.txt");
+    std::fs::write(&input, "a b a\n").expect("input");
+    let input_arg = format!("input={}", input.display());
+    let mut jobs = Vec::new();
+    for (i, app) in [&id, &bare].into_iter().enumerate() {
+        let output_arg = format!(
+            "output={}",
+            cluster.dir.path().join(format!("o{i}")).display()
+        );
+        let out = sluice(&[
+            "submit",
+            "-m",
+            &address,
+            app,
+            "--arg",
+            &input_arg,
+            "--arg",
+            &output_arg,
+            "--wait",
+        ]);
+        assert!(out.status.success(), "{app}: {}", text(&out.stderr));
+        jobs.push(text(&out.stdout).lines().last().expect("job id").to_owned());
+    }
+    // A name of over 64 KiB (every argument is in it) is cut for display.
+    let long: Vec<String> = (0..20_000).map(|i| format!("k{i}=v")).collect();
+    let mut program = vec![
+        input_arg.clone(),
+        format!("output={}", cluster.dir.path().join("o-long").display()),
+    ];
+    program.extend(long);
+    let jar = cluster.upload_wordcount();
+    let long_job = cluster.run_ok(&jar, json!({ "programArgsList": program }));
+    cluster.wait_for_state(&long_job, &["FINISHED"]);
+    let list = sluice(&["list", "-m", &address]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let listed = text(&list.stdout);
+    assert!(listed.lines().all(|l| l.chars().count() < 250), "{listed}");
+    // Newest first.
+    let order: Vec<usize> = [&long_job, &jobs[1], &jobs[0]]
+        .iter()
+        .map(|j| listed.find(j.as_str()).expect("listed"))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{listed}");
+    assert!(
+        listed.contains("STARTED") && listed.contains("DURATION"),
+        "{listed}"
+    );
+    // Cancelling a finished job says so, and fails.
+    let out = sluice(&["cancel", "-m", &address, &jobs[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already ended (FINISHED)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A bad address is refused with the reason.
+    let out = sluice(&["list", "-m", "not a host"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn ended_jobs_beyond_the_job_store_leave_memory_and_stay_answerable() {
+    let cluster = Cluster::start(1, 1, &["--jobstore-max-capacity", "2"]);
+    let input = cluster.dir.path().join("in.txt");
+    std::fs::write(&input, "a b\n").expect("input");
+    let jar = cluster.upload_wordcount();
+    let mut jobs = Vec::new();
+    for i in 0..4 {
+        let job = cluster.run_ok(
+            &jar,
+            json!({"programArgsList": [
+                format!("input={}", input.display()),
+                format!("output={}", cluster.dir.path().join(format!("o{i}")).display()),
+            ]}),
+        );
+        cluster.wait_for_state(&job, &["FINISHED"]);
+        jobs.push(job);
+    }
+    let held = wait_for("the job store to drop old jobs", &|| cluster.logs(), || {
+        let (_, overview) = cluster.get("/jobs/overview");
+        let held: Vec<String> = overview["jobs"]
+            .as_array()?
+            .iter()
+            .filter_map(|j| j["jid"].as_str().map(str::to_owned))
+            .collect();
+        (held.len() == 2).then_some(held)
+    });
+    assert!(
+        held.contains(&jobs[3]) && held.contains(&jobs[2]),
+        "{held:?}"
+    );
+    // The first job left memory; its details are still answered.
+    for path in ["", "/exceptions", "/checkpoints", "/checkpoints/config"] {
+        let (status, body) = cluster.get(&format!("/jobs/{}{path}", jobs[0]));
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (_, d) = cluster.get(&format!("/jobs/{}", jobs[0]));
+    assert_eq!(d["state"], "FINISHED", "{d}");
+    let cancel = cluster
+        .http
+        .patch(format!("{}/jobs/{}?mode=cancel", cluster.rest, jobs[0]))
+        .send()
+        .expect("patch");
+    assert_eq!(cancel.status().as_u16(), 409);
+    let (status, _) = cluster.get("/jobs/0123456789abcdef0123456789abcdef");
+    assert_eq!(status, 404);
+}

@@ -33,6 +33,9 @@ use crate::protocol::{
     ToTaskManager, Welcome, version_mismatch,
 };
 
+/// How long the checkpoint storage has to answer when the JobManager starts.
+const STORAGE_PROBE: Duration = Duration::from_secs(15);
+
 /// Seconds between TaskManager heartbeats.
 pub const HEARTBEAT_SECS: u32 = 2;
 
@@ -1007,9 +1010,12 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     )?;
     let connectors = Connectors::new(&tokio::runtime::Handle::current(), config.base_dir.clone())
         .map_err(|e| anyhow::anyhow!("cannot set up connectors: {e}"))?;
-    // Fail at start, not at the first job, on a storage URI that cannot work.
+    // Fail at start, not at the first checkpoint, on a store that cannot work.
     Storage::open(&config.checkpoint_storage, &S3Options::from_env())
-        .map_err(|e| anyhow::anyhow!("invalid checkpoint storage: {e}"))?;
+        .map_err(anyhow::Error::new)?
+        .probe(STORAGE_PROBE)
+        .await
+        .map_err(anyhow::Error::new)?;
     let (io_done, mut io_rx) = mpsc::unbounded_channel();
     let jm = Arc::new(JobManager {
         config: config.clone(),
@@ -1152,7 +1158,7 @@ async fn accept(jm: Arc<JobManager>, endpoint: quinn::Endpoint) {
                 }
             };
             if let Err(e) = result {
-                tracing::warn!(%remote, "cluster connection ended: {e:#}");
+                tracing::warn!(%remote, "cluster connection ended: {}", crate::error_chain(&e));
             }
         });
     }
@@ -1247,7 +1253,7 @@ async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()>
     };
     let reason = match &result {
         Ok(()) => "it closed its connection".to_owned(),
-        Err(e) => format!("{e:#}"),
+        Err(e) => crate::error_chain(e),
     };
     let jm2 = jm.clone();
     tokio::task::spawn_blocking(move || jm2.tm_lost(&id, &reason)).await?;

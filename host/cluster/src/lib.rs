@@ -19,4 +19,22 @@ pub mod taskmanager;
 mod views;
 
 pub use jobmanager::{Endpoints, JobManagerConfig};
+
+/// An error and its causes, joined with `: `, leaving out a cause whose
+/// text the message before it already holds (libraries often put their
+/// source into their own message): what logs and the CLI print.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
 pub use taskmanager::{TaskManagerConfig, TaskManagerEndpoints};

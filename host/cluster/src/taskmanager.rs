@@ -215,7 +215,7 @@ pub async fn run(
     loop {
         match control_session(&shared, jm_addr, &name).await {
             Ok(()) => backoff = Duration::from_millis(200),
-            Err(e) => tracing::warn!("JobManager session ended: {e:#}"),
+            Err(e) => tracing::warn!("JobManager session ended: {}", crate::error_chain(&e)),
         }
         // Without a JobManager nobody can see or coordinate the tasks:
         // stop them, as Flink's TaskManagers do, and register again.
@@ -508,6 +508,24 @@ fn cancel_all(shared: &Shared) {
 /// component may compile it).
 fn deploy(shared: &Arc<Shared>, d: Deployment) {
     let key = (d.job, d.attempt);
+    let tasks: Vec<String> = d
+        .tasks
+        .iter()
+        .map(|(_, t)| format!("{} ({}/{})", t.name, t.task.subtask + 1, t.parallelism))
+        .collect();
+    let mut task = tasks.join(", ");
+    if let Some((cut, _)) = task.char_indices().nth(300) {
+        task.truncate(cut);
+        task.push('…');
+    }
+    tracing::info!(
+        job = %d.job,
+        attempt = d.attempt,
+        %task,
+        restore = d.restore.as_ref().map_or(0, |r| r.checkpoint),
+        "deploying {} task(s)",
+        d.tasks.len()
+    );
     let fail_all = |msg: String| {
         for (_, t) in &d.tasks {
             send_jm(
@@ -572,7 +590,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         let peer = peer.clone();
         shared.handle.spawn(async move {
             if let Err(e) = connect_peer(&shared2, &peer).await {
-                tracing::warn!(peer = %peer.id, "cannot connect to a TaskManager: {e:#}");
+                tracing::warn!(peer = %peer.id, "cannot connect to a TaskManager: {}", crate::error_chain(&e));
             }
         });
     }
@@ -898,7 +916,7 @@ async fn accept_peers(shared: Arc<Shared>) {
             }
             .await;
             if let Err(e) = result {
-                tracing::warn!("refused a peer connection: {e:#}");
+                tracing::warn!("refused a peer connection: {}", crate::error_chain(&e));
             }
         });
     }
@@ -974,7 +992,7 @@ fn outbound(shared: &Arc<Shared>, header: DataHeader, peer: &Peer, rx: &Receiver
     let mut send = match result {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(peer = %peer.id, channel = header.channel, "cannot open a data stream: {e:#}");
+            tracing::warn!(peer = %peer.id, channel = header.channel, "cannot open a data stream: {}", crate::error_chain(&e));
             return;
         }
     };

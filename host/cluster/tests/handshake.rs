@@ -25,6 +25,8 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
         checkpoint_storage: "memory://".into(),
         checkpoint_interval: None,
         checkpoint_defaults: sluice_coord::CheckpointConfig::default(),
+        jobstore_max_capacity: 1000,
+        jobstore_expiration: Duration::from_secs(3600),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

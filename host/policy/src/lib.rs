@@ -77,12 +77,12 @@ pub struct Tenant {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The IO error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has unknown/missing fields.
     #[error("{path}: {message}")]
@@ -177,9 +177,9 @@ impl Policy {
 
     /// Reads and parses a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| PolicyError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }
@@ -259,9 +259,9 @@ impl Registry {
             reg.policies.insert(p.name.clone(), p);
         }
         for path in toml_files(tenants_dir)? {
-            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+            let text = std::fs::read_to_string(&path).map_err(|error| PolicyError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
             let t: Tenant = toml::from_str(&text).map_err(|e| PolicyError::Parse {
                 path: path.clone(),
@@ -280,9 +280,9 @@ impl Registry {
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read {
+    let entries = std::fs::read_dir(dir).map_err(|error| PolicyError::Read {
         path: dir.to_owned(),
-        source,
+        error,
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))

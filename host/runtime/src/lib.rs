@@ -53,7 +53,7 @@ pub enum RunError {
     Plan(#[from] PlanError),
     /// The graph cannot run.
     #[error("the job graph is invalid: {0}")]
-    Graph(#[from] GraphError),
+    Graph(GraphError),
     /// A connector node is misconfigured or not allowed.
     #[error(transparent)]
     Connector(#[from] ConnectorError),
@@ -71,6 +71,13 @@ pub enum RunError {
     /// The job was cancelled (an interrupt).
     #[error("the job was cancelled")]
     Cancelled(Box<Progress>),
+}
+
+// The graph error is in the message, so it is not also a `source`.
+impl From<GraphError> for RunError {
+    fn from(e: GraphError) -> Self {
+        RunError::Graph(e)
+    }
 }
 
 /// Records counted at one node of the graph.
@@ -287,6 +294,10 @@ impl LocalCluster {
     /// Jobs take a checkpoint every `interval` into the storage at `uri`.
     pub fn with_checkpoints(mut self, interval: Duration, uri: &str) -> Result<Self, RunError> {
         let storage = sluice_state::Storage::open(uri, &sluice_state::S3Options::from_env())
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+        // A store that does not answer fails the run before it starts.
+        self._io
+            .block_on(storage.probe(Duration::from_secs(15)))
             .map_err(|e| RunError::Setup(e.to_string()))?;
         self.checkpoints = Some((interval, storage));
         Ok(self)

@@ -4,7 +4,7 @@ use sluice_test_programs::wordcount::{generate_text, output_lines, read_output, 
 use std::collections::HashMap;
 
 use sluice_policy::Policy;
-use sluice_runtime::{LocalCluster, Progress, RunError};
+use sluice_runtime::{LocalCluster, Progress, RunControl, RunError};
 
 fn cluster(slots: u32) -> LocalCluster {
     let mut policy = Policy::standard();
@@ -25,7 +25,7 @@ fn run(
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
     let job = c.prepare(&app, &args, parallelism, None)?;
-    c.run(&app, job, &mut |_| {})
+    c.run(&app, job, &mut |_| {}, RunControl::default())
 }
 
 #[test]
@@ -75,7 +75,10 @@ fn wordcount_over_10_mb_matches_the_reference_at_parallelism_1_and_4() {
         );
         assert_eq!(node("count").records_in, words);
         assert_eq!(node("write").records_in, expected.len() as u64);
-        assert_eq!(progress.finished_tasks, (2 * p, 2 * p));
+        assert_eq!(
+            (progress.tasks.finished, progress.tasks.total),
+            (2 * p, 2 * p)
+        );
     }
 }
 
@@ -261,12 +264,17 @@ fn a_slow_sources_records_reach_the_next_task_while_the_source_still_runs() {
     let job = c.prepare(&app, &args, 1, None).expect("plans");
     let mut seen_early = 0;
     let end = c
-        .run(&app, job, &mut |p| {
-            let check = p.nodes.iter().find(|n| n.name == "check");
-            if p.finished_tasks.0 == 0 {
-                seen_early = seen_early.max(check.map_or(0, |n| n.records_in));
-            }
-        })
+        .run(
+            &app,
+            job,
+            &mut |p| {
+                let check = p.nodes.iter().find(|n| n.name == "check");
+                if p.tasks.finished == 0 {
+                    seen_early = seen_early.max(check.map_or(0, |n| n.records_in));
+                }
+            },
+            RunControl::default(),
+        )
         .expect("runs");
     let check = end.nodes.iter().find(|n| n.name == "check").expect("node");
     assert_eq!(check.records_in, 400);

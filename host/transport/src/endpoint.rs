@@ -32,18 +32,24 @@ const SOCKET_BUFFER: usize = 4 << 20;
 pub enum EndpointError {
     /// The TLS configuration was refused (a bad certificate or key).
     #[error("TLS setup failed: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// The CA certificate cannot be used as a trust anchor.
     #[error("the cluster CA certificate is unusable: {0}")]
     Ca(String),
     /// The UDP socket could not be opened.
-    #[error("cannot open UDP {addr}: {source}")]
+    #[error("cannot open UDP {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<rustls::Error> for EndpointError {
+    fn from(e: rustls::Error) -> Self {
+        EndpointError::Tls(e)
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -139,7 +145,7 @@ fn finish_client(tls: rustls::ClientConfig) -> Result<ClientConfig, EndpointErro
 /// Opens a QUIC endpoint on `addr` (server if `server` is given) with
 /// large socket buffers.
 pub fn bind(addr: SocketAddr, server: Option<ServerConfig>) -> Result<Endpoint, EndpointError> {
-    let bind_err = |source| EndpointError::Bind { addr, source };
+    let bind_err = |error| EndpointError::Bind { addr, error };
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,

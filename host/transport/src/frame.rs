@@ -17,17 +17,37 @@ pub enum FrameError {
     /// The stream or connection failed (peer gone, reset, timeout).
     /// Retryable on a new connection.
     #[error("the connection failed: {0}")]
-    Read(#[from] quinn::ReadExactError),
+    Read(quinn::ReadExactError),
     /// Writing failed (peer gone, stopped the stream).
     #[error("the connection failed: {0}")]
-    Write(#[from] quinn::WriteError),
+    Write(quinn::WriteError),
     /// The peer sent a frame larger than [`MAX_FRAME`].
     #[error("the peer sent a {0}-byte frame (limit {MAX_FRAME})")]
     TooLarge(usize),
     /// The peer sent bytes that are not a valid message (or a message of
     /// another protocol version).
     #[error("the peer sent a malformed message: {0}")]
-    Malformed(#[from] postcard::Error),
+    Malformed(postcard::Error),
+}
+
+// The causes are in the messages above, so they are not also `source`s
+// (an error chain would say them twice).
+impl From<quinn::ReadExactError> for FrameError {
+    fn from(e: quinn::ReadExactError) -> Self {
+        FrameError::Read(e)
+    }
+}
+
+impl From<quinn::WriteError> for FrameError {
+    fn from(e: quinn::WriteError) -> Self {
+        FrameError::Write(e)
+    }
+}
+
+impl From<postcard::Error> for FrameError {
+    fn from(e: postcard::Error) -> Self {
+        FrameError::Malformed(e)
+    }
 }
 
 /// Encodes one frame into a buffer, ready to write.

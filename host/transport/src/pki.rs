@@ -32,12 +32,12 @@ const TOKEN: &str = "join-token";
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     /// A file could not be read or written. Not retryable without a fix.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file holds something that is not a usable certificate or key.
     #[error("{path}: {what}")]
@@ -49,7 +49,7 @@ pub enum PkiError {
     },
     /// Generating or signing failed.
     #[error("cannot generate a certificate: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
     /// A join token is malformed.
     #[error(
         "malformed join token: {0} (expected `sluice1-<secret>-<ca fingerprint>`, as the JobManager printed it)"
@@ -57,10 +57,16 @@ pub enum PkiError {
     Token(&'static str),
 }
 
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        PkiError::Generate(e)
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io {
+    move |error| PkiError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -234,9 +240,9 @@ impl Identity {
 
 fn read_cert(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
     CertificateDer::from_pem_file(path).map_err(|e| match e {
-        rustls::pki_types::pem::Error::Io(source) => PkiError::Io {
+        rustls::pki_types::pem::Error::Io(error) => PkiError::Io {
             path: path.to_owned(),
-            source,
+            error,
         },
         e => PkiError::Invalid {
             path: path.to_owned(),

@@ -17,9 +17,9 @@ pub(crate) struct Cache {
 
 impl Cache {
     pub(crate) fn open(dir: PathBuf, engine: &Engine) -> Result<Self, RuntimeError> {
-        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Cache {
+        std::fs::create_dir_all(&dir).map_err(|error| RuntimeError::Cache {
             path: dir.clone(),
-            source,
+            error,
         })?;
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);

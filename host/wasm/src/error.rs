@@ -10,12 +10,12 @@ pub enum RuntimeError {
     #[error("cannot configure the wasm engine: {0}")]
     Engine(String),
     /// The cache directory is unusable.
-    #[error("cannot use the component cache at {path}: {source}")]
+    #[error("cannot use the component cache at {path}: {error}")]
     Cache {
         /// The directory.
         path: std::path::PathBuf,
         /// The IO error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
