@@ -193,6 +193,8 @@ impl StorageError {
                 "cannot use `{}` for checkpoints: {}",
                 self.location, self.message
             )
+        } else if self.path == self.location {
+            format!("cannot {} `{}`: {}", self.op, self.location, self.message)
         } else {
             format!(
                 "cannot {} `{}` in {}: {}",
