@@ -86,11 +86,15 @@ impl Application for Adversarial {
 }
 
 /// Recursion whose frames hold 16 KiB each, on the stack the compiler keeps
-/// in linear memory; it never ends (the depth only grows).
+/// in linear memory; it never ends (the depth only grows, and is never
+/// `u64::MAX`).
 #[inline(never)]
 fn deep(n: u64) -> u64 {
     let mut frame = [0u8; 16 << 10];
     frame[(n % (16 << 10)) as usize] = n as u8;
+    if black_box(n) == u64::MAX {
+        return 0;
+    }
     let below = deep(black_box(n + 1));
     black_box(&frame);
     below.wrapping_add(u64::from(frame[(n % 7) as usize]))

@@ -446,6 +446,9 @@ fn huge_arguments_and_names_are_cut_for_display_never_a_panic() {
         ]);
         let stderr = text(&out.stderr);
         assert!(out.status.success(), "{command}: {stderr}");
-        assert!(stderr.lines().all(|l| l.len() < 1000), "{command}: {stderr}");
+        assert!(
+            stderr.lines().all(|l| l.len() < 1000),
+            "{command}: {stderr}"
+        );
     }
 }
