@@ -7,8 +7,9 @@
 #
 #   bash benchmarks/jobstore-rss.sh [SLUICE_BINARY]
 #
-# Environment: JOBS (200), STEP (20), COMPONENT_MB (100), CAPACITY (the
-# JobManager's --jobstore-max-capacity, 1000 by default as in Sluice).
+# Environment: JOBS (200), STEP (20), COMPONENT_MB (100), CAPACITY (passed
+# as the JobManager's --jobstore-max-capacity when set; Sluice's default is
+# 1000).
 # Needs the binary (target/debug/sluice after scripts/demo.sh) and the
 # example guests (examples/target/wasm32-wasip2/release).
 set -euo pipefail
@@ -17,7 +18,7 @@ sluice=$(realpath "${1:-target/debug/sluice}")
 jobs=${JOBS:-200}
 step=${STEP:-20}
 mb=${COMPONENT_MB:-100}
-capacity=${CAPACITY:-1000}
+capacity=${CAPACITY:-}
 wordcount=examples/target/wasm32-wasip2/release/wordcount.wasm
 [ -x "$sluice" ] || { echo "no sluice binary at $sluice: run scripts/demo.sh first" >&2; exit 1; }
 [ -f "$wordcount" ] || { echo "no $wordcount: run scripts/demo.sh first" >&2; exit 1; }
@@ -53,7 +54,7 @@ EOF
 
 cd "$work"
 "$sluice" jobmanager --rest-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0 --data-dir jm \
-    --jobstore-max-capacity "$capacity" >jm.log 2>&1 &
+    ${capacity:+--jobstore-max-capacity "$capacity"} >jm.log 2>&1 &
 jm=$!
 pids+=("$jm")
 for _ in $(seq 300); do [ -s jm/endpoints.json ] && break; sleep 0.1; done
@@ -73,7 +74,7 @@ rss() { awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$jm/status"; }
 held() { "$sluice" list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["jobs"]))'; }
 
 printf 'a b c\n' >input.txt
-echo "component: $(du -m big.wasm | cut -f1) MiB; jobstore capacity $capacity"
+echo "component: $(du -m big.wasm | cut -f1) MiB; jobstore capacity ${capacity:-default}"
 echo "JobManager RSS after start: $(rss) MiB"
 app=$("$sluice" upload big.wasm)
 echo "after the upload: $(rss) MiB"
