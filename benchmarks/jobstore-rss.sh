@@ -64,7 +64,7 @@ token=$(python3 -c 'import json; print(json.load(open("jm/endpoints.json"))["tok
 "$sluice" taskmanager --jobmanager "$rpc" --token "$token" --slots 2 --data-dir tm \
     --metrics-addr off >tm.log 2>&1 &
 pids+=("$!")
-export SLUICE_JOBMANAGER=$rest
+export SLUICE_JOBMANAGER=http://$rest
 for _ in $(seq 300); do
     "$sluice" taskmanagers --json 2>/dev/null | grep -q '"id"' && break
     sleep 0.1

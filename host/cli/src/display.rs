@@ -13,13 +13,7 @@ pub fn colour(stream: &impl IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// `s` cut to at most `max` characters, the cut marked with `…`.
-pub fn truncate(s: &str, max: usize) -> Cow<'_, str> {
-    match s.char_indices().nth(max.saturating_sub(1)) {
-        Some((i, _)) if s[i..].chars().nth(1).is_some() => Cow::Owned(format!("{}…", &s[..i])),
-        _ => Cow::Borrowed(s),
-    }
-}
+pub use sluice_cluster::truncate;
 
 /// A table's lines: the header, then a line per row, columns padded to
 /// their widest cell (cells cut at [`MAX_CELL`] characters).

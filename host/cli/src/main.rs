@@ -323,33 +323,7 @@ impl ProgressDisplay {
     }
 
     fn update(&mut self, p: &Progress) {
-        let nodes: Vec<String> = p
-            .nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "{} {}→{}",
-                    display::truncate(&n.name, 40),
-                    n.records_in,
-                    n.records_out
-                )
-            })
-            .collect();
-        let t = p.tasks;
-        let tasks = if t.finished == 0 {
-            format!("{}/{} tasks running", t.running, t.total)
-        } else {
-            format!(
-                "{}/{} tasks running, {} finished",
-                t.running, t.total, t.finished
-            )
-        };
-        let msg = format!(
-            "{:>6.1}s {} | {}",
-            p.elapsed.as_secs_f64(),
-            tasks,
-            display::truncate(&nodes.join(" | "), 200)
-        );
+        let msg = progress_line(p);
         match &self.bar {
             Some(bar) => bar.set_message(msg),
             None if self.last_line.elapsed() >= Self::PLAIN_INTERVAL => {
@@ -365,6 +339,37 @@ impl ProgressDisplay {
             bar.finish_and_clear();
         }
     }
+}
+
+/// One line of progress: time, where the tasks are, each node's counts.
+fn progress_line(p: &Progress) -> String {
+    let nodes: Vec<String> = p
+        .nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{} {}→{}",
+                display::truncate(&n.name, 40),
+                n.records_in,
+                n.records_out
+            )
+        })
+        .collect();
+    let t = p.tasks;
+    let tasks = if t.finished == 0 {
+        format!("{}/{} tasks running", t.running, t.total)
+    } else {
+        format!(
+            "{}/{} tasks running, {} finished",
+            t.running, t.total, t.finished
+        )
+    };
+    format!(
+        "{:>6.1}s {} | {}",
+        p.elapsed.as_secs_f64(),
+        tasks,
+        display::truncate(&nodes.join(" | "), 200)
+    )
 }
 
 /// The end of a run: how long it took and what each node counted.
@@ -470,4 +475,40 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     }
     println!("contract and policy `{}`: ok", cluster.policy().name);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_runtime::{NodeCounts, TaskTally};
+
+    #[test]
+    fn the_progress_line_counts_running_tasks_as_running() {
+        let p = Progress {
+            elapsed: Duration::from_millis(1500),
+            status: sluice_coord::JobStatus::Running,
+            nodes: vec![NodeCounts {
+                name: "split".into(),
+                records_in: 3,
+                records_out: 7,
+            }],
+            tasks: TaskTally {
+                running: 4,
+                finished: 0,
+                total: 4,
+            },
+            checkpoints: 0,
+            kept_checkpoint: None,
+        };
+        assert_eq!(progress_line(&p), "   1.5s 4/4 tasks running | split 3→7");
+        let p = Progress {
+            tasks: TaskTally {
+                running: 1,
+                finished: 3,
+                total: 4,
+            },
+            ..p
+        };
+        assert!(progress_line(&p).contains("1/4 tasks running, 3 finished"));
+    }
 }

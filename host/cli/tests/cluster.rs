@@ -1878,6 +1878,26 @@ fn permanent_errors_are_refused_at_submission_or_fail_the_job_without_restarts()
         "one per run: {info}"
     );
     assert!(info.contains("not restarted:"), "{info}");
+    // The servers said what happened, one line each, with the job's id.
+    let jm_log = cluster.jm.log();
+    for line in [
+        "job submitted",
+        "job restarts after a failure",
+        "job failed",
+        "not restarted",
+    ] {
+        assert!(
+            jm_log.lines().any(|l| l.contains(line) && l.contains(&job)),
+            "{line}:\n{jm_log}"
+        );
+    }
+    let tm_log = cluster.tms[0].as_ref().expect("running").log();
+    assert!(
+        tm_log
+            .lines()
+            .any(|l| l.contains("deploying") && l.contains(&job)),
+        "{tm_log}"
+    );
 }
 
 #[test]

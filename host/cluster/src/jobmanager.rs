@@ -261,18 +261,6 @@ impl JobManager {
             resume,
         )
         .map_err(|e: RunError| SubmitError::Invalid(e.to_string()))?;
-        let outputs = sluice_runtime::snapshot::file_outputs(&execution);
-        if let Some((other, dir)) = self.lock().jobs.values().find_map(|j| {
-            let theirs = sluice_runtime::snapshot::file_outputs(&j.execution);
-            (!j.core.status().is_terminal())
-                .then(|| outputs.iter().find(|o| theirs.contains(o)))
-                .flatten()
-                .map(|dir| (j.id, dir.clone()))
-        }) {
-            return Err(SubmitError::Conflict(format!(
-                "job {other} is writing to `{dir}`; cancel or stop it first, or choose another output"
-            )));
-        }
         let id = JobId(rand::random());
         let now = now_ms();
         let stem = jar.name.strip_suffix(".wasm").unwrap_or(&jar.name);
@@ -330,15 +318,29 @@ impl JobManager {
             cleaned: false,
             archive: None,
         };
+        // Under the lock from the check to the insert: two submissions
+        // cannot both take one output directory.
+        let mut cluster = self.lock();
+        let outputs = sluice_runtime::snapshot::file_outputs(&entry.execution);
+        if let Some((other, dir)) = cluster.jobs.values().find_map(|j| {
+            let theirs = sluice_runtime::snapshot::file_outputs(&j.execution);
+            (!j.core.status().is_terminal())
+                .then(|| outputs.iter().find(|o| theirs.contains(o)))
+                .flatten()
+                .map(|dir| (j.id, dir.clone()))
+        }) {
+            return Err(SubmitError::Conflict(format!(
+                "job {other} is writing to `{dir}`; cancel or stop it first, or choose another output"
+            )));
+        }
         self.results.put(&record).map_err(|e| {
             SubmitError::Internal(format!(
                 "cannot record the job in the job-result store: {e}"
             ))
         })?;
-        let mut cluster = self.lock();
         tracing::info!(
             job = %id,
-            name = %truncated(&entry.name),
+            name = %crate::truncate(&entry.name, 200),
             parallelism,
             tasks = entry.execution.tasks().count(),
             savepoint = options.savepoint_path.as_deref().unwrap_or("-"),
@@ -771,14 +773,6 @@ fn ended(id: JobId, state: &str) -> SubmitError {
     SubmitError::Conflict(format!(
         "Job {id} has already reached a terminal state ({state})"
     ))
-}
-
-/// A job's name as logged: long names (every argument is in it) cut short.
-fn truncated(name: &str) -> String {
-    match name.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &name[..i]),
-        None => name.to_owned(),
-    }
 }
 
 /// How to submit a job, beyond its arguments.

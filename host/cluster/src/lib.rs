@@ -20,6 +20,17 @@ mod views;
 
 pub use jobmanager::{Endpoints, JobManagerConfig};
 
+/// `s` cut to at most `max` characters, the cut marked with `…`: for text
+/// from users or guests (job names, arguments) in logs and tables.
+pub fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((i, _)) if s[i..].chars().nth(1).is_some() => {
+            std::borrow::Cow::Owned(format!("{}…", &s[..i]))
+        }
+        _ => std::borrow::Cow::Borrowed(s),
+    }
+}
+
 /// An error and its causes, joined with `: `, leaving out a cause whose
 /// text the message before it already holds (libraries often put their
 /// source into their own message): what logs and the CLI print.

@@ -513,15 +513,10 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         .iter()
         .map(|(_, t)| format!("{} ({}/{})", t.name, t.task.subtask + 1, t.parallelism))
         .collect();
-    let mut task = tasks.join(", ");
-    if let Some((cut, _)) = task.char_indices().nth(300) {
-        task.truncate(cut);
-        task.push('…');
-    }
     tracing::info!(
         job = %d.job,
         attempt = d.attempt,
-        %task,
+        task = %crate::truncate(&tasks.join(", "), 300),
         restore = d.restore.as_ref().map_or(0, |r| r.checkpoint),
         "deploying {} task(s)",
         d.tasks.len()

@@ -754,15 +754,15 @@ mod tests {
         let (_rt, c, dir) = fixture();
         let policy = sluice_policy::Policy::standard();
         let out = dir.path().join("out");
-        c.check(&node("file-sink", &out), "file-sink", &policy, &[])
+        c.check(&node("file-sink", &out), "file-sink", &policy, &|_| false)
             .expect("absent is fine");
         std::fs::create_dir(&out).expect("mkdir");
         std::fs::write(out.join("notes.txt"), "x").expect("write");
-        c.check(&node("file-sink", &out), "file-sink", &policy, &[])
+        c.check(&node("file-sink", &out), "file-sink", &policy, &|_| false)
             .expect("no part files");
         std::fs::write(out.join("part-3"), "old\t1\n").expect("write");
         let err = c
-            .check(&node("file-sink", &out), "file-sink", &policy, &[])
+            .check(&node("file-sink", &out), "file-sink", &policy, &|_| false)
             .expect_err("stale part file");
         assert!(err.to_string().contains("already holds `part-3`"), "{err}");
     }
@@ -1026,7 +1026,7 @@ mod tests {
         let (_rt, c, dir) = fixture();
         let policy = sluice_policy::Policy::standard();
         let check = |connector: &str, path: &Path| {
-            c.check(&node(connector, path), connector, &policy, &[])
+            c.check(&node(connector, path), connector, &policy, &|_| false)
                 .map_err(|e| e.to_string())
         };
         let missing = dir.path().join("nonexistent.txt");

@@ -270,14 +270,14 @@ impl Connectors {
     /// tenant's policy and the state of its storage, at submission time.
     /// For a file connector, returns its path as it will be used (absolute
     /// and normalised), for the plan to carry. A file sink's directory may
-    /// hold earlier part files only if it is among `resumed_outputs` (the
-    /// outputs of the savepoint the job starts from).
+    /// hold earlier part files only if `resumed` says it is an output of the
+    /// savepoint the job starts from.
     pub fn check(
         &self,
         node: &NodeSpec,
         connector: &str,
         policy: &Policy,
-        resumed_outputs: &[String],
+        resumed: &dyn Fn(&Path) -> bool,
     ) -> Result<Option<PathBuf>, ConnectorError> {
         let denied = |denied| ConnectorError::Denied {
             node: node.name.clone(),
@@ -314,8 +314,7 @@ impl Connectors {
             "file-sink" => {
                 let dir = file_path(node, self.base())?;
                 policy.check_path(&dir).map_err(denied)?;
-                let resumed = resumed_outputs.iter().any(|o| Path::new(o) == dir);
-                file::check_output_dir(&self.fs, node, &dir, resumed)?;
+                file::check_output_dir(&self.fs, node, &dir, resumed(&dir))?;
                 Ok(Some(dir))
             }
             "datagen" => {

@@ -610,10 +610,20 @@ pub fn prepare_job(
             })
         }
     })?;
-    let resumed_outputs = resume.map_or(&[][..], |r| r.savepoint.outputs.as_slice());
+    // A savepoint's outputs may hold its part files; one of the first
+    // metadata format does not say which they are.
+    let resumed = |dir: &std::path::Path| {
+        resume.is_some_and(|r| {
+            r.savepoint.version < 2
+                || r.savepoint
+                    .outputs
+                    .iter()
+                    .any(|o| std::path::Path::new(o) == dir)
+        })
+    };
     for node in &mut graph.nodes {
         if let Implementation::Connector(c) = &node.implementation
-            && let Some(path) = connectors.check(node, c, policy, resumed_outputs)?
+            && let Some(path) = connectors.check(node, c, policy, &resumed)?
         {
             node.config.retain(|(k, _)| k != "path");
             node.config
