@@ -111,6 +111,9 @@ fn a_failing_job_exits_non_zero_with_the_cause() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("job failed after"), "{stderr}");
+    // The task's failure is logged, without colour codes off a terminal.
+    assert!(stderr.contains("task failed"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
     assert!(
         stderr.contains("error: operator `panic` subtask 1/1 panicked: operator gave up"),
         "{stderr}"
@@ -451,4 +454,41 @@ fn huge_arguments_and_names_are_cut_for_display_never_a_panic() {
             "{command}: {stderr}"
         );
     }
+}
+
+#[test]
+fn logs_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    // `script` runs the command on a pseudo-terminal and copies its output.
+    let command = format!(
+        "{} run {} --no-cache --arg mode=panic",
+        env!("CARGO_BIN_EXE_sluice"),
+        sluice_test_programs::ADVERSARIAL
+    );
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut c = Command::new("script");
+        c.args(["-qec", &command, "/dev/null"]);
+        match no_color {
+            Some(v) => c.env("NO_COLOR", v),
+            None => c.env_remove("NO_COLOR"),
+        };
+        let out = c.output().expect("script (util-linux)");
+        text(&out.stdout)
+    };
+    let coloured = on_a_terminal(None);
+    assert!(coloured.contains("task failed"), "{coloured}");
+    assert!(colours(&coloured), "{coloured}");
+    let plain = on_a_terminal(Some("1"));
+    assert!(plain.contains("task failed"), "{plain}");
+    assert!(!colours(&plain), "{plain}");
+}
+
+/// Whether `s` sets colours or styles (an SGR escape, `ESC [ ... m`); the
+/// progress spinner's cursor movements do not count.
+fn colours(s: &str) -> bool {
+    s.split('\u{1b}').skip(1).any(|rest| {
+        rest.strip_prefix('[').is_some_and(|r| {
+            let end = r.find(|c: char| !(c.is_ascii_digit() || c == ';'));
+            end.is_some_and(|i| r[i..].starts_with('m'))
+        })
+    })
 }

@@ -280,7 +280,8 @@ impl Task {
             self.run_source()
         } else {
             self.run_inputs()
-        };
+        }
+        .and_then(|()| self.finish());
         if let Err(stop) = ran {
             // What the sink was writing will never be published.
             if let Some(sink) = self.sink.as_mut() {
@@ -292,7 +293,7 @@ impl Task {
             }
             return Err(stop);
         }
-        self.finish()
+        Ok(())
     }
 
     fn run_source(&mut self) -> Result<(), Stop> {
@@ -713,7 +714,7 @@ impl Task {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), Stop> {
+    fn finish(&mut self) -> Result<(), Stop> {
         if let Some(g) = self.guest.as_mut() {
             let out = g.end_of_input()?;
             self.handle_output(out)?;
