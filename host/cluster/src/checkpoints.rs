@@ -381,7 +381,7 @@ fn discard(io: &tokio::runtime::Handle, storage: Storage, dir: String) {
 
 /// Deletes, in the background, one task's snapshot for a checkpoint that
 /// failed before the snapshot was stored.
-fn discard_snapshot(
+pub(crate) fn discard_snapshot(
     io: &tokio::runtime::Handle,
     storage: &Storage,
     job: JobId,

@@ -683,6 +683,8 @@ impl JobManager {
                         // checkpoint completed.
                         coord.handle_late_ack(checkpoint, task);
                     }
+                } else {
+                    self.discard_orphan(job, checkpoint, task);
                 }
             }
             ToJobManager::RestoreFailed {
@@ -716,6 +718,25 @@ impl JobManager {
             }
         }
         self.drive(&mut cluster, now);
+    }
+
+    /// A snapshot acknowledged after its job left memory: its checkpoint
+    /// never completed (completion needs every acknowledgement), so unless
+    /// the job's checkpoints are kept on purpose (a failed job's) or it is a
+    /// savepoint, the snapshot is garbage and goes.
+    fn discard_orphan(&self, job: JobId, checkpoint: u64, task: TaskId) {
+        let Some(r) = self.results.get(job) else {
+            return;
+        };
+        if r.state == "RUNNING" || r.retained || r.keep.contains(&checkpoint) {
+            return;
+        }
+        match Storage::open(&r.storage, &S3Options::from_env()) {
+            Ok(storage) => {
+                crate::checkpoints::discard_snapshot(&self.io, &storage, job, checkpoint, task);
+            }
+            Err(e) => tracing::warn!(%job, checkpoint, "cannot delete a late snapshot: {e}"),
+        }
     }
 
     /// Background storage work finished.

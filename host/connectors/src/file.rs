@@ -876,30 +876,33 @@ mod tests {
         assert!(err.to_string().contains(".part-0-0.pending"), "{err}");
     }
 
-    #[test]
-    fn a_file_source_resumes_from_its_snapshot_at_any_parallelism() {
-        let (_rt, c, dir) = fixture();
-        let path = dir.path().join("in.txt");
-        let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
-        std::fs::write(&path, lines.join("\n")).expect("write");
-        let n = node("file-source", &path);
+    /// Every line `node` reads when `old_p` subtasks each read `first`
+    /// lines, snapshot, and `new_p` subtasks read the rest from those
+    /// snapshots (old subtask `j`'s going to new `j % new_p`); sorted.
+    fn read_through_a_rescale(
+        c: &Connectors,
+        node: &NodeSpec,
+        old_p: u32,
+        new_p: u32,
+        first: usize,
+    ) -> Vec<String> {
         let mut got = Vec::new();
         let mut states = Vec::new();
-        for s in 0..2 {
-            let mut src = c.source(&n, s, 2, None).expect("open");
+        for s in 0..old_p {
+            let mut src = c.source(node, s, old_p, None).expect("open");
             let mut b = BatchBuilder::new();
-            src.poll(123, &mut b).expect("read");
+            src.poll(first, &mut b).expect("read");
             got.extend(b.take().iter().map(|r| r.value.to_vec()));
             states.push(src.snapshot());
         }
-        for s in 0..3usize {
+        for s in 0..new_p {
             let mine: Vec<Vec<u8>> = states
                 .iter()
                 .enumerate()
-                .filter(|(old, _)| old % 3 == s)
+                .filter(|(old, _)| *old as u32 % new_p == s)
                 .map(|(_, st)| st.clone())
                 .collect();
-            let mut src = c.source(&n, s as u32, 3, Some(&mine)).expect("resume");
+            let mut src = c.source(node, s, new_p, Some(&mine)).expect("resume");
             let mut b = BatchBuilder::new();
             while src.poll(50, &mut b).expect("read") == Poll::More {}
             got.extend(b.take().iter().map(|r| r.value.to_vec()));
@@ -909,6 +912,16 @@ mod tests {
             .map(|l| String::from_utf8(l).expect("utf-8"))
             .collect();
         got.sort();
+        got
+    }
+
+    #[test]
+    fn a_file_source_resumes_from_its_snapshot_at_any_parallelism() {
+        let (_rt, c, dir) = fixture();
+        let path = dir.path().join("in.txt");
+        let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
+        std::fs::write(&path, lines.join("\n")).expect("write");
+        let got = read_through_a_rescale(&c, &node("file-source", &path), 2, 3, 123);
         let mut want = lines;
         want.sort();
         assert_eq!(got, want);
@@ -974,33 +987,7 @@ mod tests {
             std::fs::write(input.join(format!("{f}.txt")), lines.join("\n")).expect("write");
             want.extend(lines);
         }
-        let n = node("file-source", &input);
-        let mut got = Vec::new();
-        let mut states = Vec::new();
-        for s in 0..3 {
-            let mut src = c.source(&n, s, 3, None).expect("open");
-            let mut b = BatchBuilder::new();
-            src.poll(150, &mut b).expect("read");
-            got.extend(b.take().iter().map(|r| r.value.to_vec()));
-            states.push(src.snapshot());
-        }
-        for s in 0..2usize {
-            let mine: Vec<Vec<u8>> = states
-                .iter()
-                .enumerate()
-                .filter(|(old, _)| old % 2 == s)
-                .map(|(_, st)| st.clone())
-                .collect();
-            let mut src = c.source(&n, s as u32, 2, Some(&mine)).expect("resume");
-            let mut b = BatchBuilder::new();
-            while src.poll(50, &mut b).expect("read") == Poll::More {}
-            got.extend(b.take().iter().map(|r| r.value.to_vec()));
-        }
-        let mut got: Vec<String> = got
-            .into_iter()
-            .map(|l| String::from_utf8(l).expect("utf-8"))
-            .collect();
-        got.sort();
+        let got = read_through_a_rescale(&c, &node("file-source", &input), 3, 2, 150);
         want.sort();
         assert_eq!(got, want);
     }

@@ -123,6 +123,7 @@ pub fn file_outputs(execution: &ExecutionGraph) -> Vec<String> {
 
 /// Metadata as version 1 stored it (no outputs).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct MetadataV1 {
     version: u32,
     job: JobId,
@@ -516,15 +517,6 @@ mod tests {
 
     #[test]
     fn metadata_of_the_first_format_still_decodes() {
-        #[derive(Serialize)]
-        struct V1 {
-            version: u32,
-            job: JobId,
-            checkpoint: u64,
-            max_parallelism: u32,
-            vertices: Vec<(String, u32)>,
-            tasks: Vec<(TaskId, SnapshotHandle)>,
-        }
         let task = TaskId {
             vertex: 1,
             subtask: 0,
@@ -534,7 +526,7 @@ mod tests {
             bytes: 9,
             sha256: [1; 32],
         };
-        let payload = postcard::to_allocvec(&V1 {
+        let payload = postcard::to_allocvec(&MetadataV1 {
             version: 1,
             job: JobId([2; 16]),
             checkpoint: 3,
