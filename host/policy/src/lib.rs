@@ -1,6 +1,8 @@
 //! Tenants and policies: parsing `tenants/*.toml` and `policies/*.toml`, and
 //! pure decisions over them (may this job use that connector, that path,
-//! that parallelism). No IO beyond reading the files it is pointed at.
+//! that parallelism; does it fit its tenant's quotas, [`quota`]; who presents
+//! this token, [`auth`]). No IO beyond reading the files it is pointed at,
+//! and no clock: callers pass the time in.
 
 #![warn(missing_docs)]
 
@@ -8,6 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod auth;
+pub mod quota;
 
 /// The policy `sluice run` uses when given none (`policies/standard.toml`).
 pub const STANDARD_POLICY: &str = include_str!("../../../policies/standard.toml");
@@ -35,7 +40,8 @@ impl Limits {
     }
 }
 
-/// Quotas checked when a job is submitted.
+/// Quotas checked when a job is submitted or a jar uploaded. The `max_*`
+/// sums are per tenant (see [`quota::Ledger`]); unset means unlimited.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
@@ -46,6 +52,33 @@ pub struct Quotas {
     /// Path prefixes file connectors may use; empty means anywhere.
     #[serde(default)]
     pub file_roots: Vec<PathBuf>,
+    /// Jobs that have not ended.
+    #[serde(default)]
+    pub max_jobs: Option<u64>,
+    /// Task slots: the sum of the parallelism of the tenant's running jobs.
+    #[serde(default)]
+    pub max_slots: Option<u64>,
+    /// Guest memory of all live instances (instances × `limits.memory_mib`).
+    #[serde(default)]
+    pub max_memory_mib: Option<u64>,
+    /// Stored jars.
+    #[serde(default)]
+    pub max_jars: Option<u64>,
+    /// Bytes of all stored jars.
+    #[serde(default)]
+    pub max_jar_bytes: Option<u64>,
+    /// Bytes of one upload.
+    #[serde(default)]
+    pub max_upload_bytes: Option<u64>,
+    /// Uploads under way at once.
+    #[serde(default)]
+    pub max_concurrent_uploads: Option<u64>,
+    /// Bytes of the latest completed checkpoint of all jobs together.
+    #[serde(default)]
+    pub max_checkpoint_bytes: Option<u64>,
+    /// Bytes of one job's checkpoint; a larger one is declined.
+    #[serde(default)]
+    pub max_checkpoint_bytes_per_job: Option<u64>,
 }
 
 /// A named policy.
@@ -60,12 +93,72 @@ pub struct Policy {
     pub quotas: Quotas,
 }
 
+/// A tenant's name as the API, storage prefixes and metrics use it: 1 to 63
+/// of `a-z`, `0-9` and `-`, starting with a letter or digit, so it is safe
+/// as a path segment, a URL segment and a label value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+/// A string that is not a valid [`TenantId`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a tenant name: use 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit"
+)]
+pub struct BadTenantId(pub String);
+
+impl TenantId {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, BadTenantId> {
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if first_ok && rest_ok && name.len() <= 63 {
+            Ok(TenantId(name.to_owned()))
+        } else {
+            Err(BadTenantId(name.to_owned()))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = BadTenantId;
+    fn try_from(name: String) -> Result<Self, BadTenantId> {
+        TenantId::new(&name)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A tenant: a team sharing the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
-    /// Identifier used in the API and in metrics.
-    pub name: String,
+    /// Identifier used in the API, in storage prefixes and in metrics.
+    pub name: TenantId,
     /// Human-readable name.
     #[serde(default)]
     pub display_name: String,
@@ -246,7 +339,7 @@ pub struct Registry {
     /// Policies by name.
     pub policies: BTreeMap<String, Policy>,
     /// Tenants by name.
-    pub tenants: BTreeMap<String, Tenant>,
+    pub tenants: BTreeMap<TenantId, Tenant>,
 }
 
 impl Registry {
@@ -256,6 +349,12 @@ impl Registry {
         let mut reg = Registry::default();
         for path in toml_files(policies_dir)? {
             let p = Policy::load(&path)?;
+            if reg.policies.contains_key(&p.name) {
+                return Err(PolicyError::Invalid {
+                    path,
+                    message: format!("policy `{}` is defined twice", p.name),
+                });
+            }
             reg.policies.insert(p.name.clone(), p);
         }
         for path in toml_files(tenants_dir)? {
@@ -269,13 +368,27 @@ impl Registry {
             })?;
             if !reg.policies.contains_key(&t.policy) {
                 return Err(PolicyError::UnknownPolicy {
-                    tenant: t.name,
+                    tenant: t.name.to_string(),
                     policy: t.policy,
+                });
+            }
+            if reg.tenants.contains_key(&t.name) {
+                return Err(PolicyError::Invalid {
+                    path,
+                    message: format!("tenant `{}` is defined twice", t.name),
                 });
             }
             reg.tenants.insert(t.name.clone(), t);
         }
         Ok(reg)
+    }
+}
+
+impl Registry {
+    /// A tenant and its policy.
+    pub fn policy_of(&self, tenant: &str) -> Option<(&Tenant, &Policy)> {
+        let t = self.tenants.get(tenant)?;
+        Some((t, self.policies.get(&t.policy)?))
     }
 }
 
@@ -307,6 +420,61 @@ mod tests {
         assert_eq!(reg.tenants["acme"].policy, "standard");
         assert_eq!(reg.policies["small"].limits.memory_mib, 32);
         assert_eq!(Policy::standard(), reg.policies["standard"]);
+        assert_eq!(reg.policies["small"].quotas.max_jobs, Some(2));
+        let (tenant, policy) = reg.policy_of("trial").expect("defined");
+        assert_eq!(
+            (tenant.name.as_str(), policy.name.as_str()),
+            ("trial", "small")
+        );
+        assert!(reg.policy_of("nobody").is_none());
+    }
+
+    #[test]
+    fn tenant_names_are_safe_as_path_url_and_label() {
+        for good in ["a", "acme", "team-7", "0x", &"a".repeat(63)] {
+            assert!(TenantId::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "Acme",
+            "a_b",
+            "a/b",
+            "..",
+            "a.b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            let err = TenantId::new(bad).expect_err(bad);
+            assert!(err.to_string().contains("not a tenant name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_tenant_file_is_named_with_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (p, t) = (dir.path().join("p"), dir.path().join("t"));
+        std::fs::create_dir_all(&p).expect("mkdir");
+        std::fs::create_dir_all(&t).expect("mkdir");
+        std::fs::write(p.join("standard.toml"), STANDARD_POLICY).expect("write");
+        std::fs::write(
+            t.join("x.toml"),
+            "name = \"x\"\npolicy = \"standard\"\nquota = 3\n",
+        )
+        .expect("write");
+        let err = Registry::load(&p, &t).expect_err("unknown field");
+        let text = err.to_string();
+        assert!(
+            text.contains("x.toml") && text.contains("line 3") && text.contains("quota"),
+            "{text}"
+        );
+        std::fs::write(
+            t.join("x.toml"),
+            "name = \"Bad Name\"\npolicy = \"standard\"\n",
+        )
+        .expect("write");
+        let err = Registry::load(&p, &t).expect_err("bad name");
+        assert!(err.to_string().contains("not a tenant name"), "{err}");
     }
 
     #[test]
