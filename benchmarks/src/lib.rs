@@ -177,7 +177,12 @@ pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         rest_addr: "127.0.0.1:0".parse()?,
         rpc_addr: "127.0.0.1:0".parse()?,
         data_dir: dir.to_owned(),
-        policy: sluice_policy::Policy::standard(),
+        // A private cluster on 127.0.0.1 for one measurement.
+        tenancy: sluice_cluster::TenancyConfig {
+            auth: sluice_cluster::AuthMode::None,
+            tenants_dir: dir.join("tenants"),
+            policies_dir: dir.join("policies"),
+        },
         slot_timeout: Duration::from_secs(60),
         heartbeat_timeout: Duration::from_secs(10),
         restart: sluice_coord::RestartStrategy::FixedDelay {
@@ -188,6 +193,8 @@ pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         checkpoint_storage: format!("file://{}", dir.join("checkpoints").display()),
         checkpoint_interval: None,
         checkpoint_defaults: sluice_coord::CheckpointConfig::default(),
+        jobstore_max_capacity: 1000,
+        jobstore_expiration: Duration::from_secs(3600),
     };
     let file = dir.join("endpoints.json");
     runtime()?.block_on(sluice_cluster::jobmanager::run(config, |e| {

@@ -11,9 +11,8 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use sluice_cluster::{JobManagerConfig, TaskManagerConfig};
+use sluice_cluster::{AuthMode, JobManagerConfig, TaskManagerConfig, TenancyConfig};
 use sluice_coord::RestartStrategy;
-use sluice_policy::Policy;
 
 use crate::parse_key_value;
 
@@ -28,9 +27,19 @@ pub struct JobManagerArgs {
     /// Where the cluster CA, the join token and uploaded applications live.
     #[arg(long, default_value = "sluice-data/jobmanager")]
     data_dir: PathBuf,
-    /// Policy file with limits and quotas for jobs [default: the bundled policies/standard.toml].
-    #[arg(long, value_name = "FILE")]
-    policy: Option<PathBuf>,
+    /// `token`: every REST request needs `Authorization: Bearer TOKEN`
+    /// (the first start makes an admin token, in DATA_DIR/credentials);
+    /// `none`: anyone who reaches the port acts as an admin (a laptop only).
+    #[arg(long, default_value = "token", value_parser = ["token", "none"])]
+    auth: String,
+    /// Tenant files (`NAME.toml`), reloaded on SIGHUP or `sluice tenant
+    /// reload` [default: DATA_DIR/tenants, created with the tenant `default`].
+    #[arg(long, value_name = "DIR")]
+    tenants_dir: Option<PathBuf>,
+    /// Policy files with each tenant's limits and quotas [default:
+    /// DATA_DIR/policies, created with `standard` and `small`].
+    #[arg(long, value_name = "DIR")]
+    policies_dir: Option<PathBuf>,
     /// How long a job waits for free slots before it fails.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     slot_timeout: Duration,
@@ -115,7 +124,7 @@ pub struct TaskManagerArgs {
     #[arg(long, default_value = "sluice-data/taskmanager")]
     data_dir: PathBuf,
     /// The join token the JobManager printed; needed only at the first start.
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SLUICE_JOIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Read the join token from this file (the JobManager's
     /// `DATA_DIR/tls/join-token`), waiting up to 30 s for it to appear.
@@ -157,10 +166,6 @@ fn parse_metrics_addr(s: &str) -> Result<MetricsAddrs, String> {
 }
 
 pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
-    let policy = match &args.policy {
-        Some(p) => Policy::load(p)?,
-        None => Policy::standard(),
-    };
     let ms = |d: Duration| d.as_millis() as u64;
     let restart = match args.restart_strategy.as_str() {
         "exponential-delay" | "exponential" => RestartStrategy::ExponentialDelay {
@@ -191,11 +196,26 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let endpoints_file = args.data_dir.join("endpoints.json");
     let _ = std::fs::remove_file(&endpoints_file);
+    let credentials = args.data_dir.join("credentials");
     let config = JobManagerConfig {
         rest_addr: args.rest_addr,
         rpc_addr: args.rpc_addr,
         data_dir: args.data_dir.clone(),
-        policy,
+        tenancy: TenancyConfig {
+            auth: if args.auth == "none" {
+                AuthMode::None
+            } else {
+                AuthMode::Token
+            },
+            tenants_dir: args
+                .tenants_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("tenants")),
+            policies_dir: args
+                .policies_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("policies")),
+        },
         slot_timeout: args.slot_timeout,
         heartbeat_timeout: args.heartbeat_timeout,
         restart,
@@ -235,6 +255,19 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
             "TaskManagers join with:\n  sluice taskmanager --jobmanager {} --token {}",
             e.rpc, e.token
         );
+        if let Some(admin) = &e.admin_token {
+            println!(
+                "Admin token (shown once; also in {}):\n  {admin}",
+                credentials.display()
+            );
+        }
+        if !e.authenticated {
+            eprintln!(
+                "WARNING: --auth none: anyone who reaches http://{} can list, run and cancel \
+                 every job; use it on a laptop only",
+                e.rest
+            );
+        }
         write_endpoints(&endpoints_file, e);
     }))
 }
@@ -345,14 +378,54 @@ pub struct Remote {
     #[arg(
         short = 'm',
         long,
+        global = true,
         env = "SLUICE_JOBMANAGER",
         default_value = "127.0.0.1:8081",
         value_parser = parse_base_url
     )]
     jobmanager: String,
     /// Machine-readable JSON instead of tables.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
+    /// API token [default: from --credentials].
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A credentials file (`token = "..."`), such as the one the JobManager
+    /// writes for its admin [default: sluice-data/jobmanager/credentials,
+    /// if it exists].
+    #[arg(long, global = true, env = "SLUICE_CREDENTIALS", value_name = "FILE")]
+    credentials: Option<PathBuf>,
+}
+
+/// The default credentials file: the one a JobManager started from this
+/// directory with its default data directory wrote.
+const DEFAULT_CREDENTIALS: &str = "sluice-data/jobmanager/credentials";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    token: String,
+}
+
+impl Remote {
+    /// The token to send: `--token`/`SLUICE_TOKEN`, else the credentials file.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_owned()));
+        }
+        let (path, given) = match &self.credentials {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CREDENTIALS), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !given && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let c: Credentials = toml::from_str(&text)
+            .with_context(|| format!("{} is not a credentials file", path.display()))?;
+        Ok(Some(c.token))
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -437,10 +510,72 @@ pub enum ClientCommand {
         #[arg(short = 'p', long, value_name = "DIR")]
         savepoint_path: Option<String>,
     },
-    /// List TaskManagers.
+    /// List TaskManagers (admin).
     Taskmanagers {
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Manage tenants (admin).
+    Tenant {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage API tokens (admin).
+    Token {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Show a tenant's quotas with their use, and its jobs' figures.
+    Usage {
+        #[command(flatten)]
+        remote: Remote,
+        /// Another tenant's (admin) [default: the token's].
+        tenant: Option<String>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant on a policy (writes its file under the tenants directory).
+    Create {
+        /// Its name: 1 to 63 of a-z, 0-9 and '-'.
+        name: String,
+        /// The policy its jobs run under.
+        #[arg(long, default_value = "standard")]
+        policy: String,
+        /// A human-readable name.
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+    /// List tenants with their policy and usage.
+    List,
+    /// Read the tenant and policy files again.
+    Reload,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a tenant; prints it once.
+    Create {
+        /// The tenant it acts for.
+        tenant: String,
+        /// May act on every tenant and manage the cluster.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime (e.g. `30d`) [default: until revoked].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id (the 16 hex digits after `sluice_`).
+        id: String,
     },
 }
 
@@ -562,17 +697,28 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         | ClientCommand::Cancel { remote, .. }
         | ClientCommand::Savepoint { remote, .. }
         | ClientCommand::Stop { remote, .. }
-        | ClientCommand::Taskmanagers { remote } => remote,
+        | ClientCommand::Taskmanagers { remote }
+        | ClientCommand::Tenant { remote, .. }
+        | ClientCommand::Token { remote, .. }
+        | ClientCommand::Usage { remote, .. } => remote,
     };
     let json = remote.json;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = remote.token()? {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token holds characters a header cannot")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = Client {
         base: remote.jobmanager.clone(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
+            .default_headers(headers)
             .build()?,
     };
     rt.block_on(client_command(&client, cmd, json))
@@ -816,8 +962,183 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 .collect();
             print_table(&["ID", "SLOTS", "FREE", "TASKS", "HEARTBEAT"], &rows);
         }
+        ClientCommand::Tenant { command, .. } => tenant_command(c, command, json).await?,
+        ClientCommand::Token { command, .. } => token_command(c, command, json).await?,
+        ClientCommand::Usage { tenant, .. } => {
+            let path = match &tenant {
+                Some(t) => format!("/tenants/{t}/usage"),
+                None => "/tenants/me/usage".to_owned(),
+            };
+            let usage = c.get(&path).await?;
+            if json {
+                println!("{usage}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "tenant {} on policy {}",
+                str_of(&usage["tenant"]),
+                str_of(&usage["policy"])
+            );
+            let rows: Vec<Vec<String>> = usage["quotas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|q| {
+                    let limit = match q["limit"].as_u64() {
+                        Some(l) => l.to_string(),
+                        None => "unlimited".into(),
+                    };
+                    vec![str_of(&q["quota"]), q["used"].to_string(), limit]
+                })
+                .collect();
+            print_table(&["QUOTA", "USED", "LIMIT"], &rows);
+            let jobs: Vec<Vec<String>> = usage["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|j| {
+                    vec![
+                        str_of(&j["jid"]),
+                        str_of(&j["state"]),
+                        j["records-in"].to_string(),
+                        j["records-out"].to_string(),
+                        size(&j["checkpoint-bytes"]),
+                        super::display::truncate(&str_of(&j["name"]), 60).into_owned(),
+                    ]
+                })
+                .collect();
+            if !jobs.is_empty() {
+                println!();
+                print_table(&["JOB", "STATE", "IN", "OUT", "CHECKPOINT", "NAME"], &jobs);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn tenant_command(c: &Client, command: TenantCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Create {
+            name,
+            policy,
+            display_name,
+        } => {
+            let body = json!({"name": name, "policy": policy, "display-name": display_name});
+            let answer = c.send(c.http.post(c.url("/tenants")).json(&body)).await?;
+            if json {
+                println!("{answer}");
+            } else {
+                println!("created tenant {name} on policy {policy}");
+                println!("give it a token with: sluice token create {name}");
+            }
+        }
+        TenantCommand::List => {
+            let answer = c.get("/tenants").await?;
+            if json {
+                println!("{answer}");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = answer["tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    vec![
+                        str_of(&t["name"]),
+                        str_of(&t["policy"]),
+                        t["usage"]["jobs"].to_string(),
+                        t["usage"]["slots"].to_string(),
+                        t["usage"]["jars"].to_string(),
+                        str_of(&t["display-name"]),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["TENANT", "POLICY", "JOBS", "SLOTS", "JARS", "NAME"],
+                &rows,
+            );
+        }
+        TenantCommand::Reload => {
+            let answer = c.send(c.http.post(c.url("/tenants/reload"))).await?;
+            if json {
+                println!("{answer}");
+            } else {
+                println!(
+                    "reloaded {} tenants and {} policies",
+                    answer["tenants"], answer["policies"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { tenant, admin, ttl } => {
+            let mut body = json!({"tenant": tenant, "admin": admin});
+            if let Some(ttl) = ttl {
+                body["ttl-seconds"] = json!(ttl.as_secs().max(1));
+            }
+            let answer = c.send(c.http.post(c.url("/tokens")).json(&body)).await?;
+            if json {
+                println!("{answer}");
+            } else {
+                // The token alone on stdout, for `$(sluice token create …)`.
+                println!("{}", str_of(&answer["token"]));
+                eprintln!(
+                    "token {} for tenant {tenant}{}: shown once, store it now",
+                    str_of(&answer["record"]["id"]),
+                    if admin { " (admin)" } else { "" }
+                );
+            }
+        }
+        TokenCommand::List => {
+            let answer = c.get("/tokens").await?;
+            if json {
+                println!("{answer}");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = answer["tokens"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let state = if !t["revoked"].is_null() {
+                        "revoked".to_owned()
+                    } else if !t["expires"].is_null() {
+                        format!("expires {}", time(&t["expires"]))
+                    } else {
+                        "active".to_owned()
+                    };
+                    vec![
+                        str_of(&t["id"]),
+                        str_of(&t["tenant"]),
+                        if t["admin"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .to_owned(),
+                        time(&t["created"]),
+                        state,
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "TENANT", "ADMIN", "CREATED", "STATE"], &rows);
+        }
+        TokenCommand::Revoke { id } => {
+            let answer = c
+                .send(c.http.delete(c.url(&format!("/tokens/{id}"))))
+                .await?;
+            if json {
+                println!("{answer}");
+            } else {
+                println!("revoked token {id}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether `s` is an application id: a SHA-256, with or without `.wasm`.

@@ -38,7 +38,7 @@ enum Command {
     /// Check an application against the contract (and, given arguments, its plan against the policy).
     Validate(ValidateArgs),
     /// Start a JobManager: the cluster's coordinator, REST API and CA.
-    Jobmanager(cluster::JobManagerArgs),
+    Jobmanager(Box<cluster::JobManagerArgs>),
     /// Start a TaskManager that offers slots to a JobManager.
     Taskmanager(cluster::TaskManagerArgs),
     #[command(flatten)]
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args).map(|()| ExitCode::SUCCESS),
-        Command::Jobmanager(args) => cluster::jobmanager(args).map(|()| ExitCode::SUCCESS),
+        Command::Jobmanager(args) => cluster::jobmanager(*args).map(|()| ExitCode::SUCCESS),
         Command::Taskmanager(args) => cluster::taskmanager(args).map(|()| ExitCode::SUCCESS),
         Command::Client(cmd) => cluster::client(cmd),
     };

@@ -72,6 +72,9 @@ struct Cluster {
     rest: String,
     rpc: String,
     token: String,
+    /// The admin token the JobManager made at its first start.
+    admin: String,
+    /// A client sending the admin token.
     http: reqwest::blocking::Client,
     /// Environment of every server process.
     env: Vec<(String, String)>,
@@ -99,13 +102,15 @@ impl Cluster {
         let e: Value = wait_for("the JobManager to listen", &|| jm.log(), || {
             serde_json::from_slice(&std::fs::read(&endpoints).ok()?).ok()
         });
+        let admin = admin_token(&dir.path().join("jm/credentials"));
         let mut cluster = Cluster {
             jm,
             tms: Vec::new(),
             rest: format!("http://{}", e["rest"].as_str().expect("rest")),
             rpc: e["rpc"].as_str().expect("rpc").to_owned(),
             token: e["token"].as_str().expect("token").to_owned(),
-            http: reqwest::blocking::Client::new(),
+            http: client_with(Some(&admin)),
+            admin,
             dir,
             env,
         };
@@ -152,8 +157,12 @@ impl Cluster {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
+        self.get_as(&self.http, path)
+    }
+
+    /// `GET path` with `http`'s token.
+    fn get_as(&self, http: &reqwest::blocking::Client, path: &str) -> (u16, Value) {
+        let resp = http
             .get(format!("{}{path}", self.rest))
             .send()
             .expect("GET");
@@ -172,12 +181,16 @@ impl Cluster {
     }
 
     fn upload(&self, wasm: &Path) -> (u16, Value) {
+        self.upload_as(&self.http, wasm)
+    }
+
+    /// Uploads `wasm` with `http`'s token.
+    fn upload_as(&self, http: &reqwest::blocking::Client, wasm: &Path) -> (u16, Value) {
         let name = wasm.file_name().expect("a file").to_string_lossy();
         let part = reqwest::blocking::multipart::Part::bytes(std::fs::read(wasm).expect("wasm"))
             .file_name(name.into_owned());
         let form = reqwest::blocking::multipart::Form::new().part("jarfile", part);
-        let resp = self
-            .http
+        let resp = http
             .post(format!("{}/jars/upload", self.rest))
             .multipart(form)
             .send()
@@ -261,8 +274,12 @@ impl Cluster {
     }
 
     fn run(&self, jar: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
+        self.run_as(&self.http, jar, body)
+    }
+
+    /// Runs an uploaded component with `http`'s token.
+    fn run_as(&self, http: &reqwest::blocking::Client, jar: &str, body: Value) -> (u16, Value) {
+        let resp = http
             .post(format!("{}/v1/jars/{jar}/run", self.rest))
             .json(&body)
             .send()
@@ -284,14 +301,45 @@ impl Cluster {
     }
 
     fn sluice(&self, args: &[&str]) -> Output {
+        self.sluice_as(&self.admin, args)
+    }
+
+    /// Runs the `sluice` client with `token`.
+    fn sluice_as(&self, token: &str, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(args)
             .current_dir(self.dir.path())
             .env("SLUICE_JOBMANAGER", &self.rest)
+            .env("SLUICE_TOKEN", token)
             .stdin(Stdio::null())
             .output()
             .expect("run sluice")
     }
+}
+
+/// The admin token from a JobManager's credentials file.
+fn admin_token(credentials: &Path) -> String {
+    let text = std::fs::read_to_string(credentials).expect("the JobManager wrote its credentials");
+    text.lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a token line")
+        .to_owned()
+}
+
+/// A blocking HTTP client that sends `token`, if any.
+fn client_with(token: Option<&str>) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("a header value"),
+        );
+    }
+    reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 fn text(b: &[u8]) -> String {
@@ -806,15 +854,17 @@ fn scrape_with_prometheus(cluster: &Cluster, prometheus: &Path, job: &str, words
             .trim_end_matches("/metrics")
             .to_owned()
     };
-    let targets = [
-        target(&cluster.rest),
+    let jobmanager = [target(&cluster.rest)];
+    let taskmanagers = [
         target(&cluster.tm_metrics(0)),
         target(&cluster.tm_metrics(1)),
     ];
     let dir = cluster.dir.path().join("prometheus");
     std::fs::create_dir_all(&dir).expect("dir");
+    // The JobManager's metrics are an admin's: Prometheus sends its token.
     let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: {targets:?}\n"
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice-jobmanager\n    authorization:\n      credentials: {}\n    static_configs:\n      - targets: {jobmanager:?}\n  - job_name: sluice-taskmanagers\n    static_configs:\n      - targets: {taskmanagers:?}\n",
+        cluster.admin
     );
     std::fs::write(dir.join("prometheus.yml"), config).expect("config");
     let listen = format!("--web.listen-address=127.0.0.1:{port}");
@@ -878,6 +928,10 @@ fn flinks_own_cli_lists_and_cancels_a_sluice_job() {
     let flink_cli = |args: &[&str]| {
         let out = Command::new(&flink)
             .args(args)
+            .env(
+                "FLINK_REST_CLIENT_HEADERS",
+                format!("Authorization:Bearer {}", cluster.admin),
+            )
             .stdin(Stdio::null())
             .output()
             .expect("run flink");
@@ -950,7 +1004,7 @@ fn snapshots_stored_after_their_checkpoint_failed_are_deleted() {
         c["latest"]["failed"]["id"].as_u64()
     });
     // Every snapshot of those failed checkpoints goes, the late ones too.
-    let job_dir = cluster.dir.path().join("jm/checkpoints").join(&job);
+    let job_dir = cluster.dir.path().join("jm/checkpoints/default").join(&job);
     wait_for(
         "the failed checkpoints' snapshots to be deleted",
         &|| {
@@ -993,7 +1047,7 @@ fn with_checkpoints_a_killed_taskmanagers_job_resumes_from_the_latest_and_counts
     let latest = &first["latest"]["completed"];
     assert_eq!(latest["status"], "COMPLETED", "{first}");
     assert_eq!(latest["num_acknowledged_subtasks"], 8, "{first}");
-    let checkpoints = cluster.dir.path().join("jm/checkpoints").join(&job);
+    let checkpoints = cluster.dir.path().join("jm/checkpoints/default").join(&job);
     let chk = checkpoints.join(format!("chk-{}", latest["id"]));
     assert!(chk.join("_metadata").exists(), "{}", chk.display());
     let mut victim = cluster.tms[0].take().expect("tm0");
@@ -1208,7 +1262,7 @@ fn a_savepoint_taken_at_parallelism_2_restores_at_4_with_the_same_totals() {
     let savepoint_dir = cluster
         .dir
         .path()
-        .join("jm/checkpoints")
+        .join("jm/checkpoints/default")
         .join(&job)
         .join(relative);
     // The job ended, its savepoint stays.
@@ -1298,7 +1352,7 @@ fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     let chk = cluster
         .dir
         .path()
-        .join("jm/checkpoints")
+        .join("jm/checkpoints/default")
         .join(&job)
         .join(format!("chk-{newest}"));
     let mut damaged = 0;
@@ -1743,7 +1797,8 @@ fn stop_with_savepoint_resumes_into_a_new_directory_or_its_own_with_every_record
     checker_through_a_savepoint(&cluster, "p1", true, Resume::Cluster(1), true);
 }
 
-/// A policy file with `max_call_ms` and no fuel, under the cluster's directory.
+/// A policies directory whose `standard` policy has `max_call_ms` and no
+/// fuel, under `dir`.
 fn deadline_policy(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/standard.toml"),
@@ -1751,9 +1806,10 @@ fn deadline_policy(dir: &Path) -> PathBuf {
     .expect("standard policy")
     .replace("fuel_per_call = 2_000_000_000", "")
     .replace("# max_call_ms = 10_000", "max_call_ms = 50");
-    let path = dir.join("deadline.toml");
-    std::fs::write(&path, text).expect("policy");
-    path
+    let policies = dir.join("deadline-policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    std::fs::write(policies.join("standard.toml"), text).expect("policy");
+    policies
 }
 
 #[test]
@@ -1765,7 +1821,7 @@ fn permanent_errors_are_refused_at_submission_or_fail_the_job_without_restarts()
         1,
         2,
         &[
-            "--policy",
+            "--policies-dir",
             &policy_arg,
             "--restart-attempts",
             "2",
@@ -1909,6 +1965,8 @@ fn the_cli_takes_host_port_bare_ids_and_long_names_and_says_when_a_job_already_e
             .args(args)
             .current_dir(cluster.dir.path())
             .env_remove("SLUICE_JOBMANAGER")
+            // The admin's token from the file the JobManager wrote.
+            .env("SLUICE_CREDENTIALS", "jm/credentials")
             .stdin(Stdio::null())
             .output()
             .expect("run sluice");
@@ -2036,4 +2094,581 @@ fn ended_jobs_beyond_the_job_store_leave_memory_and_stay_answerable() {
     assert_eq!(cancel.status().as_u16(), 409);
     let (status, _) = cluster.get("/jobs/0123456789abcdef0123456789abcdef");
     assert_eq!(status, 404);
+}
+
+/// A tenant made through the admin CLI, with its token.
+struct TenantClient {
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Cluster {
+    /// Creates a tenant on `policy` and a token for it, as an admin would.
+    fn new_tenant(&self, name: &str, policy: &str) -> TenantClient {
+        let out = self.sluice(&["tenant", "create", name, "--policy", policy]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(&format!("created tenant {name}")));
+        let out = self.sluice(&["token", "create", name]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let token = text(&out.stdout).trim().to_owned();
+        assert!(token.starts_with("sluice_"), "{token}");
+        assert!(text(&out.stderr).contains("shown once"));
+        TenantClient {
+            http: client_with(Some(&token)),
+            token,
+        }
+    }
+
+    /// Uploads a component as `t`; its id.
+    fn upload_as_ok(&self, t: &TenantClient, wasm: &str) -> String {
+        let (status, up) = self.upload_as(&t.http, Path::new(wasm));
+        assert_eq!(status, 200, "{up}");
+        up["filename"]
+            .as_str()
+            .and_then(|f| f.rsplit('/').next())
+            .expect("a stored file")
+            .to_owned()
+    }
+
+    /// Starts an endless join job as `t` writing under `out`; its id.
+    fn start_endless_as(&self, t: &TenantClient, out: &Path) -> String {
+        let jar = self.upload_as_ok(t, sluice_test_programs::JOIN);
+        let (status, run) = self.run_as(
+            &t.http,
+            &jar,
+            json!({
+                "parallelism": 1,
+                "programArgsList": ["left=1000000000000000", "right=1000000000000000", format!("output={}", out.display())],
+            }),
+        );
+        assert_eq!(status, 200, "{run}");
+        let job = run["jobid"].as_str().expect("jobid").to_owned();
+        wait_for(&format!("job {job} to run"), &|| self.logs(), || {
+            let (_, d) = self.get_as(&t.http, &format!("/jobs/{job}"));
+            (d["state"] == "RUNNING").then_some(())
+        });
+        job
+    }
+
+    /// Any request as `http`: its status and body.
+    fn call(
+        &self,
+        http: &reqwest::blocking::Client,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = http.request(method, format!("{}{path}", self.rest));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().expect("request");
+        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
+    }
+}
+
+fn job_ids(v: &Value, key: &str, field: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j[field].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn two_tenants_see_and_touch_only_their_own_jobs_jars_and_savepoints() {
+    let cluster = Cluster::start(1, 4, &[]);
+    let d = cluster.dir.path().to_owned();
+    let acme = cluster.new_tenant("acme", "standard");
+    let beta = cluster.new_tenant("beta", "standard");
+    let a_job = cluster.start_endless_as(&acme, &d.join("acme-out"));
+    let b_job = cluster.start_endless_as(&beta, &d.join("beta-out"));
+    let b_jar = cluster.upload_as_ok(&beta, sluice_test_programs::WORDCOUNT);
+
+    // Lists are per tenant; the admin sees both, with their owners.
+    for (t, mine, theirs) in [(&acme, &a_job, &b_job), (&beta, &b_job, &a_job)] {
+        let (_, jobs) = cluster.get_as(&t.http, "/jobs");
+        assert_eq!(
+            job_ids(&jobs, "jobs", "id"),
+            std::slice::from_ref(mine),
+            "{jobs}"
+        );
+        let (_, overview) = cluster.get_as(&t.http, "/jobs/overview");
+        assert_eq!(
+            job_ids(&overview, "jobs", "jid"),
+            std::slice::from_ref(mine)
+        );
+        let (_, o) = cluster.get_as(&t.http, "/overview");
+        assert_eq!(o["jobs-running"], 1, "{o}");
+        let listed = cluster.sluice_as(&t.token, &["list"]);
+        let listed = text(&listed.stdout);
+        assert!(
+            listed.contains(mine.as_str()) && !listed.contains(theirs.as_str()),
+            "{listed}"
+        );
+    }
+    let (_, all) = cluster.get("/jobs/overview");
+    let owners: Vec<&str> = all["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["tenant"].as_str())
+        .collect();
+    assert!(
+        owners.contains(&"acme") && owners.contains(&"beta"),
+        "{all}"
+    );
+    // The same bytes uploaded by both are two jars; beta's wordcount is not acme's.
+    let (_, a_jars) = cluster.get_as(&acme.http, "/jars");
+    assert_eq!(
+        a_jars["files"].as_array().expect("files").len(),
+        1,
+        "{a_jars}"
+    );
+    let (_, admin_jars) = cluster.get("/jars");
+    assert_eq!(
+        admin_jars["files"].as_array().expect("files").len(),
+        3,
+        "{admin_jars}"
+    );
+
+    // Every id-taking endpoint answers beta's ids to acme exactly as ids
+    // that do not exist.
+    let trigger = wait_for("beta's job to take a savepoint", &|| cluster.logs(), || {
+        let (status, sp) = cluster.call(
+            &beta.http,
+            "POST",
+            &format!("/jobs/{b_job}/savepoints"),
+            Some(json!({})),
+        );
+        // 409 until every task runs.
+        (status == 200)
+            .then(|| sp["request-id"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    let location = wait_for("beta's savepoint", &|| cluster.logs(), || {
+        let (_, s) = cluster.get_as(&beta.http, &format!("/jobs/{b_job}/savepoints/{trigger}"));
+        s["operation"]["location"].as_str().map(str::to_owned)
+    });
+    let random_job = "0123456789abcdef0123456789abcdef";
+    let random_jar = format!("{}.wasm", "ab".repeat(32));
+    let probes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", "/jobs/{job}".into(), None),
+        ("GET", "/v1/jobs/{job}/exceptions".into(), None),
+        ("GET", "/jobs/{job}/checkpoints".into(), None),
+        ("GET", "/jobs/{job}/checkpoints/config".into(), None),
+        ("GET", format!("/jobs/{{job}}/savepoints/{trigger}"), None),
+        ("PATCH", "/jobs/{job}?mode=cancel".into(), None),
+        ("POST", "/jobs/{job}/savepoints".into(), Some(json!({}))),
+        ("POST", "/jobs/{job}/stop".into(), Some(json!({}))),
+        (
+            "POST",
+            "/jars/{jar}/run".into(),
+            Some(json!({"parallelism": 1})),
+        ),
+        ("DELETE", "/jars/{jar}".into(), None),
+    ];
+    for (method, path, body) in probes {
+        let with = |job: &str, jar: &str| path.replace("{job}", job).replace("{jar}", jar);
+        let (s1, b1) = cluster.call(&acme.http, method, &with(&b_job, &b_jar), body.clone());
+        let (s2, b2) = cluster.call(
+            &acme.http,
+            method,
+            &with(random_job, &random_jar),
+            body.clone(),
+        );
+        assert_eq!(s1, 404, "{method} {path}: {b1}");
+        assert_eq!(s1, s2, "{method} {path}");
+        let normalised = b1
+            .to_string()
+            .replace(&b_job, random_job)
+            .replace(&b_jar, &random_jar);
+        assert_eq!(normalised, b2.to_string(), "{method} {path}");
+    }
+    let info = cluster.sluice_as(&acme.token, &["info", &b_job]);
+    assert_eq!(info.status.code(), Some(1));
+    assert!(text(&info.stderr).contains("404"), "{}", text(&info.stderr));
+    // Nothing of beta's moved.
+    let (_, bd) = cluster.get_as(&beta.http, &format!("/jobs/{b_job}"));
+    assert_eq!(bd["state"], "RUNNING", "{bd}");
+
+    // Acme cannot restore beta's savepoint, nor reach out of its prefix.
+    let a_jar = cluster.upload_as_ok(&acme, sluice_test_programs::JOIN);
+    let acme_root = format!("file://{}/jm/checkpoints/acme", d.display());
+    let beta_relative = location
+        .split("/beta/")
+        .nth(1)
+        .expect("beta's prefix")
+        .to_owned();
+    for (path, status) in [
+        (location.clone(), 403),
+        (location.trim_start_matches("file://").to_owned(), 403),
+        (format!("{acme_root}/../beta/{beta_relative}"), 400),
+        (format!("{acme_root}/%2e%2e/beta/{beta_relative}"), 400),
+        (format!("../beta/{beta_relative}"), 400),
+    ] {
+        let (s, b) = cluster.run_as(&acme.http, &a_jar, json!({"parallelism": 1, "savepointPath": path, "programArgsList": ["left=1", "right=1", format!("output={}", d.join("restored").display())]}));
+        assert_eq!(s, status, "{path}: {b}");
+    }
+    assert!(!d.join("restored").exists(), "nothing ran");
+    // Beta restores its own.
+    let b_join = cluster.upload_as_ok(&beta, sluice_test_programs::JOIN);
+    let (s, b) = cluster.run_as(&beta.http, &b_join, json!({"parallelism": 1, "savepointPath": location, "allowNonRestoredState": true, "programArgsList": ["left=1", "right=1", format!("output={}", d.join("beta-restored").display())]}));
+    assert_eq!(s, 200, "{b}");
+
+    // Deleting beta's copy of the join app leaves acme's.
+    let (s, _) = cluster.call(&beta.http, "DELETE", &format!("/jars/{a_jar}"), None);
+    assert_eq!(s, 200);
+    let (_, a_jars) = cluster.get_as(&acme.http, "/jars");
+    assert_eq!(
+        job_ids(&a_jars, "files", "id"),
+        std::slice::from_ref(&a_jar)
+    );
+
+    // Cluster-wide views are an admin's.
+    for path in ["/taskmanagers", "/metrics", "/tenants", "/tokens"] {
+        let (s, b) = cluster.get_as(&acme.http, path);
+        assert_eq!(s, 403, "{path}: {b}");
+    }
+    let (s, usage) = cluster.get_as(&acme.http, "/tenants/me/usage");
+    assert_eq!(s, 200);
+    assert_eq!(usage["tenant"], "acme");
+    let jobs_quota = usage["quotas"]
+        .as_array()
+        .expect("quotas")
+        .iter()
+        .find(|q| q["quota"] == "max_jobs")
+        .expect("max_jobs")
+        .clone();
+    assert_eq!(jobs_quota["used"], 1, "{usage}");
+
+    // Flink's own CLI, with acme's token in its header variable.
+    if let Some(flink) = external_tool("flink", "SLUICE_FLINK") {
+        let address = cluster.rest.trim_start_matches("http://").to_owned();
+        let flink_cli = |args: &[&str]| {
+            let out = Command::new(&flink)
+                .args(args)
+                .env(
+                    "FLINK_REST_CLIENT_HEADERS",
+                    format!("Authorization:Bearer {}", acme.token),
+                )
+                .stdin(Stdio::null())
+                .output()
+                .expect("run flink");
+            (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+        };
+        let (ok, listed) = flink_cli(&["list", "-m", &address]);
+        assert!(ok, "{listed}");
+        assert!(
+            listed.contains(&a_job) && !listed.contains(&b_job),
+            "{listed}"
+        );
+        let (ok, out) = flink_cli(&["cancel", "-m", &address, &b_job]);
+        assert!(!ok, "{out}");
+        let (ok, out) = flink_cli(&["cancel", "-m", &address, &a_job]);
+        assert!(ok, "{out}");
+        cluster.wait_for_state(&a_job, &["CANCELED"]);
+        let (_, bd) = cluster.get_as(&beta.http, &format!("/jobs/{b_job}"));
+        assert_eq!(bd["state"], "RUNNING", "{bd}");
+    }
+
+    // No token, a bad one, a revoked one: 401; a burst is throttled.
+    let anonymous = client_with(None);
+    let (s, b) = cluster.get_as(&anonymous, "/jobs");
+    assert_eq!(s, 401, "{b}");
+    assert!(
+        b["errors"][0]
+            .as_str()
+            .expect("errors")
+            .contains("Authorization: Bearer"),
+        "{b}"
+    );
+    let list = cluster.sluice_as("sluice_0000000000000000_0000", &["list"]);
+    assert_eq!(list.status.code(), Some(1));
+    assert!(text(&list.stderr).contains("401"), "{}", text(&list.stderr));
+    let out = cluster.sluice(&["token", "list", "--json"]);
+    let tokens: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let beta_id = tokens["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["tenant"] == "beta")
+        .expect("beta's")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(
+        cluster
+            .sluice(&["token", "revoke", &beta_id])
+            .status
+            .success()
+    );
+    let (s, _) = cluster.get_as(&beta.http, "/jobs");
+    assert_eq!(s, 401);
+    let bad = client_with(Some(&format!(
+        "sluice_{}_{}",
+        "1".repeat(16),
+        "2".repeat(64)
+    )));
+    let statuses: Vec<u16> = (0..40).map(|_| cluster.get_as(&bad, "/jobs").0).collect();
+    assert_eq!(statuses[0], 401);
+    assert_eq!(*statuses.last().expect("some"), 429, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429));
+    let (s, _) = cluster.get_as(&acme.http, "/jobs");
+    assert_eq!(s, 200, "a good token is never throttled");
+
+    // The audit log: one line per change and per refusal, never a secret.
+    let audit = std::fs::read_to_string(d.join("jm/audit.log")).expect("audit log");
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let has = |tenant: &str, action: &str, result: u16| {
+        lines
+            .iter()
+            .any(|l| l["tenant"] == tenant && l["action"] == action && l["result"] == result)
+    };
+    assert!(has("default", "create-tenant", 200), "{audit}");
+    assert!(has("default", "create-token", 200), "{audit}");
+    assert!(has("default", "revoke-token", 200), "{audit}");
+    assert!(has("acme", "upload", 200), "{audit}");
+    assert!(has("acme", "run", 403), "{audit}");
+    assert!(has("acme", "cancel", 404), "{audit}");
+    assert!(has("beta", "savepoint", 200), "{audit}");
+    assert!(has("unauthenticated", "read", 401), "{audit}");
+    assert!(has("unauthenticated", "read", 429), "{audit}");
+    for secret in [&cluster.admin, &acme.token, &beta.token] {
+        assert!(!audit.contains(secret.as_str()), "a token in the audit log");
+    }
+    assert!(lines.iter().all(|l| {
+        l["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:"))
+    }));
+}
+
+/// A policies directory with a `tight` policy for the quota test.
+fn tight_policies(dir: &Path, join_bytes: u64) -> PathBuf {
+    let standard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/standard.toml"),
+    )
+    .expect("standard policy");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    std::fs::write(policies.join("standard.toml"), &standard).expect("write");
+    let base: String = standard
+        .lines()
+        .filter(|l| !l.starts_with("max_") || l.starts_with("max_parallelism"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("name = \"standard\"", "name = \"tight\"")
+        .replace("memory_mib = 256", "memory_mib = 32");
+    let tight = format!("{base}max_jobs = 1\nmax_slots = 2\nmax_jars = 1\nmax_memory_mib = 1024\n");
+    std::fs::write(policies.join("tight.toml"), tight).expect("write");
+    let bytes = format!(
+        "{}max_jar_bytes = {}\nmax_memory_mib = 32\nmax_concurrent_uploads = 1\n",
+        base.replace("name = \"tight\"", "name = \"bytes\""),
+        join_bytes + 10
+    );
+    std::fs::write(policies.join("bytes.toml"), bytes).expect("write");
+    let upload = format!(
+        "{}max_upload_bytes = 1000\n",
+        base.replace("name = \"tight\"", "name = \"upload\"")
+    );
+    std::fs::write(policies.join("upload.toml"), upload).expect("write");
+    policies
+}
+
+#[test]
+fn every_quota_is_enforced_with_a_message_naming_it_and_reloads_keep_a_good_config() {
+    let join_bytes = std::fs::metadata(sluice_test_programs::JOIN)
+        .expect("join")
+        .len();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let policies = tight_policies(scratch.path(), join_bytes);
+    let policies_arg = policies.display().to_string();
+    let cluster = Cluster::start(1, 4, &["--policies-dir", &policies_arg]);
+    let d = cluster.dir.path().to_owned();
+    let out = d.join("out").display().to_string();
+    let endless = json!({"parallelism": 1, "programArgsList": ["left=1000000000000000", "right=1000000000000000", format!("output={out}")]});
+    let refused = |(status, body): (u16, Value), code: u16, quota: &str, tail: &str| {
+        assert_eq!(status, code, "{body}");
+        let msg = body["errors"][0].as_str().expect("an error").to_owned();
+        assert!(msg.contains(&format!("exceeded quota `{quota}`")), "{msg}");
+        assert!(msg.ends_with(tail), "{msg}");
+    };
+
+    // Counts and sums: jars, slots, jobs.
+    let tight = cluster.new_tenant("tight", "tight");
+    let jar = cluster.upload_as_ok(&tight, sluice_test_programs::JOIN);
+    refused(
+        cluster.upload_as(&tight.http, Path::new(sluice_test_programs::WORDCOUNT)),
+        403,
+        "max_jars",
+        "requested 1, used 1, limited 1",
+    );
+    let mut wide = endless.clone();
+    wide["parallelism"] = json!(3);
+    refused(
+        cluster.run_as(&tight.http, &jar, wide),
+        403,
+        "max_slots",
+        "requested 3, used 0, limited 2",
+    );
+    let (s, first) = cluster.run_as(&tight.http, &jar, endless.clone());
+    assert_eq!(s, 200, "{first}");
+    let mut other = endless.clone();
+    other["programArgsList"][2] = json!(format!("output={out}2"));
+    refused(
+        cluster.run_as(&tight.http, &jar, other.clone()),
+        403,
+        "max_jobs",
+        "requested 1, used 1, limited 1",
+    );
+    // An ended job frees its quota.
+    let job = first["jobid"].as_str().expect("jobid").to_owned();
+    let (s, _) = cluster.call(
+        &tight.http,
+        "PATCH",
+        &format!("/jobs/{job}?mode=cancel"),
+        None,
+    );
+    assert_eq!(s, 202);
+    wait_for("the job's quota to be released", &|| cluster.logs(), || {
+        (cluster.run_as(&tight.http, &jar, other.clone()).0 == 200).then_some(())
+    });
+
+    // Bytes: stored jars and guest memory.
+    let bytes = cluster.new_tenant("bytes", "bytes");
+    let jar = cluster.upload_as_ok(&bytes, sluice_test_programs::JOIN);
+    let (status, body) = cluster.upload_as(&bytes.http, Path::new(sluice_test_programs::WORDCOUNT));
+    refused(
+        (status, body),
+        403,
+        "max_jar_bytes",
+        &format!("used {join_bytes}, limited {}", join_bytes + 10),
+    );
+    let (s, b) = cluster.run_as(&bytes.http, &jar, endless.clone());
+    assert_eq!(s, 403, "{b}");
+    let msg = b["errors"][0].as_str().expect("an error");
+    assert!(
+        msg.contains("exceeded quota `max_memory_mib` of policy `bytes`")
+            && msg.ends_with("used 0, limited 32"),
+        "{msg}"
+    );
+
+    // One upload's size, refused while it streams (413), and nothing kept.
+    let upload = cluster.new_tenant("upload", "upload");
+    let (status, body) = cluster.upload_as(&upload.http, Path::new(sluice_test_programs::JOIN));
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .expect("error")
+            .contains("exceeded quota `max_upload_bytes` of policy `upload`"),
+        "{body}"
+    );
+    let left: Vec<_> = std::fs::read_dir(d.join("jm/jars/upload"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let (_, usage) = cluster.get_as(&upload.http, "/tenants/me/usage");
+    assert!(
+        usage["quotas"]
+            .as_array()
+            .expect("quotas")
+            .iter()
+            .all(|q| q["used"] == 0),
+        "{usage}"
+    );
+
+    // A reload with a broken file keeps the configuration in force.
+    let broken = policies.join("upload.toml");
+    std::fs::write(
+        &broken,
+        "name = \"upload\"\n[limits]\nmemory_mib = \"lots\"\n",
+    )
+    .expect("write");
+    let out = cluster.sluice(&["tenant", "reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("upload.toml")
+            && err.contains("line 3")
+            && err.contains("previous configuration stays"),
+        "{err}"
+    );
+    let (status, _) = cluster.upload_as(&upload.http, Path::new(sluice_test_programs::JOIN));
+    assert_eq!(status, 413, "the old limit still holds");
+    // A good one takes effect for new requests.
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(policies.join("tight.toml"))
+            .expect("read")
+            .replace("name = \"tight\"", "name = \"upload\""),
+    )
+    .expect("write");
+    assert!(cluster.sluice(&["tenant", "reload"]).status.success());
+    let (status, body) = cluster.upload_as(&upload.http, Path::new(sluice_test_programs::JOIN));
+    assert_eq!(status, 200, "{body}");
+    // SIGHUP reloads too.
+    std::fs::write(
+        d.join("jm/tenants/late.toml"),
+        "name = \"late\"\npolicy = \"standard\"\n",
+    )
+    .expect("write");
+    let pid = cluster.jm.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    wait_for("the SIGHUP reload", &|| cluster.logs(), || {
+        let (_, t) = cluster.get("/tenants");
+        t["tenants"]
+            .as_array()?
+            .iter()
+            .any(|t| t["name"] == "late")
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_job_cancelled_while_its_tasks_deploy_ends_cancelled() {
+    // A policy no TaskManager has an engine for yet: deploying compiles
+    // the component, and the cancel arrives meanwhile.
+    let cluster = Cluster::start(1, 2, &[]);
+    let policies = cluster.dir.path().join("jm/policies");
+    let fresh = std::fs::read_to_string(policies.join("standard.toml"))
+        .expect("the bundled policy")
+        .replace("name = \"standard\"", "name = \"fresh\"")
+        .replace("memory_mib = 256", "memory_mib = 128");
+    std::fs::write(policies.join("fresh.toml"), fresh).expect("write");
+    assert!(cluster.sluice(&["tenant", "reload"]).status.success());
+    let t = cluster.new_tenant("fresh", "fresh");
+    let jar = cluster.upload_as_ok(&t, sluice_test_programs::JOIN);
+    let out = cluster.dir.path().join("out");
+    let (s, run) = cluster.run_as(
+        &t.http,
+        &jar,
+        json!({"parallelism": 1, "programArgsList": ["left=1000000000000000", "right=1000000000000000", format!("output={}", out.display())]}),
+    );
+    assert_eq!(s, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    wait_for("the deployment to start", &|| cluster.logs(), || {
+        cluster
+            .logs()
+            .contains(&format!("job={job} attempt=0"))
+            .then_some(())
+    });
+    let (s, _) = cluster.call(&t.http, "PATCH", &format!("/jobs/{job}?mode=cancel"), None);
+    assert_eq!(s, 202);
+    let d = cluster.wait_for_state(&job, &["CANCELED", "FAILED", "FINISHED"]);
+    assert_eq!(d["state"], "CANCELED", "{d}");
 }

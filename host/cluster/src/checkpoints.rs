@@ -121,6 +121,14 @@ impl JobCheckpoints {
         )
     }
 
+    /// Bytes of the latest completed checkpoint (0 without one).
+    pub fn last_size(&self) -> u64 {
+        self.coord
+            .latest_completed()
+            .and_then(|c| self.completed.get(&c.id))
+            .map_or(0, |m| m.tasks.iter().map(|(_, h)| h.bytes).sum())
+    }
+
     /// What a new run restores from: the newest retained checkpoint, or the
     /// savepoint the job was submitted from while it has none of its own.
     pub fn restore_point(&mut self, now: u64) -> Option<CheckpointMetadata> {
@@ -163,6 +171,7 @@ pub(crate) fn drive(
         return outcome;
     }
     let id = job.id;
+    let owner = job.owner.clone();
     let attempt = job.core.attempt();
     let tasks = job.core.tasks().clone();
     let locations = job.locations.clone();
@@ -326,6 +335,7 @@ pub(crate) fn drive(
         let retain_all = status == sluice_coord::JobStatus::Failed;
         outcome.ended = Some(crate::results::JobResult {
             job: id.to_string(),
+            owner: Some(owner),
             state: crate::jobmanager::status_name(status).to_owned(),
             storage: cp.settings.storage.clone(),
             keep: keep.clone(),

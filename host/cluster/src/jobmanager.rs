@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use quinn::Connection;
-use sha2::{Digest, Sha256};
 use sluice_connectors::Connectors;
 use sluice_coord::{
     CheckpointConfig, Command, ExecutionGraph, Job, JobStatus, RestartStrategy, TaskFailure,
@@ -21,12 +20,17 @@ use sluice_state::{S3Options, Storage};
 
 use crate::checkpoints::{IoDone, JobCheckpoints};
 use crate::results::{JobResult, JobResultStore};
-use sluice_policy::Policy;
+use sluice_policy::auth::Principal;
+use sluice_policy::quota::{Exceeded, Holder, Ledger, Usage};
+use sluice_policy::{Policy, TenantId};
 use sluice_runtime::{NodeCounts, PreparedJob, RunError};
 use sluice_transport::{ALPN_CLUSTER, ALPN_JOIN, ClusterCa, JoinToken, frame};
 use sluice_types::JobId;
 use sluice_wasm::{Runtime, RuntimeOptions};
 use tokio::sync::mpsc;
+
+use crate::access;
+use crate::tenancy::{Tenancy, TenancyConfig};
 
 use crate::protocol::{
     Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, ToJobManager,
@@ -48,8 +52,8 @@ pub struct JobManagerConfig {
     pub rpc_addr: SocketAddr,
     /// CA, join token, uploaded components.
     pub data_dir: PathBuf,
-    /// The policy jobs run under.
-    pub policy: Policy,
+    /// Tenants, policies and authentication.
+    pub tenancy: TenancyConfig,
     /// How long a job waits for enough free slots before it fails.
     pub slot_timeout: Duration,
     /// A TaskManager silent this long is declared lost.
@@ -95,6 +99,9 @@ pub(crate) struct Tm {
 /// An uploaded component.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Jar {
+    /// The tenant that uploaded it (records from before tenants: `default`).
+    #[serde(default = "default_tenant")]
+    pub owner: TenantId,
     pub id: String,
     pub name: String,
     pub uploaded: u64,
@@ -107,6 +114,8 @@ pub(crate) struct Jar {
 /// A job and what the driver knows about its current run.
 pub(crate) struct JobEntry {
     pub id: JobId,
+    /// The tenant that submitted it.
+    pub owner: TenantId,
     pub name: String,
     pub start_time: u64,
     pub core: Job,
@@ -158,7 +167,11 @@ impl JobEntry {
 pub(crate) struct Cluster {
     pub tms: BTreeMap<String, Tm>,
     pub jobs: BTreeMap<JobId, JobEntry>,
-    pub jars: BTreeMap<String, Jar>,
+    /// Uploads by owner and id: two tenants' uploads of the same bytes are
+    /// two jars.
+    pub jars: BTreeMap<(TenantId, String), Jar>,
+    /// What each tenant holds against its quotas.
+    pub ledger: Ledger,
 }
 
 /// The JobManager's shared state.
@@ -168,6 +181,14 @@ pub(crate) struct JobManager {
     pub runtime: Runtime,
     pub connectors: Connectors,
     pub rest_addr: Mutex<Option<SocketAddr>>,
+    pub tenancy: Tenancy,
+    /// Engines by policy name, for running plan functions under the
+    /// submitting tenant's limits.
+    runtimes: Mutex<HashMap<String, Runtime>>,
+    /// Uploaded components on disk.
+    pub jars: crate::jars::JarStore,
+    /// Uploads received at once, over all tenants.
+    uploads: Arc<tokio::sync::Semaphore>,
     ca: ClusterCa,
     token: JoinToken,
     /// Where background storage work runs, and where it reports.
@@ -186,60 +207,192 @@ impl JobManager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn jar_dir(&self) -> PathBuf {
-        self.config.data_dir.join("jars")
+    /// The tenant's policy as configured now.
+    pub fn policy_of(&self, tenant: &TenantId) -> Result<Policy, SubmitError> {
+        self.tenancy
+            .tenant(tenant)
+            .map(|(_, p)| p)
+            .ok_or_else(|| SubmitError::Forbidden(format!("tenant `{tenant}` is not defined")))
     }
 
-    /// Stores an uploaded component under its content hash, after checking
-    /// it is a valid Sluice component.
-    pub fn upload(&self, name: &str, bytes: &[u8]) -> Result<Jar, String> {
-        self.runtime
-            .load(bytes)
-            .map_err(|e| format!("`{name}` is not a valid Sluice application: {e}"))?;
-        let hash = hex::encode(Sha256::digest(bytes));
-        let id = format!("{hash}.wasm");
-        let dir = self.jar_dir();
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!("{id}.tmp"));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, dir.join(&id))
+    /// Sets what `holder` holds for the principal's tenant, if its quotas
+    /// (as configured now) allow it.
+    fn admit(
+        &self,
+        cluster: &mut Cluster,
+        who: &Principal,
+        holder: Holder,
+        usage: Usage,
+    ) -> Result<(), SubmitError> {
+        let policy = self.policy_of(&who.tenant)?;
+        cluster
+            .ledger
+            .admit(&who.tenant, &policy.name, &policy.quotas, holder, usage)
+            .map_err(SubmitError::Quota)
+    }
+
+    /// Starts receiving an upload for the principal: counted against the
+    /// cluster's and the tenant's concurrent uploads until the returned
+    /// guard is finished or dropped.
+    pub fn begin_upload(self: &Arc<Self>, who: &Principal) -> Result<Upload, SubmitError> {
+        let permit = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            SubmitError::Busy(format!(
+                "the JobManager is receiving {MAX_UPLOADS} uploads already; try again shortly"
+            ))
+        })?;
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        let usage = Usage {
+            uploads: 1,
+            jars: 1,
+            ..Usage::default()
         };
-        write().map_err(|e| format!("cannot store the upload in {}: {e}", dir.display()))?;
-        let jar = Jar {
-            id: id.clone(),
-            name: sanitize_name(name),
-            uploaded: now_ms(),
-            hash,
-            size: bytes.len() as u64,
+        self.admit(&mut self.lock(), who, Holder::Upload(id.clone()), usage)?;
+        let path = match self.jars.upload_path(&who.tenant, &id) {
+            Ok(p) => p,
+            Err(e) => {
+                self.lock()
+                    .ledger
+                    .release(&who.tenant, &Holder::Upload(id.clone()));
+                return Err(SubmitError::Internal(e.to_string()));
+            }
         };
-        let meta = serde_json::to_vec(&jar).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join(format!("{id}.json")), meta)
-            .map_err(|e| format!("cannot store the upload in {}: {e}", dir.display()))?;
-        self.lock().jars.insert(id, jar.clone());
+        Ok(Upload {
+            jm: self.clone(),
+            who: who.clone(),
+            path,
+            id,
+            received: 0,
+            done: false,
+            _permit: permit,
+        })
+    }
+
+    /// Counts `n` more bytes of an upload; refused once it is over the
+    /// tenant's upload or jar-bytes quota (or the cluster's upload limit).
+    pub fn grow_upload(&self, upload: &mut Upload, n: u64) -> Result<(), SubmitError> {
+        let received = upload.received.saturating_add(n);
+        if received > HARD_MAX_UPLOAD {
+            return Err(SubmitError::TooLarge(format!(
+                "the upload is over the JobManager's limit of {HARD_MAX_UPLOAD} bytes"
+            )));
+        }
+        let usage = Usage {
+            uploads: 1,
+            jars: 1,
+            jar_bytes: received,
+            ..Usage::default()
+        };
+        self.admit(
+            &mut self.lock(),
+            &upload.who,
+            Holder::Upload(upload.id.clone()),
+            usage,
+        )?;
+        upload.received = received;
+        Ok(())
+    }
+
+    /// Stores a received upload under its content hash, after checking it
+    /// is a valid Sluice component; it then counts as a jar of its tenant.
+    pub fn finish_upload(&self, mut upload: Upload, name: &str) -> Result<Jar, SubmitError> {
+        let bytes = std::fs::read(&upload.path)
+            .map_err(|e| SubmitError::Internal(format!("cannot read the upload back: {e}")))?;
+        self.runtime.load(&bytes).map_err(|e| {
+            SubmitError::Invalid(format!("`{name}` is not a valid Sluice application: {e}"))
+        })?;
+        let jar = self
+            .jars
+            .store(&upload.who.tenant, name, &upload.path, &bytes)
+            .map_err(|e| SubmitError::Internal(e.to_string()))?;
+        let mut cluster = self.lock();
+        let who = &upload.who;
+        cluster
+            .ledger
+            .release(&who.tenant, &Holder::Upload(upload.id.clone()));
+        upload.done = true;
+        let usage = Usage {
+            jars: 1,
+            jar_bytes: jar.size,
+            ..Usage::default()
+        };
+        // The upload held the same amounts, so this fits unless the quotas
+        // were lowered while it streamed in.
+        let key = (jar.owner.clone(), jar.id.clone());
+        if let Err(e) = self.admit(&mut cluster, who, Holder::Jar(jar.id.clone()), usage) {
+            if !cluster.jars.contains_key(&key) {
+                let _ = self.jars.delete(&jar);
+            }
+            return Err(e);
+        }
+        cluster.jars.insert(key, jar.clone());
         Ok(jar)
+    }
+
+    /// Deletes an uploaded application the principal may see.
+    pub fn delete_jar(&self, who: &Principal, id: &str) -> Result<(), SubmitError> {
+        let mut cluster = self.lock();
+        let jar = access::take_jar(&mut cluster, who, id)?;
+        cluster
+            .ledger
+            .release(&jar.owner, &Holder::Jar(jar.id.clone()));
+        drop(cluster);
+        self.jars
+            .delete(&jar)
+            .map_err(|e| SubmitError::Internal(e.to_string()))
+    }
+
+    /// Where a tenant's checkpoints and savepoints are: its prefix of the
+    /// cluster's checkpoint storage.
+    pub fn tenant_storage(&self, tenant: &TenantId) -> String {
+        format!(
+            "{}/{tenant}",
+            self.config.checkpoint_storage.trim_end_matches('/')
+        )
+    }
+
+    /// An engine with `policy`'s limits, for plan functions.
+    fn runtime_for(&self, policy: &Policy) -> Result<Runtime, SubmitError> {
+        let mut runtimes = self
+            .runtimes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(r) = runtimes.get(&policy.name)
+            && r.policy() == policy
+        {
+            return Ok(r.clone());
+        }
+        let runtime = Runtime::new(
+            policy.clone(),
+            RuntimeOptions {
+                slots: 2,
+                cache_dir: Some(self.config.data_dir.join("cache")),
+                ..RuntimeOptions::default()
+            },
+        )
+        .map_err(|e| {
+            SubmitError::Internal(format!("cannot set up policy `{}`: {e}", policy.name))
+        })?;
+        runtimes.insert(policy.name.clone(), runtime.clone());
+        Ok(runtime)
     }
 
     /// Plans a job from an uploaded component and queues it for slots.
     pub fn submit(
         &self,
+        who: &Principal,
         jar_id: &str,
         args: &[(String, String)],
         parallelism: u32,
         options: SubmitOptions,
     ) -> Result<JobId, SubmitError> {
-        let jar = self
-            .lock()
-            .jars
-            .get(&jar_key(jar_id))
-            .cloned()
-            .ok_or_else(|| SubmitError::NotFound(format!("no uploaded application `{jar_id}`")))?;
+        let jar = access::jar(&self.lock(), who, jar_id)?.clone();
+        let policy = self.policy_of(&who.tenant)?;
+        let runtime = self.runtime_for(&policy)?;
         let bytes = self.component(&jar)?;
-        let app = self
-            .runtime
+        let app = runtime
             .load(&bytes)
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        let uri = self.config.checkpoint_storage.clone();
+        let uri = self.tenant_storage(&who.tenant);
         let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
             SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))
         })?;
@@ -253,7 +406,7 @@ impl JobManager {
             allow_non_restored_state: options.allow_non_restored_state,
         });
         let PreparedJob { execution, .. } = sluice_runtime::prepare_job(
-            &self.runtime,
+            &runtime,
             &self.connectors,
             &app,
             args,
@@ -293,11 +446,12 @@ impl JobManager {
         }
         let entry = JobEntry {
             id,
+            owner: who.tenant.clone(),
             name,
             start_time: now,
             core,
             execution,
-            policy: self.runtime.policy().clone(),
+            policy: policy.clone(),
             component: bytes,
             hash: jar.hash,
             placement: Vec::new(),
@@ -311,8 +465,9 @@ impl JobManager {
         };
         let record = JobResult {
             job: id.to_string(),
+            owner: Some(who.tenant.clone()),
             state: "RUNNING".into(),
-            storage: self.config.checkpoint_storage.clone(),
+            storage: self.tenant_storage(&who.tenant),
             keep: Vec::new(),
             retained: false,
             cleaned: false,
@@ -323,22 +478,41 @@ impl JobManager {
         let mut cluster = self.lock();
         let outputs = sluice_runtime::snapshot::file_outputs(&entry.execution);
         if let Some((other, dir)) = cluster.jobs.values().find_map(|j| {
+            // Another tenant's job is named only to an admin.
             let theirs = sluice_runtime::snapshot::file_outputs(&j.execution);
             (!j.core.status().is_terminal())
                 .then(|| outputs.iter().find(|o| theirs.contains(o)))
                 .flatten()
                 .map(|dir| (j.id, dir.clone()))
         }) {
+            let owner = cluster.jobs.get(&other).map(|j| &j.owner);
+            let job = if owner.is_some_and(|o| who.sees(o)) {
+                format!("job {other}")
+            } else {
+                "another tenant's job".to_owned()
+            };
             return Err(SubmitError::Conflict(format!(
-                "job {other} is writing to `{dir}`; cancel or stop it first, or choose another output"
+                "{job} is writing to `{dir}`; cancel or stop it first, or choose another output"
             )));
         }
-        self.results.put(&record).map_err(|e| {
-            SubmitError::Internal(format!(
+        let usage = Usage {
+            jobs: 1,
+            slots: u64::from(entry.execution.slots_needed()),
+            memory_mib: (entry.execution.tasks().count() as u64)
+                .saturating_mul(policy.limits.memory_mib),
+            ..Usage::default()
+        };
+        self.admit(&mut cluster, who, Holder::Job(id.to_string()), usage)?;
+        if let Err(e) = self.results.put(&record) {
+            cluster
+                .ledger
+                .release(&who.tenant, &Holder::Job(id.to_string()));
+            return Err(SubmitError::Internal(format!(
                 "cannot record the job in the job-result store: {e}"
-            ))
-        })?;
+            )));
+        }
         tracing::info!(
+            tenant = %who.tenant,
             job = %id,
             name = %crate::truncate(&entry.name, 200),
             parallelism,
@@ -358,25 +532,30 @@ impl JobManager {
         storage: &Storage,
         path: &str,
     ) -> Result<crate::checkpoints::CheckpointMetadata, SubmitError> {
-        let root = format!("{}/", storage.uri().trim_end_matches('/'));
-        let relative = path.strip_prefix(&root).unwrap_or(path).trim_matches('/');
-        if relative.contains("://") {
-            return Err(SubmitError::Invalid(format!(
-                "savepoint `{path}` is not in this cluster's checkpoint storage ({root})"
-            )));
-        }
-        sluice_runtime::snapshot::read_metadata(storage, &self.io, relative)
+        let relative = confined_path(storage.uri(), path)?;
+        sluice_runtime::snapshot::read_metadata(storage, &self.io, &relative)
             .map_err(|e| SubmitError::Invalid(format!("cannot read savepoint `{path}`: {e}")))
     }
 
     /// Triggers a savepoint of a running job; its trigger id. With `stop`,
     /// the job is cancelled once the savepoint completes.
-    pub fn savepoint(&self, id: JobId, stop: bool) -> Result<String, SubmitError> {
+    pub fn savepoint(
+        &self,
+        who: &Principal,
+        id: JobId,
+        stop: bool,
+        target: Option<&str>,
+    ) -> Result<String, SubmitError> {
         let mut cluster = self.lock();
         let now = now_ms();
-        let Some(job) = cluster.jobs.get_mut(&id) else {
-            return Err(self.gone(id));
+        let storage = match access::job(&cluster, who, id) {
+            Ok(job) => self.tenant_storage(&job.owner),
+            Err(_) => return Err(self.gone(who, id)),
         };
+        if let Some(dir) = target.filter(|d| !d.is_empty()) {
+            confined_path(&storage, dir)?;
+        }
+        let job = access::job_mut(&mut cluster, who, id)?;
         let status = job.core.status();
         let cp = &mut job.checkpoints;
         let checkpoint = cp.coord.trigger_savepoint(now).ok_or_else(|| {
@@ -399,11 +578,11 @@ impl JobManager {
     }
 
     /// Asks a job to cancel; a job that ended already cannot be.
-    pub fn cancel(&self, id: JobId) -> Result<(), SubmitError> {
+    pub fn cancel(&self, who: &Principal, id: JobId) -> Result<(), SubmitError> {
         let mut cluster = self.lock();
         let now = now_ms();
-        let Some(job) = cluster.jobs.get_mut(&id) else {
-            return Err(self.gone(id));
+        let Ok(job) = access::job_mut(&mut cluster, who, id) else {
+            return Err(self.gone(who, id));
         };
         let status = job.core.status();
         if status.is_terminal() {
@@ -416,17 +595,33 @@ impl JobManager {
 
     /// The refusal for a job that is not in memory: it ended and left (its
     /// archive says how), or it never existed.
-    fn gone(&self, id: JobId) -> SubmitError {
-        match self.results.get(id) {
+    fn gone(&self, who: &Principal, id: JobId) -> SubmitError {
+        match access::result(self.results.get(id), who) {
             Some(r) if r.state != "RUNNING" => ended(id, &r.state),
-            _ => SubmitError::NotFound(format!("Job {id} not found")),
+            _ => access::no_job(id),
         }
     }
 
     /// What the job-result store kept of a job that left memory: its REST
     /// views (see `views::archive`).
-    pub fn archived(&self, id: JobId) -> Option<serde_json::Value> {
-        self.results.get(id)?.archive
+    pub fn archived(&self, who: &Principal, id: JobId) -> Option<serde_json::Value> {
+        access::result(self.results.get(id), who)?.archive
+    }
+
+    /// Reads the tenant and policy files again (on SIGHUP or an admin's
+    /// request); a broken file leaves the previous configuration in force.
+    pub fn reload_tenants(&self, by: &str) -> Result<(usize, usize), sluice_policy::PolicyError> {
+        let result = self.tenancy.reload();
+        match &result {
+            Ok((tenants, policies)) => {
+                tracing::info!(by, tenants, policies, "tenants and policies reloaded")
+            }
+            Err(e) => tracing::error!(
+                by,
+                "tenants and policies not reloaded; the previous configuration stays: {e}"
+            ),
+        }
+        result
     }
 
     /// The bytes of an uploaded component, shared by every job that runs it.
@@ -439,7 +634,7 @@ impl JobManager {
         if let Some(bytes) = shared.get(&jar.hash).and_then(std::sync::Weak::upgrade) {
             return Ok(bytes);
         }
-        let bytes = std::fs::read(self.jar_dir().join(&jar.id)).map_err(|e| {
+        let bytes = std::fs::read(self.jars.path(jar)).map_err(|e| {
             SubmitError::Internal(format!("cannot read the stored application: {e}"))
         })?;
         let bytes = Arc::new(bytes);
@@ -449,7 +644,9 @@ impl JobManager {
 
     /// Runs every job's core forward: timeouts, scheduling, commands.
     pub fn drive(&self, cluster: &mut Cluster, now: u64) {
-        let Cluster { tms, jobs, .. } = cluster;
+        let Cluster {
+            tms, jobs, ledger, ..
+        } = cluster;
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         for id in ids {
             let used = used_slots(jobs);
@@ -509,6 +706,9 @@ impl JobManager {
                 job.status_changed.insert(status_name(status), now);
                 log_status(job, status);
                 job.last_status = status;
+                if status.is_terminal() {
+                    ledger.release(&job.owner, &Holder::Job(id.to_string()));
+                }
             }
             if !matches!(status, JobStatus::Running | JobStatus::Cancelling) {
                 job.placement.clear();
@@ -821,9 +1021,95 @@ pub(crate) enum SubmitError {
     /// ended, an output another job writes.
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over a quota of the tenant (403; 413 for one upload's size, 429
+    /// for concurrent uploads).
+    #[error("{0}")]
+    Quota(Exceeded),
+    /// Larger than the JobManager takes (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The JobManager is too busy for it now (429).
+    #[error("{0}")]
+    Busy(String),
     /// The JobManager itself failed (500).
     #[error("{0}")]
     Internal(String),
+}
+
+fn default_tenant() -> TenantId {
+    TenantId::new(crate::tenancy::DEFAULT_TENANT).expect("invariant: a valid tenant name")
+}
+
+/// Uploads the JobManager receives at once, over all tenants.
+pub(crate) const MAX_UPLOADS: usize = 16;
+
+/// The largest upload taken whatever the policy says.
+pub(crate) const HARD_MAX_UPLOAD: u64 = 1 << 30;
+
+/// An upload under way: it holds its tenant's quota until it is stored or
+/// dropped (a failed or cut-short upload), when its file goes too.
+pub(crate) struct Upload {
+    jm: Arc<JobManager>,
+    pub who: Principal,
+    /// Where the bytes go as they arrive.
+    pub path: PathBuf,
+    id: String,
+    received: u64,
+    done: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+            self.jm
+                .lock()
+                .ledger
+                .release(&self.who.tenant, &Holder::Upload(self.id.clone()));
+        }
+    }
+}
+
+/// `path` (a savepoint or a savepoint directory a client names) relative to
+/// the storage at `root`, or a refusal: it must be inside `root` (a tenant's
+/// prefix), and every segment must be a plain name, so `..`, `.`, empty
+/// and percent-encoded segments never reach the storage.
+pub(crate) fn confined_path(root: &str, path: &str) -> Result<String, SubmitError> {
+    let root = root.trim_end_matches('/');
+    let inside = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    let relative = if let Some(rest) = inside(root) {
+        rest
+    } else if let Some(rest) = root.strip_prefix("file://").and_then(inside) {
+        rest
+    } else if path.contains("://") || path.starts_with('/') {
+        return Err(SubmitError::Forbidden(format!(
+            "`{path}` is not in your checkpoint storage ({root})"
+        )));
+    } else {
+        path
+    };
+    let relative = relative.trim_matches('/');
+    let plain = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !relative.is_empty() && !relative.split('/').all(plain) {
+        return Err(SubmitError::Invalid(format!(
+            "`{path}` has a segment that is not a plain name (`..`, `.`, an empty or encoded one)"
+        )));
+    }
+    Ok(relative.to_owned())
 }
 
 /// An application's id as stored (`SHA256.wasm`) from what users give:
@@ -833,20 +1119,6 @@ pub(crate) fn jar_key(id: &str) -> String {
         format!("{}.wasm", id.to_ascii_lowercase())
     } else {
         id.to_owned()
-    }
-}
-
-fn sanitize_name(name: &str) -> String {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let clean: String = base
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-        .take(100)
-        .collect();
-    if clean.is_empty() {
-        "application.wasm".into()
-    } else {
-        clean
     }
 }
 
@@ -998,6 +1270,12 @@ pub struct Endpoints {
     pub rpc: SocketAddr,
     /// The join token for TaskManagers.
     pub token: String,
+    /// The admin token, only when this start created it (never written
+    /// with the endpoints: it is in `DATA_DIR/credentials`).
+    #[serde(skip)]
+    pub admin_token: Option<String>,
+    /// Whether requests need a token.
+    pub authenticated: bool,
 }
 
 /// Runs a JobManager until the process is stopped. `ready` is called once
@@ -1015,8 +1293,9 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     let rest = tokio::net::TcpListener::bind(config.rest_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
+    let (tenancy, admin_token) = Tenancy::open(&config.data_dir, config.tenancy.clone())?;
     let runtime = Runtime::new(
-        config.policy.clone(),
+        sluice_policy::Policy::standard(),
         RuntimeOptions {
             slots: 2,
             cache_dir: Some(config.data_dir.join("cache")),
@@ -1038,10 +1317,15 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
             tms: BTreeMap::new(),
             jobs: BTreeMap::new(),
             jars: BTreeMap::new(),
+            ledger: Ledger::default(),
         }),
         runtime,
         connectors,
         rest_addr: Mutex::new(None),
+        tenancy,
+        runtimes: Mutex::new(HashMap::new()),
+        jars: crate::jars::JarStore::new(&config.data_dir),
+        uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         ca,
         token,
         io: tokio::runtime::Handle::current(),
@@ -1062,6 +1346,8 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         rest: rest.local_addr()?,
         rpc: endpoint.local_addr()?,
         token: jm.token.to_string(),
+        admin_token,
+        authenticated: jm.tenancy.auth() == crate::tenancy::AuthMode::Token,
     };
     *jm.rest_addr
         .lock()
@@ -1079,9 +1365,24 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
             let _ = tokio::task::spawn_blocking(move || jm.tick()).await;
         }
     });
-    axum::serve(rest, crate::rest::router(jm))
-        .await
-        .context("the REST server stopped")
+    #[cfg(unix)]
+    {
+        let reloader = jm.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                // A failure is logged; the previous configuration stays.
+                let _ = reloader.reload_tenants("SIGHUP");
+            }
+        });
+    }
+    axum::serve(
+        rest,
+        crate::rest::router(jm).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    .context("the REST server stopped")
 }
 
 /// Finishes what an earlier JobManager left undone: deletes the checkpoints
@@ -1123,27 +1424,23 @@ fn finish_cleanups(jm: &Arc<JobManager>) {
     }
 }
 
+/// The stored jars, and what they count against their tenants' quotas.
 fn load_jars(jm: &JobManager) {
-    let Ok(entries) = std::fs::read_dir(jm.jar_dir()) else {
-        return;
-    };
+    let jars = jm.jars.load_all();
     let mut cluster = jm.lock();
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().is_some_and(|x| x == "json")
-            && let Ok(bytes) = std::fs::read(&path)
-        {
-            match serde_json::from_slice::<Jar>(&bytes) {
-                Ok(jar) if jm.jar_dir().join(&jar.id).exists() => {
-                    cluster.jars.insert(jar.id.clone(), jar);
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(file = %path.display(), "skipping a corrupt upload record: {err}")
-                }
-            }
-        }
-    }
+    let holdings = jars.iter().map(|j| {
+        let usage = Usage {
+            jars: 1,
+            jar_bytes: j.size,
+            ..Usage::default()
+        };
+        (j.owner.clone(), Holder::Jar(j.id.clone()), usage)
+    });
+    cluster.ledger = Ledger::from_holdings(holdings);
+    cluster.jars = jars
+        .into_iter()
+        .map(|j| ((j.owner.clone(), j.id.clone()), j))
+        .collect();
 }
 
 async fn accept(jm: Arc<JobManager>, endpoint: quinn::Endpoint) {

@@ -8,17 +8,21 @@
 
 #![warn(missing_docs)]
 
+mod access;
 mod checkpoints;
 pub mod dataplane;
+mod jars;
 pub mod jobmanager;
 mod metrics;
 pub mod protocol;
 mod rest;
 mod results;
 pub mod taskmanager;
+mod tenancy;
 mod views;
 
 pub use jobmanager::{Endpoints, JobManagerConfig};
+pub use tenancy::{AuthMode, DEFAULT_TENANT, TenancyConfig};
 
 /// `s` cut to at most `max` characters, the cut marked with `…`: for text
 /// from users or guests (job names, arguments) in logs and tables.

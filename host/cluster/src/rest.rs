@@ -1,27 +1,44 @@
 //! The REST API, shaped like Flink's v1 API wherever the concept is the
 //! same (so Flink's own CLI can list and cancel jobs), served with and
 //! without the `/v1` prefix. Errors are `{"errors": [...]}`.
+//!
+//! Every route but the fallback authenticates first (`authenticate`, the
+//! one place a request gets its [`Principal`]) and writes the audit log for
+//! what changes state; handlers reach jobs and jars only through
+//! `crate::access`, the ownership check.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, MatchedPath, Multipart, Path, Query, Request, State,
+};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_coord::JobStatus;
+use sluice_policy::TenantId;
+use sluice_policy::auth::Principal;
+use sluice_policy::quota::Resource;
 use sluice_types::JobId;
 
-use crate::jobmanager::{JobEntry, JobManager, SubmitError, SubmitOptions, status_name};
+use crate::access;
+use crate::jobmanager::{JobEntry, JobManager, SubmitError, SubmitOptions, now_ms, status_name};
+use crate::tenancy::{AuditLine, Refusal, TenantChangeError};
 use crate::views;
 
 type Shared = Arc<JobManager>;
 
-/// The largest upload accepted.
-const MAX_UPLOAD: usize = 256 << 20;
+/// The largest request body but an upload's.
+const MAX_BODY: usize = 16 << 20;
+
+/// The principal a request acts for, set by `authenticate`.
+type Caller = Extension<Principal>;
 
 /// An error response.
 struct ApiError(StatusCode, String);
@@ -41,9 +58,147 @@ impl From<SubmitError> for ApiError {
             SubmitError::NotFound(_) => StatusCode::NOT_FOUND,
             SubmitError::Invalid(_) => StatusCode::BAD_REQUEST,
             SubmitError::Conflict(_) => StatusCode::CONFLICT,
+            SubmitError::Forbidden(_) => StatusCode::FORBIDDEN,
+            SubmitError::Quota(q) if q.quota == "max_upload_bytes" => StatusCode::PAYLOAD_TOO_LARGE,
+            SubmitError::Quota(q) if q.quota == "max_concurrent_uploads" => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            SubmitError::Quota(_) => StatusCode::FORBIDDEN,
+            SubmitError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            SubmitError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             SubmitError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
+    }
+}
+
+impl From<TenantChangeError> for ApiError {
+    fn from(e: TenantChangeError) -> Self {
+        let status = match &e {
+            TenantChangeError::Exists(_) => StatusCode::CONFLICT,
+            TenantChangeError::UnknownPolicy { .. } => StatusCode::BAD_REQUEST,
+            TenantChangeError::UnknownTenant(_) | TenantChangeError::UnknownToken(_) => {
+                StatusCode::NOT_FOUND
+            }
+            TenantChangeError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// What an audited route does, by its route pattern and method.
+fn action(method: &Method, route: &str) -> Option<&'static str> {
+    let route = route.strip_prefix("/v1").unwrap_or(route);
+    Some(match (method.as_str(), route) {
+        ("GET" | "HEAD", _) => return None,
+        ("POST", "/jars/upload") => "upload",
+        ("POST", "/jars/{id}/run") => "run",
+        ("DELETE", "/jars/{id}") => "delete-jar",
+        ("PATCH", "/jobs/{id}") => "cancel",
+        ("POST", "/jobs/{id}/stop") => "stop",
+        ("POST", "/jobs/{id}/savepoints") => "savepoint",
+        ("POST", "/tenants") => "create-tenant",
+        ("POST", "/tenants/reload") => "reload",
+        ("POST", "/tokens") => "create-token",
+        ("DELETE", "/tokens/{id}") => "revoke-token",
+        _ => "other",
+    })
+}
+
+/// Establishes who a request acts for, refuses it (401, or 429 after a
+/// burst of failures from its address) if no one, and writes the audit
+/// log line of everything that changes state and of every refusal.
+async fn authenticate(
+    State(jm): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    route: MatchedPath,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let object = req.uri().path().to_owned();
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let audit =
+        |tenant: &str, admin: bool, action: &str, result: StatusCode, reason: Option<String>| {
+            jm.tenancy.audit(&AuditLine {
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                tenant,
+                admin,
+                source: peer.to_string(),
+                action,
+                object: &object,
+                result: result.as_u16(),
+                reason,
+            });
+        };
+    let action = action(&method, route.as_str());
+    match jm
+        .tenancy
+        .authenticate(authorization.as_deref(), peer.ip(), now_ms())
+    {
+        Ok(who) => {
+            req.extensions_mut().insert(who.clone());
+            let response = next.run(req).await;
+            if let Some(action) = action {
+                audit(
+                    who.tenant.as_str(),
+                    who.admin,
+                    action,
+                    response.status(),
+                    None,
+                );
+            }
+            response
+        }
+        Err(Refusal::Unauthenticated(why)) => {
+            tracing::warn!(%peer, path = %object, "refused a request: {why}");
+            audit(
+                "unauthenticated",
+                false,
+                action.unwrap_or("read"),
+                StatusCode::UNAUTHORIZED,
+                Some(why.to_string()),
+            );
+            let mut response = ApiError(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "Unauthorized: {why}; send `Authorization: Bearer TOKEN` (the `sluice` client \
+                     reads --token, SLUICE_TOKEN or the credentials file)"
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Err(Refusal::Throttled(wait_ms)) => {
+            tracing::debug!(%peer, "throttled failed authentication");
+            audit(
+                "unauthenticated",
+                false,
+                action.unwrap_or("read"),
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("throttled".into()),
+            );
+            let secs = wait_ms.div_ceil(1000).max(1);
+            let mut response = ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many failed authentications from {}; retry in {secs}s",
+                    peer.ip()
+                ),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
     }
 }
 
@@ -80,15 +235,29 @@ pub(crate) fn router(jm: Shared) -> Router {
         .route("/taskmanagers", get(taskmanagers))
         .route("/taskmanagers/{id}", get(taskmanager))
         .route("/jars", get(jars))
-        .route("/jars/upload", post(upload))
-        .route("/jars/{id}", axum::routing::delete(delete_jar))
-        .route("/jars/{id}/run", post(run_jar));
+        .route(
+            "/jars/upload",
+            post(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/jars/{id}", delete(delete_jar))
+        .route("/jars/{id}/run", post(run_jar))
+        .route("/tenants", get(tenants).post(create_tenant))
+        .route("/tenants/reload", post(reload_tenants))
+        .route("/tenants/me/usage", get(my_usage))
+        .route("/tenants/{name}/usage", get(tenant_usage))
+        .route("/tokens", get(tokens).post(create_token))
+        .route("/tokens/{id}", delete(revoke_token));
     Router::new()
         .merge(api.clone())
         .nest("/v1", api)
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            jm.clone(),
+            authenticate,
+        ))
         .fallback(fallback)
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        // Uploads are limited while they stream, by the tenant's quota.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(jm)
 }
 
@@ -109,7 +278,8 @@ async fn config() -> ApiResult {
 
 /// Prometheus text: the cluster's figures and, per running job, operator
 /// and subtask, the record counts the TaskManagers last reported.
-async fn metrics(State(jm): State<Shared>) -> impl IntoResponse {
+async fn metrics(State(jm): State<Shared>, Extension(who): Caller) -> Result<Response, ApiError> {
+    access::admin(&who)?;
     {
         let cluster = jm.lock();
         let total: u32 = cluster.tms.values().map(|t| t.slots).sum();
@@ -162,16 +332,17 @@ async fn metrics(State(jm): State<Shared>) -> impl IntoResponse {
             }
         }
     }
-    (
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         crate::metrics::render(),
     )
+        .into_response())
 }
 
-async fn overview(State(jm): State<Shared>) -> ApiResult {
+async fn overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
     let cluster = jm.lock();
     let total: u32 = cluster.tms.values().map(|t| t.slots).sum();
     let used: u32 = cluster
@@ -180,15 +351,11 @@ async fn overview(State(jm): State<Shared>) -> ApiResult {
         .map(|j| j.placement.len() as u32)
         .sum();
     let count = |s: JobStatus| {
-        cluster
-            .jobs
-            .values()
+        access::jobs(&cluster, &who)
             .filter(|j| j.core.status() == s)
             .count()
     };
-    let running = cluster
-        .jobs
-        .values()
+    let running = access::jobs(&cluster, &who)
         .filter(|j| !j.core.status().is_terminal())
         .count();
     Ok(axum::Json(json!({
@@ -204,60 +371,78 @@ async fn overview(State(jm): State<Shared>) -> ApiResult {
     })))
 }
 
-async fn jobs(State(jm): State<Shared>) -> ApiResult {
+async fn jobs(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
     let cluster = jm.lock();
-    let jobs: Vec<Value> = cluster
-        .jobs
-        .values()
+    let jobs: Vec<Value> = access::jobs(&cluster, &who)
         .map(|j| json!({"id": j.id.to_string(), "status": status_name(j.core.status())}))
         .collect();
     Ok(axum::Json(json!({ "jobs": jobs })))
 }
 
-async fn jobs_overview(State(jm): State<Shared>) -> ApiResult {
+async fn jobs_overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
     let cluster = jm.lock();
-    let jobs: Vec<Value> = cluster.jobs.values().rev().map(views::overview).collect();
+    let jobs: Vec<Value> = access::jobs(&cluster, &who)
+        .rev()
+        .map(views::overview)
+        .collect();
     Ok(axum::Json(json!({ "jobs": jobs })))
-}
-
-fn find_job<'a>(
-    cluster: &'a crate::jobmanager::Cluster,
-    id: &str,
-) -> Result<&'a JobEntry, ApiError> {
-    let jid = parse_job_id(id)?;
-    cluster
-        .jobs
-        .get(&jid)
-        .ok_or_else(|| not_found(format!("Job {jid} not found")))
 }
 
 /// A view of a job: from memory while it is there, then from the archive
 /// the job-result store keeps of it.
-fn job_view(jm: &JobManager, id: &str, live: fn(&JobEntry) -> Value, kept: &str) -> ApiResult {
+fn job_view(
+    jm: &JobManager,
+    who: &Principal,
+    id: &str,
+    live: fn(&JobEntry) -> Value,
+    kept: &str,
+) -> ApiResult {
     let jid = parse_job_id(id)?;
-    if let Some(j) = jm.lock().jobs.get(&jid) {
+    if let Ok(j) = access::job(&jm.lock(), who, jid) {
         return Ok(axum::Json(live(j)));
     }
-    jm.archived(jid)
+    jm.archived(who, jid)
         .and_then(|mut a| a.get_mut(kept).map(Value::take))
         .map(axum::Json)
-        .ok_or_else(|| not_found(format!("Job {jid} not found")))
+        .ok_or_else(|| access::no_job(jid).into())
 }
 
-async fn job_detail(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    job_view(&jm, &id, views::detail, "detail")
+async fn job_detail(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    job_view(&jm, &who, &id, views::detail, "detail")
 }
 
-async fn job_exceptions(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    job_view(&jm, &id, views::exceptions, "exceptions")
+async fn job_exceptions(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    job_view(&jm, &who, &id, views::exceptions, "exceptions")
 }
 
-async fn job_checkpoints(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    job_view(&jm, &id, views::checkpoints, "checkpoints")
+async fn job_checkpoints(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    job_view(&jm, &who, &id, views::checkpoints, "checkpoints")
 }
 
-async fn job_checkpoints_config(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    job_view(&jm, &id, views::checkpoints_config, "checkpoints-config")
+async fn job_checkpoints_config(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    job_view(
+        &jm,
+        &who,
+        &id,
+        views::checkpoints_config,
+        "checkpoints-config",
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -276,36 +461,32 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
         .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))
 }
 
-async fn start_savepoint(jm: Shared, id: String, req: SavepointRequest, stop: bool) -> ApiResult {
+async fn start_savepoint(
+    jm: Shared,
+    who: Principal,
+    id: String,
+    req: SavepointRequest,
+    stop: bool,
+) -> ApiResult {
     let jid = parse_job_id(&id)?;
-    if let Some(dir) = req.target_directory.filter(|d| !d.is_empty()) {
-        let storage = jm
-            .config
-            .checkpoint_storage
-            .trim_end_matches('/')
-            .to_owned();
-        if !dir.trim_end_matches('/').starts_with(&storage) {
-            return Err(bad_request(format!(
-                "Bad request: savepoints are written to the cluster's checkpoint storage \
-                 ({storage}), not to `{dir}`; choose it with `sluice jobmanager --checkpoint-dir`"
-            )));
-        }
-    }
     let stop = stop || req.cancel_job.unwrap_or(false);
     let jm2 = jm.clone();
-    let trigger = tokio::task::spawn_blocking(move || jm2.savepoint(jid, stop))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let trigger = tokio::task::spawn_blocking(move || {
+        jm2.savepoint(&who, jid, stop, req.target_directory.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(axum::Json(json!({"request-id": trigger})))
 }
 
 async fn trigger_savepoint(
     State(jm): State<Shared>,
+    Extension(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let req: SavepointRequest = parse_body(&body)?;
-    start_savepoint(jm, id, req, false).await
+    start_savepoint(jm, who, id, req, false).await
 }
 
 #[derive(Deserialize, Default)]
@@ -316,6 +497,7 @@ struct StopRequest {
 
 async fn stop_job(
     State(jm): State<Shared>,
+    Extension(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -324,16 +506,18 @@ async fn stop_job(
         target_directory: req.target_directory,
         cancel_job: Some(true),
     };
-    start_savepoint(jm, id, req, true).await
+    start_savepoint(jm, who, id, req, true).await
 }
 
 /// Where a savepoint is, in Flink's asynchronous-operation shape.
 async fn savepoint_status(
     State(jm): State<Shared>,
+    Extension(who): Caller,
     Path((id, trigger)): Path<(String, String)>,
 ) -> ApiResult {
+    let jid = parse_job_id(&id)?;
     let cluster = jm.lock();
-    let j = find_job(&cluster, &id)?;
+    let j = access::job(&cluster, &who, jid)?;
     let op = j.checkpoints.savepoints.get(&trigger).ok_or_else(|| {
         not_found(format!(
             "No savepoint with trigger id {trigger} for job {id}"
@@ -358,6 +542,7 @@ struct PatchQuery {
 
 async fn job_patch(
     State(jm): State<Shared>,
+    Extension(who): Caller,
     Path(id): Path<String>,
     Query(q): Query<PatchQuery>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
@@ -370,7 +555,7 @@ async fn job_patch(
             )));
         }
     }
-    jm.cancel(jid)?;
+    jm.cancel(&who, jid)?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({}))))
 }
 
@@ -399,13 +584,19 @@ fn tm_json(cluster: &crate::jobmanager::Cluster, t: &crate::jobmanager::Tm) -> V
     })
 }
 
-async fn taskmanagers(State(jm): State<Shared>) -> ApiResult {
+async fn taskmanagers(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+    access::admin(&who)?;
     let cluster = jm.lock();
     let tms: Vec<Value> = cluster.tms.values().map(|t| tm_json(&cluster, t)).collect();
     Ok(axum::Json(json!({ "taskmanagers": tms })))
 }
 
-async fn taskmanager(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
+async fn taskmanager(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    access::admin(&who)?;
     let cluster = jm.lock();
     let t = cluster
         .tms
@@ -414,66 +605,119 @@ async fn taskmanager(State(jm): State<Shared>, Path(id): Path<String>) -> ApiRes
     Ok(axum::Json(tm_json(&cluster, t)))
 }
 
-async fn jars(State(jm): State<Shared>) -> ApiResult {
+async fn jars(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
     let address = jm
         .rest_addr
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .map(|a| format!("http://{a}"));
     let cluster = jm.lock();
-    let files: Vec<Value> = cluster
-        .jars
-        .values()
-        .map(|j| json!({"id": j.id, "name": j.name, "uploaded": j.uploaded, "size": j.size, "entry": []}))
+    let files: Vec<Value> = access::jars(&cluster, &who)
+        .map(|j| {
+            json!({
+                "id": j.id, "name": j.name, "uploaded": j.uploaded, "size": j.size,
+                "entry": [], "tenant": j.owner.as_str(),
+            })
+        })
         .collect();
     Ok(axum::Json(json!({"address": address, "files": files})))
 }
 
-async fn upload(State(jm): State<Shared>, mut form: Multipart) -> ApiResult {
-    let mut file = None;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| bad_request(format!("Bad request: malformed multipart upload: {e}")))?
-    {
-        if field.name() == Some("jarfile") {
+/// Bytes of a refused upload still read (and dropped) so that the client,
+/// which may still be sending, reads the refusal; past this the connection
+/// is closed instead.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Receives an upload as it streams in: counted against the tenant's
+/// upload quotas chunk by chunk, so an oversized one is refused (413)
+/// without being buffered or kept.
+async fn upload(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    mut form: Multipart,
+) -> ApiResult {
+    let malformed = |e: axum::extract::multipart::MultipartError| {
+        bad_request(format!("Bad request: malformed multipart upload: {e}"))
+    };
+    let mut stored = None;
+    let mut failure = None;
+    let mut drained = 0u64;
+    while let Some(mut field) = form.next_field().await.map_err(malformed)? {
+        let is_file = field.name() == Some("jarfile");
+        if is_file && failure.is_none() && stored.is_none() {
             let name = field.file_name().unwrap_or("application.wasm").to_owned();
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| bad_request(format!("Bad request: the upload was cut short: {e}")))?;
-            file = Some((name, bytes));
+            match receive(&jm, &who, &mut field).await {
+                Ok(upload) => {
+                    stored = Some((name, upload));
+                    continue;
+                }
+                Err(e) => failure = Some(e),
+            }
+        } else if is_file && failure.is_none() {
+            failure = Some(bad_request(
+                "Bad request: the upload has more than one `jarfile` field",
+            ));
+        }
+        // Read what is left of this field and drop it.
+        while let Ok(Some(chunk)) = field.chunk().await {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_LIMIT {
+                return Err(
+                    failure.unwrap_or_else(|| bad_request("Bad request: unexpected fields"))
+                );
+            }
         }
     }
-    let (name, bytes) =
-        file.ok_or_else(|| bad_request("Bad request: the upload has no `jarfile` field"))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let (name, upload) =
+        stored.ok_or_else(|| bad_request("Bad request: the upload has no `jarfile` field"))?;
     let jm2 = jm.clone();
-    let jar = tokio::task::spawn_blocking(move || jm2.upload(&name, &bytes))
+    let jar = tokio::task::spawn_blocking(move || jm2.finish_upload(upload, &name))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(bad_request)?;
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(axum::Json(json!({
-        "filename": jm.jar_dir().join(&jar.id).display().to_string(),
+        "filename": jm.jars.path(&jar).display().to_string(),
         "status": "success",
     })))
 }
 
-async fn delete_jar(State(jm): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    let removed = jm.lock().jars.remove(&crate::jobmanager::jar_key(&id));
-    let Some(jar) = removed else {
-        return Err(not_found(format!("File {id} does not exist")));
+/// Streams one `jarfile` field to a file of its tenant's, within quota.
+async fn receive(
+    jm: &Shared,
+    who: &Principal,
+    field: &mut axum::extract::multipart::Field<'_>,
+) -> Result<crate::jobmanager::Upload, ApiError> {
+    use tokio::io::AsyncWriteExt;
+    let mut upload = jm.begin_upload(who)?;
+    let internal = |e: std::io::Error| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the upload: {e}"),
+        )
     };
-    let dir = jm.jar_dir();
-    for f in [jar.id.clone(), format!("{}.json", jar.id)] {
-        if let Err(e) = std::fs::remove_file(dir.join(&f))
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot delete {f}: {e}"),
-            ));
-        }
+    let mut file = tokio::fs::File::create(&upload.path)
+        .await
+        .map_err(internal)?;
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| bad_request(format!("Bad request: the upload was cut short: {e}")))?
+    {
+        jm.grow_upload(&mut upload, chunk.len() as u64)?;
+        file.write_all(&chunk).await.map_err(internal)?;
     }
+    file.flush().await.map_err(internal)?;
+    Ok(upload)
+}
+
+async fn delete_jar(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    jm.delete_jar(&who, &id)?;
     Ok(axum::Json(json!({})))
 }
 
@@ -492,6 +736,7 @@ struct RunRequest {
 
 async fn run_jar(
     State(jm): State<Shared>,
+    Extension(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -517,8 +762,168 @@ async fn run_jar(
         allow_non_restored_state: req.allow_non_restored_state.unwrap_or(false),
     };
     let jm2 = jm.clone();
-    let result = tokio::task::spawn_blocking(move || jm2.submit(&id, &args, parallelism, options))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let result =
+        tokio::task::spawn_blocking(move || jm2.submit(&who, &id, &args, parallelism, options))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(json!({"jobid": result?.to_string()})))
+}
+
+/// `GET /tenants` (admin): every tenant with its policy and usage.
+async fn tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+    access::admin(&who)?;
+    let tenants: Vec<Value> = jm
+        .tenancy
+        .tenants()
+        .into_iter()
+        .map(|t| {
+            json!({
+                "name": t.name.as_str(),
+                "display-name": t.display_name,
+                "policy": t.policy,
+                "usage": jm.lock().ledger.usage(&t.name),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "tenants": tenants })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: String,
+    policy: String,
+    #[serde(default, rename = "display-name")]
+    display_name: String,
+}
+
+/// `POST /tenants` (admin): writes a tenant file and loads it.
+async fn create_tenant(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    access::admin(&who)?;
+    let req: CreateTenant = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))?;
+    let name = TenantId::new(&req.name).map_err(|e| bad_request(format!("Bad request: {e}")))?;
+    jm.tenancy
+        .create_tenant(&name, &req.policy, &req.display_name)?;
+    tracing::info!(tenant = %name, policy = %req.policy, "tenant created");
+    Ok(axum::Json(
+        json!({"name": name.as_str(), "policy": req.policy}),
+    ))
+}
+
+/// `POST /tenants/reload` (admin): reads the tenant and policy files again.
+async fn reload_tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+    access::admin(&who)?;
+    let (tenants, policies) = jm.reload_tenants("REST").map_err(|e| {
+        bad_request(format!(
+            "Bad request: not reloaded, the previous configuration stays: {e}"
+        ))
+    })?;
+    Ok(axum::Json(
+        json!({"tenants": tenants, "policies": policies}),
+    ))
+}
+
+/// A tenant's quotas with use and limit, and its jobs' figures.
+fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<Value, ApiError> {
+    let policy = jm.policy_of(tenant)?;
+    let cluster = jm.lock();
+    let usage = cluster.ledger.usage(tenant);
+    let quotas: Vec<Value> = Resource::ALL
+        .iter()
+        .map(|r| json!({"quota": r.quota_name(), "used": r.of(&usage), "limit": r.limit(&policy.quotas)}))
+        .collect();
+    let owner = Principal {
+        tenant: tenant.clone(),
+        admin: false,
+        token_id: None,
+    };
+    let jobs: Vec<Value> = access::jobs(&cluster, &owner)
+        .map(|j| {
+            let counts = j.node_counts();
+            json!({
+                "jid": j.id.to_string(),
+                "name": crate::truncate(&j.name, 200),
+                "state": status_name(j.core.status()),
+                "records-in": counts.first().map_or(0, |n| n.records_in),
+                "records-out": counts.last().map_or(0, |n| n.records_out),
+                "checkpoint-bytes": j.checkpoints.last_size(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "tenant": tenant.as_str(),
+        "policy": policy.name,
+        "quotas": quotas,
+        "jobs": jobs,
+    }))
+}
+
+/// `GET /tenants/me/usage`.
+async fn my_usage(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+    usage_view(&jm, &who.tenant).map(axum::Json)
+}
+
+/// `GET /tenants/:name/usage` (admin).
+async fn tenant_usage(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
+    access::admin(&who)?;
+    let tenant = TenantId::new(&name)
+        .ok()
+        .filter(|t| jm.tenancy.tenant(t).is_some())
+        .ok_or_else(|| not_found(format!("there is no tenant `{name}`")))?;
+    usage_view(&jm, &tenant).map(axum::Json)
+}
+
+/// `GET /tokens` (admin): every token, without secrets.
+async fn tokens(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+    access::admin(&who)?;
+    Ok(axum::Json(json!({ "tokens": jm.tenancy.token_views() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    tenant: String,
+    #[serde(default)]
+    admin: bool,
+    /// Lifetime in seconds; none: until revoked.
+    #[serde(default, rename = "ttl-seconds")]
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /tokens` (admin): a new token, its secret shown only in this answer.
+async fn create_token(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    access::admin(&who)?;
+    let req: CreateToken = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))?;
+    let tenant =
+        TenantId::new(&req.tenant).map_err(|e| bad_request(format!("Bad request: {e}")))?;
+    let ttl = req.ttl_seconds.map(|s| s.saturating_mul(1000));
+    let (token, view) = jm.tenancy.create_token(&tenant, req.admin, ttl, now_ms())?;
+    tracing::info!(tenant = %tenant, token = %view.id, admin = req.admin, "token created");
+    Ok(axum::Json(json!({"token": token, "record": view})))
+}
+
+/// `DELETE /tokens/:id` (admin).
+async fn revoke_token(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    access::admin(&who)?;
+    let view = jm.tenancy.revoke_token(&id, now_ms())?;
+    tracing::info!(token = %id, "token revoked");
+    Ok(axum::Json(json!({"record": view})))
 }

@@ -14,6 +14,10 @@ use sluice_types::JobId;
 pub(crate) struct JobResult {
     /// The job id (32 hex characters).
     pub job: String,
+    /// The tenant that submitted it (`None` in records from before tenants:
+    /// the default tenant's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<sluice_policy::TenantId>,
     /// `RUNNING` until the job ends, then its final status.
     pub state: String,
     /// URI of the checkpoint storage its checkpoints are in.
@@ -107,6 +111,7 @@ mod tests {
         let store = JobResultStore::new(&dir.path().join("job-results"));
         let r = JobResult {
             job: JobId([7; 16]).to_string(),
+            owner: Some(sluice_policy::TenantId::new("acme").expect("valid")),
             state: "RUNNING".into(),
             storage: "memory://".into(),
             keep: vec![],

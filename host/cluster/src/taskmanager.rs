@@ -134,6 +134,10 @@ struct Shared {
     peers_changed: Notify,
     inbound: Mutex<HashMap<DataHeader, Inbound>>,
     runs: Mutex<HashMap<RunKey, Run>>,
+    /// Runs cancelled before their deployment here was ready (loading a
+    /// component can take seconds): they are never started. The newest
+    /// few hundred are remembered.
+    cancelled: Mutex<std::collections::VecDeque<RunKey>>,
     /// Runtimes by policy (their limits differ), and loaded apps by
     /// component hash and policy name.
     runtimes: Mutex<HashMap<String, Runtime>>,
@@ -194,6 +198,7 @@ pub async fn run(
         peers_changed: Notify::new(),
         inbound: Mutex::new(HashMap::new()),
         runs: Mutex::new(HashMap::new()),
+        cancelled: Mutex::new(std::collections::VecDeque::new()),
         runtimes: Mutex::new(HashMap::new()),
         apps: Mutex::new(HashMap::new()),
         to_jm: Mutex::new(None),
@@ -488,10 +493,23 @@ fn heartbeat_now(shared: &Shared) {
     );
 }
 
+/// Runs remembered as cancelled before they started.
+const CANCELLED_KEPT: usize = 512;
+
 fn cancel(shared: &Shared, key: RunKey) {
-    if let Some(run) = lock(&shared.runs).get_mut(&key) {
+    let mut runs = lock(&shared.runs);
+    if let Some(run) = runs.get_mut(&key) {
         run.cancel = None;
+    } else {
+        let mut cancelled = lock(&shared.cancelled);
+        if !cancelled.contains(&key) {
+            if cancelled.len() >= CANCELLED_KEPT {
+                cancelled.pop_front();
+            }
+            cancelled.push_back(key);
+        }
     }
+    drop(runs);
     // Streams that arrived for a run that is going away are dropped, which
     // tells their producers to stop.
     lock(&shared.inbound).retain(|h, _| (h.job, h.attempt) != key);
@@ -646,6 +664,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         }
         _ => None,
     };
+    let task_ids: Vec<TaskId> = d.tasks.iter().map(|(_, t)| t.task).collect();
     let mut starts = Vec::new();
     for (slot, t) in d.tasks {
         let counters = Arc::new(TaskCounters::new(&t.nodes));
@@ -703,7 +722,26 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
     }
     // Our ends go now, so that a task that ends is seen as a closed channel.
     drop(channels);
-    lock(&shared.runs).insert(key, run);
+    {
+        let mut runs = lock(&shared.runs);
+        if lock(&shared.cancelled).contains(&key) {
+            drop(runs);
+            tracing::info!(job = %key.0, attempt = key.1, "cancelled while deploying; not started");
+            for task in task_ids {
+                send_jm(
+                    shared,
+                    ToJobManager::TaskStatus {
+                        job: key.0,
+                        attempt: key.1,
+                        task,
+                        status: TaskStatus::Canceled,
+                    },
+                );
+            }
+            return;
+        }
+        runs.insert(key, run);
+    }
     for (t, ctx) in starts {
         let shared2 = shared.clone();
         let name = format!("task-{}-{}", t.task.vertex, t.task.subtask);

@@ -84,6 +84,8 @@ pub(crate) fn overview(j: &JobEntry) -> Value {
         "last-modification": j.status_changed.values().max().copied().unwrap_or(j.start_time),
         "tasks": tasks,
         "pending-operators": 0,
+        // Not in Flink's shape: the tenant that owns the job.
+        "tenant": j.owner.as_str(),
     })
 }
 
@@ -172,6 +174,14 @@ pub(crate) fn detail(j: &JobEntry) -> Value {
         "not-restarted": j.core.not_restarted(),
         // Where the current (or last) run's tasks are or were.
         "taskmanagers": j.locations.values().collect::<std::collections::BTreeSet<_>>(),
+        "tenant": j.owner.as_str(),
+        // The policy as it was at submission: a reload changes new jobs only.
+        "policy": {
+            "name": j.policy.name,
+            "as-of": "submission",
+            "limits": j.policy.limits,
+            "quotas": j.policy.quotas,
+        },
     })
 }
 

@@ -9,7 +9,6 @@ use sluice_cluster::protocol::{
 };
 use sluice_cluster::{Endpoints, JobManagerConfig};
 use sluice_coord::RestartStrategy;
-use sluice_policy::Policy;
 use sluice_transport::{ClusterCa, JoinToken, frame};
 
 async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
@@ -17,7 +16,11 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
         rest_addr: "127.0.0.1:0".parse().expect("addr"),
         rpc_addr: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_owned(),
-        policy: Policy::standard(),
+        tenancy: sluice_cluster::TenancyConfig {
+            auth: sluice_cluster::AuthMode::Token,
+            tenants_dir: dir.join("tenants"),
+            policies_dir: dir.join("policies"),
+        },
         slot_timeout: Duration::from_secs(60),
         heartbeat_timeout: Duration::from_secs(10),
         restart: RestartStrategy::None,

@@ -84,7 +84,7 @@ impl Principal {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No `Authorization: Bearer` header.
-    #[error("no token: send `Authorization: Bearer TOKEN`")]
+    #[error("no token")]
     Missing,
     /// Not of the form `sluice_<id>_<secret>`.
     #[error("malformed token")]
@@ -200,9 +200,111 @@ impl TokenStore {
     }
 }
 
+/// Slows down a burst of failed authentications from one address: each
+/// address has a bucket of `burst` failures that refills at one per
+/// `refill_ms`; a failure with the bucket empty is throttled (429 with a
+/// retry time) instead of answered. Successes never consume. Only
+/// addresses with a partly empty bucket are remembered, at most
+/// `max_addresses` of them (the fullest are forgotten first).
+#[derive(Clone, Debug)]
+pub struct Throttle<A> {
+    burst: u64,
+    refill_ms: u64,
+    max_addresses: usize,
+    /// Per address: failures held in the bucket (scaled by `refill_ms`),
+    /// as of a time.
+    spent: std::collections::HashMap<A, (u64, u64)>,
+}
+
+impl<A: std::hash::Hash + Eq + Clone> Throttle<A> {
+    /// A throttle allowing `burst` failures at once, then one per `refill_ms`.
+    pub fn new(burst: u64, refill_ms: u64, max_addresses: usize) -> Self {
+        Throttle {
+            burst: burst.max(1),
+            refill_ms: refill_ms.max(1),
+            max_addresses: max_addresses.max(1),
+            spent: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Records a failed attempt from `addr` at `now_ms`: `Ok` if it may be
+    /// answered, or `Err(ms)` to wait before the next one is.
+    pub fn failure(&mut self, addr: &A, now_ms: u64) -> Result<(), u64> {
+        let cap = self.burst * self.refill_ms;
+        let (spent, _) = self.refilled(addr, now_ms);
+        if spent + self.refill_ms > cap {
+            let wait = spent + self.refill_ms - cap;
+            self.spent.insert(addr.clone(), (spent, now_ms));
+            return Err(wait);
+        }
+        if !self.spent.contains_key(addr) && self.spent.len() >= self.max_addresses {
+            self.forget_fullest(now_ms);
+        }
+        self.spent
+            .insert(addr.clone(), (spent + self.refill_ms, now_ms));
+        Ok(())
+    }
+
+    /// Addresses remembered, for tests and metrics.
+    pub fn tracked(&self) -> usize {
+        self.spent.len()
+    }
+
+    fn refilled(&self, addr: &A, now_ms: u64) -> (u64, u64) {
+        match self.spent.get(addr) {
+            Some(&(spent, at)) => (spent.saturating_sub(now_ms.saturating_sub(at)), at),
+            None => (0, now_ms),
+        }
+    }
+
+    fn forget_fullest(&mut self, now_ms: u64) {
+        self.spent
+            .retain(|_, (spent, at)| spent.saturating_sub(now_ms.saturating_sub(*at)) > 0);
+        if self.spent.len() >= self.max_addresses {
+            let least = self
+                .spent
+                .iter()
+                .min_by_key(|(_, (spent, at))| spent.saturating_sub(now_ms.saturating_sub(*at)))
+                .map(|(a, _)| a.clone());
+            if let Some(a) = least {
+                self.spent.remove(&a);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_of_failures_is_throttled_then_refills() {
+        let mut t = Throttle::new(3, 1000, 100);
+        for _ in 0..3 {
+            assert_eq!(t.failure(&"a", 0), Ok(()));
+        }
+        assert_eq!(t.failure(&"a", 0), Err(1000));
+        assert_eq!(t.failure(&"a", 400), Err(600));
+        assert_eq!(
+            t.failure(&"b", 400),
+            Ok(()),
+            "another address is not affected"
+        );
+        assert_eq!(t.failure(&"a", 1000), Ok(()), "one failure refilled");
+        assert_eq!(t.failure(&"a", 1000), Err(1000));
+        assert_eq!(t.failure(&"a", 10_000), Ok(()));
+    }
+
+    #[test]
+    fn the_throttle_remembers_a_bounded_number_of_addresses() {
+        let mut t = Throttle::new(2, 1000, 10);
+        for i in 0..1000u32 {
+            let _ = t.failure(&i, u64::from(i));
+            assert!(t.tracked() <= 10);
+        }
+        assert_eq!(t.failure(&999, 999), Ok(()));
+        assert_eq!(t.failure(&999, 999), Err(1000));
+    }
 
     fn acme() -> TenantId {
         TenantId::new("acme").expect("valid")

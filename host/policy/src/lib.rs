@@ -17,6 +17,9 @@ pub mod quota;
 /// The policy `sluice run` uses when given none (`policies/standard.toml`).
 pub const STANDARD_POLICY: &str = include_str!("../../../policies/standard.toml");
 
+/// The tight policy for trial tenants (`policies/small.toml`).
+pub const SMALL_POLICY: &str = include_str!("../../../policies/small.toml");
+
 /// Per-instance limits enforced by the wasm runtime.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,4 +17,4 @@ pub use endpoint::{
     server_config, server_name,
 };
 pub use frame::FrameError;
-pub use pki::{ClusterCa, Identity, JoinToken, PkiError};
+pub use pki::{ClusterCa, Identity, JoinToken, PkiError, write_private};

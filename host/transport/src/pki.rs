@@ -251,8 +251,8 @@ fn read_cert(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
     })
 }
 
-/// Writes a secret readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+/// Writes a secret (a key, a token) readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
     use std::io::Write;
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -1,0 +1,124 @@
+//! The ownership check: the only way requests reach a job, a job's archive
+//! or an uploaded application. Every job and jar is owned by one tenant; a
+//! principal sees its own tenant's (an admin sees all), and anything else
+//! answers exactly as an id that does not exist, so ids of other tenants
+//! cannot be probed.
+//!
+//! REST handlers and the JobManager's request methods take a [`Principal`]
+//! and go through these functions; nothing outside this file indexes
+//! `Cluster::jobs` or `Cluster::jars` on a request's behalf.
+
+use sluice_policy::TenantId;
+use sluice_policy::auth::Principal;
+use sluice_types::JobId;
+
+use crate::jobmanager::{Cluster, Jar, JobEntry, SubmitError};
+use crate::results::JobResult;
+
+/// The answer for a job that does not exist or is not the principal's.
+pub(crate) fn no_job(id: JobId) -> SubmitError {
+    SubmitError::NotFound(format!("Job {id} not found"))
+}
+
+/// The answer for an application that does not exist or is not the
+/// principal's.
+pub(crate) fn no_jar(id: &str) -> SubmitError {
+    SubmitError::NotFound(format!("File {id} does not exist"))
+}
+
+/// A job the principal may see.
+pub(crate) fn job<'a>(
+    cluster: &'a Cluster,
+    who: &Principal,
+    id: JobId,
+) -> Result<&'a JobEntry, SubmitError> {
+    cluster
+        .jobs
+        .get(&id)
+        .filter(|j| who.sees(&j.owner))
+        .ok_or_else(|| no_job(id))
+}
+
+/// A job the principal may act on.
+pub(crate) fn job_mut<'a>(
+    cluster: &'a mut Cluster,
+    who: &Principal,
+    id: JobId,
+) -> Result<&'a mut JobEntry, SubmitError> {
+    cluster
+        .jobs
+        .get_mut(&id)
+        .filter(|j| who.sees(&j.owner))
+        .ok_or_else(|| no_job(id))
+}
+
+/// The jobs in memory the principal may see.
+pub(crate) fn jobs<'a>(
+    cluster: &'a Cluster,
+    who: &'a Principal,
+) -> impl DoubleEndedIterator<Item = &'a JobEntry> + 'a {
+    cluster.jobs.values().filter(move |j| who.sees(&j.owner))
+}
+
+/// Who owns a job-result record (records from before tenants belong to
+/// the default tenant).
+pub(crate) fn result_owner(r: &JobResult) -> TenantId {
+    r.owner
+        .clone()
+        .unwrap_or_else(|| TenantId::new(crate::tenancy::DEFAULT_TENANT).expect("invariant: valid"))
+}
+
+/// A job-result record the principal may see.
+pub(crate) fn result(r: Option<JobResult>, who: &Principal) -> Option<JobResult> {
+    r.filter(|r| who.sees(&result_owner(r)))
+}
+
+/// An uploaded application the principal may use: its own tenant's first,
+/// then (for an admin) the first other tenant's with that id.
+pub(crate) fn jar<'a>(
+    cluster: &'a Cluster,
+    who: &Principal,
+    id: &str,
+) -> Result<&'a Jar, SubmitError> {
+    let key = crate::jobmanager::jar_key(id);
+    cluster
+        .jars
+        .get(&(who.tenant.clone(), key.clone()))
+        .or_else(|| {
+            who.admin
+                .then(|| cluster.jars.values().find(|j| j.id == key))
+                .flatten()
+        })
+        .ok_or_else(|| no_jar(id))
+}
+
+/// Removes an application the principal may use; the removed record.
+pub(crate) fn take_jar(
+    cluster: &mut Cluster,
+    who: &Principal,
+    id: &str,
+) -> Result<Jar, SubmitError> {
+    let jar = jar(cluster, who, id)?;
+    let key = (jar.owner.clone(), jar.id.clone());
+    cluster.jars.remove(&key).ok_or_else(|| no_jar(id))
+}
+
+/// The applications the principal may see.
+pub(crate) fn jars<'a>(
+    cluster: &'a Cluster,
+    who: &'a Principal,
+) -> impl Iterator<Item = &'a Jar> + 'a {
+    cluster.jars.values().filter(move |j| who.sees(&j.owner))
+}
+
+/// Refuses a principal that is not an admin (403: the endpoint exists, it
+/// is not the caller's).
+pub(crate) fn admin(who: &Principal) -> Result<(), SubmitError> {
+    if who.admin {
+        Ok(())
+    } else {
+        Err(SubmitError::Forbidden(
+            "this needs an admin token (`sluice token create TENANT --admin`)".into(),
+        ))
+    }
+}
