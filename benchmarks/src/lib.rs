@@ -195,6 +195,7 @@ pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         checkpoint_defaults: sluice_coord::CheckpointConfig::default(),
         jobstore_max_capacity: 1000,
         jobstore_expiration: Duration::from_secs(3600),
+        join_token_ttl: None,
     };
     let file = dir.join("endpoints.json");
     runtime()?.block_on(sluice_cluster::jobmanager::run(config, |e| {

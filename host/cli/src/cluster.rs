@@ -80,6 +80,11 @@ pub struct JobManagerArgs {
     /// How long an ended job stays in memory (Flink's `jobstore.expiration-time`).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     jobstore_expiration: Duration,
+    /// How long the join token made at the first start (DATA_DIR/tls/join-token)
+    /// lets TaskManagers join; `never` keeps it until revoked. Make more with
+    /// `sluice token create --taskmanager`.
+    #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+    join_token_ttl: Ttl,
     /// Where checkpoints are kept: `file:///PATH`, `s3://BUCKET/PREFIX`
     /// (endpoint and credentials from SLUICE_S3_ENDPOINT, SLUICE_S3_REGION,
     /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or `memory://`
@@ -229,6 +234,7 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         },
         jobstore_max_capacity: args.jobstore_max_capacity,
         jobstore_expiration: args.jobstore_expiration,
+        join_token_ttl: args.join_token_ttl.0,
         checkpoint_interval: args.checkpoint_interval,
         checkpoint_defaults: sluice_coord::CheckpointConfig {
             mode: match args.checkpointing_mode.as_str() {
@@ -397,6 +403,19 @@ pub struct Remote {
     credentials: Option<PathBuf>,
 }
 
+/// A lifetime: a duration, or `never`.
+#[derive(Clone, Copy, Debug)]
+struct Ttl(Option<Duration>);
+
+fn parse_ttl(s: &str) -> Result<Ttl, String> {
+    if s == "never" {
+        return Ok(Ttl(None));
+    }
+    humantime::parse_duration(s)
+        .map(|d| Ttl(Some(d)))
+        .map_err(|e| format!("{e} (a duration such as `24h`, or `never`)"))
+}
+
 /// The default credentials file: the one a JobManager started from this
 /// directory with its default data directory wrote.
 const DEFAULT_CREDENTIALS: &str = "sluice-data/jobmanager/credentials";
@@ -522,12 +541,19 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: TenantCommand,
     },
-    /// Manage API tokens (admin).
+    /// Manage API tokens and TaskManager join tokens (admin).
     Token {
         #[command(flatten)]
         remote: Remote,
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage TaskManager certificates (admin).
+    Certificate {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: CertificateCommand,
     },
     /// Show a tenant's quotas with their use, and its jobs' figures.
     Usage {
@@ -550,6 +576,11 @@ pub enum TenantCommand {
         /// A human-readable name.
         #[arg(long, default_value = "")]
         display_name: String,
+        /// A directory its file connectors may use (repeatable; relative to
+        /// this directory) [default: the policy's `file_roots`, else a
+        /// directory of its own under the JobManager's data directory].
+        #[arg(long = "file-root", value_name = "DIR")]
+        file_roots: Vec<PathBuf>,
     },
     /// List tenants with their policy and usage.
     List,
@@ -559,13 +590,19 @@ pub enum TenantCommand {
 
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
-    /// Create a token for a tenant; prints it once.
+    /// Create a token for a tenant, or a join token for TaskManagers;
+    /// prints it once.
     Create {
         /// The tenant it acts for.
-        tenant: String,
+        #[arg(required_unless_present = "taskmanager")]
+        tenant: Option<String>,
         /// May act on every tenant and manage the cluster.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "taskmanager")]
         admin: bool,
+        /// A join token for new TaskManagers (`sluice taskmanager --token`)
+        /// instead of an API token.
+        #[arg(long, conflicts_with = "tenant")]
+        taskmanager: bool,
         /// Lifetime (e.g. `30d`) [default: until revoked].
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
@@ -574,7 +611,20 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by id.
     Revoke {
-        /// The token's id (the 16 hex digits after `sluice_`).
+        /// The token's id (the 16 hex digits after `sluice_`, or `tm-…`
+        /// for a join token).
+        id: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CertificateCommand {
+    /// List the TaskManager certificates issued.
+    List,
+    /// Remove a TaskManager's certificate: the TaskManager is disconnected
+    /// (its tasks fail over) and refused from then on.
+    Remove {
+        /// The certificate's id (`sluice certificate list`, `sluice taskmanagers`).
         id: String,
     },
 }
@@ -700,6 +750,7 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         | ClientCommand::Taskmanagers { remote }
         | ClientCommand::Tenant { remote, .. }
         | ClientCommand::Token { remote, .. }
+        | ClientCommand::Certificate { remote, .. }
         | ClientCommand::Usage { remote, .. } => remote,
     };
     let json = remote.json;
@@ -963,6 +1014,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             print_table(&["ID", "SLOTS", "FREE", "TASKS", "HEARTBEAT"], &rows);
         }
         ClientCommand::Tenant { command, .. } => tenant_command(c, command, json).await?,
+        ClientCommand::Certificate { command, .. } => certificate_command(c, command, json).await?,
         ClientCommand::Token { command, .. } => token_command(c, command, json).await?,
         ClientCommand::Usage { tenant, .. } => {
             let path = match &tenant {
@@ -1022,8 +1074,17 @@ async fn tenant_command(c: &Client, command: TenantCommand, json: bool) -> anyho
             name,
             policy,
             display_name,
+            file_roots,
         } => {
-            let body = json!({"name": name, "policy": policy, "display-name": display_name});
+            let file_roots = file_roots
+                .iter()
+                .map(|r| {
+                    std::path::absolute(r)
+                        .map(|a| sluice_connectors::normalize(&a))
+                        .with_context(|| format!("cannot resolve file root {}", r.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let body = json!({"name": name, "policy": policy, "display-name": display_name, "file-roots": file_roots});
             let answer = c.send(c.http.post(c.url("/tenants")).json(&body)).await?;
             if json {
                 println!("{answer}");
@@ -1075,8 +1136,17 @@ async fn tenant_command(c: &Client, command: TenantCommand, json: bool) -> anyho
 
 async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { tenant, admin, ttl } => {
-            let mut body = json!({"tenant": tenant, "admin": admin});
+        TokenCommand::Create {
+            tenant,
+            admin,
+            taskmanager,
+            ttl,
+        } => {
+            let mut body = if taskmanager {
+                json!({"taskmanager": true})
+            } else {
+                json!({"tenant": tenant, "admin": admin})
+            };
             if let Some(ttl) = ttl {
                 body["ttl-seconds"] = json!(ttl.as_secs().max(1));
             }
@@ -1086,10 +1156,15 @@ async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow:
             } else {
                 // The token alone on stdout, for `$(sluice token create …)`.
                 println!("{}", str_of(&answer["token"]));
+                let whom = match (&tenant, taskmanager) {
+                    (Some(t), false) => {
+                        format!("tenant {t}{}", if admin { " (admin)" } else { "" })
+                    }
+                    _ => "joining TaskManagers".to_owned(),
+                };
                 eprintln!(
-                    "token {} for tenant {tenant}{}: shown once, store it now",
+                    "token {} for {whom}: shown once, store it now",
                     str_of(&answer["record"]["id"]),
-                    if admin { " (admin)" } else { "" }
                 );
             }
         }
@@ -1113,6 +1188,7 @@ async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow:
                     };
                     vec![
                         str_of(&t["id"]),
+                        str_of(&t["kind"]),
                         str_of(&t["tenant"]),
                         if t["admin"].as_bool() == Some(true) {
                             "yes"
@@ -1125,7 +1201,10 @@ async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow:
                     ]
                 })
                 .collect();
-            print_table(&["ID", "TENANT", "ADMIN", "CREATED", "STATE"], &rows);
+            print_table(
+                &["ID", "KIND", "TENANT", "ADMIN", "CREATED", "STATE"],
+                &rows,
+            );
         }
         TokenCommand::Revoke { id } => {
             let answer = c
@@ -1135,6 +1214,52 @@ async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow:
                 println!("{answer}");
             } else {
                 println!("revoked token {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn certificate_command(
+    c: &Client,
+    command: CertificateCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    match command {
+        CertificateCommand::List => {
+            let answer = c.get("/certificates").await?;
+            if json {
+                println!("{answer}");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = answer["certificates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    vec![
+                        str_of(&c["id"]),
+                        super::display::truncate(&str_of(&c["name"]), 40).into_owned(),
+                        str_of(&c["token"]),
+                        time(&c["issued_ms"]),
+                        if c["removed_ms"].is_null() {
+                            "active".to_owned()
+                        } else {
+                            format!("removed {}", time(&c["removed_ms"]))
+                        },
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "NAME", "TOKEN", "ISSUED", "STATE"], &rows);
+        }
+        CertificateCommand::Remove { id } => {
+            let answer = c
+                .send(c.http.delete(c.url(&format!("/certificates/{id}"))))
+                .await?;
+            if json {
+                println!("{answer}");
+            } else {
+                println!("removed certificate {id}; its TaskManager is disconnected and refused");
             }
         }
     }
@@ -1383,5 +1508,8 @@ fn print_exceptions(exceptions: &Value, detail: &Value) {
     }
     if let Some(why) = detail["not-restarted"].as_str() {
         println!("not restarted: {why}");
+    }
+    if let Some(what) = detail["waiting-for"].as_str() {
+        println!("waiting for {what}");
     }
 }

@@ -97,6 +97,18 @@ impl Cluster {
             "jm",
         ];
         args.extend_from_slice(jm_args);
+        // The default tenant may use the test's directory; without a root
+        // it would be confined to `jm/files/default`.
+        let tenants = dir.path().join("jm/tenants");
+        std::fs::create_dir_all(&tenants).expect("mkdir");
+        std::fs::write(
+            tenants.join("default.toml"),
+            format!(
+                "name = \"default\"\npolicy = \"standard\"\nfile_roots = [{:?}]\n",
+                dir.path().display().to_string()
+            ),
+        )
+        .expect("write the default tenant");
         let jm = Proc::start_env(&args, dir.path().join("jm.log"), dir.path(), &env);
         let endpoints = dir.path().join("jm/endpoints.json");
         let e: Value = wait_for("the JobManager to listen", &|| jm.log(), || {
@@ -122,6 +134,12 @@ impl Cluster {
     }
 
     fn add_tm(&mut self, slots: u32) {
+        let token = self.token.clone();
+        self.add_tm_with(slots, &token);
+    }
+
+    /// Starts a TaskManager that joins with `token`.
+    fn add_tm_with(&mut self, slots: u32, token: &str) {
         let n = self.tms.len();
         let data = format!("tm{n}");
         let slots = slots.to_string();
@@ -131,7 +149,7 @@ impl Cluster {
                 "--jobmanager",
                 &self.rpc,
                 "--token",
-                &self.token,
+                token,
                 "--slots",
                 &slots,
                 "--data-dir",
@@ -264,8 +282,16 @@ impl Cluster {
 
     /// Cancels a job through REST and waits until it is CANCELED.
     fn cancel(&self, job: &str) {
-        let cancel = self
-            .http
+        self.cancel_with(&self.http, job);
+    }
+
+    /// Cancels a tenant's job with its token and waits until it is CANCELED.
+    fn cancel_as(&self, t: &TenantClient, job: &str) {
+        self.cancel_with(&t.http, job);
+    }
+
+    fn cancel_with(&self, http: &reqwest::blocking::Client, job: &str) {
+        let cancel = http
             .patch(format!("{}/jobs/{job}?mode=cancel", self.rest))
             .send()
             .expect("cancel");
@@ -659,6 +685,12 @@ fn rest_errors_are_flink_shaped_with_the_right_status() {
     let job = run["jobid"].as_str().expect("jobid");
     let (_, d) = cluster.get(&format!("/jobs/{job}"));
     assert_eq!(d["state"], "CREATED");
+    assert!(
+        d["waiting-for"]
+            .as_str()
+            .is_some_and(|w| w.contains("the cluster's capacity: 3 slots needed")),
+        "{d}"
+    );
     assert_eq!(patch(&format!("{job}?mode=cancel")).0, 202);
     let d = cluster.wait_for_state(job, &["CANCELED"]);
     assert_eq!(d["state"], "CANCELED");
@@ -780,7 +812,13 @@ fn metrics_count_each_subtask_and_prometheus_scrapes_them() {
     assert_eq!(d["state"], "FINISHED", "{d}");
 
     // Per operator and subtask, over both TaskManagers: exact record counts.
-    let of_job = |op: &'static str| [("job_id", job.as_str()), ("operator_name", op)];
+    let of_job = |op: &'static str| {
+        [
+            ("tenant", "default"),
+            ("job_id", job.as_str()),
+            ("operator_name", op),
+        ]
+    };
     let count_in = cluster.tm_metric("sluice_operator_records_in_total", &of_job("count"));
     assert_eq!(count_in, words as f64);
     let write_in = cluster.tm_metric("sluice_operator_records_in_total", &of_job("write"));
@@ -798,7 +836,16 @@ fn metrics_count_each_subtask_and_prometheus_scrapes_them() {
     let bytes_in = cluster.tm_metric("sluice_task_bytes_in_total", &job_only);
     assert!(bytes_in > (1 << 20) as f64, "{bytes_in}");
     assert!(cluster.tm_metric("sluice_task_bytes_out_total", &job_only) > 0.0);
-    assert!(cluster.tm_metric("sluice_task_fuel_consumed_total", &job_only) > 0.0);
+    let fuel = cluster.tm_metric("sluice_task_fuel_consumed_total", &job_only);
+    assert!(fuel > 0.0);
+    // The only job so far: its tenant's bill is exactly its fuel.
+    assert_eq!(
+        cluster.tm_metric(
+            "sluice_tenant_fuel_consumed_total",
+            &[("tenant", "default")]
+        ),
+        fuel
+    );
     let tm0 = cluster.text(&cluster.tm_metrics(0));
     assert!(tm0.contains("sluice_task_backpressured_milliseconds_total{"));
     assert_eq!(
@@ -2104,8 +2151,15 @@ struct TenantClient {
 
 impl Cluster {
     /// Creates a tenant on `policy` and a token for it, as an admin would.
+    /// Creates a tenant that may use the test's directory, and its token.
     fn new_tenant(&self, name: &str, policy: &str) -> TenantClient {
-        let out = self.sluice(&["tenant", "create", name, "--policy", policy]);
+        let root = self.dir.path().display().to_string();
+        self.new_tenant_with(name, &["--policy", policy, "--file-root", &root])
+    }
+
+    /// Creates a tenant with `sluice tenant create NAME ARGS...`, and its token.
+    fn new_tenant_with(&self, name: &str, args: &[&str]) -> TenantClient {
+        let out = self.sluice(&[&["tenant", "create", name][..], args].concat());
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains(&format!("created tenant {name}")));
         let out = self.sluice(&["token", "create", name]);
@@ -2449,6 +2503,510 @@ fn two_tenants_see_and_touch_only_their_own_jobs_jars_and_savepoints() {
     }));
 }
 
+#[test]
+fn a_tenant_without_file_roots_reaches_only_its_own_directory() {
+    let cluster = Cluster::start(1, 2, &[]);
+    let d = cluster.dir.path().to_owned();
+    let gamma = cluster.new_tenant_with("gamma", &["--policy", "standard"]);
+    let own = d.join("jm/files/gamma");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    let (_, expected) = write_input(&own, 4096);
+    std::fs::write(d.join("secret.txt"), "secret words\n").expect("write");
+    let jar = cluster.upload_as_ok(&gamma, sluice_test_programs::WORDCOUNT);
+    let run = |input: &str, output: &str| {
+        cluster.run_as(
+            &gamma.http,
+            &jar,
+            json!({"parallelism": 1, "programArgsList": [format!("input={input}"), format!("output={output}")]}),
+        )
+    };
+    let secret = d.join("secret.txt").display().to_string();
+    let escaped_out = d.join("escaped").display().to_string();
+    let outside = "is outside the file roots this job may use";
+    for (input, output, why) in [
+        ("/etc/passwd", "counts", outside),
+        (secret.as_str(), "counts", outside),
+        ("../../../secret.txt", "counts", outside),
+        (
+            &format!("{}/../../../secret.txt", own.display()),
+            "counts",
+            outside,
+        ),
+        (
+            "%2e%2e/%2e%2e/%2e%2e/secret.txt",
+            "counts",
+            "does not exist",
+        ),
+        ("..%2f..%2f..%2fsecret.txt", "counts", "does not exist"),
+        ("input.txt", escaped_out.as_str(), outside),
+        ("input.txt", "../../../escaped", outside),
+        ("input.txt", "/tmp", outside),
+    ] {
+        let (status, body) = run(input, output);
+        assert_eq!(status, 400, "{input} -> {output}: {body}");
+        let msg = body["errors"][0].as_str().expect("an error");
+        assert!(msg.contains(why), "{input} -> {output}: {msg}");
+        if why == outside {
+            assert!(
+                msg.contains(&own.display().to_string()),
+                "names the root: {msg}"
+            );
+        }
+    }
+    assert!(!d.join("escaped").exists() && !own.join("counts").exists());
+    let (_, jobs) = cluster.get_as(&gamma.http, "/jobs");
+    assert_eq!(
+        jobs["jobs"].as_array().map(Vec::len),
+        Some(0),
+        "nothing ran: {jobs}"
+    );
+
+    // Relative paths resolve in the tenant's own directory.
+    let (status, body) = run("input.txt", "counts");
+    assert_eq!(status, 200, "{body}");
+    let job = body["jobid"].as_str().expect("jobid").to_owned();
+    let detail = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+    assert_eq!(detail["state"], "FINISHED", "{detail}");
+    assert_eq!(
+        detail["policy"]["quotas"]["file_roots"],
+        json!([own.display().to_string()]),
+        "{detail}"
+    );
+    let (counts, _) = read_output(&own.join("counts"));
+    assert_eq!(counts, expected);
+
+    // A tenant's roots are listed for the admin; a relative or `..` root is refused.
+    let (_, tenants) = cluster.get("/tenants");
+    let acme = tenants["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["name"] == "default")
+        .expect("default")
+        .clone();
+    assert_eq!(
+        acme["file-roots"],
+        json!([d.display().to_string()]),
+        "{tenants}"
+    );
+    for root in ["relative/dir", "/data/../etc"] {
+        let (s, b) = cluster.call(
+            &cluster.http,
+            "POST",
+            "/tenants",
+            Some(json!({"name": "delta", "policy": "standard", "file-roots": [root]})),
+        );
+        assert_eq!(s, 400, "{root}: {b}");
+        assert!(
+            b["errors"][0]
+                .as_str()
+                .expect("error")
+                .contains("must be an absolute path"),
+            "{b}"
+        );
+    }
+}
+
+/// The status every REST endpoint answers to each kind of caller, as
+/// documented (README, "A cluster for several teams"): no token, another
+/// tenant's token, the owner's token, an admin's. Ids in a row name the
+/// owner's objects; a row's own and admin calls that change state act on
+/// fresh objects, so every cell is measured on an object in the same state.
+const ACCESS_TABLE: &str = "\
+| endpoint | no token | other tenant | owner | admin |
+|---|---|---|---|---|
+| GET /overview | 401 | 200 | 200 | 200 |
+| GET /config | 401 | 200 | 200 | 200 |
+| GET /jobs | 401 | 200 | 200 | 200 |
+| GET /jobs/overview | 401 | 200 | 200 | 200 |
+| GET /jobs/:id | 401 | 404 | 200 | 200 |
+| GET /jobs/:id/exceptions | 401 | 404 | 200 | 200 |
+| GET /jobs/:id/checkpoints | 401 | 404 | 200 | 200 |
+| GET /jobs/:id/checkpoints/config | 401 | 404 | 200 | 200 |
+| POST /jobs/:id/savepoints | 401 | 404 | 200 | 200 |
+| GET /jobs/:id/savepoints/:trigger | 401 | 404 | 200 | 200 |
+| POST /jobs/:id/stop | 401 | 404 | 200 | 200 |
+| PATCH /jobs/:id?mode=cancel | 401 | 404 | 202 | 202 |
+| GET /jars | 401 | 200 | 200 | 200 |
+| POST /jars/upload | 401 | 200 | 200 | 200 |
+| POST /jars/:id/run | 401 | 404 | 200 | 200 |
+| DELETE /jars/:id | 401 | 404 | 200 | 200 |
+| GET /tenants/me/usage | 401 | 200 | 200 | 200 |
+| GET /tenants/:name/usage | 401 | 403 | 200 | 200 |
+| GET /tenants | 401 | 403 | 403 | 200 |
+| POST /tenants | 401 | 403 | 403 | 200 |
+| POST /tenants/reload | 401 | 403 | 403 | 200 |
+| GET /tokens | 401 | 403 | 403 | 200 |
+| POST /tokens | 401 | 403 | 403 | 200 |
+| DELETE /tokens/:id | 401 | 403 | 403 | 200 |
+| GET /taskmanagers | 401 | 403 | 403 | 200 |
+| GET /taskmanagers/:id | 401 | 403 | 403 | 200 |
+| GET /metrics | 401 | 403 | 403 | 200 |
+";
+
+#[test]
+fn every_endpoint_answers_each_kind_of_caller_as_documented() {
+    let cluster = Cluster::start(1, 8, &[]);
+    let d = cluster.dir.path().to_owned();
+    let acme = cluster.new_tenant("acme", "standard");
+    let beta = cluster.new_tenant("beta", "standard");
+    std::fs::write(d.join("in.txt"), "a b c\n").expect("write");
+    let job = cluster.start_endless_as(&acme, &d.join("main-out"));
+    let jar = cluster.upload_as_ok(&acme, sluice_test_programs::WORDCOUNT);
+    let trigger = wait_for("a savepoint of acme's job", &|| cluster.logs(), || {
+        let (s, b) = cluster.call(&acme.http, "POST", &format!("/jobs/{job}/savepoints"), None);
+        (s == 200)
+            .then(|| b["request-id"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    let (_, tms) = cluster.get("/taskmanagers");
+    let tm = tms["taskmanagers"][0]["id"]
+        .as_str()
+        .expect("a TaskManager")
+        .to_owned();
+    let fresh = std::cell::Cell::new(0);
+    let next = || {
+        fresh.set(fresh.get() + 1);
+        fresh.get()
+    };
+    let fresh_job = || cluster.start_endless_as(&acme, &d.join(format!("out-{}", next())));
+    let fresh_token = || {
+        let (s, b) = cluster.call(
+            &cluster.http,
+            "POST",
+            "/tokens",
+            Some(json!({"tenant": "acme"})),
+        );
+        assert_eq!(s, 200, "{b}");
+        b["record"]["id"].as_str().expect("id").to_owned()
+    };
+    // Each unauthenticated call comes from its own loopback address, so the
+    // throttle on failed authentications does not answer for the others.
+    let anonymous = |row: usize| {
+        reqwest::blocking::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 1, row as u8 + 1]))
+            .build()
+            .expect("client")
+    };
+    type Target<'a> = Box<dyn Fn(usize) -> (String, Option<Value>) + 'a>;
+    let same = |path: String| -> Target<'_> { Box::new(move |_| (path.clone(), None)) };
+    let rows: Vec<(&str, &str, Target<'_>)> = vec![
+        ("GET", "/overview", same("/overview".into())),
+        ("GET", "/config", same("/config".into())),
+        ("GET", "/jobs", same("/jobs".into())),
+        ("GET", "/jobs/overview", same("/jobs/overview".into())),
+        ("GET", "/jobs/:id", same(format!("/jobs/{job}"))),
+        (
+            "GET",
+            "/jobs/:id/exceptions",
+            same(format!("/jobs/{job}/exceptions")),
+        ),
+        (
+            "GET",
+            "/jobs/:id/checkpoints",
+            same(format!("/jobs/{job}/checkpoints")),
+        ),
+        (
+            "GET",
+            "/jobs/:id/checkpoints/config",
+            same(format!("/jobs/{job}/checkpoints/config")),
+        ),
+        (
+            "POST",
+            "/jobs/:id/savepoints",
+            same(format!("/jobs/{job}/savepoints")),
+        ),
+        (
+            "GET",
+            "/jobs/:id/savepoints/:trigger",
+            same(format!("/jobs/{job}/savepoints/{trigger}")),
+        ),
+        (
+            "POST",
+            "/jobs/:id/stop",
+            Box::new(|col| {
+                let j = if col >= 2 { fresh_job() } else { job.clone() };
+                (format!("/jobs/{j}/stop"), Some(json!({})))
+            }),
+        ),
+        (
+            "PATCH",
+            "/jobs/:id?mode=cancel",
+            Box::new(|col| {
+                let j = if col >= 2 { fresh_job() } else { job.clone() };
+                (format!("/jobs/{j}?mode=cancel"), None)
+            }),
+        ),
+        ("GET", "/jars", same("/jars".into())),
+        ("POST", "/jars/upload", same("/jars/upload".into())),
+        (
+            "POST",
+            "/jars/:id/run",
+            Box::new(|_| {
+                let args = json!({"parallelism": 1, "programArgsList": ["input=in.txt", format!("output=run-{}", next())]});
+                (format!("/jars/{jar}/run"), Some(args))
+            }),
+        ),
+        (
+            "DELETE",
+            "/jars/:id",
+            Box::new(|col| {
+                let j = if col >= 2 {
+                    cluster.upload_as_ok(&acme, sluice_test_programs::EXACTLY_ONCE)
+                } else {
+                    jar.clone()
+                };
+                (format!("/jars/{j}"), None)
+            }),
+        ),
+        ("GET", "/tenants/me/usage", same("/tenants/me/usage".into())),
+        (
+            "GET",
+            "/tenants/:name/usage",
+            same("/tenants/acme/usage".into()),
+        ),
+        ("GET", "/tenants", same("/tenants".into())),
+        (
+            "POST",
+            "/tenants",
+            Box::new(|_| {
+                (
+                    "/tenants".into(),
+                    Some(json!({"name": format!("t{}", next()), "policy": "standard"})),
+                )
+            }),
+        ),
+        ("POST", "/tenants/reload", same("/tenants/reload".into())),
+        ("GET", "/tokens", same("/tokens".into())),
+        (
+            "POST",
+            "/tokens",
+            Box::new(|_| ("/tokens".into(), Some(json!({"tenant": "acme"})))),
+        ),
+        (
+            "DELETE",
+            "/tokens/:id",
+            Box::new(|_| (format!("/tokens/{}", fresh_token()), None)),
+        ),
+        ("GET", "/taskmanagers", same("/taskmanagers".into())),
+        (
+            "GET",
+            "/taskmanagers/:id",
+            same(format!("/taskmanagers/{tm}")),
+        ),
+        ("GET", "/metrics", same("/metrics".into())),
+    ];
+    let mut table = String::from(
+        "| endpoint | no token | other tenant | owner | admin |\n|---|---|---|---|---|\n",
+    );
+    for (row, (method, label, target)) in rows.iter().enumerate() {
+        let mut cells = Vec::new();
+        for col in 0..4 {
+            let client = match col {
+                0 => anonymous(row),
+                1 => beta.http.clone(),
+                2 => acme.http.clone(),
+                _ => cluster.http.clone(),
+            };
+            let (path, body) = target(col);
+            let status = if *label == "/jars/upload" {
+                cluster
+                    .upload_as(&client, Path::new(sluice_test_programs::JOIN))
+                    .0
+            } else if *label == "/jobs/:id/stop" && col >= 2 {
+                // A stop needs every task running: 409 until then.
+                wait_for("a stop", &|| cluster.logs(), || {
+                    let s = cluster.call(&client, method, &path, body.clone()).0;
+                    (s != 409).then_some(s)
+                })
+            } else {
+                cluster.call(&client, method, &path, body).0
+            };
+            cells.push(status.to_string());
+        }
+        table += &format!("| {method} {label} | {} |\n", cells.join(" | "));
+    }
+    println!("{table}");
+    assert_eq!(table, ACCESS_TABLE, "measured:\n{table}");
+    // Nothing the other tenant or the anonymous callers did moved acme's job.
+    let (_, detail) = cluster.get_as(&acme.http, &format!("/jobs/{job}"));
+    assert_eq!(detail["state"], "RUNNING", "{detail}");
+}
+
+/// `sluice token create --taskmanager [ARGS]`: the token and its id.
+fn join_token(cluster: &Cluster, args: &[&str]) -> (String, String) {
+    let out = cluster.sluice(&[&["token", "create", "--taskmanager"][..], args].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("sluice1-"), "{token}");
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .split_whitespace()
+        .nth(1)
+        .expect("the token's id")
+        .to_owned();
+    assert!(
+        id.starts_with("tm-") && stderr.contains("shown once"),
+        "{stderr}"
+    );
+    (token, id)
+}
+
+#[test]
+fn join_tokens_expire_and_are_revoked_and_a_removed_certificate_is_refused() {
+    let mut cluster = Cluster::start(2, 2, &[]);
+    let d = cluster.dir.path().to_owned();
+    let (_, certs) = cluster.get("/certificates");
+    let certs = certs["certificates"]
+        .as_array()
+        .expect("certificates")
+        .clone();
+    assert_eq!(certs.len(), 2, "{certs:?}");
+    assert!(
+        certs
+            .iter()
+            .all(|c| c["token"] == "tm-initial" && c["removed_ms"].is_null()),
+        "{certs:?}"
+    );
+    let (_, tokens) = cluster.get("/tokens");
+    let initial = tokens["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["id"] == "tm-initial")
+        .expect("the first start's join token")
+        .clone();
+    assert_eq!(initial["joins"], 2, "{initial}");
+    assert!(
+        initial["expires"].as_u64() > initial["created"].as_u64(),
+        "{initial}"
+    );
+
+    // An expired token and a revoked one: a new TaskManager cannot join.
+    let (expired, expired_id) = join_token(&cluster, &["--ttl", "1s"]);
+    let (_, tokens) = cluster.get("/tokens");
+    let expires = tokens["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["id"] == expired_id.as_str())
+        .and_then(|t| t["expires"].as_u64())
+        .expect("an expiry");
+    wait_for("the token to expire", &|| cluster.logs(), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        (now > expires).then_some(())
+    });
+    let (revoked, revoked_id) = join_token(&cluster, &[]);
+    assert!(
+        cluster
+            .sluice(&["token", "revoke", &revoked_id])
+            .status
+            .success()
+    );
+    let ca = expired
+        .rsplit('-')
+        .next()
+        .expect("the CA fingerprint")
+        .to_owned();
+    for (n, (token, why)) in [
+        (expired, "expired"),
+        (revoked, "was revoked"),
+        (
+            format!("sluice1-{}-{ca}", "00".repeat(16)),
+            "the join token is not this cluster's",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = format!("refused{n}");
+        let mut tm = Proc::start_env(
+            &[
+                "taskmanager",
+                "--jobmanager",
+                &cluster.rpc,
+                "--token",
+                &token,
+                "--data-dir",
+                &data,
+                "--metrics-addr",
+                "off",
+            ],
+            d.join(format!("{data}.log")),
+            &d,
+            &[],
+        );
+        let log_path = d.join(format!("{data}.log"));
+        let status = wait_for(
+            "a refused TaskManager to stop",
+            &|| std::fs::read_to_string(&log_path).unwrap_or_default(),
+            || tm.child.try_wait().expect("wait"),
+        );
+        assert!(!status.success());
+        let log = tm.log();
+        assert!(log.contains(why), "{why}: {log}");
+        assert!(!d.join(format!("refused{n}/tls/cert.pem")).exists());
+    }
+
+    // A fresh token lets a third one join.
+    let (good, good_id) = join_token(&cluster, &["--ttl", "1h"]);
+    cluster.add_tm_with(1, &good);
+    cluster.wait_for_tms(3);
+    let (_, certs) = cluster.get("/certificates");
+    assert!(
+        certs["certificates"]
+            .as_array()
+            .expect("certificates")
+            .iter()
+            .any(|c| c["token"] == good_id.as_str()),
+        "{certs}"
+    );
+
+    // Removing a certificate disconnects its TaskManager, which is refused
+    // when it tries again and stops with the reason.
+    let (_, tms) = cluster.get("/taskmanagers");
+    let newest = tms["taskmanagers"]
+        .as_array()
+        .expect("taskmanagers")
+        .iter()
+        .find(|t| t["slotsNumber"] == 1)
+        .expect("the third TaskManager")
+        .clone();
+    let certificate = newest["certificate"]
+        .as_str()
+        .expect("its certificate")
+        .to_owned();
+    let out = cluster.sluice(&["certificate", "remove", &certificate]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster.wait_for_tms(2);
+    let tm = cluster.tms[2].as_mut().expect("the third TaskManager");
+    let status = wait_for("the removed TaskManager to stop", &|| String::new(), || {
+        tm.child.try_wait().expect("wait")
+    });
+    assert!(!status.success());
+    let log = cluster.tms[2].as_ref().expect("its log").log();
+    assert!(
+        log.contains(&format!("certificate `{certificate}` was removed")),
+        "{log}"
+    );
+    let out = cluster.sluice(&["certificate", "list"]);
+    let listed = text(&out.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&certificate) && l.contains("removed")),
+        "{listed}"
+    );
+    let audit = std::fs::read_to_string(d.join("jm/audit.log")).expect("audit log");
+    assert!(
+        audit.contains("\"action\":\"remove-certificate\""),
+        "{audit}"
+    );
+}
+
 /// A policies directory with a `tight` policy for the quota test.
 fn tight_policies(dir: &Path, join_bytes: u64) -> PathBuf {
     let standard = std::fs::read_to_string(
@@ -2478,6 +3036,11 @@ fn tight_policies(dir: &Path, join_bytes: u64) -> PathBuf {
         base.replace("name = \"tight\"", "name = \"upload\"")
     );
     std::fs::write(policies.join("upload.toml"), upload).expect("write");
+    let state = format!(
+        "{}max_checkpoint_bytes_per_job = 1\n",
+        base.replace("name = \"tight\"", "name = \"state\"")
+    );
+    std::fs::write(policies.join("state.toml"), state).expect("write");
     policies
 }
 
@@ -2558,6 +3121,35 @@ fn every_quota_is_enforced_with_a_message_naming_it_and_reloads_keep_a_good_conf
             && msg.ends_with("used 0, limited 32"),
         "{msg}"
     );
+
+    // Checkpoint state: a checkpoint over the quota is declined, more often
+    // than failures are tolerated, and the job runs on.
+    let state = cluster.new_tenant("state", "state");
+    let jar = cluster.upload_as_ok(&state, sluice_test_programs::JOIN);
+    let mut body = endless.clone();
+    body["checkpointInterval"] = json!(50);
+    body["programArgsList"][2] = json!(format!("output={}", d.join("state-out").display()));
+    let (s, run) = cluster.run_as(&state.http, &jar, body);
+    assert_eq!(s, 200, "{run}");
+    let job = run["jobid"].as_str().expect("jobid").to_owned();
+    let checkpoints = wait_for("checkpoints declined", &|| cluster.logs(), || {
+        let (_, c) = cluster.get_as(&state.http, &format!("/jobs/{job}/checkpoints"));
+        (c["counts"]["failed"].as_u64() >= Some(5)).then_some(c)
+    });
+    let why = checkpoints["latest"]["failed"]["failure_message"]
+        .as_str()
+        .expect("a failure message");
+    assert!(
+        why.contains("declined, the job runs on without it")
+            && why.contains("exceeded quota `max_checkpoint_bytes_per_job` of policy `state`")
+            && why.ends_with("used 0, limited 1"),
+        "{why}"
+    );
+    assert_eq!(checkpoints["counts"]["completed"], 0, "{checkpoints}");
+    let (_, detail) = cluster.get_as(&state.http, &format!("/jobs/{job}"));
+    assert_eq!(detail["state"], "RUNNING", "{detail}");
+    assert_eq!(detail["attempt"], 0, "never restarted: {detail}");
+    cluster.cancel_as(&state, &job);
 
     // One upload's size, refused while it streams (413), and nothing kept.
     let upload = cluster.new_tenant("upload", "upload");

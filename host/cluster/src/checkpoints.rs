@@ -14,6 +14,7 @@ use std::time::Duration;
 use sluice_coord::{
     CheckpointCommand, CheckpointConfig, CheckpointCoordinator, TaskId, TaskStatus,
 };
+use sluice_policy::quota::{Holder, Ledger, Usage};
 use sluice_runtime::snapshot::CheckpointNotice;
 use sluice_state::Storage;
 use sluice_types::JobId;
@@ -148,6 +149,7 @@ impl JobCheckpoints {
 /// stop after a savepoint, record its end).
 pub(crate) fn drive(
     job: &mut JobEntry,
+    ledger: &mut Ledger,
     tms: &BTreeMap<String, Tm>,
     io: &tokio::runtime::Handle,
     done: &mpsc::UnboundedSender<IoDone>,
@@ -253,6 +255,27 @@ pub(crate) fn drive(
                     &job.execution,
                     acks.into_iter().collect(),
                 );
+                // The tenant's state quota, under the policy the job was
+                // admitted with: a checkpoint that does not fit is declined
+                // before it completes, never cut short.
+                let bytes = meta.tasks.iter().map(|(_, h)| h.bytes).sum();
+                if let Err(exceeded) = ledger.admit(
+                    &owner,
+                    &job.policy.name,
+                    &job.policy.quotas,
+                    Holder::Checkpoint(id.to_string()),
+                    Usage {
+                        checkpoint_bytes: bytes,
+                        ..Usage::default()
+                    },
+                ) {
+                    cp.coord.handle_refused(
+                        checkpoint,
+                        &format!("declined, the job runs on without it: {exceeded}"),
+                        now,
+                    );
+                    continue;
+                }
                 cp.writing.insert(checkpoint, meta.clone());
                 let (storage, done) = (cp.storage.clone(), done.clone());
                 io.spawn(async move {

@@ -30,7 +30,8 @@ use sluice_wasm::{Runtime, RuntimeOptions};
 use tokio::sync::mpsc;
 
 use crate::access;
-use crate::tenancy::{Tenancy, TenancyConfig};
+use crate::members::{CertRecord, INITIAL_TOKEN, JoinRecord, MemberBook};
+use crate::tenancy::{AuthMode, Tenancy, TenancyConfig};
 
 use crate::protocol::{
     Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, ToJobManager,
@@ -74,6 +75,9 @@ pub struct JobManagerConfig {
     pub jobstore_max_capacity: usize,
     /// How long an ended job stays in memory.
     pub jobstore_expiration: Duration,
+    /// How long the join token made at the first start stays valid;
+    /// `None`: until revoked.
+    pub join_token_ttl: Option<Duration>,
 }
 
 /// Milliseconds since the Unix epoch: the JobManager's clock for the core
@@ -94,6 +98,8 @@ pub(crate) struct Tm {
     pub last_heartbeat: Instant,
     pub tx: mpsc::UnboundedSender<ToTaskManager>,
     pub conn: Connection,
+    /// The id of its certificate (`sluice certificate list`).
+    pub certificate: String,
 }
 
 /// An uploaded component.
@@ -131,6 +137,10 @@ pub(crate) struct JobEntry {
     pub counts: HashMap<TaskId, Vec<(u64, u64)>>,
     /// Since when the current run waits for slots.
     pub waiting_since: Option<u64>,
+    /// What the current run waits for, while it waits. Only the cluster's
+    /// capacity: the tenant's quotas were admitted at submission (a job
+    /// over them is refused, never queued).
+    pub waiting_for: Option<String>,
     /// Checkpoints and savepoints (periodic ones only with an interval).
     pub checkpoints: JobCheckpoints,
     /// When the job's status last changed.
@@ -191,6 +201,9 @@ pub(crate) struct JobManager {
     uploads: Arc<tokio::sync::Semaphore>,
     ca: ClusterCa,
     token: JoinToken,
+    /// Join tokens and issued certificates, and where they are kept.
+    members: Mutex<MemberBook>,
+    members_path: PathBuf,
     /// Where background storage work runs, and where it reports.
     io: tokio::runtime::Handle,
     io_done: mpsc::UnboundedSender<IoDone>,
@@ -207,12 +220,118 @@ impl JobManager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_members(&self) -> MutexGuard<'_, MemberBook> {
+        self.members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new join token for TaskManagers (its text shown once) and its record.
+    pub fn create_join_token(
+        &self,
+        ttl: Option<Duration>,
+    ) -> Result<(String, JoinRecord), SubmitError> {
+        let token = JoinToken {
+            secret: rand::random(),
+            ca_fingerprint: self.token.ca_fingerprint,
+        };
+        let id = format!("tm-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let mut book = self.lock_members();
+        let ttl = ttl.map(|t| t.as_millis() as u64);
+        let record = book.add_token(&id, &token.secret, now_ms(), ttl);
+        book.save(&self.members_path)
+            .map_err(|e| SubmitError::Internal(format!("cannot record the join token: {e}")))?;
+        tracing::info!(token = %id, "TaskManager join token created");
+        Ok((token.to_string(), record))
+    }
+
+    /// Every join token's record.
+    pub fn join_tokens(&self) -> Vec<JoinRecord> {
+        self.lock_members().tokens.clone()
+    }
+
+    /// Revokes a join token: TaskManagers that joined with it keep their
+    /// certificates; no new one joins with it.
+    pub fn revoke_join_token(&self, id: &str) -> Result<JoinRecord, SubmitError> {
+        let mut book = self.lock_members();
+        let record = book
+            .revoke_token(id, now_ms())
+            .ok_or_else(|| SubmitError::NotFound(format!("there is no token `{id}`")))?;
+        book.save(&self.members_path)
+            .map_err(|e| SubmitError::Internal(format!("cannot record the revocation: {e}")))?;
+        tracing::info!(token = %id, "TaskManager join token revoked");
+        Ok(record)
+    }
+
+    /// Every TaskManager certificate's record.
+    pub fn certificates(&self) -> Vec<CertRecord> {
+        self.lock_members().certificates.clone()
+    }
+
+    /// Removes a TaskManager certificate: a TaskManager registered with it
+    /// is disconnected (its tasks fail over), and it is refused when it
+    /// tries again.
+    pub fn remove_certificate(&self, id: &str) -> Result<CertRecord, SubmitError> {
+        let record = {
+            let mut book = self.lock_members();
+            let record = book
+                .remove_certificate(id, now_ms())
+                .ok_or_else(|| SubmitError::NotFound(format!("there is no certificate `{id}`")))?;
+            book.save(&self.members_path)
+                .map_err(|e| SubmitError::Internal(format!("cannot record the removal: {e}")))?;
+            record
+        };
+        for tm in self.lock().tms.values().filter(|t| t.certificate == id) {
+            tm.conn.close(1u32.into(), b"certificate removed");
+        }
+        tracing::warn!(certificate = %id, name = %record.name, "TaskManager certificate removed");
+        Ok(record)
+    }
+
     /// The tenant's policy as configured now.
     pub fn policy_of(&self, tenant: &TenantId) -> Result<Policy, SubmitError> {
         self.tenancy
             .tenant(tenant)
             .map(|(_, p)| p)
             .ok_or_else(|| SubmitError::Forbidden(format!("tenant `{tenant}` is not defined")))
+    }
+
+    /// The policy a tenant's new job runs under, its file roots filled in,
+    /// and where the job's relative file paths resolve. The roots are the
+    /// tenant's own (its file), else the policy's, else a directory of the
+    /// tenant's under `DATA_DIR/files` (created here): a shared cluster
+    /// never lets a tenant's connectors reach the whole host. Only an open
+    /// cluster (`--auth none`, one user on a laptop) keeps the policy's
+    /// "anywhere".
+    fn job_policy(&self, tenant: &TenantId) -> Result<(Policy, Option<PathBuf>), SubmitError> {
+        let (t, mut policy) = self
+            .tenancy
+            .tenant(tenant)
+            .ok_or_else(|| SubmitError::Forbidden(format!("tenant `{tenant}` is not defined")))?;
+        if !t.file_roots.is_empty() {
+            policy.quotas.file_roots = t.file_roots;
+        } else if policy.quotas.file_roots.is_empty() {
+            if self.tenancy.auth() == AuthMode::None {
+                return Ok((policy, self.config.base_dir.clone()));
+            }
+            let own = self.tenant_files(tenant);
+            std::fs::create_dir_all(&own).map_err(|e| {
+                SubmitError::Internal(format!(
+                    "cannot create tenant `{tenant}`'s directory {}: {e}",
+                    own.display()
+                ))
+            })?;
+            policy.quotas.file_roots = vec![own];
+        }
+        let base = policy.quotas.file_roots.first().cloned();
+        Ok((policy, base))
+    }
+
+    /// The directory of a tenant that has no file roots of its own:
+    /// `DATA_DIR/files/TENANT`, absolute.
+    pub fn tenant_files(&self, tenant: &TenantId) -> PathBuf {
+        let dir = self.config.data_dir.join("files").join(tenant.as_str());
+        sluice_connectors::normalize(&std::path::absolute(&dir).unwrap_or(dir))
     }
 
     /// Sets what `holder` holds for the principal's tenant, if its quotas
@@ -350,14 +469,16 @@ impl JobManager {
         )
     }
 
-    /// An engine with `policy`'s limits, for plan functions.
+    /// An engine with `policy`'s limits, for plan functions (its quotas,
+    /// which differ between tenants of one policy, are checked by the
+    /// caller).
     fn runtime_for(&self, policy: &Policy) -> Result<Runtime, SubmitError> {
         let mut runtimes = self
             .runtimes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(r) = runtimes.get(&policy.name)
-            && r.policy() == policy
+            && r.policy().limits == policy.limits
         {
             return Ok(r.clone());
         }
@@ -386,7 +507,7 @@ impl JobManager {
         options: SubmitOptions,
     ) -> Result<JobId, SubmitError> {
         let jar = access::jar(&self.lock(), who, jar_id)?.clone();
-        let policy = self.policy_of(&who.tenant)?;
+        let (policy, base) = self.job_policy(&who.tenant)?;
         let runtime = self.runtime_for(&policy)?;
         let bytes = self.component(&jar)?;
         let app = runtime
@@ -406,8 +527,8 @@ impl JobManager {
             allow_non_restored_state: options.allow_non_restored_state,
         });
         let PreparedJob { execution, .. } = sluice_runtime::prepare_job(
-            &runtime,
-            &self.connectors,
+            &self.connectors.with_base(base),
+            &policy,
             &app,
             args,
             parallelism,
@@ -458,6 +579,7 @@ impl JobManager {
             locations: HashMap::new(),
             counts: HashMap::new(),
             waiting_since: Some(now),
+            waiting_for: None,
             checkpoints,
             status_changed: BTreeMap::from([("CREATED", now), ("INITIALIZING", now)]),
             last_status: JobStatus::Created,
@@ -489,7 +611,7 @@ impl JobManager {
             let job = if owner.is_some_and(|o| who.sees(o)) {
                 format!("job {other}")
             } else {
-                "another tenant's job".to_owned()
+                "another job".to_owned()
             };
             return Err(SubmitError::Conflict(format!(
                 "{job} is writing to `{dir}`; cancel or stop it first, or choose another output"
@@ -678,7 +800,8 @@ impl JobManager {
                     });
                 }
             }
-            let mut outcome = crate::checkpoints::drive(job, tms, &self.io, &self.io_done, now);
+            let mut outcome =
+                crate::checkpoints::drive(job, ledger, tms, &self.io, &self.io_done, now);
             if outcome.stop {
                 tracing::info!(job = %id, "stopping the job after its savepoint");
                 job.core.cancel(now);
@@ -708,6 +831,7 @@ impl JobManager {
                 job.last_status = status;
                 if status.is_terminal() {
                     ledger.release(&job.owner, &Holder::Job(id.to_string()));
+                    ledger.release(&job.owner, &Holder::Checkpoint(id.to_string()));
                 }
             }
             if !matches!(status, JobStatus::Running | JobStatus::Cancelling) {
@@ -768,9 +892,15 @@ impl JobManager {
         let total: u32 = free.iter().map(|(_, f)| f).sum();
         let waiting_since = *job.waiting_since.get_or_insert(now);
         if total < needed {
+            let all: u32 = tms.values().map(|t| t.slots).sum();
+            job.waiting_for = Some(format!(
+                "the cluster's capacity: {needed} slots needed, {total} of {all} free on {} \
+                 TaskManager(s) (tenant `{}`'s quotas admit the job)",
+                tms.len(),
+                job.owner
+            ));
             let waited = now.saturating_sub(waiting_since);
             if waited >= self.config.slot_timeout.as_millis() as u64 {
-                let all: u32 = tms.values().map(|t| t.slots).sum();
                 job.core.fail_scheduling(
                     format!(
                         "could not get {needed} slots (the job's largest parallelism, with slot \
@@ -781,6 +911,7 @@ impl JobManager {
                     ),
                     now,
                 );
+                job.waiting_for = None;
             }
             return;
         }
@@ -799,6 +930,7 @@ impl JobManager {
             job.locations.clear();
             job.counts.clear();
             job.waiting_since = None;
+            job.waiting_for = None;
         }
     }
 
@@ -1229,6 +1361,7 @@ fn send_deployments(
             job: job.id,
             attempt: job.core.attempt(),
             name: job.name.clone(),
+            tenant: job.owner.to_string(),
             policy: job.policy.clone(),
             component_hash: job.hash.clone(),
             component: job.component.as_ref().clone(),
@@ -1284,6 +1417,13 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     let tls_dir = config.data_dir.join("tls");
     let ca = ClusterCa::load_or_create(&tls_dir)?;
     let token = ca.join_token(&tls_dir)?;
+    let members_path = tls_dir.join("members.json");
+    let mut members = MemberBook::load(&members_path)?;
+    if !members.tokens.iter().any(|t| t.id == INITIAL_TOKEN) {
+        let ttl = config.join_token_ttl.map(|t| t.as_millis() as u64);
+        members.add_token(INITIAL_TOKEN, &token.secret, now_ms(), ttl);
+        members.save(&members_path)?;
+    }
     let identity = ca.issue("jobmanager")?;
     let endpoint = sluice_transport::bind(
         config.rpc_addr,
@@ -1328,6 +1468,8 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         ca,
         token,
+        members: Mutex::new(members),
+        members_path,
         io: tokio::runtime::Handle::current(),
         io_done,
         results: JobResultStore::new(&config.data_dir.join("job-results")),
@@ -1482,17 +1624,38 @@ async fn handle_join(jm: &JobManager, conn: &Connection) -> anyhow::Result<()> {
     let req: JoinRequest = frame::read_max(&mut recv, 4096)
         .await?
         .context("the joiner sent nothing")?;
+    let checked = jm
+        .lock_members()
+        .check_join(&req.secret, now_ms())
+        .map(|t| t.id.clone());
     let response = if req.protocol != PROTOCOL_VERSION {
         JoinResponse::Refused(version_mismatch(req.protocol, "unknown"))
-    } else if !constant_time_eq(&req.secret, &jm.token.secret) {
-        JoinResponse::Refused("the join token is not this cluster's".into())
     } else {
-        let id = jm.ca.issue(&format!("taskmanager {}", req.name))?;
-        tracing::info!(name = %req.name, remote = %conn.remote_address(), "issued a TaskManager certificate");
-        JoinResponse::Issued {
-            ca: id.ca.to_vec(),
-            cert: id.cert.to_vec(),
-            key: id.key,
+        match checked {
+            Err(refusal) => {
+                tracing::warn!(name = %crate::truncate(&req.name, 100), remote = %conn.remote_address(), "refused a join: {refusal}");
+                JoinResponse::Refused(refusal.to_string())
+            }
+            Ok(token_id) => {
+                let id = jm.ca.issue(&format!("taskmanager {}", req.name))?;
+                let record = {
+                    let mut book = jm.lock_members();
+                    let record = book.issued(
+                        &sluice_transport::pki::fingerprint(&id.cert),
+                        &req.name,
+                        &token_id,
+                        now_ms(),
+                    );
+                    book.save(&jm.members_path)?;
+                    record
+                };
+                tracing::info!(name = %crate::truncate(&req.name, 100), remote = %conn.remote_address(), certificate = %record.id, token = %token_id, "issued a TaskManager certificate");
+                JoinResponse::Issued {
+                    ca: id.ca.to_vec(),
+                    cert: id.cert.to_vec(),
+                    key: id.key,
+                }
+            }
         }
     };
     frame::write(&mut send, &response).await?;
@@ -1501,8 +1664,13 @@ async fn handle_join(jm: &JobManager, conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// SHA-256 of the certificate a peer presented in the TLS handshake.
+fn peer_fingerprint(conn: &Connection) -> Option<[u8; 32]> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<quinn::rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().map(sluice_transport::pki::fingerprint)
 }
 
 async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()> {
@@ -1517,6 +1685,32 @@ async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()>
         let _ = send.stopped().await;
         anyhow::bail!(reason);
     }
+    // The certificate passed the TLS handshake (signed by the cluster CA);
+    // it must also not have been removed.
+    let fingerprint = peer_fingerprint(&conn).context("the TaskManager sent no certificate")?;
+    let admitted = {
+        let mut book = jm.lock_members();
+        book.admit(&fingerprint, &hello.name, now_ms())
+            .and_then(|adopted| {
+                if adopted {
+                    book.save(&jm.members_path).map_err(|e| e.to_string())?;
+                }
+                Ok(book
+                    .certificate(&fingerprint)
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default())
+            })
+    };
+    let certificate = match admitted {
+        Ok(c) => c,
+        Err(reason) => {
+            tracing::warn!(remote = %conn.remote_address(), "refused a TaskManager: {reason}");
+            frame::write(&mut send, &Welcome::Refused(reason.clone())).await?;
+            let _ = send.finish();
+            let _ = send.stopped().await;
+            anyhow::bail!(reason);
+        }
+    };
     let addr = SocketAddr::new(conn.remote_address().ip(), hello.data_port);
     let id = format!("{addr}-{}", &hex::encode(rand::random::<[u8; 3]>()));
     frame::write(
@@ -1540,6 +1734,7 @@ async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()>
                 last_heartbeat: Instant::now(),
                 tx,
                 conn: conn.clone(),
+                certificate,
             },
         );
         jm.drive(&mut cluster, now_ms());

@@ -13,6 +13,7 @@ mod checkpoints;
 pub mod dataplane;
 mod jars;
 pub mod jobmanager;
+mod members;
 mod metrics;
 pub mod protocol;
 mod rest;

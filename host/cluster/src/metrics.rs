@@ -10,7 +10,8 @@
 //! long-lived cluster does not accumulate them.
 //!
 //! Labels follow Flink's Prometheus reporter: `job_id`, `job_name`,
-//! `task_name`, `operator_name`, `subtask_index`.
+//! `task_name`, `operator_name`, `subtask_index`; every job's series also
+//! carries the `tenant` that owns the job.
 
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
@@ -71,6 +72,10 @@ fn describe() {
     describe_counter!(
         "sluice_task_fuel_consumed_total",
         "Wasm fuel burnt by a subtask's guest operators (0 without a fuel limit)."
+    );
+    describe_counter!(
+        "sluice_tenant_fuel_consumed_total",
+        "Wasm fuel burnt by a tenant's guest operators on this TaskManager, ended tasks included."
     );
     describe_gauge!(
         "sluice_taskmanager_slots_total",
@@ -145,6 +150,7 @@ fn resident_memory_bytes() -> Option<u64> {
 
 /// Who a subtask is, for its labels.
 pub(crate) struct TaskLabels<'a> {
+    pub tenant: &'a str,
     pub job: &'a JobId,
     pub job_name: &'a str,
     pub task_name: &'a str,
@@ -157,6 +163,7 @@ pub(crate) fn publish_task(l: &TaskLabels<'_>, c: &TaskCounters) {
     let subtask = l.subtask.to_string();
     for (operator, n) in &c.nodes {
         let labels = [
+            ("tenant", l.tenant.to_owned()),
             ("job_id", job_id.clone()),
             ("job_name", l.job_name.to_owned()),
             ("task_name", l.task_name.to_owned()),
@@ -169,6 +176,7 @@ pub(crate) fn publish_task(l: &TaskLabels<'_>, c: &TaskCounters) {
             .absolute(n.records_out.load(Ordering::Relaxed));
     }
     let labels = [
+        ("tenant", l.tenant.to_owned()),
         ("job_id", job_id),
         ("job_name", l.job_name.to_owned()),
         ("task_name", l.task_name.to_owned()),
@@ -180,6 +188,12 @@ pub(crate) fn publish_task(l: &TaskLabels<'_>, c: &TaskCounters) {
         .absolute(c.backpressured_ns.load(Ordering::Relaxed) / 1_000_000);
     counter!("sluice_task_fuel_consumed_total", &labels)
         .absolute(c.fuel_consumed.load(Ordering::Relaxed));
+}
+
+/// Publishes the fuel a tenant's tasks burnt on this TaskManager since it
+/// started (ended tasks included): the figure to bill by.
+pub(crate) fn publish_tenant_fuel(tenant: &str, fuel: u64) {
+    counter!("sluice_tenant_fuel_consumed_total", "tenant" => tenant.to_owned()).absolute(fuel);
 }
 
 /// Publishes a TaskManager's own gauges.
@@ -212,6 +226,7 @@ pub(crate) fn publish_cluster(f: &ClusterFigures) {
 
 /// Publishes the counts a TaskManager last reported for one subtask.
 pub(crate) fn publish_job_counts(
+    tenant: &str,
     job: &JobId,
     job_name: &str,
     operators: &[String],
@@ -222,6 +237,7 @@ pub(crate) fn publish_job_counts(
     let subtask = subtask.to_string();
     for (operator, &(records_in, records_out)) in operators.iter().zip(counts) {
         let labels = [
+            ("tenant", tenant.to_owned()),
             ("job_id", job_id.clone()),
             ("job_name", job_name.to_owned()),
             ("operator_name", operator.clone()),

@@ -23,7 +23,7 @@ pub use sluice_runtime::snapshot::{Restore, SnapshotHandle, TaskRestore};
 
 /// Bumped whenever a message changes shape; peers with another version
 /// are refused with both versions named.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message of a TaskManager.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -184,6 +184,8 @@ pub struct Deployment {
     pub attempt: u32,
     /// The job's name, for logs.
     pub name: String,
+    /// The tenant that owns the job, for metric labels and logs.
+    pub tenant: String,
     /// The tenant policy the tasks run under.
     pub policy: Policy,
     /// SHA-256 of the component.

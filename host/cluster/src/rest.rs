@@ -76,7 +76,9 @@ impl From<TenantChangeError> for ApiError {
     fn from(e: TenantChangeError) -> Self {
         let status = match &e {
             TenantChangeError::Exists(_) => StatusCode::CONFLICT,
-            TenantChangeError::UnknownPolicy { .. } => StatusCode::BAD_REQUEST,
+            TenantChangeError::UnknownPolicy { .. } | TenantChangeError::BadRoots(_) => {
+                StatusCode::BAD_REQUEST
+            }
             TenantChangeError::UnknownTenant(_) | TenantChangeError::UnknownToken(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -101,6 +103,7 @@ fn action(method: &Method, route: &str) -> Option<&'static str> {
         ("POST", "/tenants/reload") => "reload",
         ("POST", "/tokens") => "create-token",
         ("DELETE", "/tokens/{id}") => "revoke-token",
+        ("DELETE", "/certificates/{id}") => "remove-certificate",
         _ => "other",
     })
 }
@@ -154,7 +157,29 @@ async fn authenticate(
             }
             response
         }
-        Err(Refusal::Unauthenticated(why)) => {
+        Err(refusal) => {
+            // A client that sends its whole body before it reads the answer
+            // (an upload without a token) would see a broken connection
+            // instead of the refusal: read a little of it first.
+            let _ = axum::body::to_bytes(req.into_body(), REFUSED_BODY_DRAIN).await;
+            refuse(refusal, peer, &object, action, audit)
+        }
+    }
+}
+
+/// Bytes of a refused request's body read before the answer.
+const REFUSED_BODY_DRAIN: usize = 4 << 20;
+
+/// The answer to a request that did not authenticate, audited.
+fn refuse(
+    refusal: Refusal,
+    peer: SocketAddr,
+    object: &str,
+    action: Option<&str>,
+    audit: impl Fn(&str, bool, &str, StatusCode, Option<String>),
+) -> Response {
+    match refusal {
+        Refusal::Unauthenticated(why) => {
             tracing::warn!(%peer, path = %object, "refused a request: {why}");
             audit(
                 "unauthenticated",
@@ -176,7 +201,7 @@ async fn authenticate(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
-        Err(Refusal::Throttled(wait_ms)) => {
+        Refusal::Throttled(wait_ms) => {
             tracing::debug!(%peer, "throttled failed authentication");
             audit(
                 "unauthenticated",
@@ -246,7 +271,9 @@ pub(crate) fn router(jm: Shared) -> Router {
         .route("/tenants/me/usage", get(my_usage))
         .route("/tenants/{name}/usage", get(tenant_usage))
         .route("/tokens", get(tokens).post(create_token))
-        .route("/tokens/{id}", delete(revoke_token));
+        .route("/tokens/{id}", delete(revoke_token))
+        .route("/certificates", get(certificates))
+        .route("/certificates/{id}", delete(remove_certificate));
     Router::new()
         .merge(api.clone())
         .nest("/v1", api)
@@ -323,6 +350,7 @@ async fn metrics(State(jm): State<Shared>, Extension(who): Caller) -> Result<Res
                 };
                 let operators: Vec<String> = vertex.nodes.iter().map(|n| n.name.clone()).collect();
                 crate::metrics::publish_job_counts(
+                    job.owner.as_str(),
                     &job.id,
                     &job.name,
                     &operators,
@@ -581,6 +609,7 @@ fn tm_json(cluster: &crate::jobmanager::Cluster, t: &crate::jobmanager::Tm) -> V
         "freeSlots": t.slots.saturating_sub(used),
         "assignedTasks": tasks,
         "registered": t.registered_at,
+        "certificate": t.certificate,
     })
 }
 
@@ -781,6 +810,7 @@ async fn tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult 
                 "name": t.name.as_str(),
                 "display-name": t.display_name,
                 "policy": t.policy,
+                "file-roots": t.file_roots,
                 "usage": jm.lock().ledger.usage(&t.name),
             })
         })
@@ -795,6 +825,8 @@ struct CreateTenant {
     policy: String,
     #[serde(default, rename = "display-name")]
     display_name: String,
+    #[serde(default, rename = "file-roots")]
+    file_roots: Vec<std::path::PathBuf>,
 }
 
 /// `POST /tenants` (admin): writes a tenant file and loads it.
@@ -808,7 +840,7 @@ async fn create_tenant(
         .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))?;
     let name = TenantId::new(&req.name).map_err(|e| bad_request(format!("Bad request: {e}")))?;
     jm.tenancy
-        .create_tenant(&name, &req.policy, &req.display_name)?;
+        .create_tenant(&name, &req.policy, &req.display_name, &req.file_roots)?;
     tracing::info!(tenant = %name, policy = %req.policy, "tenant created");
     Ok(axum::Json(
         json!({"name": name.as_str(), "policy": req.policy}),
@@ -868,13 +900,15 @@ async fn my_usage(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult
     usage_view(&jm, &who.tenant).map(axum::Json)
 }
 
-/// `GET /tenants/:name/usage` (admin).
+/// `GET /tenants/:name/usage`: an admin's, or the tenant's own.
 async fn tenant_usage(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(name): Path<String>,
 ) -> ApiResult {
-    access::admin(&who)?;
+    if who.tenant.as_str() != name {
+        access::admin(&who)?;
+    }
     let tenant = TenantId::new(&name)
         .ok()
         .filter(|t| jm.tenancy.tenant(t).is_some())
@@ -882,16 +916,44 @@ async fn tenant_usage(
     usage_view(&jm, &tenant).map(axum::Json)
 }
 
-/// `GET /tokens` (admin): every token, without secrets.
+/// A TaskManager join token as the admin API lists it.
+fn join_token_view(t: &crate::members::JoinRecord) -> Value {
+    json!({
+        "id": t.id,
+        "kind": "taskmanager",
+        "created": t.created_ms,
+        "expires": t.expires_ms,
+        "revoked": t.revoked_ms,
+        "joins": t.joins,
+    })
+}
+
+/// `GET /tokens` (admin): every API and join token, without secrets.
 async fn tokens(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
     access::admin(&who)?;
-    Ok(axum::Json(json!({ "tokens": jm.tenancy.token_views() })))
+    let mut tokens: Vec<Value> = jm
+        .tenancy
+        .token_views()
+        .into_iter()
+        .map(|t| {
+            let mut v = json!(t);
+            v["kind"] = json!("api");
+            v
+        })
+        .collect();
+    tokens.extend(jm.join_tokens().iter().map(join_token_view));
+    Ok(axum::Json(json!({ "tokens": tokens })))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
-    tenant: String,
+    /// The tenant an API token acts for.
+    #[serde(default)]
+    tenant: Option<String>,
+    /// A join token for TaskManagers instead of an API token.
+    #[serde(default)]
+    taskmanager: bool,
     #[serde(default)]
     admin: bool,
     /// Lifetime in seconds; none: until revoked.
@@ -908,8 +970,22 @@ async fn create_token(
     access::admin(&who)?;
     let req: CreateToken = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))?;
-    let tenant =
-        TenantId::new(&req.tenant).map_err(|e| bad_request(format!("Bad request: {e}")))?;
+    if req.taskmanager {
+        if req.tenant.is_some() || req.admin {
+            return Err(bad_request(
+                "Bad request: a TaskManager join token has no tenant and no admin rights",
+            ));
+        }
+        let ttl = req.ttl_seconds.map(Duration::from_secs);
+        let (token, record) = jm.create_join_token(ttl)?;
+        return Ok(axum::Json(
+            json!({"token": token, "record": join_token_view(&record)}),
+        ));
+    }
+    let tenant = req.tenant.as_deref().ok_or_else(|| {
+        bad_request("Bad request: name the `tenant` the token acts for (or `taskmanager: true`)")
+    })?;
+    let tenant = TenantId::new(tenant).map_err(|e| bad_request(format!("Bad request: {e}")))?;
     let ttl = req.ttl_seconds.map(|s| s.saturating_mul(1000));
     let (token, view) = jm.tenancy.create_token(&tenant, req.admin, ttl, now_ms())?;
     tracing::info!(tenant = %tenant, token = %view.id, admin = req.admin, "token created");
@@ -923,7 +999,29 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult {
     access::admin(&who)?;
+    if id.starts_with("tm-") {
+        let record = jm.revoke_join_token(&id)?;
+        return Ok(axum::Json(json!({"record": join_token_view(&record)})));
+    }
     let view = jm.tenancy.revoke_token(&id, now_ms())?;
     tracing::info!(token = %id, "token revoked");
     Ok(axum::Json(json!({"record": view})))
+}
+
+/// `GET /certificates` (admin): every TaskManager certificate issued.
+async fn certificates(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+    access::admin(&who)?;
+    Ok(axum::Json(json!({ "certificates": jm.certificates() })))
+}
+
+/// `DELETE /certificates/:id` (admin): the TaskManager holding it is
+/// disconnected and refused from then on.
+async fn remove_certificate(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    access::admin(&who)?;
+    let record = jm.remove_certificate(&id)?;
+    Ok(axum::Json(json!({ "record": record })))
 }

@@ -81,6 +81,8 @@ struct Run {
     cancel: Option<Sender<()>>,
     /// The job's name, for metric labels.
     name: String,
+    /// The job's tenant, for metric labels.
+    tenant: String,
     tasks: Vec<RunTask>,
     remaining: usize,
     /// Source tasks' checkpoint triggers.
@@ -103,9 +105,10 @@ struct RunTask {
 }
 
 impl RunTask {
-    fn publish(&self, job: &JobId, job_name: &str) {
+    fn publish(&self, job: &JobId, tenant: &str, job_name: &str) {
         crate::metrics::publish_task(
             &crate::metrics::TaskLabels {
+                tenant,
                 job,
                 job_name,
                 task_name: &self.name,
@@ -134,6 +137,9 @@ struct Shared {
     peers_changed: Notify,
     inbound: Mutex<HashMap<DataHeader, Inbound>>,
     runs: Mutex<HashMap<RunKey, Run>>,
+    /// Fuel burnt by each tenant's ended tasks on this TaskManager: with
+    /// the running tasks' fuel, the per-tenant counter that bills it.
+    ended_fuel: Mutex<HashMap<String, u64>>,
     /// Runs cancelled before their deployment here was ready (loading a
     /// component can take seconds): they are never started. The newest
     /// few hundred are remembered.
@@ -198,6 +204,7 @@ pub async fn run(
         peers_changed: Notify::new(),
         inbound: Mutex::new(HashMap::new()),
         runs: Mutex::new(HashMap::new()),
+        ended_fuel: Mutex::new(HashMap::new()),
         cancelled: Mutex::new(std::collections::VecDeque::new()),
         runtimes: Mutex::new(HashMap::new()),
         apps: Mutex::new(HashMap::new()),
@@ -220,6 +227,10 @@ pub async fn run(
     loop {
         match control_session(&shared, jm_addr, &name).await {
             Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) if e.downcast_ref::<RegistrationRefused>().is_some() => {
+                cancel_all(&shared);
+                return Err(e);
+            }
             Err(e) => tracing::warn!("JobManager session ended: {}", crate::error_chain(&e)),
         }
         // Without a JobManager nobody can see or coordinate the tasks:
@@ -342,6 +353,13 @@ fn hostname() -> String {
         .unwrap_or_else(|| "taskmanager".into())
 }
 
+/// The JobManager refused this TaskManager for good (another protocol
+/// version, a removed certificate): trying again cannot help, so the
+/// process ends with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("the JobManager refused registration: {0}")]
+struct RegistrationRefused(String);
+
 /// One registration with the JobManager, until the connection ends.
 async fn control_session(shared: &Arc<Shared>, jm: SocketAddr, name: &str) -> anyhow::Result<()> {
     let conn = shared
@@ -366,7 +384,7 @@ async fn control_session(shared: &Arc<Shared>, jm: SocketAddr, name: &str) -> an
         Some(Welcome::Accepted { id, heartbeat_secs }) => {
             (id, Duration::from_secs(heartbeat_secs.max(1) as u64))
         }
-        Some(Welcome::Refused(reason)) => bail!("the JobManager refused registration: {reason}"),
+        Some(Welcome::Refused(reason)) => return Err(RegistrationRefused(reason).into()),
         None => bail!("the JobManager closed the connection during registration"),
     };
     tracing::info!(%id, %jm, slots = shared.slots, "registered with the JobManager");
@@ -456,13 +474,19 @@ fn counts_of(c: &TaskCounters) -> Vec<(u64, u64)> {
 fn publish_metrics(shared: &Shared) {
     let runs = lock(&shared.runs);
     let mut slots = std::collections::HashSet::new();
+    let mut fuel = lock(&shared.ended_fuel).clone();
     for (&(job, _), run) in runs.iter() {
         for t in run.tasks.iter().filter(|t| !t.ended) {
-            t.publish(&job, &run.name);
+            t.publish(&job, &run.tenant, &run.name);
             slots.insert(t.slot);
+            *fuel.entry(run.tenant.clone()).or_default() +=
+                t.counters.fuel_consumed.load(Ordering::Relaxed);
         }
     }
     drop(runs);
+    for (tenant, fuel) in &fuel {
+        crate::metrics::publish_tenant_fuel(tenant, *fuel);
+    }
     crate::metrics::publish_taskmanager(shared.slots, slots.len() as u32);
 }
 
@@ -644,6 +668,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
     let mut run = Run {
         cancel: Some(cancel_tx),
         name: d.name.clone(),
+        tenant: d.tenant.clone(),
         tasks: Vec::new(),
         remaining: d.tasks.len(),
         triggers: HashMap::new(),
@@ -845,7 +870,10 @@ fn task_ended(shared: &Shared, key: RunKey, task: TaskId) {
     };
     if let Some(t) = run.tasks.iter_mut().find(|t| t.id == task) {
         t.ended = true;
-        t.publish(&key.0, &run.name);
+        t.publish(&key.0, &run.tenant, &run.name);
+        *lock(&shared.ended_fuel)
+            .entry(run.tenant.clone())
+            .or_default() += t.counters.fuel_consumed.load(Ordering::Relaxed);
         send_jm(
             shared,
             ToJobManager::TaskCounts {

@@ -297,6 +297,7 @@ impl Tenancy {
         name: &TenantId,
         policy: &str,
         display_name: &str,
+        file_roots: &[PathBuf],
     ) -> Result<(), TenantChangeError> {
         {
             let registry = self
@@ -322,7 +323,9 @@ impl Tenancy {
             name: name.clone(),
             display_name: display_name.to_owned(),
             policy: policy.to_owned(),
+            file_roots: file_roots.to_vec(),
         };
+        tenant.check_roots().map_err(TenantChangeError::BadRoots)?;
         let text = toml::to_string(&tenant).map_err(|e| TenantChangeError::Io(e.to_string()))?;
         let path = self.config.tenants_dir.join(format!("{name}.toml"));
         let tmp = path.with_extension("toml.tmp");
@@ -416,6 +419,9 @@ pub(crate) enum TenantChangeError {
         /// Defined.
         known: String,
     },
+    /// A file root that cannot confine anything (400).
+    #[error("{0}")]
+    BadRoots(String),
     /// No such tenant (404).
     #[error("there is no tenant `{0}`")]
     UnknownTenant(String),
@@ -473,7 +479,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (t, _) = open(dir.path(), AuthMode::Token);
         let acme = TenantId::new("acme").expect("valid");
-        t.create_tenant(&acme, "small", "ACME").expect("created");
+        t.create_tenant(&acme, "small", "ACME", &[])
+            .expect("created");
         assert_eq!(t.tenant(&acme).expect("acme").1.name, "small");
         std::fs::write(
             dir.path().join("tenants/acme.toml"),
@@ -516,7 +523,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (t, _) = open(dir.path(), AuthMode::Token);
         let acme = TenantId::new("acme").expect("valid");
-        t.create_tenant(&acme, "standard", "").expect("created");
+        t.create_tenant(&acme, "standard", "", &[])
+            .expect("created");
         let (token, view) = t.create_token(&acme, false, None, 0).expect("token");
         let header = format!("Bearer {token}");
         assert_eq!(
@@ -526,7 +534,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("tenants/acme.toml")).expect("rm");
         t.reload().expect("reload");
         assert!(t.authenticate(Some(&header), PEER, 2).is_err());
-        t.create_tenant(&acme, "standard", "").expect("again");
+        t.create_tenant(&acme, "standard", "", &[]).expect("again");
         assert!(t.authenticate(Some(&header), PEER, 3).is_ok());
         t.revoke_token(&view.id, 4).expect("revoked");
         assert!(matches!(

@@ -86,6 +86,8 @@ pub(crate) fn overview(j: &JobEntry) -> Value {
         "pending-operators": 0,
         // Not in Flink's shape: the tenant that owns the job.
         "tenant": j.owner.as_str(),
+        // While the run waits for slots: what for.
+        "waiting-for": j.waiting_for,
     })
 }
 
@@ -175,6 +177,8 @@ pub(crate) fn detail(j: &JobEntry) -> Value {
         // Where the current (or last) run's tasks are or were.
         "taskmanagers": j.locations.values().collect::<std::collections::BTreeSet<_>>(),
         "tenant": j.owner.as_str(),
+        // While the run waits for slots: what for.
+        "waiting-for": j.waiting_for,
         // The policy as it was at submission: a reload changes new jobs only.
         "policy": {
             "name": j.policy.name,

@@ -30,6 +30,7 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
         checkpoint_defaults: sluice_coord::CheckpointConfig::default(),
         jobstore_max_capacity: 1000,
         jobstore_expiration: Duration::from_secs(3600),
+        join_token_ttl: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

@@ -261,6 +261,15 @@ impl Connectors {
         })
     }
 
+    /// The same connectors with relative file paths resolving against
+    /// `base` (on a shared cluster: the tenant's first file root).
+    pub fn with_base(&self, base: Option<PathBuf>) -> Self {
+        Connectors {
+            fs: self.fs.clone(),
+            base,
+        }
+    }
+
     /// Where relative file paths resolve.
     pub fn base(&self) -> Option<&Path> {
         self.base.as_deref()

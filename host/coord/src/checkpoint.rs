@@ -476,6 +476,16 @@ impl<S: Clone> CheckpointCoordinator<S> {
         }
     }
 
+    /// The host refuses pending checkpoint `id` (its tenant's state quota):
+    /// it fails with `reason` but does not count toward the tolerable
+    /// failures, because a restart would not make it fit; the job runs on
+    /// without it.
+    pub fn handle_refused(&mut self, id: CheckpointId, reason: &str, now: u64) {
+        if self.pending.contains_key(&id) {
+            self.fail(id, reason.to_owned(), now, false);
+        }
+    }
+
     /// The metadata of checkpoint `id` was written, or could not be.
     pub fn handle_metadata_written(
         &mut self,

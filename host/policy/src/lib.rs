@@ -167,6 +167,38 @@ pub struct Tenant {
     pub display_name: String,
     /// The policy applied to its jobs.
     pub policy: String,
+    /// Directories its file connectors may use (absolute). Unset: the
+    /// policy's `file_roots`, and where those are unset too a directory of
+    /// its own under the JobManager's data directory (never the whole host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_roots: Vec<PathBuf>,
+}
+
+impl Tenant {
+    /// Refuses file roots that are relative or hold `..`, which a prefix
+    /// check could not confine.
+    pub fn check_roots(&self) -> Result<(), String> {
+        check_roots(&self.file_roots)
+    }
+}
+
+/// Refuses roots that are relative or hold `.` or `..` components.
+pub fn check_roots(roots: &[PathBuf]) -> Result<(), String> {
+    for r in roots {
+        let plain = r.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+        if !r.is_absolute() || !plain {
+            return Err(format!(
+                "file root `{}` must be an absolute path without `.` or `..`",
+                r.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A policy or tenant file that cannot be used.
@@ -220,7 +252,11 @@ pub enum Denied {
         allowed: String,
     },
     /// A path outside the policy's file roots.
-    #[error("path `{path}` is outside the file roots of policy `{policy}` ({roots})")]
+    #[error(
+        "path `{path}` is outside the file roots this job may use ({roots}; policy `{policy}`): \
+         use a path under one of them (relative paths resolve against the first), or ask an \
+         admin for another root"
+    )]
     Path {
         /// The path.
         path: String,
@@ -268,6 +304,7 @@ impl Policy {
         if p.quotas.max_parallelism == 0 {
             return Err(invalid("quotas.max_parallelism must be at least 1"));
         }
+        check_roots(&p.quotas.file_roots).map_err(|m| invalid(&format!("quotas.{m}")))?;
         Ok(p)
     }
 
@@ -369,6 +406,9 @@ impl Registry {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
+            if let Err(message) = t.check_roots() {
+                return Err(PolicyError::Invalid { path, message });
+            }
             if !reg.policies.contains_key(&t.policy) {
                 return Err(PolicyError::UnknownPolicy {
                     tenant: t.name.to_string(),
@@ -522,5 +562,19 @@ mod tests {
         assert!(p.check_path(Path::new("/data/acmeevil")).is_err());
         assert!(p.check_parallelism(64).is_ok());
         assert!(p.check_parallelism(65).is_err());
+    }
+
+    #[test]
+    fn file_roots_must_be_absolute_and_plain() {
+        let roots = |r: &[&str]| r.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert!(check_roots(&roots(&["/data/acme", "/srv/in"])).is_ok());
+        for bad in ["data/acme", "/data/../etc", "./data", ""] {
+            let e = check_roots(&roots(&[bad])).expect_err(bad);
+            assert!(e.contains("must be an absolute path"), "{e}");
+        }
+        let text = STANDARD_POLICY.replace("file_roots = []", "file_roots = [\"in\"]");
+        assert_ne!(text, STANDARD_POLICY, "the bundled policy names its roots");
+        let e = Policy::parse(&text, Path::new("p.toml")).expect_err("relative root");
+        assert!(e.to_string().contains("quotas.file root `in`"), "{e}");
     }
 }

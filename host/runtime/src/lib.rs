@@ -323,8 +323,8 @@ impl LocalCluster {
         resume: Option<Resume<'_>>,
     ) -> Result<PreparedJob, RunError> {
         let job = prepare_job(
-            &self.runtime,
             &self.connectors,
+            self.runtime.policy(),
             app,
             args,
             parallelism,
@@ -567,19 +567,19 @@ pub struct Resume<'a> {
 }
 
 /// Runs the plan function and checks the graph against the contract, the
-/// connectors' rules and the policy: everything a submission must pass
+/// connectors' rules and `policy` (the runtime's, or on a shared cluster the
+/// tenant's with its file roots): everything a submission must pass
 /// before it waits for slots. File connectors' paths come out absolute and
 /// normalised, as the tasks will open them. Starting from a savepoint, its
 /// file outputs may be written again, and the savepoint must fit the job.
 pub fn prepare_job(
-    runtime: &Runtime,
     connectors: &Connectors,
+    policy: &Policy,
     app: &App,
     args: &[(String, String)],
     parallelism: u32,
     resume: Option<Resume<'_>>,
 ) -> Result<PreparedJob, RunError> {
-    let policy = runtime.policy();
     policy.check_parallelism(parallelism)?;
     let mut graph = app.plan(args)?;
     let operators: HashMap<String, OperatorKind> = app
