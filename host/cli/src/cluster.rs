@@ -808,6 +808,11 @@ fn size(bytes: &Value) -> String {
     }
 }
 
+/// CPU seconds as `1.234s`.
+fn cpu_seconds(v: &Value) -> String {
+    format!("{:.3}s", v.as_f64().unwrap_or(0.0))
+}
+
 fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or("").to_owned()
 }
@@ -1054,14 +1059,37 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                         str_of(&j["state"]),
                         j["records-in"].to_string(),
                         j["records-out"].to_string(),
+                        j["fuel"].to_string(),
+                        cpu_seconds(&j["cpu-seconds"]),
                         size(&j["checkpoint-bytes"]),
                         super::display::truncate(&str_of(&j["name"]), 60).into_owned(),
                     ]
                 })
                 .collect();
+            let t = &usage["total"];
+            println!(
+                "\ntotal: {} records in, {} out, {} fuel, {} CPU, {} of checkpoints",
+                t["records-in"],
+                t["records-out"],
+                t["fuel"],
+                cpu_seconds(&t["cpu-seconds"]),
+                size(&t["checkpoint-bytes"])
+            );
             if !jobs.is_empty() {
                 println!();
-                print_table(&["JOB", "STATE", "IN", "OUT", "CHECKPOINT", "NAME"], &jobs);
+                print_table(
+                    &[
+                        "JOB",
+                        "STATE",
+                        "IN",
+                        "OUT",
+                        "FUEL",
+                        "CPU",
+                        "CHECKPOINT",
+                        "NAME",
+                    ],
+                    &jobs,
+                );
             }
         }
     }

@@ -2575,6 +2575,29 @@ fn a_tenant_without_file_roots_reaches_only_its_own_directory() {
     let (counts, _) = read_output(&own.join("counts"));
     assert_eq!(counts, expected);
 
+    // What the job cost, as the tenant sees it: per job and in total.
+    let usage = wait_for("the job's final figures", &|| cluster.logs(), || {
+        let (_, u) = cluster.get_as(&gamma.http, "/tenants/me/usage");
+        (u["jobs"][0]["records-out"].as_u64() == Some(expected.len() as u64)
+            && u["jobs"][0]["fuel"].as_u64() > Some(0))
+        .then_some(u)
+    });
+    let (job_usage, total) = (&usage["jobs"][0], &usage["total"]);
+    assert_eq!(job_usage["jid"], job.as_str(), "{usage}");
+    assert!(job_usage["cpu-seconds"].as_f64() > Some(0.0), "{usage}");
+    for key in ["fuel", "cpu-seconds", "records-in", "records-out"] {
+        assert_eq!(total[key], job_usage[key], "{key}: {usage}");
+    }
+    assert!(job_usage["records-in"].as_u64() >= Some(1), "{usage}");
+    let out = cluster.sluice_as(&gamma.token, &["usage"]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("total: {}", job_usage["records-in"]))
+            && shown.contains(&format!("{} out", expected.len()))
+            && shown.contains(&job[..8]),
+        "{shown}"
+    );
+
     // A tenant's roots are listed for the admin; a relative or `..` root is refused.
     let (_, tenants) = cluster.get("/tenants");
     let acme = tenants["tenants"]

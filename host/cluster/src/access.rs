@@ -12,7 +12,7 @@ use sluice_policy::TenantId;
 use sluice_policy::auth::Principal;
 use sluice_types::JobId;
 
-use crate::jobmanager::{Cluster, Jar, JobEntry, SubmitError};
+use crate::jobmanager::{Cluster, Jar, JobEntry, SubmitError, Tm};
 use crate::results::JobResult;
 
 /// The answer for a job that does not exist or is not the principal's.
@@ -109,6 +109,63 @@ pub(crate) fn jars<'a>(
     who: &'a Principal,
 ) -> impl Iterator<Item = &'a Jar> + 'a {
     cluster.jars.values().filter(move |j| who.sees(&j.owner))
+}
+
+/// The cluster's size, which every principal may see: it tells nothing of
+/// anyone's jobs.
+pub(crate) struct Capacity {
+    /// TaskManagers registered.
+    pub taskmanagers: usize,
+    /// Slots they offer.
+    pub slots: u32,
+    /// Slots holding no task.
+    pub free: u32,
+}
+
+/// The cluster's size.
+pub(crate) fn capacity(cluster: &Cluster) -> Capacity {
+    let slots: u32 = cluster.tms.values().map(|t| t.slots).sum();
+    let used: u32 = cluster
+        .jobs
+        .values()
+        .map(|j| j.placement.len() as u32)
+        .sum();
+    Capacity {
+        taskmanagers: cluster.tms.len(),
+        slots,
+        free: slots.saturating_sub(used),
+    }
+}
+
+/// Every job in memory, whoever owns it: an admin's view of the cluster.
+pub(crate) fn all_jobs<'a>(
+    cluster: &'a Cluster,
+    who: &Principal,
+) -> Result<impl Iterator<Item = &'a JobEntry> + 'a, SubmitError> {
+    admin(who)?;
+    Ok(cluster.jobs.values())
+}
+
+/// The registered TaskManagers: an admin's.
+pub(crate) fn taskmanagers<'a>(
+    cluster: &'a Cluster,
+    who: &Principal,
+) -> Result<impl Iterator<Item = &'a Tm> + 'a, SubmitError> {
+    admin(who)?;
+    Ok(cluster.tms.values())
+}
+
+/// One registered TaskManager: an admin's.
+pub(crate) fn taskmanager<'a>(
+    cluster: &'a Cluster,
+    who: &Principal,
+    id: &str,
+) -> Result<&'a Tm, SubmitError> {
+    admin(who)?;
+    cluster
+        .tms
+        .get(id)
+        .ok_or_else(|| SubmitError::NotFound(format!("TaskManager {id} not found")))
 }
 
 /// Refuses a principal that is not an admin (403: the endpoint exists, it

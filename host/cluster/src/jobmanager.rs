@@ -117,6 +117,29 @@ pub(crate) struct Jar {
     pub size: u64,
 }
 
+/// What jobs cost, for usage and billing: fuel, CPU time and records, over
+/// all their runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Spent {
+    /// Wasm fuel burnt by guest operators.
+    pub fuel: u64,
+    /// CPU time of the task threads, ns.
+    pub cpu_ns: u64,
+    /// Records read by the first operators.
+    pub records_in: u64,
+    /// Records written by the last operators.
+    pub records_out: u64,
+}
+
+impl std::ops::AddAssign for Spent {
+    fn add_assign(&mut self, o: Spent) {
+        self.fuel = self.fuel.saturating_add(o.fuel);
+        self.cpu_ns = self.cpu_ns.saturating_add(o.cpu_ns);
+        self.records_in = self.records_in.saturating_add(o.records_in);
+        self.records_out = self.records_out.saturating_add(o.records_out);
+    }
+}
+
 /// A job and what the driver knows about its current run.
 pub(crate) struct JobEntry {
     pub id: JobId,
@@ -135,6 +158,10 @@ pub(crate) struct JobEntry {
     pub locations: HashMap<TaskId, String>,
     /// Latest counts per task of the current run.
     pub counts: HashMap<TaskId, Vec<(u64, u64)>>,
+    /// Latest fuel and CPU ns per task of the current run.
+    pub resources: HashMap<TaskId, (u64, u64)>,
+    /// What the job's earlier runs cost.
+    pub spent_before: Spent,
     /// Since when the current run waits for slots.
     pub waiting_since: Option<u64>,
     /// What the current run waits for, while it waits. Only the cluster's
@@ -151,6 +178,29 @@ pub(crate) struct JobEntry {
 }
 
 impl JobEntry {
+    /// What the job cost so far, its current run included.
+    pub fn spent(&self) -> Spent {
+        let mut spent = self.spent_before;
+        spent += Spent {
+            fuel: self.resources.values().map(|r| r.0).sum(),
+            cpu_ns: self.resources.values().map(|r| r.1).sum(),
+            ..Spent::default()
+        };
+        // In: what the sources emitted; out: what reached the sinks.
+        for (task, counts) in &self.counts {
+            let Some(v) = self.execution.vertices.get(task.vertex as usize) else {
+                continue;
+            };
+            if v.inputs.is_empty() {
+                spent.records_in += counts.first().map_or(0, |c| c.1);
+            }
+            if v.outputs.is_empty() {
+                spent.records_out += counts.last().map_or(0, |c| c.0);
+            }
+        }
+        spent
+    }
+
     /// Per-node counts summed over subtasks, in graph order.
     pub fn node_counts(&self) -> Vec<NodeCounts> {
         let per_task: Vec<(TaskId, Vec<NodeCounts>)> = self
@@ -182,6 +232,9 @@ pub(crate) struct Cluster {
     pub jars: BTreeMap<(TenantId, String), Jar>,
     /// What each tenant holds against its quotas.
     pub ledger: Ledger,
+    /// What each tenant's jobs that left memory cost (since this
+    /// JobManager started).
+    pub billed: BTreeMap<TenantId, Spent>,
 }
 
 /// The JobManager's shared state.
@@ -578,6 +631,8 @@ impl JobManager {
             placement: Vec::new(),
             locations: HashMap::new(),
             counts: HashMap::new(),
+            resources: HashMap::new(),
+            spent_before: Spent::default(),
             waiting_since: Some(now),
             waiting_for: None,
             checkpoints,
@@ -767,7 +822,11 @@ impl JobManager {
     /// Runs every job's core forward: timeouts, scheduling, commands.
     pub fn drive(&self, cluster: &mut Cluster, now: u64) {
         let Cluster {
-            tms, jobs, ledger, ..
+            tms,
+            jobs,
+            ledger,
+            billed,
+            ..
         } = cluster;
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         for id in ids {
@@ -846,13 +905,18 @@ impl JobManager {
                 job.ended_at = Some(now);
             }
         }
-        self.evict_ended(jobs, now);
+        self.evict_ended(jobs, billed, now);
     }
 
     /// Ended jobs leave memory once there are more than the job store holds,
     /// oldest first, or when they expire; what the REST API shows of them
     /// stays in the job-result store.
-    fn evict_ended(&self, jobs: &mut BTreeMap<JobId, JobEntry>, now: u64) {
+    fn evict_ended(
+        &self,
+        jobs: &mut BTreeMap<JobId, JobEntry>,
+        billed: &mut BTreeMap<TenantId, Spent>,
+        now: u64,
+    ) {
         let mut ended: Vec<(u64, JobId)> = jobs
             .values()
             .filter_map(|j| Some((j.ended_at?, j.id)))
@@ -864,7 +928,9 @@ impl JobManager {
         ended.sort_unstable();
         for (i, (at, id)) in ended.into_iter().enumerate() {
             if i < excess || now.saturating_sub(at) >= expiry {
-                jobs.remove(&id);
+                if let Some(job) = jobs.remove(&id) {
+                    *billed.entry(job.owner.clone()).or_default() += job.spent();
+                }
                 tracing::debug!(job = %id, "ended job left memory; its archive stays");
             }
         }
@@ -928,7 +994,9 @@ impl JobManager {
         if job.core.handle_slots_offered(needed, now).is_ok() {
             job.placement = placement;
             job.locations.clear();
+            job.spent_before = job.spent();
             job.counts.clear();
+            job.resources.clear();
             job.waiting_since = None;
             job.waiting_for = None;
         }
@@ -991,11 +1059,14 @@ impl JobManager {
                 attempt,
                 task,
                 nodes,
+                fuel,
+                cpu_ns,
             } => {
                 if let Some(j) = cluster.jobs.get_mut(&job)
                     && j.core.attempt() == attempt
                 {
                     j.counts.insert(task, nodes);
+                    j.resources.insert(task, (fuel, cpu_ns));
                 }
                 return;
             }
@@ -1458,6 +1529,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
             jobs: BTreeMap::new(),
             jars: BTreeMap::new(),
             ledger: Ledger::default(),
+            billed: BTreeMap::new(),
         }),
         runtime,
         connectors,

@@ -84,6 +84,10 @@ pub enum ToJobManager {
         task: TaskId,
         /// Per node of its chain: records in, records out.
         nodes: Vec<(u64, u64)>,
+        /// Fuel its guests burnt so far.
+        fuel: u64,
+        /// CPU time of its thread so far, ns.
+        cpu_ns: u64,
     },
     /// A task's snapshot for a checkpoint is stored.
     CheckpointAck {

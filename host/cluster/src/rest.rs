@@ -306,15 +306,10 @@ async fn config() -> ApiResult {
 /// Prometheus text: the cluster's figures and, per running job, operator
 /// and subtask, the record counts the TaskManagers last reported.
 async fn metrics(State(jm): State<Shared>, Extension(who): Caller) -> Result<Response, ApiError> {
-    access::admin(&who)?;
     {
         let cluster = jm.lock();
-        let total: u32 = cluster.tms.values().map(|t| t.slots).sum();
-        let used: u32 = cluster
-            .jobs
-            .values()
-            .map(|j| j.placement.len() as u32)
-            .sum();
+        let jobs: Vec<&JobEntry> = access::all_jobs(&cluster, &who)?.collect();
+        let capacity = access::capacity(&cluster);
         let all = [
             JobStatus::Created,
             JobStatus::Running,
@@ -325,22 +320,18 @@ async fn metrics(State(jm): State<Shared>, Extension(who): Caller) -> Result<Res
             JobStatus::Canceled,
         ];
         crate::metrics::publish_cluster(&crate::metrics::ClusterFigures {
-            taskmanagers: cluster.tms.len(),
-            slots_total: total,
-            slots_available: total.saturating_sub(used),
+            taskmanagers: capacity.taskmanagers,
+            slots_total: capacity.slots,
+            slots_available: capacity.free,
             jobs: all
                 .iter()
                 .map(|&s| {
-                    let n = cluster
-                        .jobs
-                        .values()
-                        .filter(|j| j.core.status() == s)
-                        .count();
+                    let n = jobs.iter().filter(|j| j.core.status() == s).count();
                     (status_name(s), n)
                 })
                 .collect(),
         });
-        for job in cluster.jobs.values() {
+        for job in jobs {
             if job.core.status().is_terminal() {
                 continue;
             }
@@ -372,12 +363,7 @@ async fn metrics(State(jm): State<Shared>, Extension(who): Caller) -> Result<Res
 
 async fn overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
     let cluster = jm.lock();
-    let total: u32 = cluster.tms.values().map(|t| t.slots).sum();
-    let used: u32 = cluster
-        .jobs
-        .values()
-        .map(|j| j.placement.len() as u32)
-        .sum();
+    let capacity = access::capacity(&cluster);
     let count = |s: JobStatus| {
         access::jobs(&cluster, &who)
             .filter(|j| j.core.status() == s)
@@ -387,9 +373,9 @@ async fn overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult
         .filter(|j| !j.core.status().is_terminal())
         .count();
     Ok(axum::Json(json!({
-        "taskmanagers": cluster.tms.len(),
-        "slots-total": total,
-        "slots-available": total.saturating_sub(used),
+        "taskmanagers": capacity.taskmanagers,
+        "slots-total": capacity.slots,
+        "slots-available": capacity.free,
         "jobs-running": running,
         "jobs-finished": count(JobStatus::Finished),
         "jobs-cancelled": count(JobStatus::Canceled),
@@ -587,15 +573,14 @@ async fn job_patch(
     Ok((StatusCode::ACCEPTED, axum::Json(json!({}))))
 }
 
-fn tm_json(cluster: &crate::jobmanager::Cluster, t: &crate::jobmanager::Tm) -> Value {
-    let used: u32 = cluster
-        .jobs
-        .values()
+/// A TaskManager in Flink's shape; `jobs` are all jobs (an admin's view).
+fn tm_json(jobs: &[&JobEntry], t: &crate::jobmanager::Tm) -> Value {
+    let used: u32 = jobs
+        .iter()
         .map(|j| j.placement.iter().filter(|p| **p == t.id).count() as u32)
         .sum();
-    let tasks: usize = cluster
-        .jobs
-        .values()
+    let tasks: usize = jobs
+        .iter()
         .filter(|j| matches!(j.core.status(), JobStatus::Running | JobStatus::Cancelling))
         .map(|j| j.locations.values().filter(|l| **l == t.id).count())
         .sum();
@@ -614,9 +599,11 @@ fn tm_json(cluster: &crate::jobmanager::Cluster, t: &crate::jobmanager::Tm) -> V
 }
 
 async fn taskmanagers(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
-    access::admin(&who)?;
     let cluster = jm.lock();
-    let tms: Vec<Value> = cluster.tms.values().map(|t| tm_json(&cluster, t)).collect();
+    let jobs: Vec<&JobEntry> = access::all_jobs(&cluster, &who)?.collect();
+    let tms: Vec<Value> = access::taskmanagers(&cluster, &who)?
+        .map(|t| tm_json(&jobs, t))
+        .collect();
     Ok(axum::Json(json!({ "taskmanagers": tms })))
 }
 
@@ -625,13 +612,10 @@ async fn taskmanager(
     Extension(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
-    access::admin(&who)?;
     let cluster = jm.lock();
-    let t = cluster
-        .tms
-        .get(&id)
-        .ok_or_else(|| not_found(format!("TaskManager {id} not found")))?;
-    Ok(axum::Json(tm_json(&cluster, t)))
+    let jobs: Vec<&JobEntry> = access::all_jobs(&cluster, &who)?.collect();
+    let t = access::taskmanager(&cluster, &who, &id)?;
+    Ok(axum::Json(tm_json(&jobs, t)))
 }
 
 async fn jars(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
@@ -874,15 +858,19 @@ fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<Value, ApiError> {
         admin: false,
         token_id: None,
     };
+    let mut total = cluster.billed.get(tenant).copied().unwrap_or_default();
     let jobs: Vec<Value> = access::jobs(&cluster, &owner)
         .map(|j| {
-            let counts = j.node_counts();
+            let spent = j.spent();
+            total += spent;
             json!({
                 "jid": j.id.to_string(),
                 "name": crate::truncate(&j.name, 200),
                 "state": status_name(j.core.status()),
-                "records-in": counts.first().map_or(0, |n| n.records_in),
-                "records-out": counts.last().map_or(0, |n| n.records_out),
+                "records-in": spent.records_in,
+                "records-out": spent.records_out,
+                "fuel": spent.fuel,
+                "cpu-seconds": spent.cpu_ns as f64 / 1e9,
                 "checkpoint-bytes": j.checkpoints.last_size(),
             })
         })
@@ -892,6 +880,14 @@ fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<Value, ApiError> {
         "policy": policy.name,
         "quotas": quotas,
         "jobs": jobs,
+        // Every job since this JobManager started, ended ones included.
+        "total": {
+            "records-in": total.records_in,
+            "records-out": total.records_out,
+            "fuel": total.fuel,
+            "cpu-seconds": total.cpu_ns as f64 / 1e9,
+            "checkpoint-bytes": usage.checkpoint_bytes,
+        },
     }))
 }
 

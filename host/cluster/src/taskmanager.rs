@@ -503,6 +503,8 @@ fn heartbeat_now(shared: &Shared) {
                     attempt,
                     task: t.id,
                     nodes: counts_of(&t.counters),
+                    fuel: t.counters.fuel_consumed.load(Ordering::Relaxed),
+                    cpu_ns: t.counters.cpu_ns.load(Ordering::Relaxed),
                 },
             );
         }
@@ -881,6 +883,8 @@ fn task_ended(shared: &Shared, key: RunKey, task: TaskId) {
                 attempt: key.1,
                 task,
                 nodes: counts_of(&t.counters),
+                fuel: t.counters.fuel_consumed.load(Ordering::Relaxed),
+                cpu_ns: t.counters.cpu_ns.load(Ordering::Relaxed),
             },
         );
     }

@@ -165,6 +165,18 @@ pub struct TaskCounters {
     pub backpressured_ns: AtomicU64,
     /// Fuel its guest chain burnt (0 when the policy sets no fuel limit).
     pub fuel_consumed: AtomicU64,
+    /// CPU time of the task's thread, ns (guest calls, connectors, routing).
+    pub cpu_ns: AtomicU64,
+}
+
+/// CPU time the calling thread has used, in ns: one task is one thread, so
+/// this is what a task costs, whatever its wall-clock time.
+pub fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 /// Guest instances alive in this process (one per subtask with guest
@@ -195,6 +207,7 @@ impl TaskCounters {
             bytes_out: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
             fuel_consumed: AtomicU64::new(0),
+            cpu_ns: AtomicU64::new(0),
         }
     }
 

@@ -96,6 +96,7 @@ pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskSt
     let name = format!("{} ({}/{})", dep.name, id.subtask + 1, dep.parallelism);
     report(id, TaskStatus::Running);
     let counters = ctx.counters.clone();
+    let cpu_start = crate::thread_cpu_ns();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         Task::open(dep, ctx).and_then(Task::run)
     }));
@@ -117,6 +118,10 @@ pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskSt
             )))
         }
     };
+    counters.cpu_ns.store(
+        crate::thread_cpu_ns().saturating_sub(cpu_start),
+        Ordering::Relaxed,
+    );
     if final_status == TaskStatus::Finished {
         counters.finished.store(true, Ordering::Relaxed);
     }
@@ -737,6 +742,8 @@ struct GuestUsage {
     live: bool,
     fuel: u64,
     memory: u64,
+    /// The thread's CPU time when the task opened.
+    cpu_start: u64,
 }
 
 impl GuestUsage {
@@ -748,6 +755,7 @@ impl GuestUsage {
             live,
             fuel: 0,
             memory: 0,
+            cpu_start: crate::thread_cpu_ns(),
         }
     }
 
@@ -757,6 +765,10 @@ impl GuestUsage {
             .fuel_consumed
             .fetch_add(fuel.saturating_sub(self.fuel), Ordering::Relaxed);
         self.fuel = fuel;
+        counters.cpu_ns.store(
+            crate::thread_cpu_ns().saturating_sub(self.cpu_start),
+            Ordering::Relaxed,
+        );
         let memory = chain.memory_bytes();
         if memory >= self.memory {
             GUEST_MEMORY_BYTES.fetch_add(memory - self.memory, Ordering::Relaxed);
