@@ -198,7 +198,7 @@ pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         join_token_ttl: None,
     };
     let file = dir.join("endpoints.json");
-    runtime()?.block_on(sluice_cluster::jobmanager::run(config, |e| {
+    runtime()?.block_on(sluice_cluster::server::run(config, |e| {
         let tmp = file.with_extension("tmp");
         if let Ok(json) = serde_json::to_vec(e)
             && std::fs::write(&tmp, json).is_ok()

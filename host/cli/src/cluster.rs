@@ -252,7 +252,7 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         },
     };
     let rt = server_runtime()?;
-    rt.block_on(sluice_cluster::jobmanager::run(config, |e| {
+    rt.block_on(sluice_cluster::server::run(config, |e| {
         println!(
             "sluice jobmanager: REST http://{} | cluster RPC {}",
             e.rest, e.rpc

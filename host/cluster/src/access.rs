@@ -12,8 +12,8 @@ use sluice_policy::TenantId;
 use sluice_policy::auth::Principal;
 use sluice_types::JobId;
 
-use crate::jobmanager::{Cluster, Jar, JobEntry, SubmitError, Tm};
 use crate::results::JobResult;
+use crate::table::{Cluster, Jar, JobEntry, SubmitError, Tm};
 
 /// The answer for a job that does not exist or is not the principal's.
 pub(crate) fn no_job(id: JobId) -> SubmitError {
@@ -80,7 +80,7 @@ pub(crate) fn jar<'a>(
     who: &Principal,
     id: &str,
 ) -> Result<&'a Jar, SubmitError> {
-    let key = crate::jobmanager::jar_key(id);
+    let key = crate::table::jar_key(id);
     cluster
         .jars
         .get(&(who.tenant.clone(), key.clone()))

@@ -7,20 +7,25 @@
 //!
 //! Layout in the storage: `JOB/chk-ID/task-VERTEX-SUBTASK` (written by
 //! TaskManagers) and `JOB/chk-ID/_metadata` (written here, last).
+//!
+//! This module knows a job only through [`JobView`] and reaches
+//! TaskManagers only through the sender it is given: it does not depend on
+//! the JobManager's job table, which holds its [`JobCheckpoints`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use sluice_coord::{
-    CheckpointCommand, CheckpointConfig, CheckpointCoordinator, TaskId, TaskStatus,
+    CheckpointCommand, CheckpointConfig, CheckpointCoordinator, ExecutionGraph, Job, JobStatus,
+    TaskId, TaskStatus,
 };
 use sluice_policy::quota::{Holder, Ledger, Usage};
+use sluice_policy::{Policy, TenantId};
 use sluice_runtime::snapshot::CheckpointNotice;
 use sluice_state::Storage;
 use sluice_types::JobId;
 use tokio::sync::mpsc;
 
-use crate::jobmanager::{JobEntry, Tm};
 use crate::protocol::{CheckpointSettings, SnapshotHandle, ToTaskManager};
 pub(crate) use sluice_runtime::snapshot::CheckpointMetadata;
 
@@ -80,7 +85,32 @@ pub(crate) struct Outcome {
     /// A stop-with-savepoint completed: cancel the job.
     pub stop: bool,
     /// The job ended: record it in the job-result store.
-    pub ended: Option<crate::results::JobResult>,
+    pub ended: Option<Ended>,
+}
+
+/// A job that ended, and what happens to its checkpoints.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    /// How it ended.
+    pub status: JobStatus,
+    /// Checkpoints kept (its savepoints).
+    pub keep: Vec<u64>,
+    /// Whether all its checkpoints are kept (a failed job's, for a manual
+    /// restore); otherwise their deletion is under way.
+    pub retained: bool,
+}
+
+/// What `drive` reads of a job, and the checkpoint state it drives.
+pub(crate) struct JobView<'a> {
+    pub id: JobId,
+    pub owner: &'a TenantId,
+    /// The policy the job was admitted under (its state quota).
+    pub policy: &'a Policy,
+    pub core: &'a Job,
+    pub execution: &'a ExecutionGraph,
+    /// Where each task of the current run is.
+    pub locations: &'a HashMap<TaskId, String>,
+    pub checkpoints: &'a mut JobCheckpoints,
 }
 
 /// Checkpoint storage work finished in the background.
@@ -147,10 +177,11 @@ impl JobCheckpoints {
 /// Feeds the job's state to its coordinator and carries out what the
 /// coordinator asks for; says what the job itself must do (fail the run,
 /// stop after a savepoint, record its end).
+/// `send` delivers a message to a TaskManager by id (if it is still there).
 pub(crate) fn drive(
-    job: &mut JobEntry,
+    job: JobView<'_>,
     ledger: &mut Ledger,
-    tms: &BTreeMap<String, Tm>,
+    send: &dyn Fn(&str, ToTaskManager),
     io: &tokio::runtime::Handle,
     done: &mpsc::UnboundedSender<IoDone>,
     now: u64,
@@ -160,7 +191,7 @@ pub(crate) fn drive(
     // An ended job whose cleanup is under way has nothing left to drive but
     // the deletion of snapshots whose uploads outlived their checkpoint.
     if status.is_terminal() && job.checkpoints.cleaned {
-        let cp = &mut job.checkpoints;
+        let cp = job.checkpoints;
         while let Some(cmd) = cp.coord.poll_command() {
             if let CheckpointCommand::DiscardSnapshot {
                 id: checkpoint,
@@ -173,10 +204,9 @@ pub(crate) fn drive(
         return outcome;
     }
     let id = job.id;
-    let owner = job.owner.clone();
     let attempt = job.core.attempt();
-    let tasks = job.core.tasks().clone();
-    let locations = job.locations.clone();
+    let tasks = job.core.tasks();
+    let locations = job.locations;
     let sources: Vec<TaskId> = job
         .execution
         .tasks()
@@ -187,8 +217,8 @@ pub(crate) fn drive(
                 .is_some_and(|v| v.inputs.is_empty())
         })
         .collect();
-    let cp = &mut job.checkpoints;
-    let all_running = status == sluice_coord::JobStatus::Running
+    let cp = job.checkpoints;
+    let all_running = status == JobStatus::Running
         && !tasks.is_empty()
         && tasks.values().all(|s| *s == TaskStatus::Running);
     match cp.run {
@@ -214,9 +244,7 @@ pub(crate) fn drive(
     cp.coord.handle_timeout(now);
     let send_to = |tm_ids: &BTreeSet<&String>, msg: ToTaskManager| {
         for tm in tm_ids {
-            if let Some(tm) = tms.get(*tm) {
-                let _ = tm.tx.send(msg.clone());
-            }
+            send(tm, msg.clone());
         }
     };
     let all_tms: BTreeSet<&String> = locations.values().collect();
@@ -252,7 +280,7 @@ pub(crate) fn drive(
                 let meta = CheckpointMetadata::new(
                     id,
                     checkpoint,
-                    &job.execution,
+                    job.execution,
                     acks.into_iter().collect(),
                 );
                 // The tenant's state quota, under the policy the job was
@@ -260,7 +288,7 @@ pub(crate) fn drive(
                 // before it completes, never cut short.
                 let bytes = meta.tasks.iter().map(|(_, h)| h.bytes).sum();
                 if let Err(exceeded) = ledger.admit(
-                    &owner,
+                    job.owner,
                     &job.policy.name,
                     &job.policy.quotas,
                     Holder::Checkpoint(id.to_string()),
@@ -355,16 +383,11 @@ pub(crate) fn drive(
             .map(|op| op.checkpoint)
             .collect();
         cp.completed.retain(|c, _| keep.contains(c));
-        let retain_all = status == sluice_coord::JobStatus::Failed;
-        outcome.ended = Some(crate::results::JobResult {
-            job: id.to_string(),
-            owner: Some(owner),
-            state: crate::jobmanager::status_name(status).to_owned(),
-            storage: cp.settings.storage.clone(),
+        let retain_all = status == JobStatus::Failed;
+        outcome.ended = Some(Ended {
+            status,
             keep: keep.clone(),
             retained: retain_all,
-            cleaned: retain_all,
-            archive: None,
         });
         if !retain_all {
             let (storage, done) = (cp.storage.clone(), done.clone());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use sluice_policy::TenantId;
 
-use crate::jobmanager::{Jar, now_ms};
+use crate::table::{Jar, now_ms};
 
 /// The directory of every tenant's uploads.
 #[derive(Clone, Debug)]

@@ -1,45 +1,43 @@
-//! The JobManager process: the cluster CA, the TaskManager registry, the
-//! jobs (each driven by the sans-IO core of `sluice-coord`), the slot
-//! scheduler and the failure detector. The REST API (`crate::rest`) reads
-//! and changes the same state.
+//! The JobManager: what it does with its state (`crate::table`) when a
+//! request, a TaskManager message or a timer arrives: submission under the
+//! tenant's quotas and file roots, jar uploads, savepoints and cancels, slot
+//! scheduling and deployment, the failure detector, membership (join tokens
+//! and certificates), and driving each job's sans-IO core from
+//! `sluice-coord` with its checkpoints (`crate::checkpoints`). Requests reach
+//! jobs and jars through the ownership check (`crate::access`). The process
+//! around it — binding ports, accepting connections, timers, the REST
+//! server — is `crate::server`; this module does not depend on the REST
+//! layer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use quinn::Connection;
 use sluice_connectors::Connectors;
 use sluice_coord::{
-    CheckpointConfig, Command, ExecutionGraph, Job, JobStatus, RestartStrategy, TaskFailure,
-    TaskId, TaskStatus,
+    CheckpointConfig, Command, Job, JobStatus, RestartStrategy, TaskFailure, TaskId, TaskStatus,
 };
 use sluice_state::{S3Options, Storage};
 
 use crate::checkpoints::{IoDone, JobCheckpoints};
 use crate::results::{JobResult, JobResultStore};
 use sluice_policy::auth::Principal;
-use sluice_policy::quota::{Exceeded, Holder, Ledger, Usage};
+use sluice_policy::quota::{Holder, Usage};
 use sluice_policy::{Policy, TenantId};
-use sluice_runtime::{NodeCounts, PreparedJob, RunError};
-use sluice_transport::{ALPN_CLUSTER, ALPN_JOIN, ClusterCa, JoinToken, frame};
+use sluice_runtime::{PreparedJob, RunError};
+use sluice_transport::{ClusterCa, JoinToken};
 use sluice_types::JobId;
 use sluice_wasm::{Runtime, RuntimeOptions};
 use tokio::sync::mpsc;
 
 use crate::access;
-use crate::members::{CertRecord, INITIAL_TOKEN, JoinRecord, MemberBook};
+use crate::members::{CertRecord, JoinRecord, MemberBook};
+use crate::table::{Cluster, Jar, JobEntry, Spent, SubmitError, Tm, now_ms, status_name};
 use crate::tenancy::{AuthMode, Tenancy, TenancyConfig};
 
-use crate::protocol::{
-    Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, ToJobManager,
-    ToTaskManager, Welcome, version_mismatch,
-};
-
-/// How long the checkpoint storage has to answer when the JobManager starts.
-const STORAGE_PROBE: Duration = Duration::from_secs(15);
+use crate::protocol::{Deployment, Peer, ToJobManager, ToTaskManager};
 
 /// Seconds between TaskManager heartbeats.
 pub const HEARTBEAT_SECS: u32 = 2;
@@ -80,190 +78,33 @@ pub struct JobManagerConfig {
     pub join_token_ttl: Option<Duration>,
 }
 
-/// Milliseconds since the Unix epoch: the JobManager's clock for the core
-/// and for the REST API's timestamps.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A registered TaskManager.
-pub(crate) struct Tm {
-    pub id: String,
-    pub addr: SocketAddr,
-    pub slots: u32,
-    pub registered_at: u64,
-    pub last_heartbeat: Instant,
-    pub tx: mpsc::UnboundedSender<ToTaskManager>,
-    pub conn: Connection,
-    /// The id of its certificate (`sluice certificate list`).
-    pub certificate: String,
-}
-
-/// An uploaded component.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Jar {
-    /// The tenant that uploaded it (records from before tenants: `default`).
-    #[serde(default = "default_tenant")]
-    pub owner: TenantId,
-    pub id: String,
-    pub name: String,
-    pub uploaded: u64,
-    pub hash: String,
-    /// Bytes (0 in records written before sizes were kept).
-    #[serde(default)]
-    pub size: u64,
-}
-
-/// What jobs cost, for usage and billing: fuel, CPU time and records, over
-/// all their runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct Spent {
-    /// Wasm fuel burnt by guest operators.
-    pub fuel: u64,
-    /// CPU time of the task threads, ns.
-    pub cpu_ns: u64,
-    /// Records read by the first operators.
-    pub records_in: u64,
-    /// Records written by the last operators.
-    pub records_out: u64,
-}
-
-impl std::ops::AddAssign for Spent {
-    fn add_assign(&mut self, o: Spent) {
-        self.fuel = self.fuel.saturating_add(o.fuel);
-        self.cpu_ns = self.cpu_ns.saturating_add(o.cpu_ns);
-        self.records_in = self.records_in.saturating_add(o.records_in);
-        self.records_out = self.records_out.saturating_add(o.records_out);
-    }
-}
-
-/// A job and what the driver knows about its current run.
-pub(crate) struct JobEntry {
-    pub id: JobId,
-    /// The tenant that submitted it.
-    pub owner: TenantId,
-    pub name: String,
-    pub start_time: u64,
-    pub core: Job,
-    pub execution: ExecutionGraph,
-    pub policy: Policy,
-    pub component: Arc<Vec<u8>>,
-    pub hash: String,
-    /// Slot index of the current run → TaskManager id.
-    pub placement: Vec<String>,
-    /// Where each task of the current run is.
-    pub locations: HashMap<TaskId, String>,
-    /// Latest counts per task of the current run.
-    pub counts: HashMap<TaskId, Vec<(u64, u64)>>,
-    /// Latest fuel and CPU ns per task of the current run.
-    pub resources: HashMap<TaskId, (u64, u64)>,
-    /// What the job's earlier runs cost.
-    pub spent_before: Spent,
-    /// Since when the current run waits for slots.
-    pub waiting_since: Option<u64>,
-    /// What the current run waits for, while it waits. Only the cluster's
-    /// capacity: the tenant's quotas were admitted at submission (a job
-    /// over them is refused, never queued).
-    pub waiting_for: Option<String>,
-    /// Checkpoints and savepoints (periodic ones only with an interval).
-    pub checkpoints: JobCheckpoints,
-    /// When the job's status last changed.
-    pub status_changed: BTreeMap<&'static str, u64>,
-    pub last_status: JobStatus,
-    /// When the job ended and was archived in the job-result store.
-    pub ended_at: Option<u64>,
-}
-
-impl JobEntry {
-    /// What the job cost so far, its current run included.
-    pub fn spent(&self) -> Spent {
-        let mut spent = self.spent_before;
-        spent += Spent {
-            fuel: self.resources.values().map(|r| r.0).sum(),
-            cpu_ns: self.resources.values().map(|r| r.1).sum(),
-            ..Spent::default()
-        };
-        // In: what the sources emitted; out: what reached the sinks.
-        for (task, counts) in &self.counts {
-            let Some(v) = self.execution.vertices.get(task.vertex as usize) else {
-                continue;
-            };
-            if v.inputs.is_empty() {
-                spent.records_in += counts.first().map_or(0, |c| c.1);
-            }
-            if v.outputs.is_empty() {
-                spent.records_out += counts.last().map_or(0, |c| c.0);
-            }
-        }
-        spent
-    }
-
-    /// Per-node counts summed over subtasks, in graph order.
-    pub fn node_counts(&self) -> Vec<NodeCounts> {
-        let per_task: Vec<(TaskId, Vec<NodeCounts>)> = self
-            .counts
-            .iter()
-            .map(|(t, c)| {
-                (
-                    *t,
-                    c.iter()
-                        .map(|&(i, o)| NodeCounts {
-                            name: String::new(),
-                            records_in: i,
-                            records_out: o,
-                        })
-                        .collect(),
-                )
-            })
-            .collect();
-        sluice_runtime::sum_by_node(&self.execution, &per_task)
-    }
-}
-
-/// Everything the JobManager knows, behind one lock.
-pub(crate) struct Cluster {
-    pub tms: BTreeMap<String, Tm>,
-    pub jobs: BTreeMap<JobId, JobEntry>,
-    /// Uploads by owner and id: two tenants' uploads of the same bytes are
-    /// two jars.
-    pub jars: BTreeMap<(TenantId, String), Jar>,
-    /// What each tenant holds against its quotas.
-    pub ledger: Ledger,
-    /// What each tenant's jobs that left memory cost (since this
-    /// JobManager started).
-    pub billed: BTreeMap<TenantId, Spent>,
-}
-
 /// The JobManager's shared state.
 pub(crate) struct JobManager {
-    pub config: JobManagerConfig,
-    pub cluster: Mutex<Cluster>,
-    pub runtime: Runtime,
-    pub connectors: Connectors,
-    pub rest_addr: Mutex<Option<SocketAddr>>,
-    pub tenancy: Tenancy,
+    pub(crate) config: JobManagerConfig,
+    pub(crate) cluster: Mutex<Cluster>,
+    pub(crate) runtime: Runtime,
+    pub(crate) connectors: Connectors,
+    pub(crate) rest_addr: Mutex<Option<SocketAddr>>,
+    pub(crate) tenancy: Tenancy,
     /// Engines by policy name, for running plan functions under the
     /// submitting tenant's limits.
-    runtimes: Mutex<HashMap<String, Runtime>>,
+    pub(crate) runtimes: Mutex<HashMap<String, Runtime>>,
     /// Uploaded components on disk.
-    pub jars: crate::jars::JarStore,
+    pub(crate) jars: crate::jars::JarStore,
     /// Uploads received at once, over all tenants.
-    uploads: Arc<tokio::sync::Semaphore>,
-    ca: ClusterCa,
-    token: JoinToken,
+    pub(crate) uploads: Arc<tokio::sync::Semaphore>,
+    pub(crate) ca: ClusterCa,
+    pub(crate) token: JoinToken,
     /// Join tokens and issued certificates, and where they are kept.
-    members: Mutex<MemberBook>,
-    members_path: PathBuf,
+    pub(crate) members: Mutex<MemberBook>,
+    pub(crate) members_path: PathBuf,
     /// Where background storage work runs, and where it reports.
-    io: tokio::runtime::Handle,
-    io_done: mpsc::UnboundedSender<IoDone>,
+    pub(crate) io: tokio::runtime::Handle,
+    pub(crate) io_done: mpsc::UnboundedSender<IoDone>,
     /// Which jobs ended and whether their checkpoints are cleaned up.
-    results: JobResultStore,
+    pub(crate) results: JobResultStore,
     /// Uploaded components' bytes by hash, while a job holds them.
-    components: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
+    pub(crate) components: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
 }
 
 impl JobManager {
@@ -273,7 +114,7 @@ impl JobManager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_members(&self) -> MutexGuard<'_, MemberBook> {
+    pub(crate) fn lock_members(&self) -> MutexGuard<'_, MemberBook> {
         self.members
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -859,8 +700,22 @@ impl JobManager {
                     });
                 }
             }
+            let send = |tm: &str, msg: ToTaskManager| {
+                if let Some(tm) = tms.get(tm) {
+                    let _ = tm.tx.send(msg);
+                }
+            };
+            let view = crate::checkpoints::JobView {
+                id,
+                owner: &job.owner,
+                policy: &job.policy,
+                core: &job.core,
+                execution: &job.execution,
+                locations: &job.locations,
+                checkpoints: &mut job.checkpoints,
+            };
             let mut outcome =
-                crate::checkpoints::drive(job, ledger, tms, &self.io, &self.io_done, now);
+                crate::checkpoints::drive(view, ledger, &send, &self.io, &self.io_done, now);
             if outcome.stop {
                 tracing::info!(job = %id, "stopping the job after its savepoint");
                 job.core.cancel(now);
@@ -896,9 +751,18 @@ impl JobManager {
             if !matches!(status, JobStatus::Running | JobStatus::Cancelling) {
                 job.placement.clear();
             }
-            if let Some(mut result) = outcome.ended.take() {
-                // Its views outlive it in the job-result store.
-                result.archive = Some(crate::views::archive(job));
+            if let Some(ended) = outcome.ended.take() {
+                let result = JobResult {
+                    job: id.to_string(),
+                    owner: Some(job.owner.clone()),
+                    state: status_name(ended.status).to_owned(),
+                    storage: job.checkpoints.settings.storage.clone(),
+                    keep: ended.keep,
+                    retained: ended.retained,
+                    cleaned: ended.retained,
+                    // Its views outlive it in the job-result store.
+                    archive: Some(crate::views::archive(job)),
+                };
                 if let Err(e) = self.results.put(&result) {
                     tracing::error!(job = %id, "cannot record the job's end: {e}");
                 }
@@ -1032,7 +896,7 @@ impl JobManager {
         self.drive(&mut cluster, now);
     }
 
-    fn handle_tm_message(&self, tm: &str, msg: ToJobManager) {
+    pub(crate) fn handle_tm_message(&self, tm: &str, msg: ToJobManager) {
         let mut cluster = self.lock();
         let now = now_ms();
         match msg {
@@ -1143,7 +1007,7 @@ impl JobManager {
     }
 
     /// Background storage work finished.
-    fn handle_io(&self, done: IoDone) {
+    pub(crate) fn handle_io(&self, done: IoDone) {
         let mut cluster = self.lock();
         let now = now_ms();
         match done {
@@ -1172,7 +1036,7 @@ impl JobManager {
     }
 
     /// Periodic work: restarts due, slot waits, silent TaskManagers.
-    fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let silent: Vec<String> = self
             .lock()
             .tms
@@ -1208,42 +1072,6 @@ pub(crate) struct SubmitOptions {
     pub savepoint_path: Option<String>,
     /// Start even if the savepoint holds state of operators the job lacks.
     pub allow_non_restored_state: bool,
-}
-
-/// What the JobManager refuses or fails to do; the REST API gives each
-/// kind one status.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SubmitError {
-    /// No such job or application (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The request cannot work as given (400).
-    #[error("{0}")]
-    Invalid(String),
-    /// The request meets the job's or the cluster's state (409): a job that
-    /// ended, an output another job writes.
-    #[error("{0}")]
-    Conflict(String),
-    /// The caller may not do this (403).
-    #[error("{0}")]
-    Forbidden(String),
-    /// Over a quota of the tenant (403; 413 for one upload's size, 429
-    /// for concurrent uploads).
-    #[error("{0}")]
-    Quota(Exceeded),
-    /// Larger than the JobManager takes (413).
-    #[error("{0}")]
-    TooLarge(String),
-    /// The JobManager is too busy for it now (429).
-    #[error("{0}")]
-    Busy(String),
-    /// The JobManager itself failed (500).
-    #[error("{0}")]
-    Internal(String),
-}
-
-fn default_tenant() -> TenantId {
-    TenantId::new(crate::tenancy::DEFAULT_TENANT).expect("invariant: a valid tenant name")
 }
 
 /// Uploads the JobManager receives at once, over all tenants.
@@ -1315,16 +1143,6 @@ pub(crate) fn confined_path(root: &str, path: &str) -> Result<String, SubmitErro
     Ok(relative.to_owned())
 }
 
-/// An application's id as stored (`SHA256.wasm`) from what users give:
-/// with or without the `.wasm`.
-pub(crate) fn jar_key(id: &str) -> String {
-    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        format!("{}.wasm", id.to_ascii_lowercase())
-    } else {
-        id.to_owned()
-    }
-}
-
 /// One line per change of a job's status; a restart or a failure with its
 /// cause.
 fn log_status(job: &JobEntry, status: JobStatus) {
@@ -1344,19 +1162,6 @@ fn log_status(job: &JobEntry, status: JobStatus) {
             job.core.not_restarted().unwrap_or("-")
         ),
         _ => tracing::info!(job = %id, status = name, "job status changed"),
-    }
-}
-
-/// Flink's name for a job status.
-pub(crate) fn status_name(s: JobStatus) -> &'static str {
-    match s {
-        JobStatus::Created => "CREATED",
-        JobStatus::Running => "RUNNING",
-        JobStatus::Cancelling => "CANCELLING",
-        JobStatus::Restarting => "RESTARTING",
-        JobStatus::Finished => "FINISHED",
-        JobStatus::Failed => "FAILED",
-        JobStatus::Canceled => "CANCELED",
     }
 }
 
@@ -1463,378 +1268,4 @@ fn send_deployments(
             }
         }
     }
-}
-
-/// Where a running JobManager listens.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Endpoints {
-    /// REST API.
-    pub rest: SocketAddr,
-    /// Cluster RPC.
-    pub rpc: SocketAddr,
-    /// The join token for TaskManagers.
-    pub token: String,
-    /// The admin token, only when this start created it (never written
-    /// with the endpoints: it is in `DATA_DIR/credentials`).
-    #[serde(skip)]
-    pub admin_token: Option<String>,
-    /// Whether requests need a token.
-    pub authenticated: bool,
-}
-
-/// Runs a JobManager until the process is stopped. `ready` is called once
-/// both ports are bound.
-pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> anyhow::Result<()> {
-    let tls_dir = config.data_dir.join("tls");
-    let ca = ClusterCa::load_or_create(&tls_dir)?;
-    let token = ca.join_token(&tls_dir)?;
-    let members_path = tls_dir.join("members.json");
-    let mut members = MemberBook::load(&members_path)?;
-    if !members.tokens.iter().any(|t| t.id == INITIAL_TOKEN) {
-        let ttl = config.join_token_ttl.map(|t| t.as_millis() as u64);
-        members.add_token(INITIAL_TOKEN, &token.secret, now_ms(), ttl);
-        members.save(&members_path)?;
-    }
-    let identity = ca.issue("jobmanager")?;
-    let endpoint = sluice_transport::bind(
-        config.rpc_addr,
-        Some(sluice_transport::server_config(&identity, true)?),
-    )?;
-    crate::metrics::install();
-    let rest = tokio::net::TcpListener::bind(config.rest_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
-    let (tenancy, admin_token) = Tenancy::open(&config.data_dir, config.tenancy.clone())?;
-    let runtime = Runtime::new(
-        sluice_policy::Policy::standard(),
-        RuntimeOptions {
-            slots: 2,
-            cache_dir: Some(config.data_dir.join("cache")),
-            ..RuntimeOptions::default()
-        },
-    )?;
-    let connectors = Connectors::new(&tokio::runtime::Handle::current(), config.base_dir.clone())
-        .map_err(|e| anyhow::anyhow!("cannot set up connectors: {e}"))?;
-    // Fail at start, not at the first checkpoint, on a store that cannot work.
-    Storage::open(&config.checkpoint_storage, &S3Options::from_env())
-        .map_err(anyhow::Error::new)?
-        .probe(STORAGE_PROBE)
-        .await
-        .map_err(anyhow::Error::new)?;
-    let (io_done, mut io_rx) = mpsc::unbounded_channel();
-    let jm = Arc::new(JobManager {
-        config: config.clone(),
-        cluster: Mutex::new(Cluster {
-            tms: BTreeMap::new(),
-            jobs: BTreeMap::new(),
-            jars: BTreeMap::new(),
-            ledger: Ledger::default(),
-            billed: BTreeMap::new(),
-        }),
-        runtime,
-        connectors,
-        rest_addr: Mutex::new(None),
-        tenancy,
-        runtimes: Mutex::new(HashMap::new()),
-        jars: crate::jars::JarStore::new(&config.data_dir),
-        uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
-        ca,
-        token,
-        members: Mutex::new(members),
-        members_path,
-        io: tokio::runtime::Handle::current(),
-        io_done,
-        results: JobResultStore::new(&config.data_dir.join("job-results")),
-        components: Mutex::new(HashMap::new()),
-    });
-    finish_cleanups(&jm);
-    let io_jm = jm.clone();
-    tokio::spawn(async move {
-        while let Some(done) = io_rx.recv().await {
-            let jm = io_jm.clone();
-            let _ = tokio::task::spawn_blocking(move || jm.handle_io(done)).await;
-        }
-    });
-    load_jars(&jm);
-    let endpoints = Endpoints {
-        rest: rest.local_addr()?,
-        rpc: endpoint.local_addr()?,
-        token: jm.token.to_string(),
-        admin_token,
-        authenticated: jm.tenancy.auth() == crate::tenancy::AuthMode::Token,
-    };
-    *jm.rest_addr
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(endpoints.rest);
-    ready(&endpoints);
-    tokio::spawn(accept(jm.clone(), endpoint));
-    let ticker = jm.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tick.tick().await;
-            let jm = ticker.clone();
-            // Drive on a blocking thread: the core's work is quick, but
-            // the lock is shared with blocking submissions.
-            let _ = tokio::task::spawn_blocking(move || jm.tick()).await;
-        }
-    });
-    #[cfg(unix)]
-    {
-        let reloader = jm.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot listen for SIGHUP")?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                // A failure is logged; the previous configuration stays.
-                let _ = reloader.reload_tenants("SIGHUP");
-            }
-        });
-    }
-    axum::serve(
-        rest,
-        crate::rest::router(jm).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
-    .context("the REST server stopped")
-}
-
-/// Finishes what an earlier JobManager left undone: deletes the checkpoints
-/// of ended jobs whose cleanup is not recorded as done, and keeps (and
-/// names) those of jobs that were still running, for a manual restore.
-fn finish_cleanups(jm: &Arc<JobManager>) {
-    for r in jm.results.all().into_iter().filter(|r| !r.cleaned) {
-        let Ok(job) = r.job.parse::<JobId>() else {
-            tracing::warn!(job = %r.job, "skipping a job result with a malformed id");
-            continue;
-        };
-        if r.state == "RUNNING" {
-            tracing::warn!(
-                job = %r.job,
-                "the job was running when the JobManager stopped; its checkpoints stay in {}/{} \
-                 for a restore with --from-savepoint",
-                r.storage.trim_end_matches('/'),
-                r.job
-            );
-            let _ = jm.results.update(job, |r| {
-                r.state = "FAILED".into();
-                r.retained = true;
-                r.cleaned = true;
-            });
-            continue;
-        }
-        let storage = match Storage::open(&r.storage, &S3Options::from_env()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(job = %r.job, "cannot clean up: {e}");
-                continue;
-            }
-        };
-        let done = jm.io_done.clone();
-        tokio::spawn(async move {
-            let cleaned = crate::checkpoints::discard_job(&storage, job, &r.keep).await;
-            let _ = done.send(IoDone::JobCleaned { job, cleaned });
-        });
-    }
-}
-
-/// The stored jars, and what they count against their tenants' quotas.
-fn load_jars(jm: &JobManager) {
-    let jars = jm.jars.load_all();
-    let mut cluster = jm.lock();
-    let holdings = jars.iter().map(|j| {
-        let usage = Usage {
-            jars: 1,
-            jar_bytes: j.size,
-            ..Usage::default()
-        };
-        (j.owner.clone(), Holder::Jar(j.id.clone()), usage)
-    });
-    cluster.ledger = Ledger::from_holdings(holdings);
-    cluster.jars = jars
-        .into_iter()
-        .map(|j| ((j.owner.clone(), j.id.clone()), j))
-        .collect();
-}
-
-async fn accept(jm: Arc<JobManager>, endpoint: quinn::Endpoint) {
-    while let Some(incoming) = endpoint.accept().await {
-        let jm = jm.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%remote, "refused a cluster connection: {e}");
-                    return;
-                }
-            };
-            let alpn = conn
-                .handshake_data()
-                .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-                .and_then(|h| h.protocol);
-            let result = match alpn.as_deref() {
-                Some(p) if p == ALPN_JOIN => handle_join(&jm, &conn).await,
-                Some(p) if p == ALPN_CLUSTER && conn.peer_identity().is_some() => {
-                    handle_tm(&jm, conn.clone()).await
-                }
-                _ => {
-                    conn.close(1u32.into(), b"a cluster certificate is required");
-                    Err(anyhow::anyhow!("connection without a cluster certificate"))
-                }
-            };
-            if let Err(e) = result {
-                tracing::warn!(%remote, "cluster connection ended: {}", crate::error_chain(&e));
-            }
-        });
-    }
-}
-
-async fn handle_join(jm: &JobManager, conn: &Connection) -> anyhow::Result<()> {
-    let (mut send, mut recv) = conn.accept_bi().await?;
-    // The joiner has no certificate yet: its request must be small.
-    let req: JoinRequest = frame::read_max(&mut recv, 4096)
-        .await?
-        .context("the joiner sent nothing")?;
-    let checked = jm
-        .lock_members()
-        .check_join(&req.secret, now_ms())
-        .map(|t| t.id.clone());
-    let response = if req.protocol != PROTOCOL_VERSION {
-        JoinResponse::Refused(version_mismatch(req.protocol, "unknown"))
-    } else {
-        match checked {
-            Err(refusal) => {
-                tracing::warn!(name = %crate::truncate(&req.name, 100), remote = %conn.remote_address(), "refused a join: {refusal}");
-                JoinResponse::Refused(refusal.to_string())
-            }
-            Ok(token_id) => {
-                let id = jm.ca.issue(&format!("taskmanager {}", req.name))?;
-                let record = {
-                    let mut book = jm.lock_members();
-                    let record = book.issued(
-                        &sluice_transport::pki::fingerprint(&id.cert),
-                        &req.name,
-                        &token_id,
-                        now_ms(),
-                    );
-                    book.save(&jm.members_path)?;
-                    record
-                };
-                tracing::info!(name = %crate::truncate(&req.name, 100), remote = %conn.remote_address(), certificate = %record.id, token = %token_id, "issued a TaskManager certificate");
-                JoinResponse::Issued {
-                    ca: id.ca.to_vec(),
-                    cert: id.cert.to_vec(),
-                    key: id.key,
-                }
-            }
-        }
-    };
-    frame::write(&mut send, &response).await?;
-    let _ = send.finish();
-    let _ = send.stopped().await;
-    Ok(())
-}
-
-/// SHA-256 of the certificate a peer presented in the TLS handshake.
-fn peer_fingerprint(conn: &Connection) -> Option<[u8; 32]> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<quinn::rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    certs.first().map(sluice_transport::pki::fingerprint)
-}
-
-async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()> {
-    let (mut send, mut recv) = conn.accept_bi().await?;
-    let hello: Hello = frame::read(&mut recv)
-        .await?
-        .context("the TaskManager sent nothing")?;
-    if hello.protocol != PROTOCOL_VERSION {
-        let reason = version_mismatch(hello.protocol, &hello.version);
-        frame::write(&mut send, &Welcome::Refused(reason.clone())).await?;
-        let _ = send.finish();
-        let _ = send.stopped().await;
-        anyhow::bail!(reason);
-    }
-    // The certificate passed the TLS handshake (signed by the cluster CA);
-    // it must also not have been removed.
-    let fingerprint = peer_fingerprint(&conn).context("the TaskManager sent no certificate")?;
-    let admitted = {
-        let mut book = jm.lock_members();
-        book.admit(&fingerprint, &hello.name, now_ms())
-            .and_then(|adopted| {
-                if adopted {
-                    book.save(&jm.members_path).map_err(|e| e.to_string())?;
-                }
-                Ok(book
-                    .certificate(&fingerprint)
-                    .map(|c| c.id.clone())
-                    .unwrap_or_default())
-            })
-    };
-    let certificate = match admitted {
-        Ok(c) => c,
-        Err(reason) => {
-            tracing::warn!(remote = %conn.remote_address(), "refused a TaskManager: {reason}");
-            frame::write(&mut send, &Welcome::Refused(reason.clone())).await?;
-            let _ = send.finish();
-            let _ = send.stopped().await;
-            anyhow::bail!(reason);
-        }
-    };
-    let addr = SocketAddr::new(conn.remote_address().ip(), hello.data_port);
-    let id = format!("{addr}-{}", &hex::encode(rand::random::<[u8; 3]>()));
-    frame::write(
-        &mut send,
-        &Welcome::Accepted {
-            id: id.clone(),
-            heartbeat_secs: HEARTBEAT_SECS,
-        },
-    )
-    .await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    {
-        let mut cluster = jm.lock();
-        cluster.tms.insert(
-            id.clone(),
-            Tm {
-                id: id.clone(),
-                addr,
-                slots: hello.slots,
-                registered_at: now_ms(),
-                last_heartbeat: Instant::now(),
-                tx,
-                conn: conn.clone(),
-                certificate,
-            },
-        );
-        jm.drive(&mut cluster, now_ms());
-    }
-    tracing::info!(tm = %id, slots = hello.slots, "TaskManager registered");
-    let writer = async {
-        while let Some(msg) = rx.recv().await {
-            frame::write(&mut send, &msg).await?;
-        }
-        anyhow::Ok(())
-    };
-    let reader = async {
-        while let Some(msg) = frame::read::<ToJobManager>(&mut recv).await? {
-            let jm = jm.clone();
-            let id = id.clone();
-            tokio::task::spawn_blocking(move || jm.handle_tm_message(&id, msg)).await?;
-        }
-        anyhow::Ok(())
-    };
-    let result = tokio::select! {
-        r = writer => r,
-        r = reader => r,
-    };
-    let reason = match &result {
-        Ok(()) => "it closed its connection".to_owned(),
-        Err(e) => crate::error_chain(e),
-    };
-    let jm2 = jm.clone();
-    tokio::task::spawn_blocking(move || jm2.tm_lost(&id, &reason)).await?;
-    result
 }

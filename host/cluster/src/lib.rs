@@ -18,11 +18,14 @@ mod metrics;
 pub mod protocol;
 mod rest;
 mod results;
+pub mod server;
+mod table;
 pub mod taskmanager;
 mod tenancy;
 mod views;
 
-pub use jobmanager::{Endpoints, JobManagerConfig};
+pub use jobmanager::JobManagerConfig;
+pub use server::Endpoints;
 pub use tenancy::{AuthMode, DEFAULT_TENANT, TenancyConfig};
 
 /// `s` cut to at most `max` characters, the cut marked with `…`: for text

@@ -28,7 +28,8 @@ use sluice_policy::quota::Resource;
 use sluice_types::JobId;
 
 use crate::access;
-use crate::jobmanager::{JobEntry, JobManager, SubmitError, SubmitOptions, now_ms, status_name};
+use crate::jobmanager::{JobManager, SubmitOptions, Upload};
+use crate::table::{JobEntry, SubmitError, Tm, now_ms, status_name};
 use crate::tenancy::{AuditLine, Refusal, TenantChangeError};
 use crate::views;
 
@@ -574,7 +575,7 @@ async fn job_patch(
 }
 
 /// A TaskManager in Flink's shape; `jobs` are all jobs (an admin's view).
-fn tm_json(jobs: &[&JobEntry], t: &crate::jobmanager::Tm) -> Value {
+fn tm_json(jobs: &[&JobEntry], t: &Tm) -> Value {
     let used: u32 = jobs
         .iter()
         .map(|j| j.placement.iter().filter(|p| **p == t.id).count() as u32)
@@ -701,7 +702,7 @@ async fn receive(
     jm: &Shared,
     who: &Principal,
     field: &mut axum::extract::multipart::Field<'_>,
-) -> Result<crate::jobmanager::Upload, ApiError> {
+) -> Result<Upload, ApiError> {
     use tokio::io::AsyncWriteExt;
     let mut upload = jm.begin_upload(who)?;
     let internal = |e: std::io::Error| {

@@ -132,7 +132,12 @@ impl Tenancy {
     /// the directories hold none, and an admin token; the admin token's
     /// text is returned that once (it is also written to
     /// `DATA_DIR/credentials`, readable by its owner only).
-    pub fn open(data_dir: &Path, config: TenancyConfig) -> anyhow::Result<(Self, Option<String>)> {
+    /// `now` (ms since the epoch) dates the admin token it may create.
+    pub fn open(
+        data_dir: &Path,
+        config: TenancyConfig,
+        now: u64,
+    ) -> anyhow::Result<(Self, Option<String>)> {
         for dir in [&config.policies_dir, &config.tenants_dir] {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -178,14 +183,7 @@ impl Tenancy {
                 .cloned()
                 .context("no tenant is defined: add one under the tenants directory")?;
             let mut store = TokenStore::default();
-            let issued = store.issue(
-                tenant,
-                true,
-                crate::jobmanager::now_ms(),
-                None,
-                rand::random(),
-                rand::random(),
-            );
+            let issued = store.issue(tenant, true, now, None, rand::random(), rand::random());
             write_secret(&tokens_path, &serde_json::to_vec_pretty(&store)?)?;
             let credentials = data_dir.join("credentials");
             write_secret(
@@ -445,6 +443,7 @@ mod tests {
                 tenants_dir: dir.join("tenants"),
                 policies_dir: dir.join("policies"),
             },
+            1_000,
         )
         .expect("open")
     }

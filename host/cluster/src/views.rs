@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sluice_coord::TaskStatus;
 
-use crate::jobmanager::{JobEntry, now_ms, status_name};
+use crate::table::{JobEntry, now_ms, status_name};
 
 fn end_time(j: &JobEntry) -> i64 {
     if j.core.status().is_terminal() {

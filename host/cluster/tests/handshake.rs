@@ -34,7 +34,7 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let result = sluice_cluster::jobmanager::run(config, move |e| {
+        let result = sluice_cluster::server::run(config, move |e| {
             let _ = tx.send(e.clone());
         })
         .await;
