@@ -3145,6 +3145,55 @@ fn every_quota_is_enforced_with_a_message_naming_it_and_reloads_keep_a_good_conf
         "{msg}"
     );
 
+    // Uploads at once: while one streams, a second is refused (429).
+    let slow = cluster.new_tenant("slow", "bytes");
+    let (reader, mut writer) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let first = {
+        let http = slow.http.clone();
+        let url = format!("{}/jars/upload", cluster.rest);
+        std::thread::spawn(move || {
+            let part = reqwest::blocking::multipart::Part::reader(reader).file_name("slow.wasm");
+            let form = reqwest::blocking::multipart::Form::new().part("jarfile", part);
+            http.post(url)
+                .multipart(form)
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    // reqwest fills 8 KiB buffers before it sends: give it a few.
+    let mut start = b"\0asm".to_vec();
+    start.resize(64 << 10, 0);
+    std::io::Write::write_all(&mut writer, &start).expect("write");
+    let uploads_used = |n: u64| {
+        let (_, u) = cluster.get_as(&slow.http, "/tenants/me/usage");
+        u["quotas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|q| q["quota"] == "max_concurrent_uploads" && q["used"] == n)
+            .then_some(())
+    };
+    wait_for("the first upload to stream", &|| cluster.logs(), || {
+        uploads_used(1)
+    });
+    refused(
+        cluster.upload_as(&slow.http, Path::new(sluice_test_programs::JOIN)),
+        429,
+        "max_concurrent_uploads",
+        "requested 1, used 1, limited 1",
+    );
+    drop(writer);
+    let status = first
+        .join()
+        .expect("the uploading thread")
+        .expect("an answer to the first upload");
+    assert_eq!(status, 400, "zeros are no component");
+    wait_for(
+        "the upload's quota to be released",
+        &|| cluster.logs(),
+        || uploads_used(0),
+    );
+
     // Checkpoint state: a checkpoint over the quota is declined, more often
     // than failures are tolerated, and the job runs on.
     let state = cluster.new_tenant("state", "state");
