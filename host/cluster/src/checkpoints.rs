@@ -13,7 +13,6 @@
 //! the JobManager's job table, which holds its [`JobCheckpoints`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
 use sluice_coord::{
     CheckpointCommand, CheckpointConfig, CheckpointCoordinator, ExecutionGraph, Job, JobStatus,
@@ -21,16 +20,13 @@ use sluice_coord::{
 };
 use sluice_policy::quota::{Holder, Ledger, Usage};
 use sluice_policy::{Policy, TenantId};
-use sluice_runtime::snapshot::CheckpointNotice;
+use sluice_runtime::snapshot::{self, CheckpointNotice};
 use sluice_state::Storage;
 use sluice_types::JobId;
 use tokio::sync::mpsc;
 
 use crate::protocol::{CheckpointSettings, SnapshotHandle, ToTaskManager};
 pub(crate) use sluice_runtime::snapshot::CheckpointMetadata;
-
-/// Attempts at deleting a discarded checkpoint before giving up (and logging).
-const DISCARD_ATTEMPTS: u32 = 5;
 
 /// Where a job's run is, for the coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,8 +143,9 @@ impl JobCheckpoints {
     /// Where a checkpoint's files are, as a URI users can pass back.
     pub fn location(&self, job: JobId, checkpoint: u64) -> String {
         format!(
-            "{}/{job}/chk-{checkpoint}",
-            self.settings.storage.trim_end_matches('/')
+            "{}/{}",
+            self.settings.storage.trim_end_matches('/'),
+            snapshot::checkpoint_dir(&job.to_string(), checkpoint)
         )
     }
 
@@ -307,11 +304,7 @@ pub(crate) fn drive(
                 cp.writing.insert(checkpoint, meta.clone());
                 let (storage, done) = (cp.storage.clone(), done.clone());
                 io.spawn(async move {
-                    let path = format!("{id}/chk-{checkpoint}/_metadata");
-                    let result = storage
-                        .put(&path, meta.encode())
-                        .await
-                        .map_err(|e| e.to_string());
+                    let result = snapshot::write_metadata(&storage, &meta).await;
                     let _ = done.send(IoDone::MetadataWritten {
                         job: id,
                         checkpoint,
@@ -362,7 +355,7 @@ pub(crate) fn drive(
             }
             CheckpointCommand::Discard { id: checkpoint } => {
                 cp.completed.remove(&checkpoint);
-                discard(io, cp.storage.clone(), format!("{id}/chk-{checkpoint}"));
+                discard(io, cp.storage.clone(), id, checkpoint);
             }
             CheckpointCommand::DiscardSnapshot {
                 id: checkpoint,
@@ -392,7 +385,7 @@ pub(crate) fn drive(
         if !retain_all {
             let (storage, done) = (cp.storage.clone(), done.clone());
             io.spawn(async move {
-                let cleaned = discard_job(&storage, id, &keep).await;
+                let cleaned = snapshot::discard_job(&storage, &id.to_string(), &keep).await;
                 let _ = done.send(IoDone::JobCleaned { job: id, cleaned });
             });
         }
@@ -400,43 +393,14 @@ pub(crate) fn drive(
     outcome
 }
 
-/// Deletes a job's checkpoint directories but those in `keep` (savepoints,
-/// which are the user's); whether everything went.
-pub(crate) async fn discard_job(storage: &Storage, job: JobId, keep: &[u64]) -> bool {
-    if keep.is_empty() {
-        return delete_with_retries(storage, &job.to_string(), true).await;
-    }
-    let files = match storage.list(&job.to_string()).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(%job, "cannot list the job's checkpoints: {e}");
-            return false;
-        }
-    };
-    let dirs: BTreeSet<String> = files
-        .iter()
-        .filter_map(|f| f.split('/').nth(1).map(str::to_owned))
-        .filter(|d| {
-            d.strip_prefix("chk-")
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_none_or(|n| !keep.contains(&n))
-        })
-        .collect();
-    let mut all = true;
-    for d in dirs {
-        all &= delete_with_retries(storage, &format!("{job}/{d}"), true).await;
-    }
-    all
+/// Deletes a checkpoint's directory in the background.
+fn discard(io: &tokio::runtime::Handle, storage: Storage, job: JobId, checkpoint: u64) {
+    io.spawn(
+        async move { snapshot::discard_checkpoint(&storage, &job.to_string(), checkpoint).await },
+    );
 }
 
-/// Deletes a directory of the checkpoint storage in the background,
-/// retrying with backoff.
-fn discard(io: &tokio::runtime::Handle, storage: Storage, dir: String) {
-    io.spawn(async move { delete_with_retries(&storage, &dir, true).await });
-}
-
-/// Deletes, in the background, one task's snapshot for a checkpoint that
-/// failed before the snapshot was stored.
+/// Deletes, in the background, a snapshot stored after its checkpoint failed.
 pub(crate) fn discard_snapshot(
     io: &tokio::runtime::Handle,
     storage: &Storage,
@@ -444,36 +408,8 @@ pub(crate) fn discard_snapshot(
     checkpoint: u64,
     task: TaskId,
 ) {
-    let path = sluice_runtime::snapshot::snapshot_path(&job.to_string(), checkpoint, task);
-    tracing::debug!(
-        path,
-        "deleting a snapshot stored after its checkpoint failed"
-    );
     let storage = storage.clone();
-    io.spawn(async move { delete_with_retries(&storage, &path, false).await });
-}
-
-/// Deletes a directory (`dir`) or one object, retrying with backoff;
-/// whether it went.
-async fn delete_with_retries(storage: &Storage, path: &str, dir: bool) -> bool {
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=DISCARD_ATTEMPTS {
-        let result = if dir {
-            storage.delete_dir(path).await
-        } else {
-            storage.delete(path).await
-        };
-        match result {
-            Ok(()) => return true,
-            Err(e) if attempt == DISCARD_ATTEMPTS => {
-                tracing::error!(path, "cannot delete checkpoint files: {e}");
-            }
-            Err(e) => {
-                tracing::warn!(path, attempt, "deleting checkpoint files failed: {e}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
-    false
+    io.spawn(async move {
+        snapshot::discard_snapshot(&storage, &job.to_string(), checkpoint, task).await
+    });
 }

@@ -200,7 +200,8 @@ fn finish_cleanups(jm: &Arc<JobManager>) {
         };
         let done = jm.io_done.clone();
         tokio::spawn(async move {
-            let cleaned = crate::checkpoints::discard_job(&storage, job, &r.keep).await;
+            let cleaned =
+                sluice_runtime::snapshot::discard_job(&storage, &job.to_string(), &r.keep).await;
             let _ = done.send(IoDone::JobCleaned { job, cleaned });
         });
     }

@@ -18,8 +18,8 @@ use sluice_task::AlignmentMode;
 use sluice_types::JobId;
 
 use crate::snapshot::{
-    AbortedCheckpoints, CheckpointMetadata, CheckpointNotice, Checkpointing, SnapshotHandle,
-    TakenSnapshot, snapshot_path, store,
+    self, AbortedCheckpoints, CheckpointMetadata, CheckpointNotice, Checkpointing, SnapshotHandle,
+    TakenSnapshot, store,
 };
 
 type Stored = Result<(u64, TaskId, SnapshotHandle), (u64, TaskId, String)>;
@@ -156,11 +156,9 @@ impl LocalCheckpoints {
                         &self.execution,
                         acks.into_iter().collect(),
                     );
-                    let path = format!("{}/chk-{id}/_metadata", self.job);
                     let result = self
                         .io
-                        .block_on(self.storage.put(&path, meta.encode()))
-                        .map_err(|e| e.to_string());
+                        .block_on(snapshot::write_metadata(&self.storage, &meta));
                     self.coord.handle_metadata_written(id, result, now);
                 }
                 CheckpointCommand::NotifyComplete { id } => {
@@ -172,9 +170,7 @@ impl LocalCheckpoints {
                     self.aborted.insert(id);
                     self.notify(CheckpointNotice::Abort(id));
                 }
-                CheckpointCommand::Discard { id } => {
-                    self.delete(&format!("{}/chk-{id}", self.job));
-                }
+                CheckpointCommand::Discard { id } => self.discard(id),
                 CheckpointCommand::DiscardSnapshot { id, task } => {
                     self.delete_snapshot(id, task);
                 }
@@ -199,21 +195,25 @@ impl LocalCheckpoints {
     }
 
     fn delete_snapshot(&self, checkpoint: u64, task: TaskId) {
-        let path = snapshot_path(&self.job.to_string(), checkpoint, task);
-        if let Err(e) = self.io.block_on(self.storage.delete(&path)) {
-            tracing::warn!(path, "cannot delete a failed checkpoint's snapshot: {e}");
-        }
+        self.io.block_on(snapshot::discard_snapshot(
+            &self.storage,
+            &self.job.to_string(),
+            checkpoint,
+            task,
+        ));
+    }
+
+    fn discard(&self, checkpoint: u64) {
+        self.io.block_on(snapshot::discard_checkpoint(
+            &self.storage,
+            &self.job.to_string(),
+            checkpoint,
+        ));
     }
 
     fn notify(&self, notice: CheckpointNotice) {
         for tx in &self.notices {
             let _ = tx.send(notice);
-        }
-    }
-
-    fn delete(&self, dir: &str) {
-        if let Err(e) = self.io.block_on(self.storage.delete_dir(dir)) {
-            tracing::warn!(dir, "cannot delete checkpoint files: {e}");
         }
     }
 
@@ -235,9 +235,7 @@ impl LocalCheckpoints {
             self.take_stored(now);
             while let Some(cmd) = self.coord.poll_command() {
                 match cmd {
-                    CheckpointCommand::Discard { id } => {
-                        self.delete(&format!("{}/chk-{id}", self.job));
-                    }
+                    CheckpointCommand::Discard { id } => self.discard(id),
                     CheckpointCommand::DiscardSnapshot { id, task } => {
                         self.delete_snapshot(id, task);
                     }
@@ -246,12 +244,16 @@ impl LocalCheckpoints {
             }
             let latest = self.coord.latest_completed()?.id;
             Some(format!(
-                "{}/{}/chk-{latest}",
+                "{}/{}",
                 self.storage.uri().trim_end_matches('/'),
-                self.job
+                snapshot::checkpoint_dir(&self.job.to_string(), latest)
             ))
         } else {
-            self.delete(&self.job.to_string());
+            self.io.block_on(snapshot::discard_job(
+                &self.storage,
+                &self.job.to_string(),
+                &[],
+            ));
             None
         }
     }
@@ -421,7 +423,7 @@ mod tests {
             matches!(stored, Ok((id, GEN, _)) if id == second),
             "{stored:?}"
         );
-        let path = snapshot_path(&lc.job.to_string(), first, GEN);
+        let path = snapshot::snapshot_path(&lc.job.to_string(), first, GEN);
         assert!(!rt.block_on(storage.exists(&path)).expect("exists"));
         drop(signals);
         lc.finish(JobStatus::Canceled, expired + 1);

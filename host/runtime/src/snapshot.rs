@@ -382,9 +382,113 @@ pub fn fetch(
 /// `JOB/chk-ID/task-VERTEX-SUBTASK`.
 pub fn snapshot_path(job: &str, checkpoint: u64, task: TaskId) -> String {
     format!(
-        "{job}/chk-{checkpoint}/task-{}-{}",
-        task.vertex, task.subtask
+        "{}/task-{}-{}",
+        checkpoint_dir(job, checkpoint),
+        task.vertex,
+        task.subtask
     )
+}
+
+// What a checkpoint coordinator's commands do to the storage, for the
+// session cluster and the mini-cluster alike: the layout is decided here
+// and only here. The storage layer retries temporary errors itself, so
+// these try once; a failed deletion is logged and left for the job's
+// end-of-life cleanup (recorded in the job-result store on a cluster).
+
+/// A checkpoint's directory: `JOB/chk-ID`.
+pub fn checkpoint_dir(job: &str, checkpoint: u64) -> String {
+    format!("{job}/chk-{checkpoint}")
+}
+
+/// Writes a checkpoint's metadata, `JOB/chk-ID/_metadata`: the last of its
+/// files, which makes it complete.
+pub async fn write_metadata(
+    storage: &sluice_state::Storage,
+    meta: &CheckpointMetadata,
+) -> Result<(), String> {
+    let path = format!(
+        "{}/_metadata",
+        checkpoint_dir(&meta.job.to_string(), meta.checkpoint)
+    );
+    storage
+        .put(&path, meta.encode())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Deletes a failed or subsumed checkpoint's directory; whether it is gone.
+pub async fn discard_checkpoint(
+    storage: &sluice_state::Storage,
+    job: &str,
+    checkpoint: u64,
+) -> bool {
+    let dir = checkpoint_dir(job, checkpoint);
+    match storage.delete_dir(&dir).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(path = dir, "cannot delete a discarded checkpoint: {e}");
+            false
+        }
+    }
+}
+
+/// Deletes a snapshot stored after its checkpoint failed; whether it is gone.
+pub async fn discard_snapshot(
+    storage: &sluice_state::Storage,
+    job: &str,
+    checkpoint: u64,
+    task: TaskId,
+) -> bool {
+    let path = snapshot_path(job, checkpoint, task);
+    tracing::debug!(
+        path,
+        "deleting a snapshot stored after its checkpoint failed"
+    );
+    match storage.delete(&path).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(path, "cannot delete a failed checkpoint's snapshot: {e}");
+            false
+        }
+    }
+}
+
+/// Deletes an ended job's checkpoints but those in `keep` (its savepoints);
+/// whether all of them are gone.
+pub async fn discard_job(storage: &sluice_state::Storage, job: &str, keep: &[u64]) -> bool {
+    let delete = |dir: String| async move {
+        match storage.delete_dir(&dir).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(path = dir, "cannot delete checkpoint files: {e}");
+                false
+            }
+        }
+    };
+    if keep.is_empty() {
+        return delete(job.to_owned()).await;
+    }
+    let files = match storage.list(job).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(job, "cannot list the job's checkpoints: {e}");
+            return false;
+        }
+    };
+    let dirs: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| f.split('/').nth(1).map(str::to_owned))
+        .filter(|d| {
+            d.strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_none_or(|n| !keep.contains(&n))
+        })
+        .collect();
+    let mut all = true;
+    for d in dirs {
+        all &= delete(format!("{job}/{d}")).await;
+    }
+    all
 }
 
 /// Failed checkpoints a snapshot-storing thread has heard of: their
