@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use sluice_cluster::{AuthMode, JobManagerConfig, TaskManagerConfig, TenancyConfig};
+use sluice_cluster::{AuthMode, JobManagerConfig, TaskManagerConfig, TenancyConfig, api};
 use sluice_coord::RestartStrategy;
 
 use crate::parse_key_value;
@@ -693,6 +693,19 @@ impl Client {
         self.check(resp).await
     }
 
+    /// `send`, with the answer read as the API type the server answers with.
+    async fn send_as<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        typed(self.send(req).await?)
+    }
+
+    /// `get`, with the answer read as the API type the server answers with.
+    async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        typed(self.get(path).await?)
+    }
+
     async fn upload(&self, path: &Path, show: bool) -> anyhow::Result<String> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -724,17 +737,29 @@ impl Client {
                 .mime_str("application/wasm")?;
         let form = reqwest::multipart::Form::new().part("jarfile", part);
         let result = self
-            .send(self.http.post(self.url("/jars/upload")).multipart(form))
+            .send_as::<api::UploadResponse>(
+                self.http.post(self.url("/jars/upload")).multipart(form),
+            )
             .await;
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        let body = result?;
-        let filename = body["filename"]
-            .as_str()
-            .context("the JobManager's upload answer has no filename")?;
-        Ok(filename.rsplit('/').next().unwrap_or(filename).to_owned())
+        let filename = result?.filename;
+        Ok(filename.rsplit('/').next().unwrap_or(&filename).to_owned())
     }
+}
+
+/// An answer as the API type both sides share.
+fn typed<T: serde::de::DeserializeOwned>(answer: Value) -> anyhow::Result<T> {
+    serde_json::from_value(answer).context(
+        "the JobManager's answer is not what this client expects (is it another Sluice version?)",
+    )
+}
+
+/// Prints an API answer as JSON.
+fn print_json(answer: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(answer)?);
+    Ok(())
 }
 
 pub fn client(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
@@ -809,8 +834,8 @@ fn size(bytes: &Value) -> String {
 }
 
 /// CPU seconds as `1.234s`.
-fn cpu_seconds(v: &Value) -> String {
-    format!("{:.3}s", v.as_f64().unwrap_or(0.0))
+fn cpu_seconds(s: f64) -> String {
+    format!("{s:.3}s")
 }
 
 fn str_of(v: &Value) -> String {
@@ -852,27 +877,21 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             } else {
                 app
             };
-            let mut body = json!({
-                "parallelism": parallelism,
-                "programArgsList": args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            });
-            if let Some(interval) = checkpoint_interval {
-                body["checkpointInterval"] = json!(interval.as_millis() as u64);
-            }
-            if let Some(path) = from_savepoint {
-                body["savepointPath"] = json!(path);
-                body["allowNonRestoredState"] = json!(allow_non_restored_state);
-            }
-            let answer = c
-                .send(c.http.post(c.url(&format!("/jars/{jar}/run"))).json(&body))
+            let resumes = from_savepoint.is_some();
+            let body = api::RunRequest {
+                parallelism: Some(parallelism),
+                program_args_list: Some(args.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                checkpoint_interval: checkpoint_interval.map(|i| i.as_millis() as u64),
+                savepoint_path: from_savepoint,
+                allow_non_restored_state: resumes.then_some(allow_non_restored_state),
+            };
+            let answer: api::RunResponse = c
+                .send_as(c.http.post(c.url(&format!("/jars/{jar}/run"))).json(&body))
                 .await?;
-            let job = answer["jobid"]
-                .as_str()
-                .context("the JobManager's answer has no job id")?
-                .to_owned();
+            let job = answer.jobid.clone();
             if !wait {
                 if json {
-                    println!("{answer}");
+                    print_json(&answer)?;
                 } else {
                     println!("{job}");
                 }
@@ -1026,54 +1045,48 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 Some(t) => format!("/tenants/{t}/usage"),
                 None => "/tenants/me/usage".to_owned(),
             };
-            let usage = c.get(&path).await?;
+            let usage: api::UsageView = c.get_as(&path).await?;
             if json {
-                println!("{usage}");
+                print_json(&usage)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "tenant {} on policy {}",
-                str_of(&usage["tenant"]),
-                str_of(&usage["policy"])
-            );
-            let rows: Vec<Vec<String>> = usage["quotas"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            println!("tenant {} on policy {}", usage.tenant, usage.policy);
+            let rows: Vec<Vec<String>> = usage
+                .quotas
+                .iter()
                 .map(|q| {
-                    let limit = match q["limit"].as_u64() {
+                    let limit = match q.limit {
                         Some(l) => l.to_string(),
                         None => "unlimited".into(),
                     };
-                    vec![str_of(&q["quota"]), q["used"].to_string(), limit]
+                    vec![q.quota.clone(), q.used.to_string(), limit]
                 })
                 .collect();
             print_table(&["QUOTA", "USED", "LIMIT"], &rows);
-            let jobs: Vec<Vec<String>> = usage["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let jobs: Vec<Vec<String>> = usage
+                .jobs
+                .iter()
                 .map(|j| {
                     vec![
-                        str_of(&j["jid"]),
-                        str_of(&j["state"]),
-                        j["records-in"].to_string(),
-                        j["records-out"].to_string(),
-                        j["fuel"].to_string(),
-                        cpu_seconds(&j["cpu-seconds"]),
-                        size(&j["checkpoint-bytes"]),
-                        super::display::truncate(&str_of(&j["name"]), 60).into_owned(),
+                        j.jid.clone(),
+                        j.state.clone(),
+                        j.records_in.to_string(),
+                        j.records_out.to_string(),
+                        j.fuel.to_string(),
+                        cpu_seconds(j.cpu_seconds),
+                        size(&json!(j.checkpoint_bytes)),
+                        super::display::truncate(&j.name, 60).into_owned(),
                     ]
                 })
                 .collect();
-            let t = &usage["total"];
+            let t = &usage.total;
             println!(
                 "\ntotal: {} records in, {} out, {} fuel, {} CPU, {} of checkpoints",
-                t["records-in"],
-                t["records-out"],
-                t["fuel"],
-                cpu_seconds(&t["cpu-seconds"]),
-                size(&t["checkpoint-bytes"])
+                t.records_in,
+                t.records_out,
+                t.fuel,
+                cpu_seconds(t.cpu_seconds),
+                size(&json!(t.checkpoint_bytes))
             );
             if !jobs.is_empty() {
                 println!();
@@ -1112,13 +1125,20 @@ async fn tenant_command(c: &Client, command: TenantCommand, json: bool) -> anyho
                         .with_context(|| format!("cannot resolve file root {}", r.display()))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let body = json!({"name": name, "policy": policy, "display-name": display_name, "file-roots": file_roots});
-            let answer = c.send(c.http.post(c.url("/tenants")).json(&body)).await?;
+            let body = api::CreateTenant {
+                name,
+                policy,
+                display_name,
+                file_roots,
+            };
+            let answer: api::TenantCreated = c
+                .send_as(c.http.post(c.url("/tenants")).json(&body))
+                .await?;
             if json {
-                println!("{answer}");
+                print_json(&answer)?;
             } else {
-                println!("created tenant {name} on policy {policy}");
-                println!("give it a token with: sluice token create {name}");
+                println!("created tenant {} on policy {}", answer.name, answer.policy);
+                println!("give it a token with: sluice token create {}", answer.name);
             }
         }
         TenantCommand::List => {
@@ -1170,61 +1190,58 @@ async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow:
             taskmanager,
             ttl,
         } => {
-            let mut body = if taskmanager {
-                json!({"taskmanager": true})
-            } else {
-                json!({"tenant": tenant, "admin": admin})
+            let body = api::CreateToken {
+                tenant: tenant.clone(),
+                taskmanager,
+                admin,
+                ttl_seconds: ttl.map(|t| t.as_secs().max(1)),
             };
-            if let Some(ttl) = ttl {
-                body["ttl-seconds"] = json!(ttl.as_secs().max(1));
-            }
-            let answer = c.send(c.http.post(c.url("/tokens")).json(&body)).await?;
+            let answer: api::TokenCreated =
+                c.send_as(c.http.post(c.url("/tokens")).json(&body)).await?;
             if json {
-                println!("{answer}");
+                print_json(&answer)?;
             } else {
                 // The token alone on stdout, for `$(sluice token create …)`.
-                println!("{}", str_of(&answer["token"]));
-                let whom = match (&tenant, taskmanager) {
-                    (Some(t), false) => {
+                println!("{}", answer.token);
+                let whom = match (&answer.record.tenant, answer.record.kind) {
+                    (Some(t), api::TokenKind::Api) => {
                         format!("tenant {t}{}", if admin { " (admin)" } else { "" })
                     }
                     _ => "joining TaskManagers".to_owned(),
                 };
                 eprintln!(
                     "token {} for {whom}: shown once, store it now",
-                    str_of(&answer["record"]["id"]),
+                    answer.record.id
                 );
             }
         }
         TokenCommand::List => {
-            let answer = c.get("/tokens").await?;
+            let answer: api::Tokens = c.get_as("/tokens").await?;
             if json {
-                println!("{answer}");
-                return Ok(());
+                return print_json(&answer);
             }
-            let rows: Vec<Vec<String>> = answer["tokens"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let ms = |t: Option<u64>| time(&json!(t));
+            let rows: Vec<Vec<String>> = answer
+                .tokens
+                .iter()
                 .map(|t| {
-                    let state = if !t["revoked"].is_null() {
+                    let state = if t.revoked.is_some() {
                         "revoked".to_owned()
-                    } else if !t["expires"].is_null() {
-                        format!("expires {}", time(&t["expires"]))
+                    } else if t.expires.is_some() {
+                        format!("expires {}", ms(t.expires))
                     } else {
                         "active".to_owned()
                     };
+                    let kind = match t.kind {
+                        api::TokenKind::Api => "api",
+                        api::TokenKind::Taskmanager => "taskmanager",
+                    };
                     vec![
-                        str_of(&t["id"]),
-                        str_of(&t["kind"]),
-                        str_of(&t["tenant"]),
-                        if t["admin"].as_bool() == Some(true) {
-                            "yes"
-                        } else {
-                            "no"
-                        }
-                        .to_owned(),
-                        time(&t["created"]),
+                        t.id.clone(),
+                        kind.to_owned(),
+                        t.tenant.clone().unwrap_or_default(),
+                        if t.admin { "yes" } else { "no" }.to_owned(),
+                        ms(Some(t.created)),
                         state,
                     ]
                 })
@@ -1235,11 +1252,11 @@ async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow:
             );
         }
         TokenCommand::Revoke { id } => {
-            let answer = c
-                .send(c.http.delete(c.url(&format!("/tokens/{id}"))))
+            let answer: api::TokenRevoked = c
+                .send_as(c.http.delete(c.url(&format!("/tokens/{id}"))))
                 .await?;
             if json {
-                println!("{answer}");
+                print_json(&answer)?;
             } else {
                 println!("revoked token {id}");
             }
@@ -1335,17 +1352,14 @@ async fn savepoint(
     body: Value,
     quiet: bool,
 ) -> anyhow::Result<String> {
-    let answer = c
-        .send(
+    let answer: api::TriggerResponse = c
+        .send_as(
             c.http
                 .post(c.url(&format!("/jobs/{job}/{action}")))
                 .json(&body),
         )
         .await?;
-    let trigger = answer["request-id"]
-        .as_str()
-        .context("the JobManager answered without a request id")?
-        .to_owned();
+    let trigger = answer.request_id;
     let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_message(format!("savepoint of {job}"));

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod access;
+pub mod api;
 mod checkpoints;
 pub mod dataplane;
 mod jars;

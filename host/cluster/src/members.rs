@@ -53,6 +53,21 @@ pub(crate) struct CertRecord {
     pub removed_ms: Option<u64>,
 }
 
+impl From<&JoinRecord> for crate::api::TokenView {
+    fn from(t: &JoinRecord) -> Self {
+        crate::api::TokenView {
+            id: t.id.clone(),
+            kind: crate::api::TokenKind::Taskmanager,
+            tenant: None,
+            admin: false,
+            created: t.created_ms,
+            expires: t.expires_ms,
+            revoked: t.revoked_ms,
+            joins: Some(t.joins),
+        }
+    }
+}
+
 /// Why a join token was not accepted. The joiner learns only that it was
 /// refused and which of these it was: a token is a secret either way.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

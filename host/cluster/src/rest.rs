@@ -28,6 +28,11 @@ use sluice_policy::quota::Resource;
 use sluice_types::JobId;
 
 use crate::access;
+use crate::api::{
+    CreateTenant, CreateToken, JobUsage, QuotaUse, RunRequest, RunResponse, TenantCreated,
+    TokenCreated, TokenRevoked, TokenView, Tokens, TriggerResponse, UploadResponse, UsageTotal,
+    UsageView,
+};
 use crate::jobmanager::{JobManager, SubmitOptions, Upload};
 use crate::table::{JobEntry, SubmitError, Tm, now_ms, status_name};
 use crate::tenancy::{AuditLine, Refusal, TenantChangeError};
@@ -482,7 +487,7 @@ async fn start_savepoint(
     id: String,
     req: SavepointRequest,
     stop: bool,
-) -> ApiResult {
+) -> ApiResult<TriggerResponse> {
     let jid = parse_job_id(&id)?;
     let stop = stop || req.cancel_job.unwrap_or(false);
     let jm2 = jm.clone();
@@ -491,7 +496,9 @@ async fn start_savepoint(
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(axum::Json(json!({"request-id": trigger})))
+    Ok(axum::Json(TriggerResponse {
+        request_id: trigger,
+    }))
 }
 
 async fn trigger_savepoint(
@@ -499,7 +506,7 @@ async fn trigger_savepoint(
     Extension(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult {
+) -> ApiResult<TriggerResponse> {
     let req: SavepointRequest = parse_body(&body)?;
     start_savepoint(jm, who, id, req, false).await
 }
@@ -515,7 +522,7 @@ async fn stop_job(
     Extension(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult {
+) -> ApiResult<TriggerResponse> {
     let req: StopRequest = parse_body(&body)?;
     let req = SavepointRequest {
         target_directory: req.target_directory,
@@ -649,7 +656,7 @@ async fn upload(
     State(jm): State<Shared>,
     Extension(who): Caller,
     mut form: Multipart,
-) -> ApiResult {
+) -> ApiResult<UploadResponse> {
     let malformed = |e: axum::extract::multipart::MultipartError| {
         bad_request(format!("Bad request: malformed multipart upload: {e}"))
     };
@@ -691,10 +698,10 @@ async fn upload(
     let jar = tokio::task::spawn_blocking(move || jm2.finish_upload(upload, &name))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(axum::Json(json!({
-        "filename": jm.jars.path(&jar).display().to_string(),
-        "status": "success",
-    })))
+    Ok(axum::Json(UploadResponse {
+        filename: jm.jars.path(&jar).display().to_string(),
+        status: "success".into(),
+    }))
 }
 
 /// Streams one `jarfile` field to a file of its tenant's, within quota.
@@ -735,25 +742,12 @@ async fn delete_jar(
     Ok(axum::Json(json!({})))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RunRequest {
-    parallelism: Option<u32>,
-    program_args_list: Option<Vec<String>>,
-    /// Milliseconds between checkpoints; 0 turns them off for this job.
-    checkpoint_interval: Option<u64>,
-    /// A savepoint to start from.
-    savepoint_path: Option<String>,
-    /// Start even if the savepoint holds state the job has no place for.
-    allow_non_restored_state: Option<bool>,
-}
-
 async fn run_jar(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult {
+) -> ApiResult<RunResponse> {
     let req: RunRequest = parse_body(&body)?;
     let parallelism = req.parallelism.unwrap_or(1);
     if parallelism == 0 {
@@ -780,7 +774,9 @@ async fn run_jar(
         tokio::task::spawn_blocking(move || jm2.submit(&who, &id, &args, parallelism, options))
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(axum::Json(json!({"jobid": result?.to_string()})))
+    Ok(axum::Json(RunResponse {
+        jobid: result?.to_string(),
+    }))
 }
 
 /// `GET /tenants` (admin): every tenant with its policy and usage.
@@ -803,23 +799,12 @@ async fn tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult 
     Ok(axum::Json(json!({ "tenants": tenants })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateTenant {
-    name: String,
-    policy: String,
-    #[serde(default, rename = "display-name")]
-    display_name: String,
-    #[serde(default, rename = "file-roots")]
-    file_roots: Vec<std::path::PathBuf>,
-}
-
 /// `POST /tenants` (admin): writes a tenant file and loads it.
 async fn create_tenant(
     State(jm): State<Shared>,
     Extension(who): Caller,
     body: axum::body::Bytes,
-) -> ApiResult {
+) -> ApiResult<TenantCreated> {
     access::admin(&who)?;
     let req: CreateTenant = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))?;
@@ -827,9 +812,10 @@ async fn create_tenant(
     jm.tenancy
         .create_tenant(&name, &req.policy, &req.display_name, &req.file_roots)?;
     tracing::info!(tenant = %name, policy = %req.policy, "tenant created");
-    Ok(axum::Json(
-        json!({"name": name.as_str(), "policy": req.policy}),
-    ))
+    Ok(axum::Json(TenantCreated {
+        name: name.to_string(),
+        policy: req.policy,
+    }))
 }
 
 /// `POST /tenants/reload` (admin): reads the tenant and policy files again.
@@ -846,13 +832,17 @@ async fn reload_tenants(State(jm): State<Shared>, Extension(who): Caller) -> Api
 }
 
 /// A tenant's quotas with use and limit, and its jobs' figures.
-fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<Value, ApiError> {
+fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<UsageView, ApiError> {
     let policy = jm.policy_of(tenant)?;
     let cluster = jm.lock();
     let usage = cluster.ledger.usage(tenant);
-    let quotas: Vec<Value> = Resource::ALL
+    let quotas = Resource::ALL
         .iter()
-        .map(|r| json!({"quota": r.quota_name(), "used": r.of(&usage), "limit": r.limit(&policy.quotas)}))
+        .map(|r| QuotaUse {
+            quota: r.quota_name().to_owned(),
+            used: r.of(&usage),
+            limit: r.limit(&policy.quotas),
+        })
         .collect();
     let owner = Principal {
         tenant: tenant.clone(),
@@ -860,40 +850,40 @@ fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<Value, ApiError> {
         token_id: None,
     };
     let mut total = cluster.billed.get(tenant).copied().unwrap_or_default();
-    let jobs: Vec<Value> = access::jobs(&cluster, &owner)
+    let jobs = access::jobs(&cluster, &owner)
         .map(|j| {
             let spent = j.spent();
             total += spent;
-            json!({
-                "jid": j.id.to_string(),
-                "name": crate::truncate(&j.name, 200),
-                "state": status_name(j.core.status()),
-                "records-in": spent.records_in,
-                "records-out": spent.records_out,
-                "fuel": spent.fuel,
-                "cpu-seconds": spent.cpu_ns as f64 / 1e9,
-                "checkpoint-bytes": j.checkpoints.last_size(),
-            })
+            JobUsage {
+                jid: j.id.to_string(),
+                name: crate::truncate(&j.name, 200).into_owned(),
+                state: status_name(j.core.status()).to_owned(),
+                records_in: spent.records_in,
+                records_out: spent.records_out,
+                fuel: spent.fuel,
+                cpu_seconds: spent.cpu_ns as f64 / 1e9,
+                checkpoint_bytes: j.checkpoints.last_size(),
+            }
         })
         .collect();
-    Ok(json!({
-        "tenant": tenant.as_str(),
-        "policy": policy.name,
-        "quotas": quotas,
-        "jobs": jobs,
+    Ok(UsageView {
+        tenant: tenant.to_string(),
+        policy: policy.name,
+        quotas,
+        jobs,
         // Every job since this JobManager started, ended ones included.
-        "total": {
-            "records-in": total.records_in,
-            "records-out": total.records_out,
-            "fuel": total.fuel,
-            "cpu-seconds": total.cpu_ns as f64 / 1e9,
-            "checkpoint-bytes": usage.checkpoint_bytes,
+        total: UsageTotal {
+            records_in: total.records_in,
+            records_out: total.records_out,
+            fuel: total.fuel,
+            cpu_seconds: total.cpu_ns as f64 / 1e9,
+            checkpoint_bytes: usage.checkpoint_bytes,
         },
-    }))
+    })
 }
 
 /// `GET /tenants/me/usage`.
-async fn my_usage(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn my_usage(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<UsageView> {
     usage_view(&jm, &who.tenant).map(axum::Json)
 }
 
@@ -902,7 +892,7 @@ async fn tenant_usage(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(name): Path<String>,
-) -> ApiResult {
+) -> ApiResult<UsageView> {
     if who.tenant.as_str() != name {
         access::admin(&who)?;
     }
@@ -913,49 +903,12 @@ async fn tenant_usage(
     usage_view(&jm, &tenant).map(axum::Json)
 }
 
-/// A TaskManager join token as the admin API lists it.
-fn join_token_view(t: &crate::members::JoinRecord) -> Value {
-    json!({
-        "id": t.id,
-        "kind": "taskmanager",
-        "created": t.created_ms,
-        "expires": t.expires_ms,
-        "revoked": t.revoked_ms,
-        "joins": t.joins,
-    })
-}
-
 /// `GET /tokens` (admin): every API and join token, without secrets.
-async fn tokens(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn tokens(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<Tokens> {
     access::admin(&who)?;
-    let mut tokens: Vec<Value> = jm
-        .tenancy
-        .token_views()
-        .into_iter()
-        .map(|t| {
-            let mut v = json!(t);
-            v["kind"] = json!("api");
-            v
-        })
-        .collect();
-    tokens.extend(jm.join_tokens().iter().map(join_token_view));
-    Ok(axum::Json(json!({ "tokens": tokens })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateToken {
-    /// The tenant an API token acts for.
-    #[serde(default)]
-    tenant: Option<String>,
-    /// A join token for TaskManagers instead of an API token.
-    #[serde(default)]
-    taskmanager: bool,
-    #[serde(default)]
-    admin: bool,
-    /// Lifetime in seconds; none: until revoked.
-    #[serde(default, rename = "ttl-seconds")]
-    ttl_seconds: Option<u64>,
+    let mut tokens = jm.tenancy.token_views();
+    tokens.extend(jm.join_tokens().iter().map(TokenView::from));
+    Ok(axum::Json(Tokens { tokens }))
 }
 
 /// `POST /tokens` (admin): a new token, its secret shown only in this answer.
@@ -963,7 +916,7 @@ async fn create_token(
     State(jm): State<Shared>,
     Extension(who): Caller,
     body: axum::body::Bytes,
-) -> ApiResult {
+) -> ApiResult<TokenCreated> {
     access::admin(&who)?;
     let req: CreateToken = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("Bad request: malformed request body: {e}")))?;
@@ -975,9 +928,10 @@ async fn create_token(
         }
         let ttl = req.ttl_seconds.map(Duration::from_secs);
         let (token, record) = jm.create_join_token(ttl)?;
-        return Ok(axum::Json(
-            json!({"token": token, "record": join_token_view(&record)}),
-        ));
+        return Ok(axum::Json(TokenCreated {
+            token,
+            record: TokenView::from(&record),
+        }));
     }
     let tenant = req.tenant.as_deref().ok_or_else(|| {
         bad_request("Bad request: name the `tenant` the token acts for (or `taskmanager: true`)")
@@ -986,7 +940,10 @@ async fn create_token(
     let ttl = req.ttl_seconds.map(|s| s.saturating_mul(1000));
     let (token, view) = jm.tenancy.create_token(&tenant, req.admin, ttl, now_ms())?;
     tracing::info!(tenant = %tenant, token = %view.id, admin = req.admin, "token created");
-    Ok(axum::Json(json!({"token": token, "record": view})))
+    Ok(axum::Json(TokenCreated {
+        token,
+        record: view,
+    }))
 }
 
 /// `DELETE /tokens/:id` (admin).
@@ -994,15 +951,16 @@ async fn revoke_token(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<TokenRevoked> {
     access::admin(&who)?;
-    if id.starts_with("tm-") {
-        let record = jm.revoke_join_token(&id)?;
-        return Ok(axum::Json(json!({"record": join_token_view(&record)})));
-    }
-    let view = jm.tenancy.revoke_token(&id, now_ms())?;
-    tracing::info!(token = %id, "token revoked");
-    Ok(axum::Json(json!({"record": view})))
+    let record = if id.starts_with("tm-") {
+        TokenView::from(&jm.revoke_join_token(&id)?)
+    } else {
+        let view = jm.tenancy.revoke_token(&id, now_ms())?;
+        tracing::info!(token = %id, "token revoked");
+        view
+    };
+    Ok(axum::Json(TokenRevoked { record }))
 }
 
 /// `GET /certificates` (admin): every TaskManager certificate issued.

@@ -19,6 +19,8 @@ use serde::Serialize;
 use sluice_policy::auth::{AuthError, Principal, Throttle, TokenRecord, TokenStore};
 use sluice_policy::{Policy, PolicyError, Registry, Tenant, TenantId};
 
+use crate::api::{TokenKind, TokenView};
+
 /// The tenant every open (`--auth none`) request acts for, and the one the
 /// first start creates.
 pub const DEFAULT_TENANT: &str = "default";
@@ -83,26 +85,17 @@ pub(crate) struct AuditLine<'a> {
     pub reason: Option<String>,
 }
 
-/// A token as the admin API lists it: never its secret or hash.
-#[derive(Serialize)]
-pub(crate) struct TokenView {
-    pub id: String,
-    pub tenant: String,
-    pub admin: bool,
-    pub created: u64,
-    pub expires: Option<u64>,
-    pub revoked: Option<u64>,
-}
-
 impl From<&TokenRecord> for TokenView {
     fn from(r: &TokenRecord) -> Self {
         TokenView {
             id: r.id.clone(),
-            tenant: r.tenant.to_string(),
+            kind: TokenKind::Api,
+            tenant: Some(r.tenant.to_string()),
             admin: r.admin,
             created: r.created_ms,
             expires: r.expires_ms,
             revoked: r.revoked_ms,
+            joins: None,
         }
     }
 }

@@ -1,0 +1,219 @@
+//! Request and response bodies of the REST API that the JobManager and the
+//! `sluice` client share, so that both sides agree by type rather than by
+//! key. Bodies Flink's own clients send or read keep Flink's names
+//! (`programArgsList`, `jobid`, `request-id`); Sluice's own endpoints use
+//! kebab-case.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /jars/:id/run`: what to run. Unknown fields are ignored, as Flink's
+/// clients send some Sluice has no use for (`entryClass`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRequest {
+    /// Default parallelism of the job's nodes (1 if unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// The plan function's arguments, each `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_args_list: Option<Vec<String>>,
+    /// Milliseconds between checkpoints; 0 turns them off for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<u64>,
+    /// A savepoint to start from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint_path: Option<String>,
+    /// Start even if the savepoint holds state the job has no place for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_non_restored_state: Option<bool>,
+}
+
+/// `POST /jars/:id/run`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunResponse {
+    /// The new job's id.
+    pub jobid: String,
+}
+
+/// `POST /jars/upload`'s answer, in Flink's shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadResponse {
+    /// Where the JobManager stored the application; its last segment is
+    /// the application's id.
+    pub filename: String,
+    /// `success`.
+    pub status: String,
+}
+
+/// `POST /jobs/:id/savepoints` and `/jobs/:id/stop`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerResponse {
+    /// The id to ask `GET /jobs/:id/savepoints/:request-id` with.
+    #[serde(rename = "request-id")]
+    pub request_id: String,
+}
+
+/// `POST /tenants` (admin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CreateTenant {
+    /// Its name.
+    pub name: String,
+    /// The policy its jobs run under.
+    pub policy: String,
+    /// A human-readable name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Directories its file connectors may use (absolute).
+    #[serde(default)]
+    pub file_roots: Vec<PathBuf>,
+}
+
+/// `POST /tenants`' answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCreated {
+    /// Its name.
+    pub name: String,
+    /// Its policy.
+    pub policy: String,
+}
+
+/// `POST /tokens` (admin): an API token for a tenant, or a join token for
+/// TaskManagers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CreateToken {
+    /// The tenant an API token acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// A join token for TaskManagers instead of an API token.
+    #[serde(default)]
+    pub taskmanager: bool,
+    /// May act on every tenant and manage the cluster.
+    #[serde(default)]
+    pub admin: bool,
+    /// Lifetime in seconds; none: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// What a token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenKind {
+    /// A tenant's (or an admin's) REST API token.
+    Api,
+    /// A TaskManager's join token.
+    Taskmanager,
+}
+
+/// A token as the admin API shows it: never its secret or hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Its id.
+    pub id: String,
+    /// What it is for.
+    pub kind: TokenKind,
+    /// The tenant an API token acts for.
+    pub tenant: Option<String>,
+    /// Whether it is an admin's.
+    pub admin: bool,
+    /// Creation, ms since the epoch.
+    pub created: u64,
+    /// Expiry, ms since the epoch.
+    pub expires: Option<u64>,
+    /// Revocation, ms since the epoch.
+    pub revoked: Option<u64>,
+    /// Certificates issued with a join token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joins: Option<u64>,
+}
+
+/// `POST /tokens`' answer: the secret, shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The token to hand over.
+    pub token: String,
+    /// Its record.
+    pub record: TokenView,
+}
+
+/// `GET /tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    /// API tokens, then join tokens.
+    pub tokens: Vec<TokenView>,
+}
+
+/// `DELETE /tokens/:id`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    /// The revoked token's record.
+    pub record: TokenView,
+}
+
+/// One quota with its use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaUse {
+    /// The policy's key (`max_jobs`, ...).
+    pub quota: String,
+    /// What the tenant holds now.
+    pub used: u64,
+    /// The limit; none: unlimited.
+    pub limit: Option<u64>,
+}
+
+/// What a job cost so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct JobUsage {
+    /// The job.
+    pub jid: String,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: String,
+    /// Records its sources emitted.
+    pub records_in: u64,
+    /// Records that reached its sinks.
+    pub records_out: u64,
+    /// Wasm fuel its guests burnt.
+    pub fuel: u64,
+    /// CPU seconds of its task threads.
+    pub cpu_seconds: f64,
+    /// Bytes of its latest completed checkpoint.
+    pub checkpoint_bytes: u64,
+}
+
+/// What all of a tenant's jobs cost since the JobManager started.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct UsageTotal {
+    /// Records the sources emitted.
+    pub records_in: u64,
+    /// Records that reached the sinks.
+    pub records_out: u64,
+    /// Wasm fuel burnt.
+    pub fuel: u64,
+    /// CPU seconds of task threads.
+    pub cpu_seconds: f64,
+    /// Bytes of the latest completed checkpoints of its jobs.
+    pub checkpoint_bytes: u64,
+}
+
+/// `GET /tenants/me/usage` and `/tenants/:name/usage`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageView {
+    /// The tenant.
+    pub tenant: String,
+    /// Its policy.
+    pub policy: String,
+    /// Every quota with its use and limit.
+    pub quotas: Vec<QuotaUse>,
+    /// Its jobs in the JobManager's memory.
+    pub jobs: Vec<JobUsage>,
+    /// All its jobs, ended ones included.
+    pub total: UsageTotal,
+}
