@@ -2665,11 +2665,32 @@ const ACCESS_TABLE: &str = "\
 | GET /taskmanagers | 401 | 403 | 403 | 200 |
 | GET /taskmanagers/:id | 401 | 403 | 403 | 200 |
 | GET /metrics | 401 | 403 | 403 | 200 |
+| GET /certificates | 401 | 403 | 403 | 200 |
+| DELETE /certificates/:id | 401 | 403 | 403 | 200 |
 ";
 
 #[test]
 fn every_endpoint_answers_each_kind_of_caller_as_documented() {
-    let cluster = Cluster::start(1, 8, &[]);
+    let mut cluster = Cluster::start(2, 4, &[]);
+    // The second TaskManager leaves before any job runs: its certificate
+    // is the one the admin removes, so no job loses its slots.
+    cluster.tms[1] = None;
+    cluster.wait_for_tms(1);
+    let (_, live) = cluster.get("/taskmanagers");
+    let live_cert = live["taskmanagers"][0]["certificate"]
+        .as_str()
+        .expect("a certificate")
+        .to_owned();
+    let (_, certs) = cluster.get("/certificates");
+    let gone_cert = certs["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .find(|c| *c != live_cert)
+        .expect("the departed TaskManager's certificate")
+        .to_owned();
+    let cluster = cluster;
     let d = cluster.dir.path().to_owned();
     let acme = cluster.new_tenant("acme", "standard");
     let beta = cluster.new_tenant("beta", "standard");
@@ -2818,6 +2839,12 @@ fn every_endpoint_answers_each_kind_of_caller_as_documented() {
             same(format!("/taskmanagers/{tm}")),
         ),
         ("GET", "/metrics", same("/metrics".into())),
+        ("GET", "/certificates", same("/certificates".into())),
+        (
+            "DELETE",
+            "/certificates/:id",
+            same(format!("/certificates/{gone_cert}")),
+        ),
     ];
     let mut table = String::from(
         "| endpoint | no token | other tenant | owner | admin |\n|---|---|---|---|---|\n",
