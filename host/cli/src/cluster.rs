@@ -11,6 +11,9 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use sluice_cluster::api::flink::{
+    CheckpointEntry, CheckpointsView, Errors, Exceptions, JobDetail, SavepointStatus,
+};
 use sluice_cluster::{AuthMode, JobManagerConfig, TaskManagerConfig, TenancyConfig, api};
 use sluice_coord::RestartStrategy;
 
@@ -657,14 +660,9 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        let errors = body["errors"]
-            .as_array()
-            .map(|e| {
-                e.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
+        let errors = serde_json::from_value::<Errors>(body)
+            .map(|e| e.errors.join("; "))
+            .ok()
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| "no reason given".into());
         Err(Refused {
@@ -801,8 +799,8 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Milliseconds since the epoch as a UTC time to the second; `-` for none.
-fn time(ms: &Value) -> String {
-    match ms.as_u64().filter(|&t| t > 0) {
+fn time(ms: u64) -> String {
+    match Some(ms).filter(|&t| t > 0) {
         Some(t) => {
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(t))
                 .to_string()
@@ -812,8 +810,7 @@ fn time(ms: &Value) -> String {
 }
 
 /// Milliseconds as a short duration: `850ms`, `12.3s`, `4m05s`, `2h03m`.
-fn duration(ms: &Value) -> String {
-    let ms = ms.as_u64().unwrap_or(0);
+fn duration(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms}ms"),
         1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
@@ -823,8 +820,8 @@ fn duration(ms: &Value) -> String {
 }
 
 /// Bytes in the largest binary unit that keeps a number of at least 1.
-fn size(bytes: &Value) -> String {
-    let b = bytes.as_u64().unwrap_or(0) as f64;
+fn size(bytes: u64) -> String {
+    let b = bytes as f64;
     match b {
         b if b >= (1u64 << 30) as f64 => format!("{:.1} GiB", b / (1u64 << 30) as f64),
         b if b >= (1u64 << 20) as f64 => format!("{:.1} MiB", b / (1u64 << 20) as f64),
@@ -836,10 +833,6 @@ fn size(bytes: &Value) -> String {
 /// CPU seconds as `1.234s`.
 fn cpu_seconds(s: f64) -> String {
     format!("{s:.3}s")
-}
-
-fn str_of(v: &Value) -> String {
-    v.as_str().unwrap_or("").to_owned()
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
@@ -902,63 +895,57 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             }
             let detail = wait_for(c, &job, json).await?;
             if json {
-                println!("{detail}");
+                print_json(&detail)?;
             } else {
                 print_job(&detail);
                 println!("{job}");
             }
-            if detail["state"] != "FINISHED" {
+            if detail.state != "FINISHED" {
                 print_failure(c, &job, &detail).await?;
                 return Ok(ExitCode::FAILURE);
             }
         }
         ClientCommand::List { .. } => {
-            let jobs = c.get("/jobs/overview").await?;
+            let mut answer: api::flink::JobsOverview = c.get_as("/jobs/overview").await?;
             if json {
-                println!("{jobs}");
+                print_json(&answer)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut jobs: Vec<&Value> = jobs["jobs"].as_array().into_iter().flatten().collect();
-            jobs.sort_by_key(|j| std::cmp::Reverse(j["start-time"].as_u64().unwrap_or(0)));
-            let rows: Vec<Vec<String>> = jobs
+            answer.jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time));
+            let rows: Vec<Vec<String>> = answer
+                .jobs
                 .iter()
                 .map(|j| {
                     vec![
-                        str_of(&j["jid"]),
-                        str_of(&j["state"]),
-                        time(&j["start-time"]),
-                        duration(&j["duration"]),
-                        str_of(&j["name"]),
+                        j.jid.clone(),
+                        j.state.clone(),
+                        time(j.start_time),
+                        duration(j.duration),
+                        j.name.clone(),
                     ]
                 })
                 .collect();
             print_table(&["JOB ID", "STATE", "STARTED", "DURATION", "NAME"], &rows);
         }
         ClientCommand::Jars { .. } => {
-            let jars = c.get("/jars").await?;
+            let mut jars: api::flink::JarList = c.get_as("/jars").await?;
             if json {
-                println!("{jars}");
+                print_json(&jars)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut files: Vec<&Value> = jars["files"].as_array().into_iter().flatten().collect();
-            files.sort_by_key(|j| std::cmp::Reverse(j["uploaded"].as_u64().unwrap_or(0)));
-            let rows: Vec<Vec<String>> = files
+            jars.files.sort_by_key(|j| std::cmp::Reverse(j.uploaded));
+            let rows: Vec<Vec<String>> = jars
+                .files
                 .iter()
-                .map(|j| {
-                    vec![
-                        str_of(&j["id"]),
-                        str_of(&j["name"]),
-                        size(&j["size"]),
-                        time(&j["uploaded"]),
-                    ]
-                })
+                .map(|j| vec![j.id.clone(), j.name.clone(), size(j.size), time(j.uploaded)])
                 .collect();
             print_table(&["ID", "NAME", "SIZE", "UPLOADED"], &rows);
         }
         ClientCommand::Info { job, .. } => {
-            let detail = c.get(&format!("/jobs/{job}")).await?;
-            let exceptions = c.get(&format!("/jobs/{job}/exceptions")).await?;
-            let checkpoints = c.get(&format!("/jobs/{job}/checkpoints")).await.ok();
+            let detail: JobDetail = c.get_as(&format!("/jobs/{job}")).await?;
+            let exceptions: Exceptions = c.get_as(&format!("/jobs/{job}/exceptions")).await?;
+            let checkpoints: Option<CheckpointsView> =
+                c.get_as(&format!("/jobs/{job}/checkpoints")).await.ok();
             if json {
                 println!(
                     "{}",
@@ -984,9 +971,9 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 Err(e) => match e.downcast_ref::<Refused>() {
                     Some(r) if r.status == reqwest::StatusCode::CONFLICT => {
                         let state = c
-                            .get(&format!("/jobs/{job}"))
+                            .get_as::<JobDetail>(&format!("/jobs/{job}"))
                             .await
-                            .map(|d| str_of(&d["state"]))
+                            .map(|d| d.state)
                             .unwrap_or_default();
                         bail!("job {job} already ended ({state}); there is nothing to cancel");
                     }
@@ -1000,7 +987,8 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             }
         }
         ClientCommand::Savepoint { job, .. } => {
-            let location = savepoint(c, &job, "savepoints", json!({}), json).await?;
+            let body = api::SavepointRequest::default();
+            let location = savepoint(c, &job, "savepoints", &body, json).await?;
             print_savepoint(&job, &location, json);
         }
         ClientCommand::Stop {
@@ -1008,30 +996,28 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             savepoint_path,
             ..
         } => {
-            let body = match savepoint_path.filter(|d| !d.is_empty()) {
-                Some(d) => json!({ "targetDirectory": d }),
-                None => json!({}),
+            let body = api::StopRequest {
+                target_directory: savepoint_path.filter(|d| !d.is_empty()),
             };
-            let location = savepoint(c, &job, "stop", body, json).await?;
+            let location = savepoint(c, &job, "stop", &body, json).await?;
             print_savepoint(&job, &location, json);
         }
         ClientCommand::Taskmanagers { .. } => {
-            let tms = c.get("/taskmanagers").await?;
+            let tms: api::flink::TaskManagers = c.get_as("/taskmanagers").await?;
             if json {
-                println!("{tms}");
+                print_json(&tms)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<Vec<String>> = tms["taskmanagers"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = tms
+                .taskmanagers
+                .iter()
                 .map(|t| {
                     vec![
-                        str_of(&t["id"]),
-                        t["slotsNumber"].to_string(),
-                        t["freeSlots"].to_string(),
-                        t["assignedTasks"].to_string(),
-                        duration(&t["timeSinceLastHeartbeat"]),
+                        t.id.clone(),
+                        t.slots_number.to_string(),
+                        t.free_slots.to_string(),
+                        t.assigned_tasks.to_string(),
+                        duration(t.time_since_last_heartbeat),
                     ]
                 })
                 .collect();
@@ -1074,7 +1060,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                         j.records_out.to_string(),
                         j.fuel.to_string(),
                         cpu_seconds(j.cpu_seconds),
-                        size(&json!(j.checkpoint_bytes)),
+                        size(j.checkpoint_bytes),
                         super::display::truncate(&j.name, 60).into_owned(),
                     ]
                 })
@@ -1086,7 +1072,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 t.records_out,
                 t.fuel,
                 cpu_seconds(t.cpu_seconds),
-                size(&json!(t.checkpoint_bytes))
+                size(t.checkpoint_bytes)
             );
             if !jobs.is_empty() {
                 println!();
@@ -1142,23 +1128,21 @@ async fn tenant_command(c: &Client, command: TenantCommand, json: bool) -> anyho
             }
         }
         TenantCommand::List => {
-            let answer = c.get("/tenants").await?;
+            let answer: api::flink::Tenants = c.get_as("/tenants").await?;
             if json {
-                println!("{answer}");
-                return Ok(());
+                return print_json(&answer);
             }
-            let rows: Vec<Vec<String>> = answer["tenants"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = answer
+                .tenants
+                .iter()
                 .map(|t| {
                     vec![
-                        str_of(&t["name"]),
-                        str_of(&t["policy"]),
-                        t["usage"]["jobs"].to_string(),
-                        t["usage"]["slots"].to_string(),
-                        t["usage"]["jars"].to_string(),
-                        str_of(&t["display-name"]),
+                        t.name.clone(),
+                        t.policy.clone(),
+                        t.usage.jobs.to_string(),
+                        t.usage.slots.to_string(),
+                        t.usage.jars.to_string(),
+                        t.display_name.clone(),
                     ]
                 })
                 .collect();
@@ -1168,13 +1152,14 @@ async fn tenant_command(c: &Client, command: TenantCommand, json: bool) -> anyho
             );
         }
         TenantCommand::Reload => {
-            let answer = c.send(c.http.post(c.url("/tenants/reload"))).await?;
+            let answer: api::flink::Reloaded =
+                c.send_as(c.http.post(c.url("/tenants/reload"))).await?;
             if json {
-                println!("{answer}");
+                print_json(&answer)?;
             } else {
                 println!(
                     "reloaded {} tenants and {} policies",
-                    answer["tenants"], answer["policies"]
+                    answer.tenants, answer.policies
                 );
             }
         }
@@ -1220,7 +1205,7 @@ async fn token_command(c: &Client, command: TokenCommand, json: bool) -> anyhow:
             if json {
                 return print_json(&answer);
             }
-            let ms = |t: Option<u64>| time(&json!(t));
+            let ms = |t: Option<u64>| time(t.unwrap_or(0));
             let rows: Vec<Vec<String>> = answer
                 .tokens
                 .iter()
@@ -1272,25 +1257,22 @@ async fn certificate_command(
 ) -> anyhow::Result<()> {
     match command {
         CertificateCommand::List => {
-            let answer = c.get("/certificates").await?;
+            let answer: api::flink::Certificates = c.get_as("/certificates").await?;
             if json {
-                println!("{answer}");
-                return Ok(());
+                return print_json(&answer);
             }
-            let rows: Vec<Vec<String>> = answer["certificates"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = answer
+                .certificates
+                .iter()
                 .map(|c| {
                     vec![
-                        str_of(&c["id"]),
-                        super::display::truncate(&str_of(&c["name"]), 40).into_owned(),
-                        str_of(&c["token"]),
-                        time(&c["issued_ms"]),
-                        if c["removed_ms"].is_null() {
-                            "active".to_owned()
-                        } else {
-                            format!("removed {}", time(&c["removed_ms"]))
+                        c.id.clone(),
+                        super::display::truncate(&c.name, 40).into_owned(),
+                        c.token.clone(),
+                        time(c.issued_ms),
+                        match c.removed_ms {
+                            None => "active".to_owned(),
+                            Some(at) => format!("removed {}", time(at)),
                         },
                     ]
                 })
@@ -1298,11 +1280,11 @@ async fn certificate_command(
             print_table(&["ID", "NAME", "TOKEN", "ISSUED", "STATE"], &rows);
         }
         CertificateCommand::Remove { id } => {
-            let answer = c
-                .send(c.http.delete(c.url(&format!("/certificates/{id}"))))
+            let answer: api::flink::CertificateRemoved = c
+                .send_as(c.http.delete(c.url(&format!("/certificates/{id}"))))
                 .await?;
             if json {
-                println!("{answer}");
+                print_json(&answer)?;
             } else {
                 println!("removed certificate {id}; its TaskManager is disconnected and refused");
             }
@@ -1318,27 +1300,25 @@ fn is_jar_id(s: &str) -> bool {
 }
 
 /// Why a job did not finish: its root cause, and why it was not restarted.
-async fn print_failure(c: &Client, job: &str, detail: &Value) -> anyhow::Result<()> {
-    let exceptions = c.get(&format!("/jobs/{job}/exceptions")).await?;
-    let root = exceptions["exceptionHistory"]["entries"]
-        .as_array()
-        .and_then(|e| e.first());
-    match (detail["state"].as_str(), root) {
-        (Some("CANCELED"), _) => eprintln!("error: job {job} was cancelled"),
+async fn print_failure(c: &Client, job: &str, detail: &JobDetail) -> anyhow::Result<()> {
+    let exceptions: Exceptions = c.get_as(&format!("/jobs/{job}/exceptions")).await?;
+    let root = exceptions.exception_history.entries.first();
+    match (detail.state.as_str(), root) {
+        ("CANCELED", _) => eprintln!("error: job {job} was cancelled"),
         (_, Some(e)) => {
             eprintln!(
                 "error: {}{}",
-                e["taskName"]
-                    .as_str()
+                e.task_name
+                    .as_deref()
                     .map(|t| format!("{t}: "))
                     .unwrap_or_default(),
-                str_of(&e["stacktrace"])
+                e.stacktrace
             );
-            if let Some(why) = detail["not-restarted"].as_str() {
+            if let Some(why) = &detail.not_restarted {
                 eprintln!("not restarted: {why}");
             }
         }
-        (state, None) => eprintln!("error: job {job} ended {}", state.unwrap_or("UNKNOWN")),
+        (state, None) => eprintln!("error: job {job} ended {state}"),
     }
     Ok(())
 }
@@ -1349,14 +1329,14 @@ async fn savepoint(
     c: &Client,
     job: &str,
     action: &str,
-    body: Value,
+    body: &impl serde::Serialize,
     quiet: bool,
 ) -> anyhow::Result<String> {
     let answer: api::TriggerResponse = c
         .send_as(
             c.http
                 .post(c.url(&format!("/jobs/{job}/{action}")))
-                .json(&body),
+                .json(body),
         )
         .await?;
     let trigger = answer.request_id;
@@ -1369,18 +1349,18 @@ async fn savepoint(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let result = loop {
         tick.tick().await;
-        let status = c.get(&format!("/jobs/{job}/savepoints/{trigger}")).await?;
-        if status["status"]["id"] != "COMPLETED" {
+        let status: SavepointStatus = c
+            .get_as(&format!("/jobs/{job}/savepoints/{trigger}"))
+            .await?;
+        let Some(op) = status.operation else {
             continue;
-        }
-        let op = &status["operation"];
-        break match op["location"].as_str() {
-            Some(location) => Ok(location.to_owned()),
+        };
+        break match op.location {
+            Some(location) => Ok(location),
             None => Err(anyhow::anyhow!(
                 "the savepoint of job {job} failed: {}",
-                op["failure-cause"]["stack-trace"]
-                    .as_str()
-                    .unwrap_or("no reason given")
+                op.failure_cause
+                    .map_or_else(|| "no reason given".to_owned(), |f| f.stack_trace)
             )),
         };
     };
@@ -1399,7 +1379,7 @@ fn print_savepoint(job: &str, location: &str, json: bool) {
 }
 
 /// Polls a job until it reaches a terminal state, with a spinner on a terminal.
-async fn wait_for(c: &Client, job: &str, quiet: bool) -> anyhow::Result<Value> {
+async fn wait_for(c: &Client, job: &str, quiet: bool) -> anyhow::Result<JobDetail> {
     let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -1411,20 +1391,13 @@ async fn wait_for(c: &Client, job: &str, quiet: bool) -> anyhow::Result<Value> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let detail = c.get(&format!("/jobs/{job}")).await?;
-        let state = detail["state"].as_str().unwrap_or("UNKNOWN");
+        let detail: JobDetail = c.get_as(&format!("/jobs/{job}")).await?;
+        let state = detail.state.as_str();
         if let Some(bar) = &bar {
-            let counts: Vec<String> = detail["vertices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| {
-                    format!(
-                        "{} {}",
-                        v["name"].as_str().unwrap_or(""),
-                        v["metrics"]["write-records"]
-                    )
-                })
+            let counts: Vec<String> = detail
+                .vertices
+                .iter()
+                .map(|v| format!("{} {}", v.name, v.metrics.write_records))
                 .collect();
             bar.set_message(format!(
                 "{state} | {}",
@@ -1440,31 +1413,31 @@ async fn wait_for(c: &Client, job: &str, quiet: bool) -> anyhow::Result<Value> {
     }
 }
 
-fn print_job(d: &Value) {
+fn print_job(d: &JobDetail) {
     println!(
         "job {}  {}  {}",
-        str_of(&d["jid"]),
-        str_of(&d["state"]),
-        super::display::truncate(d["name"].as_str().unwrap_or(""), 200)
+        d.jid,
+        d.state,
+        super::display::truncate(&d.name, 200)
     );
-    let restarts = d["attempt"].as_u64().unwrap_or(0);
+    let restarts = d.attempt;
     println!(
         "  started {}, ran {}, {} restart{}",
-        time(&d["start-time"]),
-        duration(&d["duration"]),
+        time(d.start_time),
+        duration(d.duration),
         restarts,
         if restarts == 1 { "" } else { "s" }
     );
     let mut rows = Vec::new();
-    for v in d["vertices"].as_array().into_iter().flatten() {
-        for n in v["nodes"].as_array().into_iter().flatten() {
+    for v in &d.vertices {
+        for n in &v.nodes {
             rows.push(vec![
-                str_of(&v["name"]),
-                str_of(&v["status"]),
-                v["parallelism"].to_string(),
-                str_of(&n["name"]),
-                n["read-records"].to_string(),
-                n["write-records"].to_string(),
+                v.name.clone(),
+                v.status.clone(),
+                v.parallelism.to_string(),
+                n.name.clone(),
+                n.read_records.to_string(),
+                n.write_records.to_string(),
             ]);
         }
     }
@@ -1475,59 +1448,50 @@ fn print_job(d: &Value) {
 }
 
 /// Checkpoint counts and the newest completed and failed checkpoint.
-fn print_checkpoints(cp: &Value) {
-    let counts = &cp["counts"];
-    let n = |k: &str| counts[k].as_u64().unwrap_or(0);
-    if n("total") == 0 && n("restored") == 0 {
+fn print_checkpoints(cp: &CheckpointsView) {
+    let n = &cp.counts;
+    if n.total == 0 && n.restored == 0 {
         println!("checkpoints: none taken");
         return;
     }
     println!(
         "checkpoints: {} completed, {} failed, {} in progress, {} restored",
-        n("completed"),
-        n("failed"),
-        n("in_progress"),
-        n("restored")
+        n.completed, n.failed, n.in_progress, n.restored
     );
-    let latest = &cp["latest"];
-    for (what, c) in [
-        ("latest", &latest["completed"]),
-        ("latest savepoint", &latest["savepoint"]),
-    ] {
-        if c.is_object() {
-            println!(
-                "  {what}: chk-{} at {}, took {}, {}: {}",
-                c["id"],
-                time(&c["latest_ack_timestamp"]),
-                duration(&c["end_to_end_duration"]),
-                size(&c["state_size"]),
-                str_of(&c["external_path"])
-            );
-        }
+    let latest = &cp.latest;
+    let kept = [
+        ("latest", &latest.completed),
+        ("latest savepoint", &latest.savepoint),
+    ];
+    for (what, c) in kept {
+        let Some(c): &Option<CheckpointEntry> = c else {
+            continue;
+        };
+        println!(
+            "  {what}: chk-{} at {}, took {}, {}: {}",
+            c.id,
+            time(c.latest_ack_timestamp),
+            duration(c.end_to_end_duration),
+            size(c.state_size),
+            c.external_path
+        );
     }
-    let failed = &latest["failed"];
-    if failed.is_object() {
+    if let Some(failed) = &latest.failed {
         println!(
             "  latest failed: chk-{} at {}: {}",
-            failed["id"],
-            time(&failed["failure_timestamp"]),
-            super::display::truncate(failed["failure_message"].as_str().unwrap_or(""), 300)
+            failed.id,
+            time(failed.failure_timestamp.unwrap_or(0)),
+            super::display::truncate(failed.failure_message.as_deref().unwrap_or(""), 300)
         );
     }
-    if latest["restored"].is_object() {
-        println!(
-            "  restored from: {}",
-            str_of(&latest["restored"]["external_path"])
-        );
+    if let Some(restored) = &latest.restored {
+        println!("  restored from: {}", restored.external_path);
     }
 }
 
 /// The job's failures, newest first, each with its root cause.
-fn print_exceptions(exceptions: &Value, detail: &Value) {
-    let entries = exceptions["exceptionHistory"]["entries"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+fn print_exceptions(exceptions: &Exceptions, detail: &JobDetail) {
+    let entries = &exceptions.exception_history.entries;
     if entries.is_empty() {
         return;
     }
@@ -1535,23 +1499,23 @@ fn print_exceptions(exceptions: &Value, detail: &Value) {
     for e in entries {
         println!(
             "  run {}, {}: {}{}",
-            e["attempt"],
-            time(&e["timestamp"]),
-            e["taskName"]
-                .as_str()
+            e.attempt,
+            time(e.timestamp),
+            e.task_name
+                .as_deref()
                 .map(|t| format!("{t}: "))
                 .unwrap_or_default(),
-            super::display::truncate(e["stacktrace"].as_str().unwrap_or(""), 2000)
+            super::display::truncate(&e.stacktrace, 2000)
         );
-        let others = e["concurrentExceptions"].as_array().map_or(0, Vec::len);
+        let others = e.concurrent_exceptions.len();
         if others > 0 {
             println!("    then {others} other task(s) failed, most as a consequence");
         }
     }
-    if let Some(why) = detail["not-restarted"].as_str() {
+    if let Some(why) = &detail.not_restarted {
         println!("not restarted: {why}");
     }
-    if let Some(what) = detail["waiting-for"].as_str() {
+    if let Some(what) = &detail.waiting_for {
         println!("waiting for {what}");
     }
 }

@@ -2,7 +2,10 @@
 //! `sluice` client share, so that both sides agree by type rather than by
 //! key. Bodies Flink's own clients send or read keep Flink's names
 //! (`programArgsList`, `jobid`, `request-id`); Sluice's own endpoints use
-//! kebab-case.
+//! kebab-case. The views Flink's clients read (jobs, jars, TaskManagers,
+//! checkpoints) are in [`flink`].
+
+pub mod flink;
 
 use std::path::PathBuf;
 
@@ -53,6 +56,39 @@ pub struct TriggerResponse {
     /// The id to ask `GET /jobs/:id/savepoints/:request-id` with.
     #[serde(rename = "request-id")]
     pub request_id: String,
+}
+
+/// `POST /jobs/:id/savepoints`, in Flink's shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavepointRequest {
+    /// Where to write it (default: the job's checkpoint storage).
+    #[serde(
+        rename = "target-directory",
+        alias = "targetDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_directory: Option<String>,
+    /// Cancel the job once the savepoint is taken.
+    #[serde(
+        rename = "cancel-job",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cancel_job: Option<bool>,
+}
+
+/// `POST /jobs/:id/stop`: a savepoint, then the job cancelled; in Flink's
+/// shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Where to write the savepoint.
+    #[serde(
+        rename = "targetDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_directory: Option<String>,
 }
 
 /// `POST /tenants` (admin).

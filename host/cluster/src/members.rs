@@ -53,6 +53,19 @@ pub(crate) struct CertRecord {
     pub removed_ms: Option<u64>,
 }
 
+impl From<&CertRecord> for crate::api::flink::CertificateView {
+    fn from(c: &CertRecord) -> Self {
+        crate::api::flink::CertificateView {
+            id: c.id.clone(),
+            fingerprint: c.fingerprint.clone(),
+            name: c.name.clone(),
+            token: c.token.clone(),
+            issued_ms: c.issued_ms,
+            removed_ms: c.removed_ms,
+        }
+    }
+}
+
 impl From<&JoinRecord> for crate::api::TokenView {
     fn from(t: &JoinRecord) -> Self {
         crate::api::TokenView {

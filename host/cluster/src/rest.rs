@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_coord::JobStatus;
 use sluice_policy::TenantId;
 use sluice_policy::auth::Principal;
@@ -28,10 +28,16 @@ use sluice_policy::quota::Resource;
 use sluice_types::JobId;
 
 use crate::access;
+use crate::api::flink::{
+    CertificateRemoved, CertificateView, Certificates, ClusterOverview, DashboardConfig,
+    DashboardFeatures, Empty, Errors, FailureCause, JarEntryPoint, JarFile, JarList, JobIdStatus,
+    JobIds, JobsOverview, OperationStatus, Reloaded, SavepointOutcome, SavepointStatus,
+    TaskManagerView, TaskManagers, TenantView, Tenants,
+};
 use crate::api::{
-    CreateTenant, CreateToken, JobUsage, QuotaUse, RunRequest, RunResponse, TenantCreated,
-    TokenCreated, TokenRevoked, TokenView, Tokens, TriggerResponse, UploadResponse, UsageTotal,
-    UsageView,
+    CreateTenant, CreateToken, JobUsage, QuotaUse, RunRequest, RunResponse, SavepointRequest,
+    StopRequest, TenantCreated, TokenCreated, TokenRevoked, TokenView, Tokens, TriggerResponse,
+    UploadResponse, UsageTotal, UsageView,
 };
 use crate::jobmanager::{JobManager, SubmitOptions, Upload};
 use crate::table::{JobEntry, SubmitError, Tm, now_ms, status_name};
@@ -51,11 +57,17 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "errors": [self.1] }))).into_response()
+        (
+            self.0,
+            axum::Json(Errors {
+                errors: vec![self.1],
+            }),
+        )
+            .into_response()
     }
 }
 
-type ApiResult<T = Value> = Result<axum::Json<T>, ApiError>;
+type ApiResult<T> = Result<axum::Json<T>, ApiError>;
 
 /// Every refusal of the JobManager has one status, whichever handler meets it.
 impl From<SubmitError> for ApiError {
@@ -298,15 +310,20 @@ async fn fallback(uri: Uri) -> ApiError {
     not_found(format!("Not found: {}", uri.path()))
 }
 
-async fn config() -> ApiResult {
-    Ok(axum::Json(json!({
-        "refresh-interval": 3000,
-        "timezone-name": "Coordinated Universal Time",
-        "timezone-offset": 0,
-        "flink-version": env!("CARGO_PKG_VERSION"),
-        "flink-revision": concat!("sluice ", env!("CARGO_PKG_VERSION")),
-        "features": {"web-submit": true, "web-cancel": true, "web-rescale": false, "web-history": false}
-    })))
+async fn config() -> ApiResult<DashboardConfig> {
+    Ok(axum::Json(DashboardConfig {
+        refresh_interval: 3000,
+        timezone_name: "Coordinated Universal Time".into(),
+        timezone_offset: 0,
+        flink_version: env!("CARGO_PKG_VERSION").into(),
+        flink_revision: concat!("sluice ", env!("CARGO_PKG_VERSION")).into(),
+        features: DashboardFeatures {
+            web_submit: true,
+            web_cancel: true,
+            web_rescale: false,
+            web_history: false,
+        },
+    }))
 }
 
 /// Prometheus text: the cluster's figures and, per running job, operator
@@ -367,7 +384,7 @@ async fn metrics(State(jm): State<Shared>, Extension(who): Caller) -> Result<Res
         .into_response())
 }
 
-async fn overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<ClusterOverview> {
     let cluster = jm.lock();
     let capacity = access::capacity(&cluster);
     let count = |s: JobStatus| {
@@ -378,52 +395,58 @@ async fn overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult
     let running = access::jobs(&cluster, &who)
         .filter(|j| !j.core.status().is_terminal())
         .count();
-    Ok(axum::Json(json!({
-        "taskmanagers": capacity.taskmanagers,
-        "slots-total": capacity.slots,
-        "slots-available": capacity.free,
-        "jobs-running": running,
-        "jobs-finished": count(JobStatus::Finished),
-        "jobs-cancelled": count(JobStatus::Canceled),
-        "jobs-failed": count(JobStatus::Failed),
-        "flink-version": env!("CARGO_PKG_VERSION"),
-        "flink-commit": "sluice",
-    })))
+    Ok(axum::Json(ClusterOverview {
+        taskmanagers: capacity.taskmanagers,
+        slots_total: capacity.slots,
+        slots_available: capacity.free,
+        jobs_running: running,
+        jobs_finished: count(JobStatus::Finished),
+        jobs_cancelled: count(JobStatus::Canceled),
+        jobs_failed: count(JobStatus::Failed),
+        flink_version: env!("CARGO_PKG_VERSION").into(),
+        flink_commit: "sluice".into(),
+    }))
 }
 
-async fn jobs(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn jobs(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<JobIds> {
     let cluster = jm.lock();
-    let jobs: Vec<Value> = access::jobs(&cluster, &who)
-        .map(|j| json!({"id": j.id.to_string(), "status": status_name(j.core.status())}))
+    let jobs = access::jobs(&cluster, &who)
+        .map(|j| JobIdStatus {
+            id: j.id.to_string(),
+            status: status_name(j.core.status()).into(),
+        })
         .collect();
-    Ok(axum::Json(json!({ "jobs": jobs })))
+    Ok(axum::Json(JobIds { jobs }))
 }
 
-async fn jobs_overview(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn jobs_overview(
+    State(jm): State<Shared>,
+    Extension(who): Caller,
+) -> ApiResult<JobsOverview> {
     let cluster = jm.lock();
-    let jobs: Vec<Value> = access::jobs(&cluster, &who)
+    let jobs = access::jobs(&cluster, &who)
         .rev()
         .map(views::overview)
         .collect();
-    Ok(axum::Json(json!({ "jobs": jobs })))
+    Ok(axum::Json(JobsOverview { jobs }))
 }
 
 /// A view of a job: from memory while it is there, then from the archive
-/// the job-result store keeps of it.
-fn job_view(
+/// the job-result store keeps of it (served as it was stored).
+fn job_view<T: serde::Serialize>(
     jm: &JobManager,
     who: &Principal,
     id: &str,
-    live: fn(&JobEntry) -> Value,
+    live: fn(&JobEntry) -> T,
     kept: &str,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     let jid = parse_job_id(id)?;
     if let Ok(j) = access::job(&jm.lock(), who, jid) {
-        return Ok(axum::Json(live(j)));
+        return Ok(axum::Json(live(j)).into_response());
     }
     jm.archived(who, jid)
         .and_then(|mut a| a.get_mut(kept).map(Value::take))
-        .map(axum::Json)
+        .map(|v| axum::Json(v).into_response())
         .ok_or_else(|| access::no_job(jid).into())
 }
 
@@ -431,7 +454,7 @@ async fn job_detail(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     job_view(&jm, &who, &id, views::detail, "detail")
 }
 
@@ -439,7 +462,7 @@ async fn job_exceptions(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     job_view(&jm, &who, &id, views::exceptions, "exceptions")
 }
 
@@ -447,7 +470,7 @@ async fn job_checkpoints(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     job_view(&jm, &who, &id, views::checkpoints, "checkpoints")
 }
 
@@ -455,7 +478,7 @@ async fn job_checkpoints_config(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     job_view(
         &jm,
         &who,
@@ -463,14 +486,6 @@ async fn job_checkpoints_config(
         views::checkpoints_config,
         "checkpoints-config",
     )
-}
-
-#[derive(Deserialize, Default)]
-struct SavepointRequest {
-    #[serde(rename = "target-directory", alias = "targetDirectory")]
-    target_directory: Option<String>,
-    #[serde(rename = "cancel-job")]
-    cancel_job: Option<bool>,
 }
 
 fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
@@ -511,12 +526,6 @@ async fn trigger_savepoint(
     start_savepoint(jm, who, id, req, false).await
 }
 
-#[derive(Deserialize, Default)]
-struct StopRequest {
-    #[serde(rename = "targetDirectory")]
-    target_directory: Option<String>,
-}
-
 async fn stop_job(
     State(jm): State<Shared>,
     Extension(who): Caller,
@@ -536,7 +545,7 @@ async fn savepoint_status(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path((id, trigger)): Path<(String, String)>,
-) -> ApiResult {
+) -> ApiResult<SavepointStatus> {
     let jid = parse_job_id(&id)?;
     let cluster = jm.lock();
     let j = access::job(&cluster, &who, jid)?;
@@ -545,15 +554,28 @@ async fn savepoint_status(
             "No savepoint with trigger id {trigger} for job {id}"
         ))
     })?;
-    Ok(axum::Json(match &op.result {
-        None => json!({"status": {"id": "IN_PROGRESS"}, "operation": null}),
-        Some(Ok(location)) => {
-            json!({"status": {"id": "COMPLETED"}, "operation": {"location": location}})
-        }
-        Some(Err(reason)) => json!({
-            "status": {"id": "COMPLETED"},
-            "operation": {"failure-cause": {"class": "SavepointFailed", "stack-trace": reason, "serialized-throwable": null}},
-        }),
+    let operation = op.result.as_ref().map(|r| match r {
+        Ok(location) => SavepointOutcome {
+            location: Some(location.clone()),
+            failure_cause: None,
+        },
+        Err(reason) => SavepointOutcome {
+            location: None,
+            failure_cause: Some(FailureCause {
+                class: "SavepointFailed".into(),
+                stack_trace: reason.clone(),
+                serialized_throwable: None,
+            }),
+        },
+    });
+    let id = if operation.is_some() {
+        "COMPLETED"
+    } else {
+        "IN_PROGRESS"
+    };
+    Ok(axum::Json(SavepointStatus {
+        status: OperationStatus { id: id.into() },
+        operation,
     }))
 }
 
@@ -567,7 +589,7 @@ async fn job_patch(
     Extension(who): Caller,
     Path(id): Path<String>,
     Query(q): Query<PatchQuery>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<Empty>), ApiError> {
     let jid = parse_job_id(&id)?;
     match q.mode.as_deref() {
         None | Some("cancel") => {}
@@ -578,11 +600,11 @@ async fn job_patch(
         }
     }
     jm.cancel(&who, jid)?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({}))))
+    Ok((StatusCode::ACCEPTED, axum::Json(Empty {})))
 }
 
 /// A TaskManager in Flink's shape; `jobs` are all jobs (an admin's view).
-fn tm_json(jobs: &[&JobEntry], t: &Tm) -> Value {
+fn tm_view(jobs: &[&JobEntry], t: &Tm) -> TaskManagerView {
     let used: u32 = jobs
         .iter()
         .map(|j| j.placement.iter().filter(|p| **p == t.id).count() as u32)
@@ -592,56 +614,58 @@ fn tm_json(jobs: &[&JobEntry], t: &Tm) -> Value {
         .filter(|j| matches!(j.core.status(), JobStatus::Running | JobStatus::Cancelling))
         .map(|j| j.locations.values().filter(|l| **l == t.id).count())
         .sum();
-    json!({
-        "id": t.id,
-        "path": format!("quic://{}", t.addr),
-        "dataPort": t.addr.port(),
-        "jmxPort": -1,
-        "timeSinceLastHeartbeat": t.last_heartbeat.elapsed().as_millis() as u64,
-        "slotsNumber": t.slots,
-        "freeSlots": t.slots.saturating_sub(used),
-        "assignedTasks": tasks,
-        "registered": t.registered_at,
-        "certificate": t.certificate,
-    })
+    TaskManagerView {
+        id: t.id.clone(),
+        path: format!("quic://{}", t.addr),
+        data_port: t.addr.port(),
+        jmx_port: -1,
+        time_since_last_heartbeat: t.last_heartbeat.elapsed().as_millis() as u64,
+        slots_number: t.slots,
+        free_slots: t.slots.saturating_sub(used),
+        assigned_tasks: tasks,
+        registered: t.registered_at,
+        certificate: t.certificate.clone(),
+    }
 }
 
-async fn taskmanagers(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn taskmanagers(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<TaskManagers> {
     let cluster = jm.lock();
     let jobs: Vec<&JobEntry> = access::all_jobs(&cluster, &who)?.collect();
-    let tms: Vec<Value> = access::taskmanagers(&cluster, &who)?
-        .map(|t| tm_json(&jobs, t))
+    let taskmanagers = access::taskmanagers(&cluster, &who)?
+        .map(|t| tm_view(&jobs, t))
         .collect();
-    Ok(axum::Json(json!({ "taskmanagers": tms })))
+    Ok(axum::Json(TaskManagers { taskmanagers }))
 }
 
 async fn taskmanager(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<TaskManagerView> {
     let cluster = jm.lock();
     let jobs: Vec<&JobEntry> = access::all_jobs(&cluster, &who)?.collect();
     let t = access::taskmanager(&cluster, &who, &id)?;
-    Ok(axum::Json(tm_json(&jobs, t)))
+    Ok(axum::Json(tm_view(&jobs, t)))
 }
 
-async fn jars(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn jars(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<JarList> {
     let address = jm
         .rest_addr
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .map(|a| format!("http://{a}"));
     let cluster = jm.lock();
-    let files: Vec<Value> = access::jars(&cluster, &who)
-        .map(|j| {
-            json!({
-                "id": j.id, "name": j.name, "uploaded": j.uploaded, "size": j.size,
-                "entry": [], "tenant": j.owner.as_str(),
-            })
+    let files = access::jars(&cluster, &who)
+        .map(|j| JarFile {
+            id: j.id.clone(),
+            name: j.name.clone(),
+            uploaded: j.uploaded,
+            size: j.size,
+            entry: Vec::<JarEntryPoint>::new(),
+            tenant: j.owner.to_string(),
         })
         .collect();
-    Ok(axum::Json(json!({"address": address, "files": files})))
+    Ok(axum::Json(JarList { address, files }))
 }
 
 /// Bytes of a refused upload still read (and dropped) so that the client,
@@ -737,9 +761,9 @@ async fn delete_jar(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Empty> {
     jm.delete_jar(&who, &id)?;
-    Ok(axum::Json(json!({})))
+    Ok(axum::Json(Empty {}))
 }
 
 async fn run_jar(
@@ -780,23 +804,21 @@ async fn run_jar(
 }
 
 /// `GET /tenants` (admin): every tenant with its policy and usage.
-async fn tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<Tenants> {
     access::admin(&who)?;
-    let tenants: Vec<Value> = jm
+    let tenants = jm
         .tenancy
         .tenants()
         .into_iter()
-        .map(|t| {
-            json!({
-                "name": t.name.as_str(),
-                "display-name": t.display_name,
-                "policy": t.policy,
-                "file-roots": t.file_roots,
-                "usage": jm.lock().ledger.usage(&t.name),
-            })
+        .map(|t| TenantView {
+            usage: jm.lock().ledger.usage(&t.name),
+            name: t.name.to_string(),
+            display_name: t.display_name,
+            policy: t.policy,
+            file_roots: t.file_roots,
         })
         .collect();
-    Ok(axum::Json(json!({ "tenants": tenants })))
+    Ok(axum::Json(Tenants { tenants }))
 }
 
 /// `POST /tenants` (admin): writes a tenant file and loads it.
@@ -819,16 +841,14 @@ async fn create_tenant(
 }
 
 /// `POST /tenants/reload` (admin): reads the tenant and policy files again.
-async fn reload_tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn reload_tenants(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<Reloaded> {
     access::admin(&who)?;
     let (tenants, policies) = jm.reload_tenants("REST").map_err(|e| {
         bad_request(format!(
             "Bad request: not reloaded, the previous configuration stays: {e}"
         ))
     })?;
-    Ok(axum::Json(
-        json!({"tenants": tenants, "policies": policies}),
-    ))
+    Ok(axum::Json(Reloaded { tenants, policies }))
 }
 
 /// A tenant's quotas with use and limit, and its jobs' figures.
@@ -964,9 +984,14 @@ async fn revoke_token(
 }
 
 /// `GET /certificates` (admin): every TaskManager certificate issued.
-async fn certificates(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult {
+async fn certificates(State(jm): State<Shared>, Extension(who): Caller) -> ApiResult<Certificates> {
     access::admin(&who)?;
-    Ok(axum::Json(json!({ "certificates": jm.certificates() })))
+    let certificates = jm
+        .certificates()
+        .iter()
+        .map(CertificateView::from)
+        .collect();
+    Ok(axum::Json(Certificates { certificates }))
 }
 
 /// `DELETE /certificates/:id` (admin): the TaskManager holding it is
@@ -975,8 +1000,8 @@ async fn remove_certificate(
     State(jm): State<Shared>,
     Extension(who): Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<CertificateRemoved> {
     access::admin(&who)?;
-    let record = jm.remove_certificate(&id)?;
-    Ok(axum::Json(json!({ "record": record })))
+    let record = CertificateView::from(&jm.remove_certificate(&id)?);
+    Ok(axum::Json(CertificateRemoved { record }))
 }

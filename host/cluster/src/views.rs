@@ -4,8 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_coord::TaskStatus;
+
+use crate::api::flink::{
+    CheckpointConfigView, CheckpointCountsView, CheckpointEntry, CheckpointsView,
+    ConcurrentException, ExceptionEntry, ExceptionHistory, Exceptions, Externalization, JobDetail,
+    JobOverview, LatestCheckpoints, NodeView, PolicyAsOf, RestoredCheckpoint, VertexMetrics,
+    VertexView,
+};
 
 use crate::table::{JobEntry, now_ms, status_name};
 
@@ -66,36 +73,44 @@ fn job_tasks(j: &JobEntry) -> impl Iterator<Item = Option<&TaskStatus>> + '_ {
 }
 
 /// One job of `GET /jobs/overview`.
-pub(crate) fn overview(j: &JobEntry) -> Value {
+pub(crate) fn overview(j: &JobEntry) -> JobOverview {
     let mut tasks: BTreeMap<String, u32> = task_counts(job_tasks(j))
         .into_iter()
         .map(|(k, v)| (k.to_lowercase(), v))
         .collect();
     tasks.insert("total".into(), j.execution.tasks().count() as u32);
-    json!({
-        "jid": j.id.to_string(),
-        "name": j.name,
-        "jobType": "STREAMING",
-        "schedulerType": "Default",
-        "start-time": j.start_time,
-        "end-time": end_time(j),
-        "duration": duration(j),
-        "state": status_name(j.core.status()),
-        "last-modification": j.status_changed.values().max().copied().unwrap_or(j.start_time),
-        "tasks": tasks,
-        "pending-operators": 0,
-        // Not in Flink's shape: the tenant that owns the job.
-        "tenant": j.owner.as_str(),
-        // While the run waits for slots: what for.
-        "waiting-for": j.waiting_for,
-    })
+    JobOverview {
+        jid: j.id.to_string(),
+        name: j.name.clone(),
+        job_type: "STREAMING".into(),
+        scheduler_type: "Default".into(),
+        start_time: j.start_time,
+        end_time: end_time(j),
+        duration: duration(j),
+        state: status_name(j.core.status()).into(),
+        last_modification: j
+            .status_changed
+            .values()
+            .max()
+            .copied()
+            .unwrap_or(j.start_time),
+        tasks,
+        pending_operators: 0,
+        tenant: j.owner.to_string(),
+        waiting_for: j.waiting_for.clone(),
+    }
+}
+
+/// Task counts with `&'static str` keys as owned strings.
+fn owned(m: BTreeMap<&'static str, u32>) -> BTreeMap<String, u32> {
+    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// `GET /jobs/:id`.
-pub(crate) fn detail(j: &JobEntry) -> Value {
+pub(crate) fn detail(j: &JobEntry) -> JobDetail {
     let counts = j.node_counts();
     let mut node_index = 0;
-    let vertices: Vec<Value> = j
+    let vertices: Vec<VertexView> = j
         .execution
         .vertices
         .iter()
@@ -121,29 +136,35 @@ pub(crate) fn detail(j: &JobEntry) -> Value {
             } else {
                 "CREATED"
             };
-            json!({
-                "id": format!("{:032x}", vi),
-                "name": v.name,
-                "maxParallelism": j.execution.max_parallelism,
-                "parallelism": v.parallelism,
-                "status": status,
-                "start-time": j.start_time,
-                "end-time": end_time(j),
-                "duration": duration(j),
-                "tasks": tasks,
-                "metrics": {
-                    "read-records": nodes.first().map_or(0, |n| n.records_in),
-                    "read-records-complete": true,
-                    "write-records": nodes.last().map_or(0, |n| n.records_out),
-                    "write-records-complete": true,
+            VertexView {
+                id: format!("{:032x}", vi),
+                slot_sharing_group_id: format!("{:032x}", 0),
+                name: v.name.clone(),
+                max_parallelism: j.execution.max_parallelism,
+                parallelism: v.parallelism,
+                status: status.into(),
+                start_time: j.start_time,
+                end_time: end_time(j),
+                duration: duration(j),
+                tasks: owned(tasks),
+                metrics: VertexMetrics {
+                    read_records: nodes.first().map_or(0, |n| n.records_in),
+                    read_records_complete: true,
+                    write_records: nodes.last().map_or(0, |n| n.records_out),
+                    write_records_complete: true,
                 },
-                "nodes": nodes.iter().map(|n| json!({
-                    "name": n.name, "read-records": n.records_in, "write-records": n.records_out,
-                })).collect::<Vec<_>>(),
-            })
+                nodes: nodes
+                    .iter()
+                    .map(|n| NodeView {
+                        name: n.name.clone(),
+                        read_records: n.records_in,
+                        write_records: n.records_out,
+                    })
+                    .collect(),
+            }
         })
         .collect();
-    let timestamps: BTreeMap<&str, u64> = [
+    let timestamps = [
         "CREATED",
         "INITIALIZING",
         "RUNNING",
@@ -154,44 +175,42 @@ pub(crate) fn detail(j: &JobEntry) -> Value {
         "CANCELED",
     ]
     .into_iter()
-    .map(|k| (k, j.status_changed.get(k).copied().unwrap_or(0)))
+    .map(|k| (k.to_owned(), j.status_changed.get(k).copied().unwrap_or(0)))
     .collect();
-    let status_counts = task_counts(job_tasks(j));
-    json!({
-        "jid": j.id.to_string(),
-        "name": j.name,
-        "isStoppable": false,
-        "state": status_name(j.core.status()),
-        "job-type": "STREAMING",
-        "start-time": j.start_time,
-        "end-time": end_time(j),
-        "duration": duration(j),
-        "maxParallelism": j.execution.max_parallelism,
-        "now": now_ms(),
-        "timestamps": timestamps,
-        "vertices": vertices,
-        "status-counts": status_counts,
-        "attempt": j.core.attempt(),
-        // Why a failed job was not restarted (not in Flink's shape).
-        "not-restarted": j.core.not_restarted(),
-        // Where the current (or last) run's tasks are or were.
-        "taskmanagers": j.locations.values().collect::<std::collections::BTreeSet<_>>(),
-        "tenant": j.owner.as_str(),
-        // While the run waits for slots: what for.
-        "waiting-for": j.waiting_for,
-        // The policy as it was at submission: a reload changes new jobs only.
-        "policy": {
-            "name": j.policy.name,
-            "as-of": "submission",
-            "limits": j.policy.limits,
-            "quotas": j.policy.quotas,
-        },
-    })
+    JobDetail {
+        jid: j.id.to_string(),
+        application_id: j.id.to_string(),
+        name: j.name.clone(),
+        is_stoppable: false,
+        state: status_name(j.core.status()).into(),
+        job_type: "STREAMING".into(),
+        scheduler_type: "Default".into(),
+        start_time: j.start_time,
+        end_time: end_time(j),
+        duration: duration(j),
+        max_parallelism: i64::from(j.execution.max_parallelism),
+        now: now_ms(),
+        timestamps,
+        vertices,
+        status_counts: owned(task_counts(job_tasks(j))),
+        pending_operators: 0,
+        attempt: j.core.attempt(),
+        not_restarted: j.core.not_restarted().map(str::to_owned),
+        taskmanagers: j.locations.values().cloned().collect(),
+        tenant: j.owner.to_string(),
+        waiting_for: j.waiting_for.clone(),
+        policy: Some(PolicyAsOf {
+            name: j.policy.name.clone(),
+            as_of: "submission".into(),
+            limits: j.policy.limits.clone(),
+            quotas: j.policy.quotas.clone(),
+        }),
+    }
 }
 
 /// A job's checkpoint settings, in Flink's shape. Flink reports a disabled
 /// periodic interval as `Long.MAX_VALUE`; so does this.
-pub(crate) fn checkpoints_config(j: &JobEntry) -> Value {
+pub(crate) fn checkpoints_config(j: &JobEntry) -> CheckpointConfigView {
     let cp = &j.checkpoints;
     let c = cp.coord.config();
     let interval = if c.interval_ms == u64::MAX {
@@ -199,26 +218,35 @@ pub(crate) fn checkpoints_config(j: &JobEntry) -> Value {
     } else {
         c.interval_ms as i64
     };
-    json!({
-        "mode": match c.mode {
+    CheckpointConfigView {
+        mode: match c.mode {
             sluice_coord::CheckpointingMode::ExactlyOnce => "exactly_once",
             sluice_coord::CheckpointingMode::AtLeastOnce => "at_least_once",
+        }
+        .into(),
+        interval,
+        timeout: c.timeout_ms,
+        min_pause: c.min_pause_ms,
+        max_concurrent: c.max_concurrent,
+        externalization: Externalization {
+            enabled: true,
+            delete_on_cancellation: true,
         },
-        "interval": interval,
-        "timeout": c.timeout_ms,
-        "min_pause": c.min_pause_ms,
-        "max_concurrent": c.max_concurrent,
-        "externalization": {"enabled": true, "delete_on_cancellation": true},
-        "checkpoint_storage": cp.settings.storage,
-        "unaligned_checkpoints": false,
-        "tolerable_failed_checkpoints": c.tolerable_failures,
-        "retained_checkpoints": c.retained,
-    })
+        state_backend: "SluiceKeyedState".into(),
+        checkpoint_storage: cp.settings.storage.clone(),
+        unaligned_checkpoints: false,
+        tolerable_failed_checkpoints: c.tolerable_failures,
+        aligned_checkpoint_timeout: 0,
+        // A run stops checkpointing once one of its tasks finished.
+        checkpoints_after_tasks_finish: false,
+        state_changelog_enabled: false,
+        retained_checkpoints: c.retained,
+    }
 }
 
 /// Checkpoint counts, the latest of each kind and the recent history, in
 /// Flink's shape.
-pub(crate) fn checkpoints(j: &JobEntry) -> Value {
+pub(crate) fn checkpoints(j: &JobEntry) -> CheckpointsView {
     use sluice_coord::{CheckpointKind, CheckpointState, CheckpointStats};
     let cp = &j.checkpoints;
     let total: usize = j
@@ -247,51 +275,50 @@ pub(crate) fn checkpoints(j: &JobEntry) -> Value {
             CheckpointState::Failed(m) => ("failed", "FAILED", Some(m.clone())),
         };
         let savepoint = c.kind == CheckpointKind::Savepoint;
-        let mut e = json!({
-            "className": class,
-            "id": c.id,
-            "status": status,
-            "is_savepoint": savepoint,
-            "trigger_timestamp": c.trigger_timestamp,
-            "latest_ack_timestamp": c.latest_ack_timestamp.unwrap_or(0),
-            "end_to_end_duration": c.end_timestamp.map_or(0, |e| e.saturating_sub(c.trigger_timestamp)),
-            "num_subtasks": total,
-            "num_acknowledged_subtasks": c.acknowledged,
-            "checkpoint_type": if savepoint { "SAVEPOINT" } else { "CHECKPOINT" },
-            "external_path": path(c.id),
-            "discarded": c.state == CheckpointState::Completed && !cp.completed.contains_key(&c.id),
-            "state_size": size(c.id),
-            "checkpointed_size": size(c.id),
-        });
-        if let Some(m) = failure {
-            e["failure_message"] = json!(m);
-            e["failure_timestamp"] = json!(c.end_timestamp.unwrap_or(0));
+        CheckpointEntry {
+            class_name: class.into(),
+            id: c.id,
+            status: status.into(),
+            is_savepoint: savepoint,
+            savepoint_format: savepoint.then(|| "CANONICAL".to_owned()),
+            trigger_timestamp: c.trigger_timestamp,
+            latest_ack_timestamp: c.latest_ack_timestamp.unwrap_or(0),
+            end_to_end_duration: c
+                .end_timestamp
+                .map_or(0, |e| e.saturating_sub(c.trigger_timestamp)),
+            num_subtasks: total,
+            num_acknowledged_subtasks: c.acknowledged,
+            checkpoint_type: if savepoint { "SAVEPOINT" } else { "CHECKPOINT" }.into(),
+            external_path: path(c.id),
+            discarded: c.state == CheckpointState::Completed && !cp.completed.contains_key(&c.id),
+            state_size: size(c.id),
+            checkpointed_size: size(c.id),
+            failure_timestamp: failure.as_ref().map(|_| c.end_timestamp.unwrap_or(0)),
+            failure_message: failure,
         }
-        e
     };
     let counts = cp.coord.counts();
-    let history: Vec<Value> = cp.coord.history().iter().map(entry).collect();
-    json!({
-        "counts": {
-            "restored": cp.restores,
-            "total": counts.triggered,
-            "in_progress": counts.in_progress,
-            "completed": counts.completed,
-            "failed": counts.failed,
+    CheckpointsView {
+        counts: CheckpointCountsView {
+            restored: cp.restores,
+            total: counts.triggered,
+            in_progress: counts.in_progress,
+            completed: counts.completed,
+            failed: counts.failed,
         },
-        "latest": {
-            "completed": cp.coord.latest_completed().map(entry),
-            "savepoint": cp.coord.latest_savepoint().map(entry),
-            "failed": cp.coord.latest_failed().map(entry),
-            "restored": cp.restored.map(|(cid, at)| json!({
-                "id": cid,
-                "restore_timestamp": at,
-                "is_savepoint": false,
-                "external_path": path(cid),
-            })),
+        latest: LatestCheckpoints {
+            completed: cp.coord.latest_completed().map(entry),
+            savepoint: cp.coord.latest_savepoint().map(entry),
+            failed: cp.coord.latest_failed().map(entry),
+            restored: cp.restored.map(|(cid, at)| RestoredCheckpoint {
+                id: cid,
+                restore_timestamp: at,
+                is_savepoint: false,
+                external_path: path(cid),
+            }),
         },
-        "history": history,
-    })
+        history: cp.coord.history().iter().map(entry).collect(),
+    }
 }
 
 /// Entries of the exception history shown (Flink's `web.exception-history-size`).
@@ -299,7 +326,7 @@ const EXCEPTION_HISTORY: usize = 16;
 
 /// `GET /jobs/:id/exceptions`: each failed run's root cause, newest first,
 /// with the failures that followed it in the same run.
-pub(crate) fn exceptions(j: &JobEntry) -> Value {
+pub(crate) fn exceptions(j: &JobEntry) -> Exceptions {
     let task_name = |t: sluice_coord::TaskId| {
         j.execution
             .vertices
@@ -307,50 +334,57 @@ pub(crate) fn exceptions(j: &JobEntry) -> Value {
             .map(|v| format!("{} ({}/{})", v.name, t.subtask + 1, v.parallelism))
     };
     let failures = j.core.failures();
-    let entries: Vec<Value> = failures
+    let entries = failures
         .iter()
         .rev()
         .take(EXCEPTION_HISTORY)
-        .map(|f| {
-            let concurrent: Vec<Value> = f
+        .map(|f| ExceptionEntry {
+            exception_name: "SluiceTaskFailure".into(),
+            stacktrace: f.message.clone(),
+            timestamp: f.at,
+            task_name: f.task.and_then(task_name),
+            attempt: f.attempt,
+            failure_labels: [("kind".to_owned(), f.kind.name().to_owned())].into(),
+            concurrent_exceptions: f
                 .concurrent
                 .iter()
-                .map(|(t, message)| {
-                    json!({
-                        "exceptionName": "SluiceTaskFailure",
-                        "stacktrace": message,
-                        "timestamp": f.at,
-                        "taskName": task_name(*t),
-                    })
+                .map(|(t, message)| ConcurrentException {
+                    exception_name: "SluiceTaskFailure".into(),
+                    stacktrace: message.clone(),
+                    timestamp: f.at,
+                    task_name: task_name(*t),
                 })
-                .collect();
-            json!({
-                "exceptionName": "SluiceTaskFailure",
-                "stacktrace": f.message,
-                "timestamp": f.at,
-                "taskName": f.task.and_then(task_name),
-                "attempt": f.attempt,
-                "failureLabels": {"kind": f.kind.name()},
-                "concurrentExceptions": concurrent,
-            })
+                .collect(),
         })
         .collect();
-    json!({
-        "exceptionHistory": {
-            "entries": entries,
-            "truncated": failures.len() > EXCEPTION_HISTORY,
-        }
-    })
+    Exceptions {
+        exception_history: ExceptionHistory {
+            entries,
+            truncated: failures.len() > EXCEPTION_HISTORY,
+        },
+    }
 }
 
 /// What is kept of a job once it ended: every view, for the REST API to
 /// answer from after the job has left memory.
+#[derive(serde::Serialize)]
+pub(crate) struct Archive {
+    overview: JobOverview,
+    detail: JobDetail,
+    exceptions: Exceptions,
+    checkpoints: CheckpointsView,
+    #[serde(rename = "checkpoints-config")]
+    checkpoints_config: CheckpointConfigView,
+}
+
+/// The archive of a job, as the job-result store keeps it.
 pub(crate) fn archive(j: &JobEntry) -> Value {
-    json!({
-        "overview": overview(j),
-        "detail": detail(j),
-        "exceptions": exceptions(j),
-        "checkpoints": checkpoints(j),
-        "checkpoints-config": checkpoints_config(j),
+    serde_json::to_value(Archive {
+        overview: overview(j),
+        detail: detail(j),
+        exceptions: exceptions(j),
+        checkpoints: checkpoints(j),
+        checkpoints_config: checkpoints_config(j),
     })
+    .unwrap_or(Value::Null)
 }

@@ -31,12 +31,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Quotas, TenantId};
 
 /// Amounts a holding uses, or a tenant's sum of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Jobs that are not finished, cancelled or failed.
     pub jobs: u64,
