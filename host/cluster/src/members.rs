@@ -14,6 +14,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The id under which the first start's join token is recorded.
 pub(crate) const INITIAL_TOKEN: &str = "tm-initial";
@@ -113,10 +114,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl MemberBook {
     /// Records a join token's secret under `id`.
     pub fn add_token(
@@ -143,7 +140,7 @@ impl MemberBook {
     pub fn check_join(&self, secret: &[u8], now: u64) -> Result<&JoinRecord, JoinRefusal> {
         let hash = sha256_hex(secret);
         let found = self.tokens.iter().fold(None, |found, t| {
-            if constant_time_eq(t.secret_sha256.as_bytes(), hash.as_bytes()) {
+            if bool::from(t.secret_sha256.as_bytes().ct_eq(hash.as_bytes())) {
                 Some(t)
             } else {
                 found
