@@ -1494,27 +1494,35 @@ fn checkpoints_to_s3_fail_while_it_is_down_and_the_job_runs_on_and_recovers() {
 #[test]
 fn a_restarted_jobmanager_finishes_the_cleanups_its_predecessor_left() {
     // What a JobManager that died mid-cleanup leaves: a cancelled job whose
-    // checkpoints are not deleted yet (one is a savepoint, to keep), and a
-    // job that was still running.
+    // checkpoints are not deleted yet (one is a savepoint, to keep) and
+    // whose cost is recorded, a finished one of another tenant's, and a job
+    // that was still running.
     let dir = tempfile::tempdir().expect("tempdir");
     let jm = dir.path().join("jm");
     let checkpoints = jm.join("checkpoints");
     let storage = format!("file://{}", checkpoints.display());
-    let (cancelled, running) = ("11".repeat(16), "22".repeat(16));
+    let (cancelled, running, other) = ("11".repeat(16), "22".repeat(16), "33".repeat(16));
     for (job, chk) in [(&cancelled, 3), (&cancelled, 5), (&running, 1)] {
         let d = checkpoints.join(job).join(format!("chk-{chk}"));
         std::fs::create_dir_all(&d).expect("mkdir");
         std::fs::write(d.join("task-0-0"), b"snapshot").expect("write");
     }
     std::fs::create_dir_all(jm.join("job-results")).expect("mkdir");
-    for (job, state, keep) in [
-        (&cancelled, "CANCELED", vec![5]),
-        (&running, "RUNNING", vec![]),
+    let cost = |fuel: u64| {
+        json!({"fuel": fuel, "cpu_ns": 2_500_000_000u64, "records_in": 70, "records_out": 50})
+    };
+    for (job, owner, state, keep, spent) in [
+        (&cancelled, None, "CANCELED", vec![5], cost(1_000)),
+        (&running, None, "RUNNING", vec![], Value::Null),
+        (&other, Some("acme"), "FINISHED", vec![], cost(9_000)),
     ] {
-        let record = json!({
+        let mut record = json!({
             "job": job, "state": state, "storage": storage, "keep": keep,
-            "retained": false, "cleaned": false,
+            "retained": false, "cleaned": owner.is_some(), "spent": spent,
         });
+        if let Some(owner) = owner {
+            record["owner"] = json!(owner);
+        }
         std::fs::write(
             jm.join(format!("job-results/{job}.json")),
             record.to_string(),
@@ -1554,6 +1562,26 @@ fn a_restarted_jobmanager_finishes_the_cleanups_its_predecessor_left() {
     assert!(
         checkpoints.join(&running).join("chk-1/task-0-0").exists(),
         "kept for a restore"
+    );
+
+    // What the earlier JobManager's jobs cost stays on each tenant's bill.
+    let endpoints: Value = wait_for("the endpoints file", &|| proc.log(), || {
+        serde_json::from_slice(&std::fs::read(jm.join("endpoints.json")).ok()?).ok()
+    });
+    let admin = client_with(Some(&admin_token(&jm.join("credentials"))));
+    let rest = endpoints["rest"].as_str().expect("rest");
+    let usage: Value = admin
+        .get(format!("http://{rest}/v1/tenants/me/usage"))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("usage");
+    assert_eq!(usage["tenant"], "default", "{usage}");
+    assert_eq!(
+        usage["total"],
+        json!({"records-in": 70, "records-out": 50, "fuel": 1_000, "cpu-seconds": 2.5,
+               "checkpoint-bytes": 0}),
+        "only the default tenant's recorded job: {usage}"
     );
     assert!(
         proc.log()

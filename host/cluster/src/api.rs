@@ -223,7 +223,8 @@ pub struct JobUsage {
     pub checkpoint_bytes: u64,
 }
 
-/// What all of a tenant's jobs cost since the JobManager started.
+/// What all of a tenant's jobs cost: those in memory and those the job-result
+/// store records (it survives restarts of the JobManager).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct UsageTotal {

@@ -490,6 +490,7 @@ impl JobManager {
             retained: false,
             cleaned: false,
             archive: None,
+            spent: None,
         };
         // Under the lock from the check to the insert: two submissions
         // cannot both take one output directory.
@@ -760,8 +761,9 @@ impl JobManager {
                     keep: ended.keep,
                     retained: ended.retained,
                     cleaned: ended.retained,
-                    // Its views outlive it in the job-result store.
+                    // Its views and its cost outlive it in the job-result store.
                     archive: Some(crate::views::archive(job)),
+                    spent: Some(job.spent()),
                 };
                 if let Err(e) = self.results.put(&result) {
                     tracing::error!(job = %id, "cannot record the job's end: {e}");
@@ -793,7 +795,12 @@ impl JobManager {
         for (i, (at, id)) in ended.into_iter().enumerate() {
             if i < excess || now.saturating_sub(at) >= expiry {
                 if let Some(job) = jobs.remove(&id) {
-                    *billed.entry(job.owner.clone()).or_default() += job.spent();
+                    let spent = job.spent();
+                    *billed.entry(job.owner.clone()).or_default() += spent;
+                    // Figures that arrived after the end count too.
+                    if let Err(e) = self.results.update(id, |r| r.spent = Some(spent)) {
+                        tracing::warn!(job = %id, "cannot record what the job cost: {e}");
+                    }
                 }
                 tracing::debug!(job = %id, "ended job left memory; its archive stays");
             }

@@ -891,7 +891,7 @@ fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<UsageView, ApiError>
         policy: policy.name,
         quotas,
         jobs,
-        // Every job since this JobManager started, ended ones included.
+        // Every job the job-result store records, ended ones included.
         total: UsageTotal {
             records_in: total.records_in,
             records_out: total.records_out,

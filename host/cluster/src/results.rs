@@ -33,6 +33,11 @@ pub(crate) struct JobResult {
     /// once the job has left the JobManager's memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<serde_json::Value>,
+    /// What the job cost over all its runs (fuel, CPU, records), for its
+    /// tenant's usage to survive a restart of the JobManager: written when
+    /// the job ends and again when it leaves memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<crate::table::Spent>,
 }
 
 /// The store: `DIR/JOB.json`, each written atomically.
@@ -118,6 +123,7 @@ mod tests {
             retained: false,
             cleaned: false,
             archive: None,
+            spent: None,
         };
         store.put(&r).expect("put");
         std::fs::write(dir.path().join("job-results/garbage.json"), b"{").expect("write");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use quinn::Connection;
 use sluice_connectors::Connectors;
+use sluice_policy::TenantId;
 use sluice_policy::quota::{Holder, Ledger, Usage};
 use sluice_state::{S3Options, Storage};
 use sluice_transport::{ALPN_CLUSTER, ALPN_JOIN, ClusterCa, frame};
@@ -27,7 +28,7 @@ use crate::protocol::{
     Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, ToJobManager, Welcome, version_mismatch,
 };
 use crate::results::JobResultStore;
-use crate::table::{Cluster, Tm, now_ms};
+use crate::table::{Cluster, Spent, Tm, now_ms};
 use crate::tenancy::Tenancy;
 
 /// How long the checkpoint storage has to answer when the JobManager starts.
@@ -90,6 +91,8 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         .await
         .map_err(anyhow::Error::new)?;
     let (io_done, mut io_rx) = mpsc::unbounded_channel();
+    let results = JobResultStore::new(&config.data_dir.join("job-results"));
+    let billed = billed_before(&results);
     let jm = Arc::new(JobManager {
         config: config.clone(),
         cluster: Mutex::new(Cluster {
@@ -97,7 +100,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
             jobs: BTreeMap::new(),
             jars: BTreeMap::new(),
             ledger: Ledger::default(),
-            billed: BTreeMap::new(),
+            billed,
         }),
         runtime,
         connectors,
@@ -112,7 +115,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         members_path,
         io: tokio::runtime::Handle::current(),
         io_done,
-        results: JobResultStore::new(&config.data_dir.join("job-results")),
+        results,
         components: Mutex::new(HashMap::new()),
     });
     finish_cleanups(&jm);
@@ -165,6 +168,19 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     )
     .await
     .context("the REST server stopped")
+}
+
+/// What the jobs of earlier JobManagers cost, per tenant, as their records
+/// in the job-result store say (a job that was running when its JobManager
+/// stopped has none: its cost since its last record is not known).
+fn billed_before(results: &JobResultStore) -> BTreeMap<TenantId, Spent> {
+    let mut billed: BTreeMap<TenantId, Spent> = BTreeMap::new();
+    for r in results.all() {
+        if let Some(spent) = r.spent {
+            *billed.entry(crate::access::result_owner(&r)).or_default() += spent;
+        }
+    }
+    billed
 }
 
 /// Finishes what an earlier JobManager left undone: deletes the checkpoints

@@ -60,7 +60,7 @@ pub(crate) struct Jar {
 
 /// What jobs cost, for usage and billing: fuel, CPU time and records, over
 /// all their runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Spent {
     /// Wasm fuel burnt by guest operators.
     pub fuel: u64,
