@@ -1508,9 +1508,7 @@ fn a_restarted_jobmanager_finishes_the_cleanups_its_predecessor_left() {
         std::fs::write(d.join("task-0-0"), b"snapshot").expect("write");
     }
     std::fs::create_dir_all(jm.join("job-results")).expect("mkdir");
-    let cost = |fuel: u64| {
-        json!({"fuel": fuel, "cpu_ns": 2_500_000_000u64, "records_in": 70, "records_out": 50})
-    };
+    let cost = |fuel: u64| json!({"fuel": fuel, "cpu_ns": 2_500_000_000u64, "records_in": 70, "records_out": 50});
     for (job, owner, state, keep, spent) in [
         (&cancelled, None, "CANCELED", vec![5], cost(1_000)),
         (&running, None, "RUNNING", vec![], Value::Null),

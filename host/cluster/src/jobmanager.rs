@@ -105,6 +105,9 @@ pub(crate) struct JobManager {
     pub(crate) results: JobResultStore,
     /// Uploaded components' bytes by hash, while a job holds them.
     pub(crate) components: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
+    /// When [`JobManager::tick`] has work next (ms since the epoch), as
+    /// the last `drive` computed it; the ticker sleeps until then.
+    pub(crate) deadline: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 impl JobManager {
@@ -772,6 +775,57 @@ impl JobManager {
             }
         }
         self.evict_ended(jobs, billed, now);
+        let next = self.next_deadline(cluster, now);
+        self.deadline.send_if_modified(|d| {
+            let changed = *d != next;
+            *d = next;
+            changed
+        });
+    }
+
+    /// When `drive` has work next, at the earliest: a restart due, a
+    /// checkpoint to trigger or expire, a waiting job that fits in the free
+    /// slots now or whose wait for slots runs out, an ended job leaving
+    /// memory, a TaskManager's heartbeat overdue. `None`: nothing until a
+    /// request or a TaskManager's message.
+    fn next_deadline(&self, cluster: &Cluster, now: u64) -> Option<u64> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let used = used_slots(&cluster.jobs);
+        let free: u32 = cluster
+            .tms
+            .values()
+            .map(|t| {
+                t.slots
+                    .saturating_sub(used.get(&t.id).copied().unwrap_or(0))
+            })
+            .sum();
+        let jobs = cluster.jobs.values().flat_map(|j| {
+            let live = !j.core.status().is_terminal();
+            let waiting = (j.core.status() == JobStatus::Created).then(|| {
+                if j.execution.slots_needed() <= free {
+                    now
+                } else {
+                    j.waiting_since
+                        .unwrap_or(now)
+                        .saturating_add(ms(self.config.slot_timeout))
+                }
+            });
+            [
+                j.core.poll_timeout(),
+                j.checkpoints.coord.poll_timeout().filter(|_| live),
+                waiting,
+                j.ended_at
+                    .map(|t| t.saturating_add(ms(self.config.jobstore_expiration))),
+            ]
+        });
+        let heartbeats = cluster.tms.values().map(|t| {
+            let left = self
+                .config
+                .heartbeat_timeout
+                .saturating_sub(t.last_heartbeat.elapsed());
+            Some(now.saturating_add(ms(left)))
+        });
+        jobs.chain(heartbeats).flatten().min()
     }
 
     /// Ended jobs leave memory once there are more than the job store holds,
@@ -1042,7 +1096,8 @@ impl JobManager {
         self.drive(&mut cluster, now);
     }
 
-    /// Periodic work: restarts due, slot waits, silent TaskManagers.
+    /// Timed work, run when [`JobManager::deadline`] is due: restarts,
+    /// checkpoint triggers and expiries, slot waits, silent TaskManagers.
     pub(crate) fn tick(&self) {
         let silent: Vec<String> = self
             .lock()

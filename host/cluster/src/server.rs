@@ -117,6 +117,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         io_done,
         results,
         components: Mutex::new(HashMap::new()),
+        deadline: tokio::sync::watch::Sender::new(None),
     });
     finish_cleanups(&jm);
     let io_jm = jm.clone();
@@ -139,17 +140,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(endpoints.rest);
     ready(&endpoints);
     tokio::spawn(accept(jm.clone(), endpoint));
-    let ticker = jm.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tick.tick().await;
-            let jm = ticker.clone();
-            // Drive on a blocking thread: the core's work is quick, but
-            // the lock is shared with blocking submissions.
-            let _ = tokio::task::spawn_blocking(move || jm.tick()).await;
-        }
-    });
+    tokio::spawn(ticker(jm.clone()));
     #[cfg(unix)]
     {
         let reloader = jm.clone();
@@ -168,6 +159,41 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     )
     .await
     .context("the REST server stopped")
+}
+
+/// The least time between two ticks, so that a deadline that stays due
+/// (a heartbeat checked at the very millisecond it is overdue) cannot spin.
+const MIN_TICK: Duration = Duration::from_millis(5);
+
+/// Runs [`JobManager::tick`] when the deadline the last `drive` computed
+/// is due, and sleeps otherwise: an idle JobManager does not wake up.
+async fn ticker(jm: Arc<JobManager>) {
+    let mut deadline = jm.deadline.subscribe();
+    loop {
+        let due = *deadline.borrow_and_update();
+        let sleep = async {
+            match due {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                    tokio::time::sleep(wait.max(MIN_TICK)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = deadline.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            () = sleep => {}
+        }
+        let jm = jm.clone();
+        // Drive on a blocking thread: the core's work is quick, but the
+        // lock is shared with blocking submissions.
+        let _ = tokio::task::spawn_blocking(move || jm.tick()).await;
+    }
 }
 
 /// What the jobs of earlier JobManagers cost, per tenant, as their records
