@@ -169,17 +169,24 @@ impl JobManager {
     /// is disconnected (its tasks fail over), and it is refused when it
     /// tries again.
     pub fn remove_certificate(&self, id: &str) -> Result<CertRecord, SubmitError> {
-        let record = {
+        let (record, removed) = {
             let mut book = self.lock_members();
             let record = book
                 .remove_certificate(id, now_ms())
                 .ok_or_else(|| SubmitError::NotFound(format!("there is no certificate `{id}`")))?;
             book.save(&self.members_path)
                 .map_err(|e| SubmitError::Internal(format!("cannot record the removal: {e}")))?;
-            record
+            (record, book.removed_fingerprints())
         };
-        for tm in self.lock().tms.values().filter(|t| t.certificate == id) {
-            tm.conn.close(1u32.into(), b"certificate removed");
+        for tm in self.lock().tms.values() {
+            if tm.certificate == id {
+                tm.conn.close(1u32.into(), b"certificate removed");
+            } else {
+                // The others drop and refuse it as a data-plane peer.
+                let _ = tm.tx.send(ToTaskManager::Revoked {
+                    fingerprints: removed.clone(),
+                });
+            }
         }
         tracing::warn!(certificate = %id, name = %record.name, "TaskManager certificate removed");
         Ok(record)

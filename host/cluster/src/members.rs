@@ -208,6 +208,16 @@ impl MemberBook {
         Some(c.clone())
     }
 
+    /// The fingerprints (hex) of every removed certificate: TaskManagers
+    /// refuse peers that present one.
+    pub fn removed_fingerprints(&self) -> Vec<String> {
+        self.certificates
+            .iter()
+            .filter(|c| c.removed_ms.is_some())
+            .map(|c| c.fingerprint.clone())
+            .collect()
+    }
+
     /// The certificate record of a fingerprint.
     pub fn certificate(&self, fingerprint: &[u8]) -> Option<&CertRecord> {
         let hex = hex::encode(fingerprint);

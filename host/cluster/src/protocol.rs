@@ -23,7 +23,7 @@ pub use sluice_runtime::snapshot::{Restore, SnapshotHandle, TaskRestore};
 
 /// Bumped whenever a message changes shape; peers with another version
 /// are refused with both versions named.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first message of a TaskManager.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +50,9 @@ pub enum Welcome {
         id: String,
         /// Seconds between heartbeats.
         heartbeat_secs: u32,
+        /// Fingerprints (SHA-256 of the DER, hex) of the TaskManager
+        /// certificates an admin removed: peers presenting one are refused.
+        revoked: Vec<String>,
     },
     /// Refused; the reason says why and what to do.
     Refused(String),
@@ -159,6 +162,13 @@ pub enum ToTaskManager {
         /// Source tasks on this TaskManager.
         tasks: Vec<TaskId>,
     },
+    /// An admin removed a TaskManager certificate: every removed one's
+    /// fingerprint (hex). Connections with peers presenting one are closed
+    /// and refused.
+    Revoked {
+        /// SHA-256 of each removed certificate's DER, hex.
+        fingerprints: Vec<String>,
+    },
     /// A checkpoint completed or was given up.
     CheckpointNotice {
         /// The job.
@@ -231,6 +241,15 @@ pub struct PeerHello {
     pub protocol: u32,
     /// The connecting TaskManager's id.
     pub id: String,
+}
+
+/// A TaskManager's answer to a peer's [`PeerHello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerAnswer {
+    /// Data streams may follow.
+    Accepted,
+    /// Refused (another protocol version, a removed certificate); why.
+    Refused(String),
 }
 
 /// A joiner's request for a certificate.

@@ -347,15 +347,6 @@ async fn handle_join(jm: &JobManager, conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SHA-256 of the certificate a peer presented in the TLS handshake.
-fn peer_fingerprint(conn: &Connection) -> Option<[u8; 32]> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<quinn::rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    certs.first().map(sluice_transport::pki::fingerprint)
-}
-
 async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
     let hello: Hello = frame::read(&mut recv)
@@ -370,7 +361,8 @@ async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()>
     }
     // The certificate passed the TLS handshake (signed by the cluster CA);
     // it must also not have been removed.
-    let fingerprint = peer_fingerprint(&conn).context("the TaskManager sent no certificate")?;
+    let fingerprint =
+        sluice_transport::peer_fingerprint(&conn).context("the TaskManager sent no certificate")?;
     let admitted = {
         let mut book = jm.lock_members();
         book.admit(&fingerprint, &crate::truncate(&hello.name, 200), now_ms())
@@ -396,11 +388,13 @@ async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()>
     };
     let addr = SocketAddr::new(conn.remote_address().ip(), hello.data_port);
     let id = format!("{addr}-{}", &hex::encode(rand::random::<[u8; 3]>()));
+    let revoked = jm.lock_members().removed_fingerprints();
     frame::write(
         &mut send,
         &Welcome::Accepted {
             id: id.clone(),
             heartbeat_secs: HEARTBEAT_SECS,
+            revoked,
         },
     )
     .await?;

@@ -34,8 +34,8 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::dataplane;
 use crate::protocol::{
-    DataHeader, Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, PeerHello,
-    ToJobManager, ToTaskManager, Welcome,
+    DataHeader, Deployment, Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, Peer, PeerAnswer,
+    PeerHello, ToJobManager, ToTaskManager, Welcome,
 };
 
 /// Batches a channel holds before its producer blocks.
@@ -135,6 +135,10 @@ struct Shared {
     slots: u32,
     peers: Mutex<HashMap<String, Connection>>,
     peers_changed: Notify,
+    /// Fingerprints (hex) of the TaskManager certificates an admin
+    /// removed, as the JobManager last said: peers presenting one are
+    /// refused and their connections closed.
+    revoked: Mutex<std::collections::HashSet<String>>,
     inbound: Mutex<HashMap<DataHeader, Inbound>>,
     runs: Mutex<HashMap<RunKey, Run>>,
     /// Fuel burnt by each tenant's ended tasks on this TaskManager: with
@@ -202,6 +206,7 @@ pub async fn run(
         slots: config.slots,
         peers: Mutex::new(HashMap::new()),
         peers_changed: Notify::new(),
+        revoked: Mutex::new(std::collections::HashSet::new()),
         inbound: Mutex::new(HashMap::new()),
         runs: Mutex::new(HashMap::new()),
         ended_fuel: Mutex::new(HashMap::new()),
@@ -381,7 +386,12 @@ async fn control_session(shared: &Arc<Shared>, jm: SocketAddr, name: &str) -> an
     )
     .await?;
     let (id, heartbeat) = match frame::read::<Welcome>(&mut recv).await? {
-        Some(Welcome::Accepted { id, heartbeat_secs }) => {
+        Some(Welcome::Accepted {
+            id,
+            heartbeat_secs,
+            revoked,
+        }) => {
+            set_revoked(shared, revoked);
             (id, Duration::from_secs(heartbeat_secs.max(1) as u64))
         }
         Some(Welcome::Refused(reason)) => return Err(RegistrationRefused(reason).into()),
@@ -405,6 +415,7 @@ async fn control_session(shared: &Arc<Shared>, jm: SocketAddr, name: &str) -> an
                     tokio::task::spawn_blocking(move || deploy(&shared, *d));
                 }
                 ToTaskManager::Cancel { job, attempt } => cancel(shared, (job, attempt)),
+                ToTaskManager::Revoked { fingerprints } => set_revoked(shared, fingerprints),
                 ToTaskManager::TriggerCheckpoint {
                     job,
                     attempt,
@@ -935,7 +946,11 @@ async fn connect_peer(shared: &Arc<Shared>, peer: &Peer) -> anyhow::Result<()> {
         .connect(peer.addr, sluice_transport::server_name())?
         .await
         .with_context(|| format!("cannot connect to TaskManager {} at {}", peer.id, peer.addr))?;
-    let (mut send, _recv) = conn.open_bi().await?;
+    if let Some(why) = refusal(shared, &conn) {
+        conn.close(2u32.into(), why.as_bytes());
+        bail!("TaskManager {} at {}: {why}", peer.id, peer.addr);
+    }
+    let (mut send, mut recv) = conn.open_bi().await?;
     let id = lock(&shared.id).clone();
     frame::write(
         &mut send,
@@ -946,8 +961,52 @@ async fn connect_peer(shared: &Arc<Shared>, peer: &Peer) -> anyhow::Result<()> {
     )
     .await?;
     let _ = send.finish();
+    match frame::read::<PeerAnswer>(&mut recv).await? {
+        Some(PeerAnswer::Accepted) => {}
+        Some(PeerAnswer::Refused(why)) => {
+            bail!(
+                "TaskManager {} at {} refused this one: {why}",
+                peer.id,
+                peer.addr
+            )
+        }
+        None => bail!(
+            "TaskManager {} at {} closed the connection before answering",
+            peer.id,
+            peer.addr
+        ),
+    }
     add_peer(shared, peer.id.clone(), conn);
     Ok(())
+}
+
+/// Why a peer's connection is refused, if it is: its certificate was
+/// removed from the cluster.
+fn refusal(shared: &Shared, conn: &Connection) -> Option<String> {
+    let Some(fingerprint) = sluice_transport::peer_fingerprint(conn) else {
+        return Some("it presented no certificate".into());
+    };
+    lock(&shared.revoked)
+        .contains(&hex::encode(fingerprint))
+        .then(|| "its certificate was removed from the cluster".to_owned())
+}
+
+/// Takes the JobManager's list of removed certificates, and closes the
+/// connections of peers that present one.
+fn set_revoked(shared: &Shared, fingerprints: Vec<String>) {
+    *lock(&shared.revoked) = fingerprints.into_iter().collect();
+    let mut peers = lock(&shared.peers);
+    let removed: Vec<String> = peers
+        .iter()
+        .filter(|(_, conn)| refusal(shared, conn).is_some())
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in removed {
+        if let Some(conn) = peers.remove(&id) {
+            tracing::warn!(peer = %id, "closing the connection of a peer whose certificate was removed");
+            conn.close(2u32.into(), b"certificate removed");
+        }
+    }
 }
 
 fn add_peer(shared: &Arc<Shared>, id: String, conn: Connection) {
@@ -964,18 +1023,31 @@ async fn accept_peers(shared: Arc<Shared>) {
             let result = async {
                 let conn = incoming.await?;
                 // The hello comes on the first bidirectional stream.
-                let (_send, mut recv) = conn.accept_bi().await?;
+                let (mut send, mut recv) = conn.accept_bi().await?;
                 let hello: PeerHello = frame::read(&mut recv)
                     .await?
                     .context("the peer closed before saying who it is")?;
-                if hello.protocol != PROTOCOL_VERSION {
-                    conn.close(1u32.into(), b"protocol version mismatch");
-                    bail!(
-                        "TaskManager {} speaks protocol {}, this one {PROTOCOL_VERSION}",
-                        hello.id,
+                let refused = if hello.protocol != PROTOCOL_VERSION {
+                    Some(format!(
+                        "it speaks protocol {}, this TaskManager {PROTOCOL_VERSION}",
                         hello.protocol
+                    ))
+                } else {
+                    refusal(&shared, &conn)
+                };
+                if let Some(why) = refused {
+                    frame::write(&mut send, &PeerAnswer::Refused(why.clone())).await?;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                    conn.close(1u32.into(), b"refused");
+                    bail!(
+                        "TaskManager {} at {}: {why}",
+                        crate::truncate(&hello.id, 200),
+                        conn.remote_address()
                     );
                 }
+                frame::write(&mut send, &PeerAnswer::Accepted).await?;
+                let _ = send.finish();
                 add_peer(&shared, hello.id, conn);
                 anyhow::Ok(())
             }

@@ -1,11 +1,13 @@
 //! The JobManager's side of registration and joining, spoken to directly
 //! over QUIC: what a TaskManager of another release or with a wrong token
-//! is told.
+//! is told; and what the TaskManagers do with a certificate an admin
+//! removed.
 
 use std::time::Duration;
 
 use sluice_cluster::protocol::{
-    Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, ToTaskManager, Welcome,
+    Hello, JoinRequest, JoinResponse, PROTOCOL_VERSION, PeerAnswer, PeerHello, ToTaskManager,
+    Welcome,
 };
 use sluice_cluster::{Endpoints, JobManagerConfig};
 use sluice_coord::RestartStrategy;
@@ -174,5 +176,125 @@ async fn a_join_with_the_wrong_secret_is_refused_and_an_oversized_request_is_cut
             assert_eq!(ca, ours.certificate().to_vec());
         }
         other => panic!("expected a certificate, got {other:?}"),
+    }
+}
+
+/// Says hello to a TaskManager's data endpoint as a peer presenting `id`'s
+/// certificate; the TaskManager's answer and the connection.
+async fn peer_hello(
+    id: &sluice_transport::Identity,
+    to: std::net::SocketAddr,
+) -> (Option<PeerAnswer>, quinn::Connection) {
+    let mut endpoint =
+        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
+    endpoint.set_default_client_config(sluice_transport::client_config(id).expect("config"));
+    let conn = endpoint
+        .connect(to, sluice_transport::server_name())
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    frame::write(
+        &mut send,
+        &PeerHello {
+            protocol: PROTOCOL_VERSION,
+            id: "intruder".into(),
+        },
+    )
+    .await
+    .expect("hello");
+    let _ = send.finish();
+    (frame::read(&mut recv).await.expect("answer"), conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_certificate_is_dropped_and_refused_by_the_other_taskmanagers_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jm = dir.path().join("jm");
+    let endpoints = start_jobmanager(&jm).await;
+    // A real TaskManager, joined with the JobManager's token.
+    let token: JoinToken = endpoints.token.parse().expect("token");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let config = sluice_cluster::TaskManagerConfig {
+        jobmanager: endpoints.rpc.to_string(),
+        slots: 1,
+        rpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().join("tm"),
+        token: Some(token),
+        base_dir: None,
+        metrics_addrs: Vec::new(),
+    };
+    tokio::spawn(sluice_cluster::taskmanager::run(config, move |e| {
+        let _ = tx.send(e.rpc);
+    }));
+    let tm = rx.await.expect("the TaskManager started");
+    // Another member certificate, as a second TaskManager would hold;
+    // registered, so the JobManager records it.
+    let ca = ClusterCa::load_or_create(&jm.join("tls")).expect("ca");
+    let intruder = ca.issue("intruder").expect("issue");
+    let mut endpoint =
+        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
+    endpoint.set_default_client_config(sluice_transport::client_config(&intruder).expect("config"));
+    let control = endpoint
+        .connect(endpoints.rpc, sluice_transport::server_name())
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = control.open_bi().await.expect("stream");
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        version: env!("CARGO_PKG_VERSION").into(),
+        slots: 1,
+        data_port: 1,
+        name: "intruder".into(),
+    };
+    frame::write(&mut send, &hello).await.expect("hello");
+    let welcome = frame::read::<Welcome>(&mut recv).await.expect("answer");
+    assert!(
+        matches!(&welcome, Some(Welcome::Accepted { revoked, .. }) if revoked.is_empty()),
+        "{welcome:?}"
+    );
+    // While it is a member, the TaskManager takes it as a data-plane peer.
+    let (answer, peer) = peer_hello(&intruder, tm).await;
+    assert_eq!(answer, Some(PeerAnswer::Accepted));
+
+    // An admin removes its certificate.
+    let fingerprint = hex::encode(sluice_transport::pki::fingerprint(&intruder.cert));
+    let credentials = std::fs::read_to_string(jm.join("credentials")).expect("credentials");
+    let admin = credentials
+        .lines()
+        .find_map(|l| l.strip_prefix("token = \"")?.strip_suffix('"'))
+        .expect("the admin token");
+    let http = reqwest::Client::new();
+    let removed = http
+        .delete(format!(
+            "http://{}/v1/certificates/{}",
+            endpoints.rest,
+            &fingerprint[..16]
+        ))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("remove");
+    assert_eq!(removed.status(), 200);
+    // The JobManager and the TaskManager both close their connections...
+    for (what, conn) in [("JobManager", &control), ("TaskManager", &peer)] {
+        match tokio::time::timeout(Duration::from_secs(60), conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+                assert!(
+                    String::from_utf8_lossy(&close.reason).contains("certificate removed"),
+                    "{what}: {close:?}"
+                );
+            }
+            other => panic!("the {what} did not close the connection: {other:?}"),
+        }
+    }
+    // ...and the TaskManager refuses it as a peer from now on.
+    let (answer, _) = peer_hello(&intruder, tm).await;
+    match answer {
+        Some(PeerAnswer::Refused(why)) => {
+            assert!(why.contains("certificate was removed"), "{why}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -165,6 +165,16 @@ pub fn bind(addr: SocketAddr, server: Option<ServerConfig>) -> Result<Endpoint, 
     Endpoint::new(EndpointConfig::default(), server, socket, runtime).map_err(bind_err)
 }
 
+/// SHA-256 of the certificate the other side of a connection presented
+/// in its TLS handshake (every cluster connection but a join has one).
+pub fn peer_fingerprint(conn: &quinn::Connection) -> Option<[u8; 32]> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().map(fingerprint)
+}
+
 /// The server name every cluster connection uses (see [`CLUSTER_SERVER_NAME`]).
 pub fn server_name() -> &'static str {
     CLUSTER_SERVER_NAME

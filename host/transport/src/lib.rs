@@ -14,7 +14,7 @@ pub mod pki;
 
 pub use endpoint::{
     ALPN_CLUSTER, ALPN_JOIN, EndpointError, IDLE_TIMEOUT, bind, client_config, join_client_config,
-    server_config, server_name,
+    peer_fingerprint, server_config, server_name,
 };
 pub use frame::FrameError;
 pub use pki::{ClusterCa, Identity, JoinToken, PkiError, write_private};
