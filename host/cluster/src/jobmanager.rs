@@ -93,6 +93,10 @@ pub(crate) struct JobManager {
     pub(crate) jars: crate::jars::JarStore,
     /// Uploads received at once, over all tenants.
     pub(crate) uploads: Arc<tokio::sync::Semaphore>,
+    /// Received uploads validated at once (each is read whole and
+    /// compiled): one per core, so that many uploads finishing together
+    /// wait their turn instead of each holding its bytes in memory.
+    pub(crate) checks: tokio::sync::Semaphore,
     pub(crate) ca: ClusterCa,
     pub(crate) token: JoinToken,
     /// Join tokens and issued certificates, and where they are kept.

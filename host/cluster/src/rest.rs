@@ -718,6 +718,12 @@ async fn upload(
     }
     let (name, upload) =
         stored.ok_or_else(|| bad_request("Bad request: the upload has no `jarfile` field"))?;
+    // Validation reads the upload whole and compiles it: a few at a time.
+    let _checking = jm
+        .checks
+        .acquire()
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let jm2 = jm.clone();
     let jar = tokio::task::spawn_blocking(move || jm2.finish_upload(upload, &name))
         .await

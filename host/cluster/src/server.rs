@@ -109,6 +109,9 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         runtimes: Mutex::new(HashMap::new()),
         jars: crate::jars::JarStore::new(&config.data_dir),
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
+        checks: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        ),
         ca,
         token,
         members: Mutex::new(members),
