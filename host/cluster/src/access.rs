@@ -8,11 +8,10 @@
 //! and go through these functions; nothing outside this file indexes
 //! `Cluster::jobs` or `Cluster::jars` on a request's behalf.
 
-use sluice_policy::TenantId;
 use sluice_policy::auth::Principal;
 use sluice_types::JobId;
 
-use crate::results::JobResult;
+use crate::results::{JobResult, JobResultStore};
 use crate::table::{Cluster, Jar, JobEntry, SubmitError, Tm};
 
 /// The answer for a job that does not exist or is not the principal's.
@@ -60,17 +59,17 @@ pub(crate) fn jobs<'a>(
     cluster.jobs.values().filter(move |j| who.sees(&j.owner))
 }
 
-/// Who owns a job-result record (records from before tenants belong to
-/// the default tenant).
-pub(crate) fn result_owner(r: &JobResult) -> TenantId {
-    r.owner
-        .clone()
-        .unwrap_or_else(|| TenantId::new(crate::tenancy::DEFAULT_TENANT).expect("invariant: valid"))
-}
-
-/// A job-result record the principal may see.
-pub(crate) fn result(r: Option<JobResult>, who: &Principal) -> Option<JobResult> {
-    r.filter(|r| who.sees(&result_owner(r)))
+/// A job-result record the principal may see. Whether it may is decided
+/// from the store's owner index first: only its own records are read.
+pub(crate) fn result(
+    store: &JobResultStore,
+    who: &Principal,
+    id: sluice_types::JobId,
+) -> Option<JobResult> {
+    if !who.sees(&store.owner(id)?) {
+        return None;
+    }
+    store.get(id).filter(|r| who.sees(&r.owner()))
 }
 
 /// An uploaded application the principal may use: its own tenant's first,

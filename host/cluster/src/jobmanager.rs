@@ -629,7 +629,7 @@ impl JobManager {
     /// The refusal for a job that is not in memory: it ended and left (its
     /// archive says how), or it never existed.
     fn gone(&self, who: &Principal, id: JobId) -> SubmitError {
-        match access::result(self.results.get(id), who) {
+        match access::result(&self.results, who, id) {
             Some(r) if r.state != "RUNNING" => ended(id, &r.state),
             _ => access::no_job(id),
         }
@@ -638,7 +638,7 @@ impl JobManager {
     /// What the job-result store kept of a job that left memory: its REST
     /// views (see `views::archive`).
     pub fn archived(&self, who: &Principal, id: JobId) -> Option<serde_json::Value> {
-        access::result(self.results.get(id), who)?.archive
+        access::result(&self.results, who, id)?.archive
     }
 
     /// Reads the tenant and policy files again (on SIGHUP or an admin's

@@ -4,7 +4,9 @@
 //! finishes every cleanup a previous one left undone, so no checkpoint file
 //! is orphaned by a crash (Flink's JobResultStore plays the same role).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sluice_types::JobId;
@@ -40,21 +42,56 @@ pub(crate) struct JobResult {
     pub spent: Option<crate::table::Spent>,
 }
 
-/// The store: `DIR/JOB.json`, each written atomically.
+impl JobResult {
+    /// Who owns it (records from before tenants belong to the default
+    /// tenant).
+    pub fn owner(&self) -> sluice_policy::TenantId {
+        self.owner.clone().unwrap_or_else(|| {
+            sluice_policy::TenantId::new(crate::tenancy::DEFAULT_TENANT).expect("invariant: valid")
+        })
+    }
+}
+
+/// The store: `DIR/JOB.json`, each written atomically; and in memory, the
+/// owner of every record, so that whether a caller may see a record is
+/// decided without touching the disk (another tenant's job id then costs
+/// what an unknown one does).
 #[derive(Clone, Debug)]
 pub(crate) struct JobResultStore {
     dir: PathBuf,
+    owners: Arc<Mutex<HashMap<String, sluice_policy::TenantId>>>,
 }
 
 impl JobResultStore {
+    /// Opens the store, reading every record once for its owner.
     pub fn new(dir: &Path) -> Self {
-        JobResultStore {
+        let store = JobResultStore {
             dir: dir.to_owned(),
-        }
+            owners: Arc::default(),
+        };
+        let owners = store
+            .all()
+            .iter()
+            .map(|r| (r.job.clone(), r.owner()))
+            .collect();
+        *store.lock_owners() = owners;
+        store
+    }
+
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, sluice_policy::TenantId>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The owner of `job`'s record, if there is one.
+    pub fn owner(&self, job: JobId) -> Option<sluice_policy::TenantId> {
+        self.lock_owners().get(&job.to_string()).cloned()
     }
 
     /// Records a job's result, replacing what was there.
     pub fn put(&self, r: &JobResult) -> std::io::Result<()> {
+        self.lock_owners().insert(r.job.clone(), r.owner());
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{}.json", r.job));
         let tmp = path.with_extension("json.tmp");

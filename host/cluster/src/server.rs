@@ -206,7 +206,7 @@ fn billed_before(results: &JobResultStore) -> BTreeMap<TenantId, Spent> {
     let mut billed: BTreeMap<TenantId, Spent> = BTreeMap::new();
     for r in results.all() {
         if let Some(spent) = r.spent {
-            *billed.entry(crate::access::result_owner(&r)).or_default() += spent;
+            *billed.entry(r.owner()).or_default() += spent;
         }
     }
     billed
