@@ -1,7 +1,8 @@
 //! The JobManager: what it does with its state (`crate::table`) when a
 //! request, a TaskManager message or a timer arrives: submission under the
 //! tenant's quotas and file roots, jar uploads, savepoints and cancels, slot
-//! scheduling and deployment, the failure detector, membership (join tokens
+//! scheduling (placing and deploying runs is `crate::placement`), the
+//! failure detector, membership (join tokens
 //! and certificates), and driving each job's sans-IO core from
 //! `sluice-coord` with its checkpoints (`crate::checkpoints`). Requests reach
 //! jobs and jars through the ownership check (`crate::access`). The process
@@ -32,12 +33,12 @@ use sluice_types::JobId;
 use sluice_wasm::{Runtime, RuntimeOptions};
 use tokio::sync::mpsc;
 
-use crate::access;
 use crate::members::{CertRecord, JoinRecord, MemberBook};
 use crate::table::{Cluster, Jar, JobEntry, Spent, SubmitError, Tm, now_ms, status_name};
 use crate::tenancy::{AuthMode, Tenancy, TenancyConfig};
+use crate::{access, placement};
 
-use crate::protocol::{Deployment, Peer, ToJobManager, ToTaskManager};
+use crate::protocol::{ToJobManager, ToTaskManager};
 
 /// Seconds between TaskManager heartbeats.
 pub const HEARTBEAT_SECS: u32 = 2;
@@ -686,7 +687,7 @@ impl JobManager {
         } = cluster;
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         for id in ids {
-            let used = used_slots(jobs);
+            let used = placement::used_slots(jobs);
             let job = jobs.get_mut(&id).expect("invariant: id from the map");
             job.core.handle_timeout(now);
             if job.core.status() == JobStatus::Created {
@@ -705,7 +706,7 @@ impl JobManager {
                 }
             }
             if !deploys.is_empty() {
-                send_deployments(job, tms, deploys);
+                placement::send_deployments(job, tms, deploys, now);
             }
             for tm in cancels {
                 if let Some(tm) = tms.get(&tm) {
@@ -801,14 +802,10 @@ impl JobManager {
     /// request or a TaskManager's message.
     fn next_deadline(&self, cluster: &Cluster, now: u64) -> Option<u64> {
         let ms = |d: Duration| d.as_millis() as u64;
-        let used = used_slots(&cluster.jobs);
-        let free: u32 = cluster
-            .tms
-            .values()
-            .map(|t| {
-                t.slots
-                    .saturating_sub(used.get(&t.id).copied().unwrap_or(0))
-            })
+        let used = placement::used_slots(&cluster.jobs);
+        let free: u32 = placement::free_slots(&cluster.tms, &used)
+            .iter()
+            .map(|(_, f)| f)
             .sum();
         let jobs = cluster.jobs.values().flat_map(|j| {
             let live = !j.core.status().is_terminal();
@@ -880,20 +877,10 @@ impl JobManager {
         now: u64,
     ) {
         let needed = job.execution.slots_needed();
-        let mut free: Vec<(String, u32)> = tms
-            .values()
-            .map(|t| {
-                (
-                    t.id.clone(),
-                    t.slots
-                        .saturating_sub(used.get(&t.id).copied().unwrap_or(0)),
-                )
-            })
-            .filter(|(_, f)| *f > 0)
-            .collect();
+        let free = placement::free_slots(tms, used);
         let total: u32 = free.iter().map(|(_, f)| f).sum();
         let waiting_since = *job.waiting_since.get_or_insert(now);
-        if total < needed {
+        let Some(placement) = placement::spread(free, needed) else {
             let all: u32 = tms.values().map(|t| t.slots).sum();
             job.waiting_for = Some(format!(
                 "the cluster's capacity: {needed} slots needed, {total} of {all} free on {} \
@@ -916,17 +903,7 @@ impl JobManager {
                 job.waiting_for = None;
             }
             return;
-        }
-        // Spread: each slot goes to the TaskManager with the most free slots left.
-        let mut placement = Vec::with_capacity(needed as usize);
-        for _ in 0..needed {
-            let best = free
-                .iter_mut()
-                .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-                .expect("invariant: enough free slots were counted");
-            best.1 -= 1;
-            placement.push(best.0.clone());
-        }
+        };
         if job.core.handle_slots_offered(needed, now).is_ok() {
             job.placement = placement;
             job.locations.clear();
@@ -1235,110 +1212,5 @@ fn log_status(job: &JobEntry, status: JobStatus) {
             job.core.not_restarted().unwrap_or("-")
         ),
         _ => tracing::info!(job = %id, status = name, "job status changed"),
-    }
-}
-
-fn used_slots(jobs: &BTreeMap<JobId, JobEntry>) -> HashMap<String, u32> {
-    let mut used = HashMap::new();
-    for j in jobs.values() {
-        for tm in &j.placement {
-            *used.entry(tm.clone()).or_insert(0) += 1;
-        }
-    }
-    used
-}
-
-/// Turns the core's deploy commands into one message per TaskManager,
-/// with where each channel's other end is.
-fn send_deployments(
-    job: &mut JobEntry,
-    tms: &BTreeMap<String, Tm>,
-    deploys: Vec<(u32, sluice_coord::TaskDeployment)>,
-) {
-    let mut producer: HashMap<u32, String> = HashMap::new();
-    let mut consumer: HashMap<u32, String> = HashMap::new();
-    for (slot, d) in &deploys {
-        let tm = job.placement[*slot as usize].clone();
-        for ch in d.outputs.iter().flat_map(|o| o.channels.iter()) {
-            producer.insert(*ch, tm.clone());
-        }
-        for (ch, _) in &d.inputs {
-            consumer.insert(*ch, tm.clone());
-        }
-        job.locations.insert(d.task, tm);
-    }
-    let peer = |id: &str| {
-        tms.get(id).map(|t| Peer {
-            id: id.to_owned(),
-            addr: t.addr,
-        })
-    };
-    let involved: std::collections::BTreeSet<&String> = job.placement.iter().collect();
-    // A new run continues from the newest completed checkpoint, if any.
-    let restore_point = job.checkpoints.restore_point(now_ms());
-    if let Some(meta) = &restore_point {
-        tracing::info!(job = %job.id, checkpoint = meta.checkpoint, "restoring from checkpoint");
-    }
-    let mut per_tm: BTreeMap<String, Vec<(u32, sluice_coord::TaskDeployment)>> = BTreeMap::new();
-    for (slot, d) in deploys {
-        per_tm
-            .entry(job.placement[slot as usize].clone())
-            .or_default()
-            .push((slot, d));
-    }
-    for (tm_id, tasks) in per_tm {
-        let restore = restore_point.as_ref().map(|meta| {
-            let ids: Vec<TaskId> = tasks.iter().map(|(_, t)| t.task).collect();
-            meta.restore_for(&job.execution, &ids)
-        });
-        let remote_consumers = producer
-            .iter()
-            .filter(|(ch, p)| **p == tm_id && consumer.get(*ch).is_some_and(|c| *c != tm_id))
-            .filter_map(|(ch, _)| Some((*ch, peer(&consumer[ch])?)))
-            .collect();
-        let remote_producers = consumer
-            .iter()
-            .filter(|(ch, c)| **c == tm_id && producer.get(*ch).is_some_and(|p| *p != tm_id))
-            .map(|(ch, _)| *ch)
-            .collect();
-        let connect_to = involved
-            .iter()
-            .filter(|other| ***other < tm_id)
-            .filter_map(|other| peer(other))
-            .collect();
-        let deployment = Deployment {
-            job: job.id,
-            attempt: job.core.attempt(),
-            name: job.name.clone(),
-            tenant: job.owner.to_string(),
-            policy: job.policy.clone(),
-            component_hash: job.hash.clone(),
-            component: job.component.as_ref().clone(),
-            tasks,
-            remote_consumers,
-            remote_producers,
-            connect_to,
-            checkpoints: Some(job.checkpoints.settings.clone()),
-            restore,
-        };
-        match tms.get(&tm_id) {
-            Some(tm) => {
-                let _ = tm.tx.send(ToTaskManager::Deploy(Box::new(deployment)));
-            }
-            None => {
-                // Placement only uses registered TaskManagers, and losing
-                // one removes it under the same lock: unreachable, but a
-                // task that cannot be deployed must still fail visibly.
-                for (_, t) in &deployment.tasks {
-                    job.core.handle_task_status(
-                        t.task,
-                        TaskStatus::Failed(TaskFailure::recoverable(format!(
-                            "TaskManager {tm_id} is gone"
-                        ))),
-                        now_ms(),
-                    );
-                }
-            }
-        }
     }
 }

@@ -16,6 +16,7 @@ mod jars;
 pub mod jobmanager;
 mod members;
 mod metrics;
+mod placement;
 pub mod protocol;
 mod rest;
 mod results;
