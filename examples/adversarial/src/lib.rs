@@ -4,7 +4,9 @@
 //! stack in linear memory overflows, `mode=grow-then-spin` is refused more
 //! memory, copes, and then loops forever, `mode=plan-spin` loops forever in
 //! the plan function, `mode=pass` passes records on. `name=NAME` names the
-//! operator's node (to try long names).
+//! operator's node (to try long names). Absurd plans: `mode=wide-plan`
+//! returns `pairs=N` datagen → blackhole pairs (2N nodes), `mode=dense-plan`
+//! one pair joined by `edges=N` duplicate edges.
 
 use std::hint::black_box;
 
@@ -67,6 +69,27 @@ impl Application for Adversarial {
 
     fn plan(args: &Args) -> Result<Graph, Error> {
         let mode = args.require("mode")?;
+        if mode == "wide-plan" {
+            let pairs: u32 = args.parse_or("pairs", 8_000)?;
+            let mut g = Graph::new();
+            for i in 0..pairs {
+                let source =
+                    g.add(Node::connector(&format!("gen{i}"), "datagen").config("count", 1));
+                let sink = g.add(Node::connector(&format!("sink{i}"), "blackhole"));
+                g.forward(&source, &sink);
+            }
+            return Ok(g);
+        }
+        if mode == "dense-plan" {
+            let edges: u32 = args.parse_or("edges", 100_000)?;
+            let mut g = Graph::new();
+            let source = g.add(Node::connector("gen", "datagen").config("count", 1));
+            let sink = g.add(Node::connector("sink", "blackhole"));
+            for _ in 0..edges {
+                g.rebalance(&source, &sink);
+            }
+            return Ok(g);
+        }
         if mode == "plan-spin" {
             let mut n = 0u64;
             while black_box(n) != u64::MAX {

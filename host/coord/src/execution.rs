@@ -1,7 +1,9 @@
 //! From job graph to execution graph: chaining and channels.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
-use sluice_types::{JobGraph, NodeSpec, Partitioning};
+use sluice_types::{EdgeSpec, JobGraph, NodeSpec, Partitioning};
 
 /// One physical channel between two subtasks.
 pub type ChannelId = u32;
@@ -92,38 +94,32 @@ impl ExecutionGraph {
             .topological_order()
             .expect("invariant: graph was validated");
         let n = graph.nodes.len();
-        let outs = |i: usize| {
-            graph
-                .edges
-                .iter()
-                .filter(move |e| e.source == graph.nodes[i].name)
-        };
-        let ins = |i: usize| {
-            graph
-                .edges
-                .iter()
-                .filter(move |e| e.target == graph.nodes[i].name)
-        };
-        let index = |name: &str| {
-            graph
-                .nodes
-                .iter()
-                .position(|x| x.name == name)
-                .expect("validated")
-        };
+        // Linear in nodes + edges: a plan's size is the tenant's to choose.
+        let index: HashMap<&str, usize> = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.name.as_str(), i))
+            .collect();
+        let index = |name: &str| *index.get(name).expect("validated");
+        let mut outs: Vec<Vec<&EdgeSpec>> = vec![Vec::new(); n];
+        let mut in_count = vec![0usize; n];
+        for e in &graph.edges {
+            outs[index(&e.source)].push(e);
+            in_count[index(&e.target)] += 1;
+        }
         let par = |i: usize| JobGraph::parallelism_of(&graph.nodes[i], default_parallelism);
 
-        // chained_to[b] = Some(a) when b continues a's chain.
+        // chained_to[b] = Some(a) when b continues a's chain (then b is a's
+        // only output: next[a] = Some(b)).
         let mut chained_to = vec![None; n];
+        let mut next = vec![None; n];
         for i in 0..n {
-            let o: Vec<_> = outs(i).collect();
-            if let [e] = o.as_slice() {
+            if let [e] = outs[i].as_slice() {
                 let t = index(&e.target);
-                if e.partitioning == Partitioning::Forward
-                    && ins(t).count() == 1
-                    && par(i) == par(t)
-                {
+                if e.partitioning == Partitioning::Forward && in_count[t] == 1 && par(i) == par(t) {
                     chained_to[t] = Some(i);
+                    next[i] = Some(t);
                 }
             }
         }
@@ -136,9 +132,9 @@ impl ExecutionGraph {
             let v = vertices.len();
             let mut chain = vec![i];
             let mut cur = i;
-            while let Some(next) = (0..n).find(|&t| chained_to[t] == Some(cur)) {
-                chain.push(next);
-                cur = next;
+            while let Some(t) = next[cur] {
+                chain.push(t);
+                cur = t;
             }
             for &c in &chain {
                 vertex_of[c] = v;
@@ -298,8 +294,8 @@ impl ExecutionGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_types::{EdgeSpec, Implementation};
-    use std::collections::HashMap;
+    use proptest::prelude::*;
+    use sluice_types::Implementation;
 
     fn node(name: &str, imp: Implementation, p: Option<u32>) -> NodeSpec {
         NodeSpec {
@@ -394,5 +390,84 @@ mod tests {
         let g = ExecutionGraph::build(&graph, 2, 128);
         assert_eq!(g.vertices.len(), 3);
         assert_eq!(g.vertices[2].inputs.len(), 2);
+    }
+
+    /// A random DAG: edges only from lower to higher node indices.
+    fn dag() -> impl Strategy<Value = JobGraph> {
+        (1usize..12).prop_flat_map(|n| {
+            let edges = proptest::collection::vec((0..n, 0..n, 0u8..3), 0..(n * 3));
+            let pars = proptest::collection::vec(1u32..3, n);
+            (Just(n), edges, pars).prop_map(|(n, edges, pars)| {
+                let nodes = (0..n)
+                    .map(|i| {
+                        node(
+                            &format!("n{i}"),
+                            Implementation::Guest("op".into()),
+                            Some(pars[i]),
+                        )
+                    })
+                    .collect();
+                let edges = edges
+                    .into_iter()
+                    .filter(|(a, b, _)| a < b)
+                    .map(|(a, b, p)| {
+                        let p = [
+                            Partitioning::Forward,
+                            Partitioning::Rebalance,
+                            Partitioning::Hash,
+                        ][p as usize];
+                        edge(&format!("n{a}"), &format!("n{b}"), p)
+                    })
+                    .collect();
+                JobGraph {
+                    nodes,
+                    edges,
+                    max_parallelism: None,
+                }
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn chains_follow_the_rule_and_vertices_cover_the_graph_in_order(graph in dag()) {
+            let g = ExecutionGraph::build(&graph, 1, 128);
+            let outs = |name: &str| graph.edges.iter().filter(|e| e.source == name).count();
+            let ins = |name: &str| graph.edges.iter().filter(|e| e.target == name).count();
+            let par = |name: &str| graph.node(name).and_then(|n| n.parallelism);
+            let chainable = |a: &str, b: &str| {
+                outs(a) == 1
+                    && ins(b) == 1
+                    && par(a) == par(b)
+                    && graph.edges.iter().any(|e| {
+                        e.source == a && e.target == b && e.partitioning == Partitioning::Forward
+                    })
+            };
+            // Every node in exactly one vertex; inside one, each link obeys the rule.
+            let mut seen: Vec<&str> = Vec::new();
+            let mut chained = 0;
+            for v in &g.vertices {
+                for pair in v.nodes.windows(2) {
+                    prop_assert!(chainable(&pair[0].name, &pair[1].name));
+                    chained += 1;
+                }
+                seen.extend(v.nodes.iter().map(|x| x.name.as_str()));
+            }
+            seen.sort_unstable();
+            let mut all: Vec<&str> = graph.nodes.iter().map(|x| x.name.as_str()).collect();
+            all.sort_unstable();
+            prop_assert_eq!(seen, all);
+            // A head is never chainable to a predecessor.
+            for v in &g.vertices {
+                let head = &v.nodes[0].name;
+                prop_assert!(!graph.nodes.iter().any(|a| chainable(&a.name, head)));
+            }
+            // The other edges join vertices, always forward in the order.
+            let links: usize = g.vertices.iter().map(|v| v.outputs.len()).sum();
+            prop_assert_eq!(links, graph.edges.len() - chained);
+            for (i, v) in g.vertices.iter().enumerate() {
+                prop_assert!(v.outputs.iter().all(|o| o.vertex as usize > i));
+            }
+        }
     }
 }

@@ -50,6 +50,12 @@ impl Limits {
 pub struct Quotas {
     /// Upper bound of any node's parallelism.
     pub max_parallelism: u32,
+    /// Nodes one job's plan may have.
+    #[serde(default = "default_plan_nodes")]
+    pub max_plan_nodes: u32,
+    /// Edges one job's plan may have.
+    #[serde(default = "default_plan_edges")]
+    pub max_plan_edges: u32,
     /// Connectors the tenant may use.
     pub connectors: Vec<String>,
     /// Path prefixes file connectors may use; empty means anywhere.
@@ -82,6 +88,14 @@ pub struct Quotas {
     /// Bytes of one job's checkpoint; a larger one is declined.
     #[serde(default)]
     pub max_checkpoint_bytes_per_job: Option<u64>,
+}
+
+fn default_plan_nodes() -> u32 {
+    1_000
+}
+
+fn default_plan_edges() -> u32 {
+    10_000
 }
 
 /// A named policy.

@@ -595,6 +595,15 @@ pub fn prepare_job(
 ) -> Result<PreparedJob, RunError> {
     policy.check_parallelism(parallelism)?;
     let mut graph = app.plan(args)?;
+    // Before any work proportional to the plan's size.
+    for (what, count, max) in [
+        ("nodes", graph.nodes.len(), policy.quotas.max_plan_nodes),
+        ("edges", graph.edges.len(), policy.quotas.max_plan_edges),
+    ] {
+        if count > max as usize {
+            return Err(GraphError::TooLarge { what, count, max }.into());
+        }
+    }
     let operators: HashMap<String, OperatorKind> = app
         .operators()
         .map_err(PlanError::from)?

@@ -224,6 +224,26 @@ fn plans_that_break_the_rules_are_rejected_before_running() {
     )
     .expect_err("3 > 2 slots");
     assert!(err.to_string().contains("needs 3 slots"), "{err}");
+    // Absurd plans are refused by size before any work proportional to it.
+    for (mode, what) in [
+        (
+            "wide-plan",
+            "the plan has 16000 nodes; the policy allows at most 1000 (quota `max_plan_nodes`)",
+        ),
+        (
+            "dense-plan",
+            "the plan has 100000 edges; the policy allows at most 10000 (quota `max_plan_edges`)",
+        ),
+    ] {
+        let err = run(
+            &c,
+            sluice_test_programs::ADVERSARIAL,
+            &[("mode", mode.into())],
+            1,
+        )
+        .expect_err(mode);
+        assert!(err.to_string().contains(what), "{mode}: {err}");
+    }
     let mut policy = Policy::standard();
     policy.quotas.connectors.retain(|c| c != "file-source");
     let strict = LocalCluster::new(policy, 2, None, None).expect("cluster");

@@ -194,6 +194,18 @@ pub enum GraphError {
         /// Its parallelism.
         target_parallelism: u32,
     },
+    /// The plan is larger than the policy allows.
+    #[error(
+        "the plan has {count} {what}; the policy allows at most {max} (quota `max_plan_{what}`)"
+    )]
+    TooLarge {
+        /// `nodes` or `edges`.
+        what: &'static str,
+        /// How many the plan has.
+        count: usize,
+        /// The quota.
+        max: u32,
+    },
     /// The graph has a cycle through this node.
     #[error("the graph has a cycle through node `{0}`")]
     Cycle(String),
