@@ -6,11 +6,15 @@
 //! the plan function, `mode=pass` passes records on. `name=NAME` names the
 //! operator's node (to try long names). Absurd plans: `mode=wide-plan`
 //! returns `pairs=N` datagen → blackhole pairs (2N nodes), `mode=dense-plan`
-//! one pair joined by `edges=N` duplicate edges.
+//! one pair joined by `edges=N` duplicate edges. Host-call abuse:
+//! `mode=metric-flood` adds to a counter with a 16 MiB name forever,
+//! `mode=fresh-metrics` to ever new counter names, `mode=log-flood` logs
+//! 1 MiB messages forever.
 
 use std::hint::black_box;
 
 use sluice_sdk::prelude::*;
+use sluice_sdk::{LogLevel, counter_add, log};
 
 struct Adversarial;
 
@@ -52,6 +56,31 @@ impl Application for Adversarial {
                 while black_box(x) != 42 {
                     x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                 }
+                Ok(())
+            }),
+            map("metric-flood", |r: Record<'_>, out: &mut Collector| {
+                let name = "m".repeat(16 << 20);
+                while black_box(r.value.len()) != usize::MAX {
+                    counter_add(&name, 1);
+                }
+                out.emit(r.value);
+                Ok(())
+            }),
+            map("fresh-metrics", |r: Record<'_>, out: &mut Collector| {
+                let mut i = 0u64;
+                while black_box(i) != u64::MAX {
+                    counter_add(&format!("fresh.{i}"), 1);
+                    i += 1;
+                }
+                out.emit(r.value);
+                Ok(())
+            }),
+            map("log-flood", |r: Record<'_>, out: &mut Collector| {
+                let message = "x".repeat(1 << 20);
+                while black_box(r.value.len()) != usize::MAX {
+                    log(LogLevel::Info, &message);
+                }
+                out.emit(r.value);
                 Ok(())
             }),
             map("pass", |r: Record<'_>, out: &mut Collector| {
@@ -96,7 +125,18 @@ impl Application for Adversarial {
                 n = black_box(n.wrapping_add(2));
             }
         }
-        if !["spin", "bomb", "panic", "deep", "grow-then-spin", "pass"].contains(&mode) {
+        let operators = [
+            "spin",
+            "bomb",
+            "panic",
+            "deep",
+            "grow-then-spin",
+            "metric-flood",
+            "fresh-metrics",
+            "log-flood",
+            "pass",
+        ];
+        if !operators.contains(&mode) {
             return Err(invalid_config(format!("unknown mode `{mode}`")));
         }
         let mut g = Graph::new();

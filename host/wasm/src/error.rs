@@ -93,6 +93,9 @@ pub enum Cause {
     InvalidConfig(String),
     /// The guest returned data that breaks the contract.
     Malformed(String),
+    /// The guest broke a limit on what it may ask of the host in one call
+    /// (metric names, bytes passed to host imports).
+    HostLimit(String),
     /// The chain already trapped and cannot be called again.
     Poisoned,
 }
@@ -167,6 +170,7 @@ impl TaskError {
             Cause::Failed(msg) => format!("{t} failed: {msg}"),
             Cause::InvalidConfig(msg) => format!("{t} rejected its configuration: {msg}"),
             Cause::Malformed(msg) => format!("{t} broke the contract: {msg}"),
+            Cause::HostLimit(msg) => format!("{t} broke a host-call limit: {msg}"),
             Cause::Poisoned => format!("{t} was called after it trapped"),
         }
     }

@@ -23,6 +23,25 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Host log messages kept per call: more are counted and dropped.
 const MAX_LOG_MESSAGES_PER_CALL: usize = 1000;
 
+/// The longest metric name, in bytes.
+pub(crate) const MAX_METRIC_NAME: usize = 256;
+
+/// Distinct counter names per call, and gauge names per instance.
+pub(crate) const MAX_METRIC_NAMES: usize = 1000;
+
+/// Bytes a guest may pass to the `log` and `metrics` imports in one call,
+/// each import call counting [`HOST_CALL_COST`] more: the host's work for
+/// them is not metered by fuel, so it is bounded here.
+pub(crate) const HOST_BYTES_PER_CALL: u64 = 64 << 20;
+
+/// What one host-import call counts against [`HOST_BYTES_PER_CALL`].
+const HOST_CALL_COST: u64 = 64;
+
+/// A trap raised by a host import over one of the limits above.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct HostLimit(pub String);
+
 /// Enforces the memory limit and remembers that it did, so a trap that
 /// follows a refused `memory.grow` is reported as what it is.
 pub(crate) struct Limiter {
@@ -78,6 +97,13 @@ pub(crate) struct HostState {
     pub now_ms: i64,
     pub logs: Vec<GuestLog>,
     pub logs_dropped: usize,
+    /// Bytes of `log` messages kept in the current call, and the cap
+    /// (the policy's `log_bytes_per_call`, as for stdout and stderr).
+    log_bytes: usize,
+    log_cap: usize,
+    /// What the current call passed to host imports (see
+    /// [`HOST_BYTES_PER_CALL`]); reset by each call.
+    pub host_bytes: u64,
     pub counters: BTreeMap<String, u64>,
     pub gauges: BTreeMap<String, f64>,
 }
@@ -115,6 +141,9 @@ impl HostState {
             now_ms: 0,
             logs: Vec::new(),
             logs_dropped: 0,
+            log_bytes: 0,
+            log_cap: limits.log_bytes_per_call,
+            host_bytes: 0,
             counters: BTreeMap::new(),
             gauges: BTreeMap::new(),
         }
@@ -130,12 +159,61 @@ impl WasiView for HostState {
     }
 }
 
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
-        if self.logs.len() >= MAX_LOG_MESSAGES_PER_CALL {
-            self.logs_dropped += 1;
-            return;
+impl HostState {
+    /// Counts a host-import call passing `bytes`; a trap once the call's
+    /// budget is spent.
+    fn charge(&mut self, what: &str, bytes: usize) -> Result<()> {
+        self.host_bytes = self
+            .host_bytes
+            .saturating_add(HOST_CALL_COST)
+            .saturating_add(bytes as u64);
+        if self.host_bytes > HOST_BYTES_PER_CALL {
+            return Err(HostLimit(format!(
+                "passed more than {} MiB to host imports in one call (the last: {what} with {bytes} bytes; each call counts {HOST_CALL_COST} bytes more)",
+                HOST_BYTES_PER_CALL >> 20
+            ))
+            .into());
         }
+        Ok(())
+    }
+
+    /// Starts a new guest call: its budgets are fresh.
+    pub(crate) fn begin_call(&mut self) {
+        self.host_bytes = 0;
+        self.log_bytes = 0;
+    }
+}
+
+fn check_metric_name(name: &str) -> Result<()> {
+    if name.len() > MAX_METRIC_NAME {
+        return Err(HostLimit(format!(
+            "a metric name of {} bytes is over the limit of {MAX_METRIC_NAME}",
+            name.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> Result<()> {
+        self.charge("log", message.len())?;
+        let room = self.log_cap.saturating_sub(self.log_bytes);
+        if self.logs.len() >= MAX_LOG_MESSAGES_PER_CALL || room == 0 {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > room {
+            let mut cut = room;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut: over the per-call log cap]");
+            self.logs_dropped += 1;
+        }
+        self.log_bytes += message.len();
         let level = match level {
             log::Level::Trace => "trace",
             log::Level::Debug => "debug",
@@ -144,17 +222,36 @@ impl log::Host for HostState {
             log::Level::Error => "error",
         };
         self.logs.push(GuestLog { level, message });
+        Ok(())
     }
 }
 
 impl metrics::Host for HostState {
-    fn counter_add(&mut self, name: String, delta: u64) {
+    fn counter_add(&mut self, name: String, delta: u64) -> Result<()> {
+        self.charge("metrics.counter-add", name.len())?;
+        check_metric_name(&name)?;
+        if !self.counters.contains_key(&name) && self.counters.len() >= MAX_METRIC_NAMES {
+            return Err(HostLimit(format!(
+                "more than {MAX_METRIC_NAMES} distinct counter names in one call"
+            ))
+            .into());
+        }
         let c = self.counters.entry(name).or_default();
         *c = c.saturating_add(delta);
+        Ok(())
     }
 
-    fn gauge_set(&mut self, name: String, value: f64) {
+    fn gauge_set(&mut self, name: String, value: f64) -> Result<()> {
+        self.charge("metrics.gauge-set", name.len())?;
+        check_metric_name(&name)?;
+        if !self.gauges.contains_key(&name) && self.gauges.len() >= MAX_METRIC_NAMES {
+            return Err(HostLimit(format!(
+                "more than {MAX_METRIC_NAMES} distinct gauge names in one instance"
+            ))
+            .into());
+        }
         self.gauges.insert(name, value);
+        Ok(())
     }
 }
 

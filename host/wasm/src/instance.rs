@@ -298,6 +298,7 @@ impl Sandbox {
             .unwrap_or(0);
         self.store.data_mut().now_ms = now;
         self.store.data_mut().limiter.refused_growth = None;
+        self.store.data_mut().begin_call();
         let result = f(&mut self.store);
         if let Some(fuel) = limits.fuel_per_call {
             let left = self.store.get_fuel().unwrap_or(0);
@@ -327,6 +328,9 @@ impl Sandbox {
         let limits = &self.inner.policy.limits;
         // The trap itself first: a call may be refused memory, cope, and
         // then run out of fuel.
+        if let Some(limit) = e.downcast_ref::<crate::host::HostLimit>() {
+            return Cause::HostLimit(limit.0.clone());
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => {
                 return Cause::OutOfFuel {

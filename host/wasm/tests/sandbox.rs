@@ -349,3 +349,36 @@ fn a_chain_accounts_the_fuel_it_burns_and_the_memory_it_holds() {
     chain.process(0, one_record()).expect("split runs");
     assert_eq!(chain.fuel_consumed(), 0, "no metering without a fuel limit");
 }
+
+#[test]
+fn host_call_abuse_is_stopped_with_the_limit_named_and_the_process_stays_healthy() {
+    let rt = runtime_with(|_| {});
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    for (mode, says) in [
+        (
+            "metric-flood",
+            "a metric name of 16777216 bytes is over the limit of 256",
+        ),
+        (
+            "fresh-metrics",
+            "more than 1000 distinct counter names in one call",
+        ),
+        (
+            "log-flood",
+            "passed more than 64 MiB to host imports in one call (the last: log",
+        ),
+    ] {
+        let err = run_bad(&app, mode);
+        match &err.cause {
+            Cause::HostLimit(msg) => assert!(msg.contains(says), "{mode}: {msg}"),
+            other => panic!("{mode}: expected a host-call limit, got {other:?}: {err}"),
+        }
+        assert!(
+            err.to_string().contains(&format!(
+                "operator `{mode}` subtask 1/1 broke a host-call limit"
+            )),
+            "{err}"
+        );
+    }
+    assert_healthy(&rt);
+}
