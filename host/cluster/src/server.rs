@@ -271,15 +271,34 @@ fn load_jars(jm: &JobManager) {
         .collect();
 }
 
+/// How long a connection may take from its first packet to a finished
+/// handshake and, for a join, to its request: whoever has not finished by
+/// then is disconnected (nobody is authenticated before that).
+pub(crate) const UNAUTHENTICATED_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Connections handshaking or joining at once; more are refused at once,
+/// so that unauthenticated peers cannot pile up state in the JobManager.
+const MAX_UNAUTHENTICATED: usize = 64;
+
 async fn accept(jm: Arc<JobManager>, endpoint: quinn::Endpoint) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED));
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "refused a cluster connection: {MAX_UNAUTHENTICATED} are handshaking already");
+            incoming.refuse();
+            continue;
+        };
         let jm = jm.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
+            let conn = match tokio::time::timeout(UNAUTHENTICATED_DEADLINE, incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     tracing::warn!(%remote, "refused a cluster connection: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%remote, "refused a cluster connection: no handshake within {UNAUTHENTICATED_DEADLINE:?}");
                     return;
                 }
             };
@@ -288,8 +307,21 @@ async fn accept(jm: Arc<JobManager>, endpoint: quinn::Endpoint) {
                 .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                 .and_then(|h| h.protocol);
             let result = match alpn.as_deref() {
-                Some(p) if p == ALPN_JOIN => handle_join(&jm, &conn).await,
+                Some(p) if p == ALPN_JOIN => {
+                    let joined =
+                        tokio::time::timeout(UNAUTHENTICATED_DEADLINE, handle_join(&jm, &conn))
+                            .await;
+                    drop(permit);
+                    joined.unwrap_or_else(|_| {
+                        conn.close(1u32.into(), b"the join did not finish in time");
+                        Err(anyhow::anyhow!(
+                            "the join did not finish within {UNAUTHENTICATED_DEADLINE:?}"
+                        ))
+                    })
+                }
                 Some(p) if p == ALPN_CLUSTER && conn.peer_identity().is_some() => {
+                    // Authenticated by its certificate: no longer pending.
+                    drop(permit);
                     handle_tm(&jm, conn.clone()).await
                 }
                 _ => {

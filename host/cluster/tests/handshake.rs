@@ -298,3 +298,52 @@ async fn a_removed_certificate_is_dropped_and_refused_by_the_other_taskmanagers_
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_that_says_nothing_is_disconnected_and_others_still_join() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoints = start_jobmanager(dir.path()).await;
+    let token: JoinToken = endpoints.token.parse().expect("token");
+    let endpoint =
+        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
+    let join = || {
+        endpoint
+            .connect_with(
+                sluice_transport::join_client_config(token.ca_fingerprint).expect("config"),
+                endpoints.rpc,
+                sluice_transport::server_name(),
+            )
+            .expect("connect")
+    };
+    // Many silent joiners: each handshakes and then sends no request.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(join().await.expect("handshake"));
+    }
+    // An honest joiner meanwhile gets its certificate.
+    let conn = join().await.expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let good = JoinRequest {
+        protocol: PROTOCOL_VERSION,
+        secret: token.secret,
+        name: "tm".into(),
+    };
+    frame::write(&mut send, &good).await.expect("request");
+    let answer = frame::read::<JoinResponse>(&mut recv)
+        .await
+        .expect("answer");
+    assert!(
+        matches!(answer, Some(JoinResponse::Issued { .. })),
+        "{answer:?}"
+    );
+    // The silent ones are closed by the JobManager, saying why.
+    for conn in silent {
+        match tokio::time::timeout(Duration::from_secs(120), conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(close)) => assert!(
+                String::from_utf8_lossy(&close.reason).contains("did not finish in time"),
+                "{close:?}"
+            ),
+            other => panic!("a silent joiner was not disconnected: {other:?}"),
+        }
+    }
+}
