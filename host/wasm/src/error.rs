@@ -33,6 +33,9 @@ pub enum LoadError {
         .0.join(", ")
     )]
     ForbiddenImports(Vec<String>),
+    /// Declares more than the sandbox allows (checked before compiling).
+    #[error("the component is over a sandbox limit, so it was not compiled: {0}")]
+    OverLimit(String),
     /// Does not export the contract's world.
     #[error(
         "the component does not implement the Sluice contract (world sluice:app/application@0.1.0): {0}; build it with the Sluice SDK"

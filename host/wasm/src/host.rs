@@ -18,7 +18,7 @@ const RANDOM_SEED: u64 = 0x5eed_5eed_5eed_5eed;
 
 /// Table elements one instance may have (function tables of large guests
 /// stay far below this).
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// Host log messages kept per call: more are counted and dropped.
 const MAX_LOG_MESSAGES_PER_CALL: usize = 1000;

@@ -125,6 +125,7 @@ impl App {
     }
 
     pub(crate) fn load(inner: Arc<Inner>, wasm: &[u8]) -> Result<Self, LoadError> {
+        crate::validate::precheck(wasm, inner.policy.limits.memory_bytes())?;
         let (component, digest) = Self::compile(&inner, wasm)?;
         let imports = Self::import_names(&inner, &component);
         check_imports(imports.iter().map(String::as_str))?;

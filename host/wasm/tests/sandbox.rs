@@ -240,7 +240,10 @@ fn bytes_that_are_not_a_component_are_rejected_with_the_reason() {
         .load(core_module)
         .err()
         .expect("a core module is not a component");
-    assert!(matches!(err, LoadError::Invalid(_)), "{err}");
+    assert!(
+        matches!(&err, LoadError::NotAnApplication(m) if m.contains("core WebAssembly module")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -379,6 +382,110 @@ fn host_call_abuse_is_stopped_with_the_limit_named_and_the_process_stays_healthy
             )),
             "{err}"
         );
+    }
+    assert_healthy(&rt);
+}
+
+/// A component holding one core module built by `build`.
+fn component_with(build: impl FnOnce(&mut wasm_encoder::Module)) -> Vec<u8> {
+    let mut module = wasm_encoder::Module::new();
+    build(&mut module);
+    let mut component = wasm_encoder::Component::new();
+    component.section(&wasm_encoder::ModuleSection(&module));
+    component.finish()
+}
+
+#[test]
+fn components_declaring_too_much_are_refused_before_compiling_naming_the_limit() {
+    use wasm_encoder::{
+        CodeSection, Function, FunctionSection, MemorySection, MemoryType, RefType, TableSection,
+        TableType, TypeSection, ValType,
+    };
+    let rt = runtime_with(|_| {});
+    let memory = {
+        let mut s = MemorySection::new();
+        s.memory(MemoryType {
+            minimum: 1 << 16,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        s
+    };
+    let table = {
+        let mut s = TableSection::new();
+        s.table(TableType {
+            element_type: RefType::FUNCREF,
+            table64: false,
+            minimum: 10_000_000,
+            maximum: None,
+            shared: false,
+        });
+        s
+    };
+    let (types, functions, code) = {
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        let mut functions = FunctionSection::new();
+        functions.function(0);
+        let mut code = CodeSection::new();
+        let mut f = Function::new([(1_000_000, ValType::I64)]);
+        f.instructions().end();
+        code.function(&f);
+        (types, functions, code)
+    };
+    let many = {
+        let mut s = FunctionSection::new();
+        for _ in 0..100_001 {
+            s.function(0);
+        }
+        s
+    };
+    for (what, wasm, says) in [
+        (
+            "a 4 GiB initial memory",
+            component_with(|m| {
+                m.section(&memory);
+            }),
+            "a memory starts at 4096 MiB, over the policy's `memory_mib` of 64",
+        ),
+        (
+            "a table of 10 million elements",
+            component_with(|m| {
+                m.section(&table);
+            }),
+            "a table starts with 10000000 elements, over 1048576",
+        ),
+        (
+            "a function with a million locals",
+            component_with(|m| {
+                m.section(&types).section(&functions).section(&code);
+            }),
+            "a function declares more than 50000 locals",
+        ),
+        (
+            "100 001 functions",
+            component_with(|m| {
+                m.section(&types).section(&many);
+            }),
+            "it defines more than 100000 functions",
+        ),
+    ] {
+        match rt.load(&wasm) {
+            Err(LoadError::OverLimit(msg)) => assert!(msg.contains(says), "{what}: {msg}"),
+            Err(other) => panic!("{what}: expected a limit, got {other}"),
+            Ok(_) => panic!("{what}: loaded"),
+        }
+    }
+    // A core module is named as such, before any compilation.
+    let core = wasm_encoder::Module::new().finish();
+    match rt.load(&core) {
+        Err(LoadError::NotAnApplication(msg)) => {
+            assert!(msg.contains("core WebAssembly module"), "{msg}")
+        }
+        Err(other) => panic!("expected not-an-application, got {other}"),
+        Ok(_) => panic!("a core module loaded"),
     }
     assert_healthy(&rt);
 }
