@@ -20,35 +20,10 @@ cd "$(dirname "$0")/.."
 sluice=$(realpath "${1:-target/debug/sluice}")
 rounds=${ROUNDS:-2000}
 capacity=${CAPACITY:-}
-wordcount=$(realpath examples/target/wasm32-wasip2/release/wordcount.wasm)
-[ -x "$sluice" ] || { echo "no sluice binary at $sluice: run scripts/demo.sh first" >&2; exit 1; }
-[ -f "$wordcount" ] || { echo "no $wordcount: run scripts/demo.sh first" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source benchmarks/cluster-lib.sh
+start_jobmanager ${capacity:+--jobstore-max-capacity "$capacity"}
+start_taskmanager
 cd "$work"
-"$sluice" jobmanager --rest-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0 --data-dir jm \
-    ${capacity:+--jobstore-max-capacity "$capacity"} >jm.log 2>&1 &
-pids+=("$!")
-for _ in $(seq 300); do [ -s jm/endpoints.json ] && [ -s jm/credentials ] && break; sleep 0.1; done
-rest=$(python3 -c 'import json; print(json.load(open("jm/endpoints.json"))["rest"])')
-rpc=$(python3 -c 'import json; print(json.load(open("jm/endpoints.json"))["rpc"])')
-token=$(python3 -c 'import json; print(json.load(open("jm/endpoints.json"))["token"])')
-"$sluice" taskmanager --jobmanager "$rpc" --token "$token" --slots 2 --data-dir tm \
-    --metrics-addr off >tm.log 2>&1 &
-pids+=("$!")
-export SLUICE_JOBMANAGER=http://$rest
-export SLUICE_TOKEN=$(sed -n 's/^token = "\(.*\)"$/\1/p' jm/credentials)
-for _ in $(seq 300); do
-    "$sluice" taskmanagers --json 2>/dev/null | grep -q '"id"' && break
-    sleep 0.1
-done
 mkdir -p files
 "$sluice" tenant create acme --policy standard --file-root "$work/files" >/dev/null
 "$sluice" tenant create beta --policy standard >/dev/null

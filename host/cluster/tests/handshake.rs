@@ -54,14 +54,7 @@ async fn a_taskmanager_of_another_protocol_version_is_refused_with_both_versions
     // A member certificate from the same CA, as a joined TaskManager has.
     let ca = ClusterCa::load_or_create(&dir.path().join("tls")).expect("ca");
     let id = ca.issue("old taskmanager").expect("issue");
-    let mut endpoint =
-        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
-    endpoint.set_default_client_config(sluice_transport::client_config(&id).expect("config"));
-    let conn = endpoint
-        .connect(endpoints.rpc, sluice_transport::server_name())
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let conn = connect_as(&id, endpoints.rpc).await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let hello = Hello {
         protocol: PROTOCOL_VERSION + 1,
@@ -83,11 +76,7 @@ async fn a_taskmanager_of_another_protocol_version_is_refused_with_both_versions
         other => panic!("expected a refusal, got {other:?}"),
     }
     // The same certificate with the right version registers.
-    let conn = endpoint
-        .connect(endpoints.rpc, sluice_transport::server_name())
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let conn = connect_as(&id, endpoints.rpc).await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     frame::write(
         &mut send,
@@ -117,18 +106,8 @@ async fn a_join_with_the_wrong_secret_is_refused_and_an_oversized_request_is_cut
     let dir = tempfile::tempdir().expect("tempdir");
     let endpoints = start_jobmanager(dir.path()).await;
     let token: JoinToken = endpoints.token.parse().expect("token");
-    let endpoint =
-        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
-    let join = |endpoint: &quinn::Endpoint| {
-        endpoint
-            .connect_with(
-                sluice_transport::join_client_config(token.ca_fingerprint).expect("config"),
-                endpoints.rpc,
-                sluice_transport::server_name(),
-            )
-            .expect("connect")
-    };
-    let conn = join(&endpoint).await.expect("handshake");
+    let join = || join_connection(&endpoints, &token);
+    let conn = join().await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let request = JoinRequest {
         protocol: PROTOCOL_VERSION,
@@ -146,7 +125,7 @@ async fn a_join_with_the_wrong_secret_is_refused_and_an_oversized_request_is_cut
         other => panic!("expected a refusal, got {other:?}"),
     }
     // A joiner cannot make the JobManager buffer a large request.
-    let conn = join(&endpoint).await.expect("handshake");
+    let conn = join().await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let huge = JoinRequest {
         name: "x".repeat(1 << 20),
@@ -159,7 +138,7 @@ async fn a_join_with_the_wrong_secret_is_refused_and_an_oversized_request_is_cut
         "an oversized join request got an answer: {answer:?}"
     );
     // The right secret gets a certificate from this cluster's CA.
-    let conn = join(&endpoint).await.expect("handshake");
+    let conn = join().await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let good = JoinRequest {
         protocol: PROTOCOL_VERSION,
@@ -179,20 +158,44 @@ async fn a_join_with_the_wrong_secret_is_refused_and_an_oversized_request_is_cut
     }
 }
 
+/// A connection to the JobManager's join service, trusting its CA by the
+/// token's fingerprint.
+async fn join_connection(endpoints: &Endpoints, token: &JoinToken) -> quinn::Connection {
+    let endpoint =
+        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
+    endpoint
+        .connect_with(
+            sluice_transport::join_client_config(token.ca_fingerprint).expect("config"),
+            endpoints.rpc,
+            sluice_transport::server_name(),
+        )
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+/// A cluster connection to `to` presenting `id`'s certificate.
+async fn connect_as(
+    id: &sluice_transport::Identity,
+    to: std::net::SocketAddr,
+) -> quinn::Connection {
+    let mut endpoint =
+        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
+    endpoint.set_default_client_config(sluice_transport::client_config(id).expect("config"));
+    endpoint
+        .connect(to, sluice_transport::server_name())
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
 /// Says hello to a TaskManager's data endpoint as a peer presenting `id`'s
 /// certificate; the TaskManager's answer and the connection.
 async fn peer_hello(
     id: &sluice_transport::Identity,
     to: std::net::SocketAddr,
 ) -> (Option<PeerAnswer>, quinn::Connection) {
-    let mut endpoint =
-        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
-    endpoint.set_default_client_config(sluice_transport::client_config(id).expect("config"));
-    let conn = endpoint
-        .connect(to, sluice_transport::server_name())
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let conn = connect_as(id, to).await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     frame::write(
         &mut send,
@@ -232,14 +235,7 @@ async fn a_removed_certificate_is_dropped_and_refused_by_the_other_taskmanagers_
     // registered, so the JobManager records it.
     let ca = ClusterCa::load_or_create(&jm.join("tls")).expect("ca");
     let intruder = ca.issue("intruder").expect("issue");
-    let mut endpoint =
-        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
-    endpoint.set_default_client_config(sluice_transport::client_config(&intruder).expect("config"));
-    let control = endpoint
-        .connect(endpoints.rpc, sluice_transport::server_name())
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let control = connect_as(&intruder, endpoints.rpc).await;
     let (mut send, mut recv) = control.open_bi().await.expect("stream");
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
@@ -304,24 +300,14 @@ async fn a_joiner_that_says_nothing_is_disconnected_and_others_still_join() {
     let dir = tempfile::tempdir().expect("tempdir");
     let endpoints = start_jobmanager(dir.path()).await;
     let token: JoinToken = endpoints.token.parse().expect("token");
-    let endpoint =
-        sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
-    let join = || {
-        endpoint
-            .connect_with(
-                sluice_transport::join_client_config(token.ca_fingerprint).expect("config"),
-                endpoints.rpc,
-                sluice_transport::server_name(),
-            )
-            .expect("connect")
-    };
+    let join = || join_connection(&endpoints, &token);
     // Many silent joiners: each handshakes and then sends no request.
     let mut silent = Vec::new();
     for _ in 0..8 {
-        silent.push(join().await.expect("handshake"));
+        silent.push(join().await);
     }
     // An honest joiner meanwhile gets its certificate.
-    let conn = join().await.expect("handshake");
+    let conn = join().await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let good = JoinRequest {
         protocol: PROTOCOL_VERSION,

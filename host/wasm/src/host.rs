@@ -184,13 +184,18 @@ impl HostState {
     }
 }
 
-fn check_metric_name(name: &str) -> Result<()> {
+/// Whether `name` may be set in `names` (the counters of this call, or the
+/// gauges of this instance): short enough, and not one name too many.
+fn check_metric<V>(names: &BTreeMap<String, V>, name: &str, scope: &str) -> Result<()> {
     if name.len() > MAX_METRIC_NAME {
         return Err(HostLimit(format!(
             "a metric name of {} bytes is over the limit of {MAX_METRIC_NAME}",
             name.len()
         ))
         .into());
+    }
+    if !names.contains_key(name) && names.len() >= MAX_METRIC_NAMES {
+        return Err(HostLimit(format!("more than {MAX_METRIC_NAMES} distinct {scope}")).into());
     }
     Ok(())
 }
@@ -229,13 +234,7 @@ impl log::Host for HostState {
 impl metrics::Host for HostState {
     fn counter_add(&mut self, name: String, delta: u64) -> Result<()> {
         self.charge("metrics.counter-add", name.len())?;
-        check_metric_name(&name)?;
-        if !self.counters.contains_key(&name) && self.counters.len() >= MAX_METRIC_NAMES {
-            return Err(HostLimit(format!(
-                "more than {MAX_METRIC_NAMES} distinct counter names in one call"
-            ))
-            .into());
-        }
+        check_metric(&self.counters, &name, "counter names in one call")?;
         let c = self.counters.entry(name).or_default();
         *c = c.saturating_add(delta);
         Ok(())
@@ -243,13 +242,7 @@ impl metrics::Host for HostState {
 
     fn gauge_set(&mut self, name: String, value: f64) -> Result<()> {
         self.charge("metrics.gauge-set", name.len())?;
-        check_metric_name(&name)?;
-        if !self.gauges.contains_key(&name) && self.gauges.len() >= MAX_METRIC_NAMES {
-            return Err(HostLimit(format!(
-                "more than {MAX_METRIC_NAMES} distinct gauge names in one instance"
-            ))
-            .into());
-        }
+        check_metric(&self.gauges, &name, "gauge names in one instance")?;
         self.gauges.insert(name, value);
         Ok(())
     }
