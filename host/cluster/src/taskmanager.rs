@@ -151,7 +151,7 @@ struct Shared {
     /// Runtimes by policy (their limits differ), and loaded apps by
     /// component hash and policy name.
     runtimes: Mutex<HashMap<String, Runtime>>,
-    apps: Mutex<HashMap<(String, String), App>>,
+    apps: Mutex<LoadedApps>,
     to_jm: Mutex<Option<mpsc::UnboundedSender<ToJobManager>>>,
 }
 
@@ -212,7 +212,7 @@ pub async fn run(
         ended_fuel: Mutex::new(HashMap::new()),
         cancelled: Mutex::new(std::collections::VecDeque::new()),
         runtimes: Mutex::new(HashMap::new()),
-        apps: Mutex::new(HashMap::new()),
+        apps: Mutex::new(LoadedApps::default()),
         to_jm: Mutex::new(None),
     });
     tokio::spawn(accept_peers(shared.clone()));
@@ -910,7 +910,7 @@ fn task_ended(shared: &Shared, key: RunKey, task: TaskId) {
 fn load_app(shared: &Shared, d: &Deployment) -> anyhow::Result<App> {
     let key = (d.component_hash.clone(), d.policy.name.clone());
     if let Some(app) = lock(&shared.apps).get(&key) {
-        return Ok(app.clone());
+        return Ok(app);
     }
     let mut runtimes = lock(&shared.runtimes);
     let runtime = match runtimes.get(&d.policy.name) {
@@ -923,13 +923,56 @@ fn load_app(shared: &Shared, d: &Deployment) -> anyhow::Result<App> {
             };
             let r = Runtime::new(d.policy.clone(), options)?;
             runtimes.insert(d.policy.name.clone(), r);
-            lock(&shared.apps).retain(|(_, p), _| *p != d.policy.name);
+            lock(&shared.apps).forget_policy(&d.policy.name);
             &runtimes[&d.policy.name]
         }
     };
     let app = runtime.load(&d.component)?;
     lock(&shared.apps).insert(key, app.clone());
     Ok(app)
+}
+
+/// Loaded applications kept for the next deployment of the same component.
+const MAX_LOADED_APPS: usize = 32;
+
+/// Loaded applications by component hash and policy name, at most
+/// [`MAX_LOADED_APPS`]: the least recently deployed one is dropped first
+/// (running tasks hold their own reference; the compiled code stays in the
+/// on-disk cache, itself bounded).
+#[derive(Default)]
+struct LoadedApps {
+    apps: HashMap<(String, String), (App, u64)>,
+    clock: u64,
+}
+
+impl LoadedApps {
+    fn get(&mut self, key: &(String, String)) -> Option<App> {
+        self.clock += 1;
+        let (app, used) = self.apps.get_mut(key)?;
+        *used = self.clock;
+        Some(app.clone())
+    }
+
+    fn insert(&mut self, key: (String, String), app: App) {
+        self.clock += 1;
+        while self.apps.len() >= MAX_LOADED_APPS {
+            let Some(oldest) = self
+                .apps
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.apps.remove(&oldest);
+        }
+        self.apps.insert(key, (app, self.clock));
+    }
+
+    /// Drops the applications loaded under a policy that changed.
+    fn forget_policy(&mut self, policy: &str) {
+        self.apps.retain(|(_, p), _| p != policy);
+    }
 }
 
 /// Connects to a peer (this side has the higher id) and serves the
@@ -1189,5 +1232,31 @@ async fn peer_connection(shared: &Arc<Shared>, peer: &Peer) -> anyhow::Result<Co
                 peer.id
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_apps_keep_the_most_recently_used_within_their_bound() {
+        let runtime = Runtime::new(sluice_policy::Policy::standard(), RuntimeOptions::default())
+            .expect("engine");
+        let wasm = std::fs::read(sluice_test_programs::WORDCOUNT).expect("built");
+        let app = runtime.load(&wasm).expect("loads");
+        let key = |i: usize| (format!("component-{i}"), "standard".to_owned());
+        let mut apps = LoadedApps::default();
+        for i in 0..MAX_LOADED_APPS {
+            apps.insert(key(i), app.clone());
+        }
+        // The first one is used again; the second is now the oldest.
+        assert!(apps.get(&key(0)).is_some());
+        apps.insert(key(MAX_LOADED_APPS), app.clone());
+        assert_eq!(apps.apps.len(), MAX_LOADED_APPS);
+        assert!(apps.get(&key(1)).is_none(), "the least recently used left");
+        assert!(apps.get(&key(0)).is_some() && apps.get(&key(MAX_LOADED_APPS)).is_some());
+        apps.forget_policy("standard");
+        assert!(apps.apps.is_empty());
     }
 }

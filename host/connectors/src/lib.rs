@@ -446,7 +446,7 @@ impl Connectors {
                     restore,
                 )?))
             }
-            "print" => Ok(Box::new(simple::Print { subtask })),
+            "print" => Ok(Box::new(simple::Print::stdout(subtask))),
             "blackhole" => Ok(Box::new(simple::Blackhole)),
             other => Err(config_error(
                 node,

@@ -1,6 +1,9 @@
 //! Precompiled components on disk, keyed by the component's content hash and
 //! the engine's compatibility hash (a cache written by an engine with other
-//! settings, e.g. fuel on, is never loaded by this one).
+//! settings, e.g. fuel on, is never loaded by this one). The directory is
+//! bounded in bytes: after each write the least recently used entries go
+//! (a hit marks its entry used), so distinct components from many tenants
+//! cannot fill a TaskManager's disk.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -13,10 +16,15 @@ use crate::error::RuntimeError;
 pub(crate) struct Cache {
     dir: PathBuf,
     engine_hash: String,
+    max_bytes: u64,
 }
 
 impl Cache {
-    pub(crate) fn open(dir: PathBuf, engine: &Engine) -> Result<Self, RuntimeError> {
+    pub(crate) fn open(
+        dir: PathBuf,
+        engine: &Engine,
+        max_bytes: u64,
+    ) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(&dir).map_err(|error| RuntimeError::Cache {
             path: dir.clone(),
             error,
@@ -26,6 +34,7 @@ impl Cache {
         Ok(Cache {
             dir,
             engine_hash: format!("{:016x}", h.finish()),
+            max_bytes,
         })
     }
 
@@ -47,7 +56,14 @@ impl Cache {
         #[allow(unsafe_code)]
         let loaded = unsafe { Component::deserialize_file(engine, &path) };
         match loaded {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                // Used now: the last to be evicted.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component");
                 None
@@ -72,6 +88,42 @@ impl Cache {
             });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
+        }
+        self.evict(&path);
+    }
+
+    /// Removes the least recently used entries (any engine's) until the
+    /// directory is within its bound; `keep`, just written, stays.
+    fn evict(&self, keep: &std::path::Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path == keep {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total = total.saturating_sub(len);
+                    tracing::debug!(path = %path.display(), "evicted a cached component");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot evict a cached component")
+                }
+            }
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct RuntimeOptions {
     pub instances_per_slot: u32,
     /// Where precompiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Bytes the cache directory may hold; least recently used entries
+    /// are evicted past it.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for RuntimeOptions {
@@ -64,6 +67,7 @@ impl Default for RuntimeOptions {
             slots: 4,
             instances_per_slot: 8,
             cache_dir: None,
+            cache_max_bytes: 1 << 30,
         }
     }
 }
@@ -117,7 +121,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let cache = match options.cache_dir {
-            Some(dir) => Some(cache::Cache::open(dir, &engine)?),
+            Some(dir) => Some(cache::Cache::open(dir, &engine, options.cache_max_bytes)?),
             None => None,
         };
         let epoch = limits.max_call_ms.is_some().then(|| {

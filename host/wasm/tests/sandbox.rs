@@ -282,6 +282,80 @@ fn the_cache_serves_a_second_load_and_survives_a_corrupt_entry() {
     assert_eq!(third.operators().expect("works").len(), 2);
 }
 
+/// The cached entries' file names in `dir`, sorted.
+fn cached(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cwasm"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_cache_stays_within_its_bound_evicting_the_least_recently_used() {
+    let guests = [
+        sluice_test_programs::WORDCOUNT,
+        sluice_test_programs::ADVERSARIAL,
+        sluice_test_programs::WINDOWED_SUM,
+    ]
+    .map(|p| std::fs::read(p).expect("built"));
+    let runtime = |dir: &std::path::Path, max: u64| {
+        Runtime::new(
+            Policy::standard(),
+            RuntimeOptions {
+                cache_dir: Some(dir.to_owned()),
+                cache_max_bytes: max,
+                ..RuntimeOptions::default()
+            },
+        )
+        .expect("engine")
+    };
+    // Each entry's size, from an unbounded cache.
+    let sizes_dir = tempfile::tempdir().expect("tempdir");
+    let unbounded = runtime(sizes_dir.path(), u64::MAX);
+    let digests: Vec<String> = guests
+        .iter()
+        .map(|g| unbounded.load(g).expect("compiles").digest().to_owned())
+        .collect();
+    let size = |digest: &str| {
+        std::fs::read_dir(sizes_dir.path())
+            .expect("dir")
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(digest))
+            .and_then(|e| e.metadata().ok())
+            .expect("cached")
+            .len()
+    };
+    let total: u64 = digests.iter().map(|d| size(d)).sum();
+    // Room for all three but one byte: the third write evicts one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path(), total - 1);
+    rt.load(&guests[0]).expect("compiles");
+    rt.load(&guests[1]).expect("compiles");
+    rt.load(&guests[0]).expect("a hit marks wordcount used");
+    assert_eq!(cached(dir.path()).len(), 2);
+    rt.load(&guests[2]).expect("compiles");
+    let left = cached(dir.path());
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().any(|n| n.starts_with(&digests[0]))
+            && left.iter().any(|n| n.starts_with(&digests[2])),
+        "the least recently used (adversarial) goes: {left:?}"
+    );
+    // A bound smaller than any entry keeps only the newest.
+    let tiny = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(tiny.path(), 1);
+    for g in &guests {
+        rt.load(g).expect("compiles");
+    }
+    let left = cached(tiny.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with(&digests[2]), "{left:?}");
+}
+
 #[test]
 fn a_guest_source_chain_snapshots_and_restores_its_position() {
     let rt = runtime_with(|_| {});
