@@ -40,11 +40,16 @@ start_jobmanager() {
     export SLUICE_TOKEN
 }
 
-# Starts a TaskManager with 2 slots and waits until it is registered.
+# Starts a TaskManager (`tm`: its pid) and waits until it is registered:
+# TM_SLOTS slots (2), metrics on TM_METRICS (off); further arguments go to
+# `sluice taskmanager`. Its data directory is `tm`, so a restart keeps its
+# certificate.
 start_taskmanager() {
-    (cd "$work" && exec "$sluice" taskmanager --jobmanager "$rpc" --token "$token" --slots 2 \
-        --data-dir tm --metrics-addr off >tm.log 2>&1) &
-    pids+=("$!")
+    (cd "$work" && exec "$sluice" taskmanager --jobmanager "$rpc" --token "$token" \
+        --slots "${TM_SLOTS:-2}" --data-dir tm --metrics-addr "${TM_METRICS:-off}" "$@" \
+        >>tm.log 2>&1) &
+    tm=$!
+    pids+=("$tm")
     for _ in $(seq 300); do
         "$sluice" taskmanagers --json 2>/dev/null | grep -q '"id"' && break
         sleep 0.1

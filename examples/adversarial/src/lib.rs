@@ -9,7 +9,13 @@
 //! one pair joined by `edges=N` duplicate edges. Host-call abuse:
 //! `mode=metric-flood` adds to a counter with a 16 MiB name forever,
 //! `mode=fresh-metrics` to ever new counter names, `mode=log-flood` logs
-//! 1 MiB messages forever.
+//! 1 MiB messages forever. Heavy but within limits: `mode=busy` burns
+//! about half a million instructions per record (a slow operator, a
+//! noisy neighbour); `mode=flood-output` emits 70 000 records of 1 KiB
+//! for each record it gets (one huge batch); `mode=sleep` sleeps an hour
+//! per record (WASI's clock, no wasm running). `count=N` records from the
+//! generator (default 1000), `parallelism=N` of every node (default: the
+//! job's).
 
 use std::hint::black_box;
 
@@ -83,6 +89,27 @@ impl Application for Adversarial {
                 out.emit(r.value);
                 Ok(())
             }),
+            map("busy", |r: Record<'_>, out: &mut Collector| {
+                let mut x = r.value.len() as u64;
+                for _ in 0..100_000 {
+                    x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+                out.emit(&x.to_le_bytes());
+                Ok(())
+            }),
+            flat_map("flood-output", |r: Record<'_>, out: &mut Collector| {
+                let value = vec![b'o'; 1024];
+                for _ in 0..black_box(70_000) {
+                    out.emit(&value);
+                }
+                black_box(r.value);
+                Ok(())
+            }),
+            map("sleep", |r: Record<'_>, out: &mut Collector| {
+                std::thread::sleep(std::time::Duration::from_secs(black_box(3600)));
+                out.emit(r.value);
+                Ok(())
+            }),
             map("pass", |r: Record<'_>, out: &mut Collector| {
                 out.emit(r.value);
                 Ok(())
@@ -134,15 +161,28 @@ impl Application for Adversarial {
             "metric-flood",
             "fresh-metrics",
             "log-flood",
+            "busy",
+            "flood-output",
+            "sleep",
             "pass",
         ];
         if !operators.contains(&mode) {
             return Err(invalid_config(format!("unknown mode `{mode}`")));
         }
+        let count: u64 = args.parse_or("count", 1000)?;
+        // The job's default parallelism unless `parallelism` is given.
+        let parallelism: Option<u32> = match args.get("parallelism") {
+            Some(_) => Some(args.parse_or("parallelism", 1)?),
+            None => None,
+        };
+        let at = |node: Node| match parallelism {
+            Some(p) => node.parallelism(p),
+            None => node,
+        };
         let mut g = Graph::new();
-        let gen_ = g.add(Node::connector("gen", "datagen").config("count", 1000));
-        let bad = g.add(Node::guest(args.get("name").unwrap_or(mode), mode));
-        let sink = g.add(Node::connector("sink", "blackhole"));
+        let gen_ = g.add(at(Node::connector("gen", "datagen").config("count", count)));
+        let bad = g.add(at(Node::guest(args.get("name").unwrap_or(mode), mode)));
+        let sink = g.add(at(Node::connector("sink", "blackhole")));
         g.forward(&gen_, &bad).forward(&bad, &sink);
         Ok(g)
     }

@@ -88,6 +88,8 @@ pub struct JobManagerArgs {
     /// `sluice token create --taskmanager`.
     #[arg(long, default_value = "24h", value_parser = parse_ttl)]
     join_token_ttl: Ttl,
+    #[command(flatten)]
+    compile: CompileArgs,
     /// Where checkpoints are kept: `file:///PATH`, `s3://BUCKET/PREFIX`
     /// (endpoint and credentials from SLUICE_S3_ENDPOINT, SLUICE_S3_REGION,
     /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or `memory://`
@@ -143,6 +145,38 @@ pub struct TaskManagerArgs {
     /// TaskManagers on one host), or `off`.
     #[arg(long, default_value = "127.0.0.1:9249-9259", value_parser = parse_metrics_addr)]
     metrics_addr: MetricsAddrs,
+    #[command(flatten)]
+    compile: CompileArgs,
+    /// Cores shared between tenants' tasks by their policies' `cpu_shares`
+    /// (default: all of this machine's); `0` turns the fair share off and
+    /// leaves task threads to the OS scheduler.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    cores: Option<u32>,
+}
+
+/// Bounds on compiling tenants' components, which JobManagers (on upload)
+/// and TaskManagers (on deployment) do in a child process.
+#[derive(clap::Args, Clone, Debug)]
+struct CompileArgs {
+    /// Wall-clock (and CPU) time one component may take to compile; it is
+    /// refused with this limit named past it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    compile_timeout: Duration,
+    /// Address space of the compiler process, MiB.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(256..))]
+    compile_memory_mib: u64,
+}
+
+impl CompileArgs {
+    fn compiler(&self) -> anyhow::Result<sluice_wasm::Compiler> {
+        Ok(sluice_wasm::Compiler::Child(sluice_wasm::ChildCompiler {
+            program: std::env::current_exe()
+                .context("cannot find this program to run its compiler process")?,
+            args: vec!["compile-worker".into()],
+            timeout: self.compile_timeout,
+            memory_mib: self.compile_memory_mib,
+        }))
+    }
 }
 
 /// Candidate addresses for a metrics endpoint.
@@ -238,6 +272,7 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         jobstore_max_capacity: args.jobstore_max_capacity,
         jobstore_expiration: args.jobstore_expiration,
         join_token_ttl: args.join_token_ttl.0,
+        compiler: args.compile.compiler()?,
         checkpoint_interval: args.checkpoint_interval,
         checkpoint_defaults: sluice_coord::CheckpointConfig {
             mode: match args.checkpointing_mode.as_str() {
@@ -314,6 +349,8 @@ pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
         token,
         base_dir: Some(std::env::current_dir()?),
         metrics_addrs: args.metrics_addr.0,
+        cores: args.cores.map(|c| c as usize),
+        compiler: args.compile.compiler()?,
     };
     server_runtime()?.block_on(sluice_cluster::taskmanager::run(config, |e| {
         write_endpoints(&endpoints_file, e)
@@ -1088,6 +1125,49 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                         "NAME",
                     ],
                     &jobs,
+                );
+            }
+            if !usage.taskmanagers.is_empty() {
+                let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                let rows: Vec<Vec<String>> = usage
+                    .taskmanagers
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.taskmanager.clone(),
+                            t.cpu_shares.to_string(),
+                            format!("{:.2}", t.entitled_cores),
+                            or_none(t.cpu_cores_limit.map(|c| format!("{c}"))),
+                            cpu_seconds(t.cpu_seconds),
+                            cpu_seconds(t.wait_seconds),
+                            cpu_seconds(t.throttled_seconds),
+                            format!(
+                                "{}/{}",
+                                t.instances,
+                                or_none(t.instances_limit.map(|n| n.to_string()))
+                            ),
+                            format!(
+                                "{}/{}",
+                                size(t.memory_bytes),
+                                or_none(t.memory_limit_bytes.map(size))
+                            ),
+                        ]
+                    })
+                    .collect();
+                println!();
+                print_table(
+                    &[
+                        "TASKMANAGER",
+                        "SHARES",
+                        "ENTITLED",
+                        "CEILING",
+                        "CPU",
+                        "WAITED",
+                        "THROTTLED",
+                        "INSTANCES",
+                        "MEMORY",
+                    ],
+                    &rows,
                 );
             }
         }

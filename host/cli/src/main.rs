@@ -43,6 +43,22 @@ enum Command {
     Taskmanager(cluster::TaskManagerArgs),
     #[command(flatten)]
     Client(cluster::ClientCommand),
+    /// Compile one component under limits (run by JobManagers and
+    /// TaskManagers in a child process).
+    #[command(hide = true)]
+    CompileWorker(CompileWorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct CompileWorkerArgs {
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long)]
+    memory_mib: u64,
+    #[arg(long)]
+    cpu_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -107,7 +123,27 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Exits quietly, as a program killed by SIGPIPE would (status 141), when
+/// stdout is a pipe closed early (`sluice list | head -1`): Rust ignores
+/// SIGPIPE, so `println!` would panic with a backtrace instead.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let servers = matches!(
         cli.command,
@@ -131,6 +167,11 @@ fn main() -> ExitCode {
         Command::Jobmanager(args) => cluster::jobmanager(*args).map(|()| ExitCode::SUCCESS),
         Command::Taskmanager(args) => cluster::taskmanager(args).map(|()| ExitCode::SUCCESS),
         Command::Client(cmd) => cluster::client(cmd),
+        Command::CompileWorker(a) => {
+            let code =
+                sluice_wasm::compile_worker(&a.input, &a.output, a.memory_mib, a.cpu_seconds);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
     };
     match result {
         Ok(code) => code,

@@ -492,3 +492,19 @@ fn colours(s: &str) -> bool {
         })
     })
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_like_sigpipe() {
+    // `sluice validate` prints several lines; the reader is gone before.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["validate", sluice_test_programs::WORDCOUNT, "--no-cache"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("sluice ends");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -3389,3 +3389,381 @@ fn a_job_cancelled_while_its_tasks_deploy_ends_cancelled() {
     let d = cluster.wait_for_state(&job, &["CANCELED", "FAILED", "FINISHED"]);
     assert_eq!(d["state"], "CANCELED", "{d}");
 }
+
+/// A policy for a hostile tenant: the standard limits with a tight output
+/// cap and per-TaskManager caps, and room in memory for the output flood.
+fn hostile_policies(dir: &Path) -> PathBuf {
+    let standard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/standard.toml"),
+    )
+    .expect("standard policy");
+    let hostile = standard
+        .replace("name = \"standard\"", "name = \"hostile\"")
+        .replace("memory_mib = 256", "memory_mib = 512")
+        .replace(
+            "max_output_bytes_per_call = 67_108_864",
+            "max_output_bytes_per_call = 8_388_608",
+        )
+        .replace(
+            "max_memory_mib_per_taskmanager = 8192",
+            "max_memory_mib_per_taskmanager = 1024",
+        )
+        .replace(
+            "max_instances_per_taskmanager = 64",
+            "max_instances_per_taskmanager = 2",
+        )
+        .replace("# max_call_ms = 10_000", "max_call_ms = 10_000");
+    assert_ne!(hostile, standard);
+    let policies = dir.join("hostile-policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    std::fs::write(policies.join("standard.toml"), standard).expect("policy");
+    std::fs::write(policies.join("hostile.toml"), hostile).expect("policy");
+    policies
+}
+
+#[test]
+fn a_hostile_tenant_fails_alone_while_its_neighbour_counts_exactly() {
+    use sluice_test_programs::hostile;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = hostile_policies(dir.path());
+    let policies_arg = policies.display().to_string();
+    let cluster = Cluster::start(
+        1,
+        6,
+        &[
+            "--policies-dir",
+            &policies_arg,
+            "--compile-timeout",
+            "2s",
+            // A job that fails ends FAILED at once, whatever the cause.
+            "--restart-strategy",
+            "none",
+        ],
+    );
+    let d = cluster.dir.path().to_owned();
+    let acme = cluster.new_tenant("acme", "standard");
+    let mallory = cluster.new_tenant("mallory", "hostile");
+    let tm_id = || {
+        let (_, tms) = cluster.get("/taskmanagers");
+        tms["taskmanagers"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t["id"].to_string()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let tm_before = tm_id();
+    assert_eq!(tm_before.len(), 1, "{tm_before:?}");
+    let rss = || cluster.tm_metric("sluice_process_resident_memory_bytes", &[]);
+
+    // Tenant A counts words, one job after another, for as long as B
+    // misbehaves beside it; every run's counts must be exact.
+    let (input, expected) = write_input(&d, 4 << 20);
+    let wordcount = cluster.upload_as_ok(&acme, sluice_test_programs::WORDCOUNT);
+    let hostile_done = std::sync::atomic::AtomicBool::new(false);
+    // Set when the hostile part ends, however it ends (a failed assertion
+    // too), so that A's loop stops and the test reports.
+    struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let acme_runs = |n: &mut u32| {
+        while !hostile_done.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = d.join(format!("acme-out-{n}"));
+            let (status, run) = cluster.run_as(
+                &acme.http,
+                &wordcount,
+                json!({
+                    "parallelism": 2,
+                    "programArgsList": [
+                        format!("input={}", input.display()),
+                        format!("output={}", out.display()),
+                    ],
+                }),
+            );
+            assert_eq!(status, 200, "{run}");
+            let job = run["jobid"].as_str().expect("jobid").to_owned();
+            let detail = cluster.wait_for_state(&job, &["FINISHED", "FAILED", "CANCELED"]);
+            assert_eq!(detail["state"], "FINISHED", "{detail}\n{}", cluster.logs());
+            let (counts, _) = read_output(&out);
+            assert_eq!(counts, expected, "acme's run {n}");
+            *n += 1;
+        }
+    };
+    let mut acme_count = 0;
+    let rss_before = std::thread::scope(|scope| {
+        let acme_thread = scope.spawn(|| acme_runs(&mut acme_count));
+        let done = Done(&hostile_done);
+
+        // At upload: refused with the reason, before anything runs.
+        let write = |name: &str, bytes: &[u8]| {
+            let path = d.join(name);
+            std::fs::write(&path, bytes).expect("write");
+            path
+        };
+        let wordcount_bytes = std::fs::read(sluice_test_programs::WORDCOUNT).expect("wordcount");
+        for (what, path, says) in [
+            (
+                "a forbidden import",
+                PathBuf::from(sluice_test_programs::FORBIDDEN_IMPORT),
+                "outside the sandbox",
+            ),
+            (
+                "junk",
+                write("junk.wasm", b"this is not wasm at all"),
+                "magic bytes",
+            ),
+            (
+                "a truncated component",
+                write(
+                    "truncated.wasm",
+                    &wordcount_bytes[..wordcount_bytes.len() / 2],
+                ),
+                "not a valid WebAssembly component",
+            ),
+            (
+                "a core module",
+                write("core.wasm", &hostile::core_module()),
+                "core WebAssembly module",
+            ),
+            (
+                "the wrong world",
+                write("empty.wasm", &hostile::empty_component()),
+                "does not implement the Sluice contract",
+            ),
+            (
+                "a huge initial memory",
+                write("memory.wasm", &hostile::huge_initial_memory()),
+                "over the policy's `memory_mib` of 512",
+            ),
+            (
+                "a table bomb",
+                write("table.wasm", &hostile::table_bomb()),
+                "a table starts with 10000000 elements",
+            ),
+            (
+                "a compile bomb",
+                write("bomb.wasm", &hostile::compile_bomb(40_000)),
+                "the compile time limit",
+            ),
+        ] {
+            let (status, body) = cluster.upload_as(&mallory.http, &path);
+            assert_eq!(status, 400, "{what}: {body}");
+            assert!(body.to_string().contains(says), "{what}: {body}");
+        }
+
+        // At submission: plans that spin or are absurd.
+        let adversarial = cluster.upload_as_ok(&mallory, sluice_test_programs::ADVERSARIAL);
+        let submit = |args: Vec<String>, parallelism: u64| {
+            cluster.run_as(
+                &mallory.http,
+                &adversarial,
+                json!({ "parallelism": parallelism, "programArgsList": args }),
+            )
+        };
+        for (what, args, parallelism, says) in [
+            (
+                "a spinning plan",
+                vec!["mode=plan-spin".to_owned()],
+                1,
+                "ran out of fuel",
+            ),
+            (
+                "16 000 nodes",
+                vec!["mode=wide-plan".to_owned()],
+                1,
+                "max_plan_nodes",
+            ),
+            (
+                "100 000 edges",
+                vec!["mode=dense-plan".to_owned()],
+                1,
+                "max_plan_edges",
+            ),
+            (
+                "parallelism 1 000 000",
+                vec!["mode=pass".to_owned()],
+                1_000_000,
+                "max_parallelism",
+            ),
+        ] {
+            let (status, body) = submit(args, parallelism);
+            assert!((400..500).contains(&status), "{what}: {status} {body}");
+            assert!(body.to_string().contains(says), "{what}: {body}");
+        }
+        // A 100 MB configuration: refused (413) once past the body limit; the
+        // JobManager may close the connection before the client has written
+        // it all, which the client sees as a failed write. No job either way.
+        let jobs = || {
+            cluster.get_as(&mallory.http, "/jobs/overview").1["jobs"]
+                .as_array()
+                .map_or(0, Vec::len)
+        };
+        let before = jobs();
+        let huge = json!({ "programArgsList": [format!("name={}", "x".repeat(100 << 20))] });
+        match mallory
+            .http
+            .post(format!("{}/jars/{adversarial}/run", cluster.rest))
+            .json(&huge)
+            .send()
+        {
+            Ok(resp) => assert_eq!(resp.status().as_u16(), 413),
+            Err(e) => assert!(e.is_request(), "{e}"),
+        }
+        assert_eq!(jobs(), before, "the huge configuration ran nothing");
+
+        // At run time: each job fails alone, with its cause named.
+        let fails_with = |args: Vec<String>, parallelism: u64, says: &str| {
+            let mode = args.join(" ");
+            let (status, run) = submit(args, parallelism);
+            assert_eq!(status, 200, "{mode}: {run}");
+            let job = run["jobid"].as_str().expect("jobid").to_owned();
+            let detail = wait_for(&format!("{mode} to end"), &|| cluster.logs(), || {
+                let (_, d) = cluster.get_as(&mallory.http, &format!("/jobs/{job}"));
+                matches!(
+                    d["state"].as_str(),
+                    Some("FAILED" | "FINISHED" | "CANCELED")
+                )
+                .then_some(d)
+            });
+            assert_eq!(detail["state"], "FAILED", "{mode}: {detail}");
+            let (_, exceptions) = cluster.get_as(&mallory.http, &format!("/jobs/{job}/exceptions"));
+            let cause = exceptions["exceptionHistory"]["entries"][0]["stacktrace"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(cause.contains(says), "{mode}: {exceptions}");
+        };
+        let fails = |mode: &str, says: &str| fails_with(vec![format!("mode={mode}")], 1, says);
+        // The TaskManager's memory with A's jobs running, before B's.
+        let rss_before = rss();
+        fails("spin", "ran out of fuel");
+        fails("grow-then-spin", "ran out of fuel");
+        fails("bomb", "exceeded its memory limit (512 MiB");
+        fails("deep", "overflowed the stack");
+        fails("panic", "panicked: operator gave up on record");
+        // One record in, 70 000 records of 1 KiB out, in one call.
+        fails_with(
+            vec!["mode=flood-output".to_owned(), "count=1".to_owned()],
+            1,
+            "over its output limit (8388608 bytes per call",
+        );
+        fails("log-flood", "broke a host-call limit");
+        fails(
+            "metric-flood",
+            "a metric name of 16777216 bytes is over the limit",
+        );
+        fails("fresh-metrics", "more than 1000 distinct counter names");
+        // Asleep in WASI (no wasm running for an epoch tick to stop): the
+        // call's deadline still ends it...
+        fails_with(
+            vec!["mode=sleep".to_owned(), "count=1".to_owned()],
+            1,
+            "exceeded its time limit (10000 ms per call",
+        );
+        // ... and so does a cancel, well before the deadline (without which
+        // the job would end FAILED by the deadline, or stay CANCELLING).
+        let (status, run) = submit(vec!["mode=sleep".to_owned(), "count=1".to_owned()], 1);
+        assert_eq!(status, 200, "{run}");
+        let sleeper = run["jobid"].as_str().expect("jobid").to_owned();
+        wait_for("the sleeping job's instance", &|| cluster.logs(), || {
+            (cluster.tm_metric("sluice_tenant_guest_instances", &[("tenant", "mallory")]) == 1.0)
+                .then_some(())
+        });
+        let cancel = mallory
+            .http
+            .patch(format!("{}/jobs/{sleeper}?mode=cancel", cluster.rest))
+            .send()
+            .expect("cancel");
+        assert_eq!(cancel.status().as_u16(), 202);
+        let detail = wait_for("the sleeping job to end", &|| cluster.logs(), || {
+            let (_, d) = cluster.get_as(&mallory.http, &format!("/jobs/{sleeper}"));
+            matches!(
+                d["state"].as_str(),
+                Some("FAILED" | "FINISHED" | "CANCELED")
+            )
+            .then_some(d)
+        });
+        assert_eq!(detail["state"], "CANCELED", "{detail}");
+        // Over the tenant's instances on the TaskManager (2): the job fails,
+        // naming the cap.
+        fails_with(
+            vec!["mode=pass".to_owned(), "count=1000000000000".to_owned()],
+            3,
+            "max_instances_per_taskmanager",
+        );
+        // A slow operator within its limits (about half a second per call) runs to its end.
+        let (status, run) = submit(vec!["mode=busy".to_owned(), "count=3000".to_owned()], 1);
+        assert_eq!(status, 200, "{run}");
+        let slow = run["jobid"].as_str().expect("jobid").to_owned();
+        let detail = wait_for("the slow job to end", &|| cluster.logs(), || {
+            let (_, d) = cluster.get_as(&mallory.http, &format!("/jobs/{slow}"));
+            matches!(
+                d["state"].as_str(),
+                Some("FAILED" | "FINISHED" | "CANCELED")
+            )
+            .then_some(d)
+        });
+        assert_eq!(detail["state"], "FINISHED", "{detail}");
+
+        // B's next job runs.
+        let (status, run) = submit(vec!["mode=pass".to_owned()], 1);
+        assert_eq!(status, 200, "{run}");
+        let again = run["jobid"].as_str().expect("jobid").to_owned();
+        let detail = cluster.wait_for_state(&again, &["FINISHED", "FAILED", "CANCELED"]);
+        assert_eq!(detail["state"], "FINISHED", "{detail}");
+        drop(done);
+        acme_thread.join().expect("acme's runs");
+        rss_before
+    });
+    // A counted exactly all along, on the same TaskManager.
+    assert!(
+        acme_count >= 2,
+        "acme ran {acme_count} jobs beside the hostile ones"
+    );
+    assert_eq!(tm_id(), tm_before, "the TaskManager never left");
+    // Each tenant's share of the TaskManager, in Prometheus and in its usage.
+    let of = |name: &str, tenant: &str| cluster.tm_metric(name, &[("tenant", tenant)]);
+    assert!(of("sluice_tenant_cpu_milliseconds_total", "acme") > 0.0);
+    assert!(of("sluice_tenant_cpu_milliseconds_total", "mallory") > 0.0);
+    assert_eq!(of("sluice_tenant_cpu_shares", "mallory"), 100.0);
+    // Nobody else is busy now: all of the TaskManager's cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        of("sluice_tenant_cpu_entitled_cores", "mallory"),
+        cores as f64
+    );
+    assert_eq!(of("sluice_tenant_guest_instances_limit", "mallory"), 2.0);
+    assert_eq!(
+        of("sluice_tenant_guest_memory_limit_bytes", "mallory"),
+        f64::from(1024u32 << 20)
+    );
+    assert_eq!(
+        of("sluice_tenant_guest_instances", "mallory"),
+        0.0,
+        "all given back"
+    );
+    let share = wait_for("mallory's share in its usage", &|| cluster.logs(), || {
+        let (_, usage) = cluster.get_as(&mallory.http, "/tenants/me/usage");
+        let tm = usage["taskmanagers"][0].clone();
+        (tm["cpu_seconds"].as_f64() > Some(0.0)).then_some(tm)
+    });
+    assert_eq!(
+        (
+            share["cpu_shares"].as_u64(),
+            share["instances_limit"].as_u64(),
+            share["memory_limit_bytes"].as_u64()
+        ),
+        (Some(100), Some(2), Some(1 << 30)),
+        "{share}"
+    );
+    let rss_after = rss();
+    eprintln!(
+        "TaskManager resident memory: {} MiB with acme's jobs running, {} MiB after the hostile ones (acme ran {acme_count})",
+        rss_before as u64 >> 20,
+        rss_after as u64 >> 20
+    );
+    assert!(
+        rss_after < rss_before + f64::from(96u32 << 20),
+        "memory came back: {rss_before} -> {rss_after}"
+    );
+}

@@ -253,4 +253,34 @@ pub struct UsageView {
     pub jobs: Vec<JobUsage>,
     /// All its jobs, ended ones included.
     pub total: UsageTotal,
+    /// Its share of each TaskManager it ran tasks on since that started.
+    #[serde(default)]
+    pub taskmanagers: Vec<TaskManagerShare>,
+}
+
+/// A tenant's share of one TaskManager (see `sluice_share`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskManagerShare {
+    /// The TaskManager.
+    pub taskmanager: String,
+    /// The policy's `cpu_shares`.
+    pub cpu_shares: u64,
+    /// The policy's `cpu_cores` ceiling.
+    pub cpu_cores_limit: Option<f64>,
+    /// Cores the weight entitles the tenant to beside the tenants busy now.
+    pub entitled_cores: f64,
+    /// CPU its tasks held a core for.
+    pub cpu_seconds: f64,
+    /// Time its tasks waited for a core.
+    pub wait_seconds: f64,
+    /// Of that, time held back by its own ceiling.
+    pub throttled_seconds: f64,
+    /// Live guest instances.
+    pub instances: u64,
+    /// `max_instances_per_taskmanager`.
+    pub instances_limit: Option<u64>,
+    /// Guest linear memory, bytes.
+    pub memory_bytes: u64,
+    /// `max_memory_mib_per_taskmanager`, bytes.
+    pub memory_limit_bytes: Option<u64>,
 }

@@ -30,7 +30,7 @@ use sluice_policy::{Policy, TenantId};
 use sluice_runtime::{PreparedJob, RunError};
 use sluice_transport::{ClusterCa, JoinToken};
 use sluice_types::JobId;
-use sluice_wasm::{Runtime, RuntimeOptions};
+use sluice_wasm::Runtime;
 use tokio::sync::mpsc;
 
 use crate::members::{CertRecord, JoinRecord, MemberBook};
@@ -77,27 +77,30 @@ pub struct JobManagerConfig {
     /// How long the join token made at the first start stays valid;
     /// `None`: until revoked.
     pub join_token_ttl: Option<Duration>,
+    /// Where uploaded components are compiled (see `sluice_wasm::Compiler`).
+    pub compiler: sluice_wasm::Compiler,
 }
 
 /// The JobManager's shared state.
 pub(crate) struct JobManager {
     pub(crate) config: JobManagerConfig,
     pub(crate) cluster: Mutex<Cluster>,
-    pub(crate) runtime: Runtime,
     pub(crate) connectors: Connectors,
     pub(crate) rest_addr: Mutex<Option<SocketAddr>>,
     pub(crate) tenancy: Tenancy,
     /// Engines by policy name, for running plan functions under the
     /// submitting tenant's limits.
-    pub(crate) runtimes: Mutex<HashMap<String, Runtime>>,
+    pub(crate) runtimes: sluice_wasm::Runtimes,
     /// Uploaded components on disk.
     pub(crate) jars: crate::jars::JarStore,
     /// Uploads received at once, over all tenants.
     pub(crate) uploads: Arc<tokio::sync::Semaphore>,
     /// Received uploads validated at once (each is read whole and
-    /// compiled): one per core, so that many uploads finishing together
-    /// wait their turn instead of each holding its bytes in memory.
+    /// compiled): one per core (2 to 4), so that many uploads finishing
+    /// together wait their turn instead of each holding its bytes in memory.
     pub(crate) checks: tokio::sync::Semaphore,
+    /// One validation at a time per tenant (see `rest::upload`).
+    pub(crate) tenant_checks: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     pub(crate) ca: ClusterCa,
     pub(crate) token: JoinToken,
     /// Join tokens and issued certificates, and where they are kept.
@@ -325,7 +328,9 @@ impl JobManager {
     pub fn finish_upload(&self, mut upload: Upload, name: &str) -> Result<Jar, SubmitError> {
         let bytes = std::fs::read(&upload.path)
             .map_err(|e| SubmitError::Internal(format!("cannot read the upload back: {e}")))?;
-        self.runtime.load(&bytes).map_err(|e| {
+        // Checked under the uploader's policy (its memory and table limits).
+        let policy = self.policy_of(&upload.who.tenant)?;
+        self.runtime_for(&policy)?.load(&bytes).map_err(|e| {
             SubmitError::Invalid(format!("`{name}` is not a valid Sluice application: {e}"))
         })?;
         let jar = self
@@ -382,28 +387,9 @@ impl JobManager {
     /// which differ between tenants of one policy, are checked by the
     /// caller).
     fn runtime_for(&self, policy: &Policy) -> Result<Runtime, SubmitError> {
-        let mut runtimes = self
-            .runtimes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(r) = runtimes.get(&policy.name)
-            && r.policy().limits == policy.limits
-        {
-            return Ok(r.clone());
-        }
-        let runtime = Runtime::new(
-            policy.clone(),
-            RuntimeOptions {
-                slots: 2,
-                cache_dir: Some(self.config.data_dir.join("cache")),
-                ..RuntimeOptions::default()
-            },
-        )
-        .map_err(|e| {
+        self.runtimes.get(policy).map(|(r, _)| r).map_err(|e| {
             SubmitError::Internal(format!("cannot set up policy `{}`: {e}", policy.name))
-        })?;
-        runtimes.insert(policy.name.clone(), runtime.clone());
-        Ok(runtime)
+        })
     }
 
     /// Plans a job from an uploaded component and queues it for slots.
@@ -949,9 +935,10 @@ impl JobManager {
         let mut cluster = self.lock();
         let now = now_ms();
         match msg {
-            ToJobManager::Heartbeat { .. } => {
+            ToJobManager::Heartbeat { tenants, .. } => {
                 if let Some(t) = cluster.tms.get_mut(tm) {
                     t.last_heartbeat = Instant::now();
+                    t.shares = tenants;
                 }
                 return;
             }

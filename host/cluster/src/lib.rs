@@ -30,6 +30,31 @@ pub use jobmanager::JobManagerConfig;
 pub use server::Endpoints;
 pub use tenancy::{AuthMode, DEFAULT_TENANT, TenancyConfig};
 
+/// The largest `memory_mib` a policy run by a cluster process may set:
+/// every process has one wasmtime engine, its instance pool sized for it.
+pub const MAX_INSTANCE_MEMORY_MIB: u64 = 4096;
+
+/// The wasm stack of every instance in a cluster process, KiB (wasmtime
+/// sets it per engine): a policy's `stack_kib` may not be larger.
+pub const INSTANCE_STACK_KIB: u64 = 1024;
+
+/// Options of a cluster process's engine.
+pub(crate) fn runtime_options(
+    slots: u32,
+    cache_dir: std::path::PathBuf,
+    compiler: sluice_wasm::Compiler,
+) -> sluice_wasm::RuntimeOptions {
+    sluice_wasm::RuntimeOptions {
+        slots,
+        instances_per_slot: u32::try_from(taskmanager::INSTANCES_PER_SLOT).unwrap_or(8),
+        cache_dir: Some(cache_dir),
+        max_memory_mib: Some(MAX_INSTANCE_MEMORY_MIB),
+        stack_kib: Some(INSTANCE_STACK_KIB),
+        compiler,
+        ..sluice_wasm::RuntimeOptions::default()
+    }
+}
+
 /// `s` cut to at most `max` characters, the cut marked with `…`: for text
 /// from users or guests (job names, arguments) in logs and tables.
 pub fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {

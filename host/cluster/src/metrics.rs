@@ -77,6 +77,46 @@ fn describe() {
         "sluice_tenant_fuel_consumed_total",
         "Wasm fuel burnt by a tenant's guest operators on this TaskManager, ended tasks included."
     );
+    describe_counter!(
+        "sluice_tenant_cpu_milliseconds_total",
+        "Time a tenant's tasks held one of this TaskManager's cores (its fair gate's)."
+    );
+    describe_counter!(
+        "sluice_tenant_cpu_wait_milliseconds_total",
+        "Time a tenant's tasks waited for a core while other tenants' held them, throttled time included."
+    );
+    describe_counter!(
+        "sluice_tenant_cpu_throttled_milliseconds_total",
+        "Time a tenant's tasks waited because the tenant was at its cpu_cores ceiling."
+    );
+    describe_gauge!(
+        "sluice_tenant_cpu_shares",
+        "A tenant's CPU weight (cpu_shares)."
+    );
+    describe_gauge!(
+        "sluice_tenant_cpu_entitled_cores",
+        "Cores a tenant's weight entitles it to beside the tenants busy now (within its ceiling)."
+    );
+    describe_gauge!(
+        "sluice_tenant_cpu_cores_limit",
+        "A tenant's cpu_cores ceiling."
+    );
+    describe_gauge!(
+        "sluice_tenant_guest_instances",
+        "A tenant's live guest instances on this TaskManager."
+    );
+    describe_gauge!(
+        "sluice_tenant_guest_instances_limit",
+        "A tenant's max_instances_per_taskmanager."
+    );
+    describe_gauge!(
+        "sluice_tenant_guest_memory_bytes",
+        "Guest linear memory of a tenant's instances on this TaskManager."
+    );
+    describe_gauge!(
+        "sluice_tenant_guest_memory_limit_bytes",
+        "A tenant's max_memory_mib_per_taskmanager, in bytes."
+    );
     describe_gauge!(
         "sluice_taskmanager_slots_total",
         "Slots this TaskManager offers."
@@ -194,6 +234,28 @@ pub(crate) fn publish_task(l: &TaskLabels<'_>, c: &TaskCounters) {
 /// started (ended tasks included): the figure to bill by.
 pub(crate) fn publish_tenant_fuel(tenant: &str, fuel: u64) {
     counter!("sluice_tenant_fuel_consumed_total", "tenant" => tenant.to_owned()).absolute(fuel);
+}
+
+/// Publishes one tenant's share of this TaskManager.
+pub(crate) fn publish_tenant_share(s: &crate::protocol::TenantShare) {
+    let t = || [("tenant", s.tenant.clone())];
+    counter!("sluice_tenant_cpu_milliseconds_total", &t()).absolute(s.cpu_ns / 1_000_000);
+    counter!("sluice_tenant_cpu_wait_milliseconds_total", &t()).absolute(s.wait_ns / 1_000_000);
+    counter!("sluice_tenant_cpu_throttled_milliseconds_total", &t())
+        .absolute(s.throttled_ns / 1_000_000);
+    gauge!("sluice_tenant_cpu_shares", &t()).set(s.cpu_shares as f64);
+    gauge!("sluice_tenant_cpu_entitled_cores", &t()).set(s.entitled_cores);
+    if let Some(c) = s.cpu_cores_limit {
+        gauge!("sluice_tenant_cpu_cores_limit", &t()).set(c);
+    }
+    gauge!("sluice_tenant_guest_instances", &t()).set(s.instances as f64);
+    if let Some(n) = s.instances_limit {
+        gauge!("sluice_tenant_guest_instances_limit", &t()).set(n as f64);
+    }
+    gauge!("sluice_tenant_guest_memory_bytes", &t()).set(s.memory_bytes as f64);
+    if let Some(n) = s.memory_limit_bytes {
+        gauge!("sluice_tenant_guest_memory_limit_bytes", &t()).set(n as f64);
+    }
 }
 
 /// Publishes a TaskManager's own gauges.

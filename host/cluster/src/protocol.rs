@@ -23,7 +23,7 @@ pub use sluice_runtime::snapshot::{Restore, SnapshotHandle, TaskRestore};
 
 /// Bumped whenever a message changes shape; peers with another version
 /// are refused with both versions named.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The first message of a TaskManager.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +65,8 @@ pub enum ToJobManager {
     Heartbeat {
         /// Tasks running.
         running_tasks: u32,
+        /// What each tenant with tasks here since it started gets of it.
+        tenants: Vec<TenantShare>,
     },
     /// A task changed state.
     TaskStatus {
@@ -286,4 +288,32 @@ pub fn version_mismatch(theirs: u32, their_release: &str) -> String {
          the TaskManager (sluice {their_release}) speaks {theirs}; run the same Sluice release on every host",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// One tenant's share of one TaskManager, as its heartbeat reports it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantShare {
+    /// The tenant.
+    pub tenant: String,
+    /// Its policy's `cpu_shares`.
+    pub cpu_shares: u64,
+    /// Its policy's `cpu_cores` ceiling.
+    pub cpu_cores_limit: Option<f64>,
+    /// Cores its weight entitles it to if it were busy now, beside the
+    /// tenants busy now (within its ceiling); 0 without a fair gate.
+    pub entitled_cores: f64,
+    /// CPU its tasks held a core for, ns.
+    pub cpu_ns: u64,
+    /// Time its tasks waited for a core, ns.
+    pub wait_ns: u64,
+    /// Of that, time held back by its own ceiling, ns.
+    pub throttled_ns: u64,
+    /// Live guest instances, and the cap.
+    pub instances: u64,
+    /// `max_instances_per_taskmanager`.
+    pub instances_limit: Option<u64>,
+    /// Guest linear memory, bytes, and the cap.
+    pub memory_bytes: u64,
+    /// `max_memory_mib_per_taskmanager` in bytes.
+    pub memory_limit_bytes: Option<u64>,
 }

@@ -36,8 +36,8 @@ use crate::api::flink::{
 };
 use crate::api::{
     CreateTenant, CreateToken, JobUsage, QuotaUse, RunRequest, RunResponse, SavepointRequest,
-    StopRequest, TenantCreated, TokenCreated, TokenRevoked, TokenView, Tokens, TriggerResponse,
-    UploadResponse, UsageTotal, UsageView,
+    StopRequest, TaskManagerShare, TenantCreated, TokenCreated, TokenRevoked, TokenView, Tokens,
+    TriggerResponse, UploadResponse, UsageTotal, UsageView,
 };
 use crate::jobmanager::{JobManager, SubmitOptions, Upload};
 use crate::table::{JobEntry, SubmitError, Tm, now_ms, status_name};
@@ -718,12 +718,20 @@ async fn upload(
     }
     let (name, upload) =
         stored.ok_or_else(|| bad_request("Bad request: the upload has no `jarfile` field"))?;
-    // Validation reads the upload whole and compiles it: a few at a time.
-    let _checking = jm
-        .checks
-        .acquire()
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Validation reads the upload whole and compiles it: a few at a time,
+    // and one at a time per tenant, so that one tenant's compile bombs (each
+    // up to the compile time limit) hold at most one of the permits.
+    let mine = jm
+        .tenant_checks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(who.tenant.to_string())
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+        .clone();
+    let internal =
+        |e: tokio::sync::AcquireError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let _mine = mine.acquire_owned().await.map_err(internal)?;
+    let _checking = jm.checks.acquire().await.map_err(internal)?;
     let jm2 = jm.clone();
     let jar = tokio::task::spawn_blocking(move || jm2.finish_upload(upload, &name))
         .await
@@ -892,11 +900,34 @@ fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<UsageView, ApiError>
             }
         })
         .collect();
+    let taskmanagers = cluster
+        .tms
+        .values()
+        .flat_map(|tm| {
+            tm.shares
+                .iter()
+                .filter(|s| s.tenant == tenant.as_str())
+                .map(|s| TaskManagerShare {
+                    taskmanager: tm.id.clone(),
+                    cpu_shares: s.cpu_shares,
+                    cpu_cores_limit: s.cpu_cores_limit,
+                    entitled_cores: s.entitled_cores,
+                    cpu_seconds: s.cpu_ns as f64 / 1e9,
+                    wait_seconds: s.wait_ns as f64 / 1e9,
+                    throttled_seconds: s.throttled_ns as f64 / 1e9,
+                    instances: s.instances,
+                    instances_limit: s.instances_limit,
+                    memory_bytes: s.memory_bytes,
+                    memory_limit_bytes: s.memory_limit_bytes,
+                })
+        })
+        .collect();
     Ok(UsageView {
         tenant: tenant.to_string(),
         policy: policy.name,
         quotas,
         jobs,
+        taskmanagers,
         // Every job the job-result store records, ended ones included.
         total: UsageTotal {
             records_in: total.records_in,

@@ -18,7 +18,6 @@ use sluice_policy::quota::{Holder, Ledger, Usage};
 use sluice_state::{S3Options, Storage};
 use sluice_transport::{ALPN_CLUSTER, ALPN_JOIN, ClusterCa, frame};
 use sluice_types::JobId;
-use sluice_wasm::{Runtime, RuntimeOptions};
 use tokio::sync::mpsc;
 
 use crate::checkpoints::IoDone;
@@ -74,14 +73,6 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
         .await
         .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
     let (tenancy, admin_token) = Tenancy::open(&config.data_dir, config.tenancy.clone(), now_ms())?;
-    let runtime = Runtime::new(
-        sluice_policy::Policy::standard(),
-        RuntimeOptions {
-            slots: 2,
-            cache_dir: Some(config.data_dir.join("cache")),
-            ..RuntimeOptions::default()
-        },
-    )?;
     let connectors = Connectors::new(&tokio::runtime::Handle::current(), config.base_dir.clone())
         .map_err(|e| anyhow::anyhow!("cannot set up connectors: {e}"))?;
     // Fail at start, not at the first checkpoint, on a store that cannot work.
@@ -102,16 +93,20 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
             ledger: Ledger::default(),
             billed,
         }),
-        runtime,
         connectors,
         rest_addr: Mutex::new(None),
         tenancy,
-        runtimes: Mutex::new(HashMap::new()),
+        runtimes: sluice_wasm::Runtimes::new(crate::runtime_options(
+            2,
+            config.data_dir.join("cache"),
+            config.compiler.clone(),
+        )),
         jars: crate::jars::JarStore::new(&config.data_dir),
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         checks: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
         ),
+        tenant_checks: Mutex::new(HashMap::new()),
         ca,
         token,
         members: Mutex::new(members),
@@ -444,6 +439,7 @@ async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()>
                 slots: hello.slots,
                 registered_at: now_ms(),
                 last_heartbeat: Instant::now(),
+                shares: Vec::new(),
                 tx,
                 conn: conn.clone(),
                 certificate,

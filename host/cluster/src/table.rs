@@ -37,6 +37,8 @@ pub(crate) struct Tm {
     pub slots: u32,
     pub registered_at: u64,
     pub last_heartbeat: Instant,
+    /// Each tenant's share of it, as its last heartbeat said.
+    pub shares: Vec<crate::protocol::TenantShare>,
     pub tx: mpsc::UnboundedSender<ToTaskManager>,
     pub conn: Connection,
     /// The id of its certificate (`sluice certificate list`).

@@ -26,10 +26,11 @@ use sluice_runtime::snapshot::{
     AbortedCheckpoints, CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot,
 };
 use sluice_runtime::task::{self, TaskContext};
+use sluice_share::{Account, Caps, Gate};
 use sluice_state::{S3Options, Storage};
 use sluice_transport::{Identity, JoinToken, frame};
 use sluice_types::{Event, JobId};
-use sluice_wasm::{App, Runtime, RuntimeOptions};
+use sluice_wasm::App;
 use tokio::sync::{Notify, mpsc};
 
 use crate::dataplane;
@@ -62,6 +63,12 @@ pub struct TaskManagerConfig {
     /// several TaskManagers on one host can share a port range). Empty: no
     /// metrics endpoint.
     pub metrics_addrs: Vec<SocketAddr>,
+    /// Cores the fair gate hands out to tenants' tasks (`None`: all of the
+    /// machine's); with `Some(0)` there is no gate and the OS schedules
+    /// task threads as it likes (for measuring what the gate costs).
+    pub cores: Option<usize>,
+    /// Where deployed components are compiled (see `sluice_wasm::Compiler`).
+    pub compiler: sluice_wasm::Compiler,
 }
 
 /// Where a started TaskManager listens.
@@ -131,7 +138,6 @@ struct Shared {
     endpoint: Endpoint,
     handle: tokio::runtime::Handle,
     connectors: Arc<Connectors>,
-    cache_dir: PathBuf,
     slots: u32,
     peers: Mutex<HashMap<String, Connection>>,
     peers_changed: Notify,
@@ -148,10 +154,14 @@ struct Shared {
     /// component can take seconds): they are never started. The newest
     /// few hundred are remembered.
     cancelled: Mutex<std::collections::VecDeque<RunKey>>,
-    /// Runtimes by policy (their limits differ), and loaded apps by
+    /// The engine with a runtime per policy, and loaded apps by
     /// component hash and policy name.
-    runtimes: Mutex<HashMap<String, Runtime>>,
+    runtimes: sluice_wasm::Runtimes,
     apps: Mutex<LoadedApps>,
+    /// The cores, shared fairly between tenants (see `sluice_share`).
+    gate: Option<Gate>,
+    /// Each tenant's instances and guest memory here, with its caps.
+    tenants: Mutex<HashMap<String, Account>>,
     to_jm: Mutex<Option<mpsc::UnboundedSender<ToJobManager>>>,
 }
 
@@ -202,7 +212,6 @@ pub async fn run(
         endpoint: endpoint.clone(),
         handle: io,
         connectors: Arc::new(connectors),
-        cache_dir: config.data_dir.join("cache"),
         slots: config.slots,
         peers: Mutex::new(HashMap::new()),
         peers_changed: Notify::new(),
@@ -211,8 +220,20 @@ pub async fn run(
         runs: Mutex::new(HashMap::new()),
         ended_fuel: Mutex::new(HashMap::new()),
         cancelled: Mutex::new(std::collections::VecDeque::new()),
-        runtimes: Mutex::new(HashMap::new()),
+        runtimes: sluice_wasm::Runtimes::new(crate::runtime_options(
+            config.slots,
+            config.data_dir.join("cache"),
+            config.compiler.clone(),
+        )),
         apps: Mutex::new(LoadedApps::default()),
+        gate: match config.cores {
+            Some(0) => None,
+            Some(n) => Some(Gate::new(n)),
+            None => Some(Gate::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
+        },
+        tenants: Mutex::new(HashMap::new()),
         to_jm: Mutex::new(None),
     });
     tokio::spawn(accept_peers(shared.clone()));
@@ -498,6 +519,9 @@ fn publish_metrics(shared: &Shared) {
     for (tenant, fuel) in &fuel {
         crate::metrics::publish_tenant_fuel(tenant, *fuel);
     }
+    for share in tenant_shares(shared) {
+        crate::metrics::publish_tenant_share(&share);
+    }
     crate::metrics::publish_taskmanager(shared.slots, slots.len() as u32);
 }
 
@@ -526,8 +550,57 @@ fn heartbeat_now(shared: &Shared) {
         shared,
         ToJobManager::Heartbeat {
             running_tasks: running,
+            tenants: tenant_shares(shared),
         },
     );
+}
+
+/// Each tenant's CPU (from the fair gate) and instances and memory (from
+/// its account) on this TaskManager.
+fn tenant_shares(shared: &Shared) -> Vec<crate::protocol::TenantShare> {
+    let mut out: std::collections::BTreeMap<String, crate::protocol::TenantShare> =
+        std::collections::BTreeMap::new();
+    if let Some(gate) = &shared.gate {
+        let lanes = gate.usage();
+        let busy_weight = |except: &str| -> u64 {
+            lanes
+                .iter()
+                .filter(|l| l.tenant != except && (l.holding > 0 || l.waiting > 0))
+                .map(|l| l.weight)
+                .sum()
+        };
+        for l in &lanes {
+            let cores = gate.cores() as f64;
+            let fair = cores * l.weight as f64 / (l.weight + busy_weight(&l.tenant)) as f64;
+            out.insert(
+                l.tenant.clone(),
+                crate::protocol::TenantShare {
+                    tenant: l.tenant.clone(),
+                    cpu_shares: l.weight,
+                    cpu_cores_limit: l.ceiling,
+                    entitled_cores: l.ceiling.map_or(fair, |c| fair.min(c)),
+                    cpu_ns: l.used_ns,
+                    wait_ns: l.waited_ns,
+                    throttled_ns: l.throttled_ns,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    for (tenant, account) in lock(&shared.tenants).iter() {
+        let caps = account.caps();
+        let share = out
+            .entry(tenant.clone())
+            .or_insert_with(|| crate::protocol::TenantShare {
+                tenant: tenant.clone(),
+                ..Default::default()
+            });
+        share.instances = account.instances();
+        share.instances_limit = caps.instances.map(|c| c.0);
+        share.memory_bytes = account.memory_bytes();
+        share.memory_limit_bytes = caps.memory_bytes.map(|c| c.0);
+    }
+    out.into_values().collect()
 }
 
 /// Runs remembered as cancelled before they started.
@@ -703,6 +776,15 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         _ => None,
     };
     let task_ids: Vec<TaskId> = d.tasks.iter().map(|(_, t)| t.task).collect();
+    let lane = shared.gate.as_ref().map(|g| {
+        let limits = &d.policy.limits;
+        g.lane(
+            &d.tenant,
+            limits.cpu_shares,
+            limits.cpu_cores.map(sluice_policy::Cores::get),
+        )
+    });
+    let accounts = vec![tenant_account(shared, &d), run_account(&d)];
     let mut starts = Vec::new();
     for (slot, t) in d.tasks {
         let counters = Arc::new(TaskCounters::new(&t.nodes));
@@ -755,6 +837,8 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
             job: d.job,
             // A savepoint of this run may name them; its restore publishes them.
             discard_precommitted_on_cancel: false,
+            lane: lane.clone(),
+            accounts: accounts.clone(),
         };
         starts.push((t, ctx));
     }
@@ -907,26 +991,66 @@ fn task_ended(shared: &Shared, key: RunKey, task: TaskId) {
     }
 }
 
+/// Instances one task slot may hold: the instance pool is sized for this
+/// many per slot, and the instances of a run's tasks may not take more than
+/// their slots' part of it (so no job, of any tenant, can use up the pool).
+pub(crate) const INSTANCES_PER_SLOT: u64 = 8;
+
+/// The tenant's account on this TaskManager, with its policy's caps.
+fn tenant_account(shared: &Shared, d: &Deployment) -> Account {
+    let limits = &d.policy.limits;
+    let named = |cap: &str| format!("`{cap}` of policy `{}`", d.policy.name);
+    let caps = Caps {
+        instances: limits
+            .max_instances_per_taskmanager
+            .map(|n| (n, named("max_instances_per_taskmanager"))),
+        memory_bytes: limits.max_memory_mib_per_taskmanager.map(|m| {
+            (
+                m.saturating_mul(1 << 20),
+                named("max_memory_mib_per_taskmanager"),
+            )
+        }),
+    };
+    let mut tenants = lock(&shared.tenants);
+    let account = tenants
+        .entry(d.tenant.clone())
+        .or_insert_with(|| Account::new(format!("tenant `{}`", d.tenant), caps.clone()));
+    account.set_caps(caps);
+    account.clone()
+}
+
+/// The account of one run's tasks here: [`INSTANCES_PER_SLOT`] instances
+/// for each slot they were given.
+fn run_account(d: &Deployment) -> Account {
+    slots_account(&d.name, d.tasks.iter().map(|(slot, _)| *slot))
+}
+
+/// An account of [`INSTANCES_PER_SLOT`] instances per distinct slot.
+fn slots_account(job: &str, slots: impl Iterator<Item = u32>) -> Account {
+    let slots: std::collections::BTreeSet<u32> = slots.collect();
+    let limit = (slots.len() as u64).saturating_mul(INSTANCES_PER_SLOT);
+    Account::new(
+        format!("job `{job}` ({} slot(s) here)", slots.len()),
+        Caps {
+            instances: Some((limit, format!("{INSTANCES_PER_SLOT} instances per slot"))),
+            memory_bytes: None,
+        },
+    )
+}
+
 fn load_app(shared: &Shared, d: &Deployment) -> anyhow::Result<App> {
     let key = (d.component_hash.clone(), d.policy.name.clone());
-    if let Some(app) = lock(&shared.apps).get(&key) {
+    // Loaded under this very policy: a policy of the same name that
+    // changed (a reload) gets the app loaded again under its new limits.
+    if let Some(app) = lock(&shared.apps).get(&key)
+        && app.policy().limits == d.policy.limits
+    {
         return Ok(app);
     }
-    let mut runtimes = lock(&shared.runtimes);
-    let runtime = match runtimes.get(&d.policy.name) {
-        Some(r) if *r.policy() == d.policy => r,
-        _ => {
-            let options = RuntimeOptions {
-                slots: shared.slots,
-                cache_dir: Some(shared.cache_dir.clone()),
-                ..RuntimeOptions::default()
-            };
-            let r = Runtime::new(d.policy.clone(), options)?;
-            runtimes.insert(d.policy.name.clone(), r);
-            lock(&shared.apps).forget_policy(&d.policy.name);
-            &runtimes[&d.policy.name]
-        }
-    };
+    let (runtime, changed) = shared.runtimes.get(&d.policy)?;
+    if changed {
+        lock(&shared.apps).forget_policy(&d.policy.name);
+    }
     let app = runtime.load(&d.component)?;
     lock(&shared.apps).insert(key, app.clone());
     Ok(app)
@@ -1240,9 +1364,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_runs_instances_are_bounded_by_its_slots_share_of_the_pool() {
+        // Three tasks sharing two slots: 16 instances, then refused.
+        let account = slots_account("wide", [0, 0, 1].into_iter());
+        let claims: Vec<sluice_share::Claim> = (0..2 * INSTANCES_PER_SLOT)
+            .map(|_| sluice_share::Claim::instance(std::slice::from_ref(&account)).expect("room"))
+            .collect();
+        let refused = sluice_share::Claim::instance(std::slice::from_ref(&account))
+            .expect_err("over the slots' share");
+        assert_eq!(
+            refused.to_string(),
+            "job `wide` (2 slot(s) here) reached 8 instances per slot: 16 instances on this process, 16 in use, 1 more requested"
+        );
+        drop(claims);
+        assert_eq!(account.instances(), 0);
+    }
+
+    #[test]
     fn loaded_apps_keep_the_most_recently_used_within_their_bound() {
-        let runtime = Runtime::new(sluice_policy::Policy::standard(), RuntimeOptions::default())
-            .expect("engine");
+        let runtime = sluice_wasm::Runtime::new(
+            sluice_policy::Policy::standard(),
+            sluice_wasm::RuntimeOptions::default(),
+        )
+        .expect("engine");
         let wasm = std::fs::read(sluice_test_programs::WORDCOUNT).expect("built");
         let app = runtime.load(&wasm).expect("loads");
         let key = |i: usize| (format!("component-{i}"), "standard".to_owned());

@@ -33,6 +33,7 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
         jobstore_max_capacity: 1000,
         jobstore_expiration: Duration::from_secs(3600),
         join_token_ttl: None,
+        compiler: sluice_wasm::Compiler::InProcess,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -226,6 +227,8 @@ async fn a_removed_certificate_is_dropped_and_refused_by_the_other_taskmanagers_
         token: Some(token),
         base_dir: None,
         metrics_addrs: Vec::new(),
+        cores: None,
+        compiler: sluice_wasm::Compiler::InProcess,
     };
     tokio::spawn(sluice_cluster::taskmanager::run(config, move |e| {
         let _ = tx.send(e.rpc);

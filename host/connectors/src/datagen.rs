@@ -75,7 +75,9 @@ impl DataGen {
             return max.min((due - sent) as usize);
         }
         let wait = std::time::Duration::from_secs_f64((sent + 1 - due) as f64 / self.rate as f64);
-        std::thread::sleep(wait.min(std::time::Duration::from_millis(5)));
+        sluice_share::blocking(|| {
+            std::thread::sleep(wait.min(std::time::Duration::from_millis(5)))
+        });
         0
     }
 }

@@ -20,7 +20,8 @@ pub const STANDARD_POLICY: &str = include_str!("../../../policies/standard.toml"
 /// The tight policy for trial tenants (`policies/small.toml`).
 pub const SMALL_POLICY: &str = include_str!("../../../policies/small.toml");
 
-/// Per-instance limits enforced by the wasm runtime.
+/// Limits enforced where the tenant's code runs: per operator instance
+/// and call by the wasm runtime, and per tenant on each TaskManager.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -34,6 +35,76 @@ pub struct Limits {
     pub stack_kib: u64,
     /// Guest stdout/stderr bytes kept per call.
     pub log_bytes_per_call: usize,
+    /// Bytes of records one call may emit (each record counts its key
+    /// and value plus [`RECORD_OVERHEAD`]); a call over it fails its task.
+    #[serde(default = "default_output_bytes")]
+    pub max_output_bytes_per_call: u64,
+    /// The tenant's weight for CPU on each TaskManager: when guests
+    /// compete for the cores, each tenant gets CPU in proportion to its
+    /// weight, whatever its number of subtasks.
+    #[serde(default = "default_cpu_shares")]
+    pub cpu_shares: u32,
+    /// A hard ceiling on the tenant's CPU on each TaskManager, in cores
+    /// (e.g. 1.5), even when cores are idle. Unset: none.
+    #[serde(default)]
+    pub cpu_cores: Option<Cores>,
+    /// Live operator instances of the tenant on one TaskManager.
+    #[serde(default)]
+    pub max_instances_per_taskmanager: Option<u64>,
+    /// Guest linear memory of the tenant's instances on one TaskManager, MiB.
+    #[serde(default)]
+    pub max_memory_mib_per_taskmanager: Option<u64>,
+}
+
+/// What each emitted record counts against `max_output_bytes_per_call`
+/// besides its key and value (its metadata, as the host holds it).
+pub const RECORD_OVERHEAD: u64 = 32;
+
+fn default_output_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_cpu_shares() -> u32 {
+    100
+}
+
+/// A number of cores with millicore precision, written as a number
+/// (`cpu_cores = 1.5`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cores {
+    millis: u32,
+}
+
+impl Cores {
+    /// From millicores (at least one).
+    pub fn from_millis(millis: u32) -> Self {
+        Cores {
+            millis: millis.max(1),
+        }
+    }
+
+    /// As a number of cores.
+    pub fn get(self) -> f64 {
+        f64::from(self.millis) / 1000.0
+    }
+}
+
+impl Serialize for Cores {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cores {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let cores = f64::deserialize(d)?;
+        if !(0.001..=4096.0).contains(&cores) {
+            return Err(serde::de::Error::custom(format!(
+                "cpu_cores must be between 0.001 and 4096, not {cores}"
+            )));
+        }
+        Ok(Cores::from_millis((cores * 1000.0).round() as u32))
+    }
 }
 
 impl Limits {
@@ -280,7 +351,9 @@ pub enum Denied {
         roots: String,
     },
     /// Parallelism above the quota.
-    #[error("parallelism {requested} exceeds the limit {max} of policy `{policy}`")]
+    #[error(
+        "parallelism {requested} exceeds the limit {max} (quota `max_parallelism`) of policy `{policy}`"
+    )]
     Parallelism {
         /// Requested.
         requested: u32,
@@ -468,6 +541,21 @@ mod tests {
 
     fn repo() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    #[test]
+    fn policies_cross_the_wire_unchanged() {
+        // Deployments carry the policy in postcard, which is not
+        // self-describing: a field skipped when empty would shift the rest.
+        for text in [STANDARD_POLICY, SMALL_POLICY] {
+            let policy: Policy = toml::from_str(text).expect("parses");
+            let bytes = postcard::to_stdvec(&policy).expect("encodes");
+            let back: Policy = postcard::from_bytes(&bytes).expect("decodes");
+            assert_eq!(back, policy);
+        }
+        let small: Policy = toml::from_str(SMALL_POLICY).expect("parses");
+        assert_eq!(small.limits.cpu_cores, Some(Cores::from_millis(1000)));
+        assert_eq!(small.limits.cpu_shares, 50);
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub struct TaskCounters {
     pub bytes_out: AtomicU64,
     /// Nanoseconds the task spent blocked on a full output channel.
     pub backpressured_ns: AtomicU64,
-    /// Fuel its guest chain burnt (0 when the policy sets no fuel limit).
+    /// Fuel its guest chain burnt.
     pub fuel_consumed: AtomicU64,
     /// CPU time of the task's thread, ns (guest calls, connectors, routing).
     pub cpu_ns: AtomicU64,
@@ -482,6 +482,9 @@ impl LocalCluster {
                             job: job_id,
                             // No savepoint of a local run can name them.
                             discard_precommitted_on_cancel: true,
+                            // One tenant: nobody to share the cores with.
+                            lane: None,
+                            accounts: Vec::new(),
                         };
                         let status = status_tx.clone();
                         let id = deployment.task;

@@ -54,11 +54,24 @@ pub struct TaskContext {
     /// Whether a cancelled sink also deletes what it pre-committed: true
     /// where no savepoint can refer to it (a local run).
     pub discard_precommitted_on_cancel: bool,
+    /// The tenant's lane through the process's fair CPU gate: the task's
+    /// thread runs only while it holds a core from it. `None`: no gate.
+    pub lane: Option<sluice_share::Lane>,
+    /// Accounts the task's guest instance is counted against (its tenant's
+    /// and its job's on this process, with their caps).
+    pub accounts: Vec<sluice_share::Account>,
 }
 
 enum Stop {
     Canceled,
     Failed(TaskFailure),
+}
+
+/// What a completed receive of the input loop got.
+enum Got {
+    Input(usize, Result<Event, crossbeam_channel::RecvError>),
+    Cancel,
+    Notice(Result<CheckpointNotice, crossbeam_channel::RecvError>),
 }
 
 impl From<sluice_connectors::ConnectorError> for Stop {
@@ -73,6 +86,9 @@ impl From<sluice_connectors::ConnectorError> for Stop {
 
 impl From<sluice_wasm::TaskError> for Stop {
     fn from(e: sluice_wasm::TaskError) -> Self {
+        if e.cause == sluice_wasm::Cause::Cancelled {
+            return Stop::Canceled;
+        }
         Stop::Failed(if e.cause.would_repeat() {
             TaskFailure::non_recoverable(e.to_string())
         } else {
@@ -96,6 +112,10 @@ pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskSt
     let name = format!("{} ({}/{})", dep.name, id.subtask + 1, dep.parallelism);
     report(id, TaskStatus::Running);
     let counters = ctx.counters.clone();
+    // From here the thread runs only while it holds a core of its tenant's
+    // lane; it hands it back whenever it waits (see `sluice_share::gate`).
+    let entered = ctx.lane.clone();
+    let entered = entered.as_ref().map(sluice_share::Lane::enter);
     let cpu_start = crate::thread_cpu_ns();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         Task::open(dep, ctx).and_then(Task::run)
@@ -125,6 +145,7 @@ pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskSt
     if final_status == TaskStatus::Finished {
         counters.finished.store(true, Ordering::Relaxed);
     }
+    drop(entered);
     report(id, final_status);
 }
 
@@ -235,7 +256,14 @@ impl Task {
                     })
                     .unwrap_or_default(),
             };
-            Some(ctx.app.chain(label, spec)?)
+            let cancel = ctx.cancel.clone();
+            let control = sluice_wasm::CallControl {
+                accounts: ctx.accounts.clone(),
+                cancelled: Some(Arc::new(move || {
+                    matches!(cancel.try_recv(), Err(TryRecvError::Disconnected))
+                })),
+            };
+            Some(ctx.app.chain(label, spec, &control)?)
         };
         let mut router = OutputRouter::new(dep.max_parallelism, BatchLimits::default());
         for o in &dep.outputs {
@@ -306,6 +334,7 @@ impl Task {
             if self.cancelled() {
                 return Err(Stop::Canceled);
             }
+            sluice_share::yield_point();
             self.source_signals()?;
             self.fire_due_timers()?;
             let (finished, short) = if let Some(src) = self.source.as_mut() {
@@ -377,13 +406,29 @@ impl Task {
             }
             select.recv(&cancel);
             slots.push(Slot::Cancel);
-            if let Some(n) = &notices {
+            // The select keeps the address of what it watches: the very
+            // receiver `complete` reads below.
+            let notices_rx = notices.clone();
+            if let Some(n) = &notices_rx {
                 select.recv(n);
                 slots.push(Slot::Notice);
             }
+            // Completes a selected receive at once: a selected operation
+            // holds its channel slot until then, and its sender spins on
+            // that slot, so nothing may wait (for a core either) between.
+            let complete = |op: crossbeam_channel::SelectedOperation<'_>| match slots[op.index()] {
+                Slot::Input(i) => Got::Input(i, op.recv(&inputs[i].0)),
+                Slot::Cancel => {
+                    let _ = op.recv(&cancel);
+                    Got::Cancel
+                }
+                Slot::Notice => {
+                    Got::Notice(op.recv(notices_rx.as_ref().expect("invariant: selected")))
+                }
+            };
             loop {
-                let op = match select.try_select() {
-                    Ok(op) => op,
+                let got = match select.try_select() {
+                    Ok(op) => complete(op),
                     Err(_) => {
                         // Nothing to read: send what is buffered before waiting.
                         self.flush()?;
@@ -391,27 +436,27 @@ impl Task {
                             Some(t) => {
                                 let wait =
                                     Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64);
-                                match select.select_deadline(Instant::now() + wait) {
-                                    Ok(op) => op,
+                                let deadline = Instant::now() + wait;
+                                match sluice_share::blocking(|| {
+                                    select.select_deadline(deadline).map(&complete)
+                                }) {
+                                    Ok(got) => got,
                                     Err(_) => {
                                         self.fire_due_timers()?;
                                         continue;
                                     }
                                 }
                             }
-                            None => select.select(),
+                            None => sluice_share::blocking(|| complete(select.select())),
                         }
                     }
                 };
-                let i = match slots[op.index()] {
-                    Slot::Input(i) => i,
-                    Slot::Cancel => {
-                        let _ = op.recv(&cancel);
-                        return Err(Stop::Canceled);
-                    }
-                    Slot::Notice => {
-                        let rx = notices.as_ref().expect("invariant: selected");
-                        match op.recv(rx) {
+                sluice_share::yield_point();
+                let (i, received) = match got {
+                    Got::Input(i, received) => (i, received),
+                    Got::Cancel => return Err(Stop::Canceled),
+                    Got::Notice(received) => {
+                        match received {
                             Ok(notice) => self.handle_notice(notice, &mut aligner)?,
                             // The driver stopped sending: nothing more to hear.
                             Err(_) => notices = None,
@@ -419,8 +464,8 @@ impl Task {
                         continue 'select;
                     }
                 };
-                let (rx, input) = &inputs[i];
-                match op.recv(rx) {
+                let input = &inputs[i].1;
+                match received {
                     Ok(Event::Records(batch)) => {
                         self.ctx
                             .counters
@@ -643,10 +688,12 @@ impl Task {
         };
         // The receiver is full: from here on the task is backpressured.
         let blocked = Instant::now();
-        let result = crossbeam_channel::select! {
-            send(tx, event) -> r => r.map_err(|_| self.downstream_gone()),
-            recv(self.ctx.cancel) -> _ => Err(Stop::Canceled),
-        };
+        let result = sluice_share::blocking(|| {
+            crossbeam_channel::select! {
+                send(tx, event) -> r => r.map_err(|_| self.downstream_gone()),
+                recv(self.ctx.cancel) -> _ => Err(Stop::Canceled),
+            }
+        });
         let waited = u64::try_from(blocked.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.ctx
             .counters

@@ -3,6 +3,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
+pub mod hostile;
+
 /// Word-count inputs and checks shared by the mini-cluster and cluster tests.
 pub mod wordcount {
     use std::collections::HashMap;

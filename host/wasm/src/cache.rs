@@ -38,7 +38,7 @@ impl Cache {
         })
     }
 
-    fn path(&self, digest: &str) -> PathBuf {
+    pub(crate) fn path(&self, digest: &str) -> PathBuf {
         self.dir
             .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
@@ -94,7 +94,7 @@ impl Cache {
 
     /// Removes the least recently used entries (any engine's) until the
     /// directory is within its bound; `keep`, just written, stays.
-    fn evict(&self, keep: &std::path::Path) {
+    pub(crate) fn evict(&self, keep: &std::path::Path) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };

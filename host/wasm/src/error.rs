@@ -9,6 +9,9 @@ pub enum RuntimeError {
     /// wasmtime refused the configuration.
     #[error("cannot configure the wasm engine: {0}")]
     Engine(String),
+    /// A policy this process cannot run as written.
+    #[error("cannot run the policy here: {0}")]
+    Policy(String),
     /// The cache directory is unusable.
     #[error("cannot use the component cache at {path}: {error}")]
     Cache {
@@ -36,6 +39,9 @@ pub enum LoadError {
     /// Declares more than the sandbox allows (checked before compiling).
     #[error("the component is over a sandbox limit, so it was not compiled: {0}")]
     OverLimit(String),
+    /// The compiler process failed for a reason of the host's.
+    #[error("cannot compile the component here: {0}")]
+    Compiler(String),
     /// Does not export the contract's world.
     #[error(
         "the component does not implement the Sluice contract (world sluice:app/application@0.1.0): {0}; build it with the Sluice SDK"
@@ -99,6 +105,20 @@ pub enum Cause {
     /// The guest broke a limit on what it may ask of the host in one call
     /// (metric names, bytes passed to host imports).
     HostLimit(String),
+    /// The call emitted more than the policy's `max_output_bytes_per_call`.
+    OutputLimit {
+        /// The limit in bytes.
+        limit: u64,
+        /// What the call emitted, counted the same way.
+        emitted: u64,
+        /// Records emitted.
+        records: u64,
+    },
+    /// An instance or its memory would pass a cap of its tenant or job on
+    /// this process (the message names the cap).
+    Cap(String),
+    /// The task was cancelled while the call ran.
+    Cancelled,
     /// The chain already trapped and cannot be called again.
     Poisoned,
 }
@@ -107,8 +127,12 @@ impl Cause {
     /// Whether calling the guest again on the same input would fail the
     /// same way: limits on what one call may use, traps and the contract
     /// are deterministic; a wall-clock deadline depends on the machine's load.
+    /// A cancellation may be different on another try. A cap of the
+    /// tenant on a TaskManager counts as repeating: the job fails at once
+    /// with the cap named (restarting into it would only churn), and the
+    /// tenant lowers the parallelism or ends other jobs.
     pub fn would_repeat(&self) -> bool {
-        !matches!(self, Cause::Deadline { .. })
+        !matches!(self, Cause::Deadline { .. } | Cause::Cancelled)
     }
 }
 
@@ -174,6 +198,16 @@ impl TaskError {
             Cause::InvalidConfig(msg) => format!("{t} rejected its configuration: {msg}"),
             Cause::Malformed(msg) => format!("{t} broke the contract: {msg}"),
             Cause::HostLimit(msg) => format!("{t} broke a host-call limit: {msg}"),
+            Cause::OutputLimit {
+                limit,
+                emitted,
+                records,
+            } => format!(
+                "{t} emitted {records} records ({emitted} bytes counting {} per record) in one call, over its output limit ({limit} bytes per call, policy `{policy}`); raise `max_output_bytes_per_call` or emit less per call",
+                sluice_policy::RECORD_OVERHEAD
+            ),
+            Cause::Cap(msg) => format!("{t} was refused by a per-process cap: {msg}"),
+            Cause::Cancelled => format!("{t} was cancelled during a call"),
             Cause::Poisoned => format!("{t} was called after it trapped"),
         }
     }

@@ -42,13 +42,18 @@ const HOST_CALL_COST: u64 = 64;
 #[error("{0}")]
 pub(crate) struct HostLimit(pub String);
 
-/// Enforces the memory limit and remembers that it did, so a trap that
-/// follows a refused `memory.grow` is reported as what it is.
+/// Enforces the memory limit (the policy's per instance, and the caps of
+/// the accounts the instance is claimed from) and remembers that it did,
+/// so a trap that follows a refused `memory.grow` is reported as what it is.
 pub(crate) struct Limiter {
     memory_limit: usize,
     pub refused_growth: Option<usize>,
+    /// A cap of an account that refused a growth.
+    pub refused_cap: Option<sluice_share::CapExceeded>,
     /// Bytes of linear memory the instance's memories have grown to.
     pub memory_bytes: usize,
+    /// The instance's claim on its accounts (none outside a TaskManager).
+    pub claim: sluice_share::Claim,
 }
 
 impl ResourceLimiter for Limiter {
@@ -56,10 +61,19 @@ impl ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> Result<bool> {
+        // Past the memory's own declared maximum the growth fails anyway:
+        // nothing is counted for it.
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
         if desired > self.memory_limit {
             self.refused_growth = Some(desired);
+            return Ok(false);
+        }
+        if let Err(cap) = self.claim.grow(desired.saturating_sub(current) as u64) {
+            self.refused_cap = Some(cap);
             return Ok(false);
         }
         self.memory_bytes = self
@@ -106,10 +120,14 @@ pub(crate) struct HostState {
     pub host_bytes: u64,
     pub counters: BTreeMap<String, u64>,
     pub gauges: BTreeMap<String, f64>,
+    /// When the current call must end (the policy's `max_call_ms`).
+    pub call_deadline: Option<std::time::Instant>,
+    /// Whether the task was cancelled: checked on every epoch tick.
+    pub cancelled: Option<crate::instance::CancelCheck>,
 }
 
 impl HostState {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &Limits, claim: sluice_share::Claim) -> Self {
         let stdout = Capture::new(limits.log_bytes_per_call);
         let stderr = Capture::new(limits.log_bytes_per_call);
         // No preopened directories, no environment, no arguments, no
@@ -134,7 +152,9 @@ impl HostState {
             limiter: Limiter {
                 memory_limit: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
                 refused_growth: None,
+                refused_cap: None,
                 memory_bytes: 0,
+                claim,
             },
             stdout,
             stderr,
@@ -146,6 +166,8 @@ impl HostState {
             host_bytes: 0,
             counters: BTreeMap::new(),
             gauges: BTreeMap::new(),
+            call_deadline: None,
+            cancelled: None,
         }
     }
 }
@@ -160,6 +182,11 @@ impl WasiView for HostState {
 }
 
 impl HostState {
+    /// The current call's waits (see [`crate::waits`]).
+    pub(crate) fn waits(&mut self) -> crate::waits::Waits<'_> {
+        crate::waits::Waits::new(&mut self.table, self.call_deadline, self.cancelled.as_ref())
+    }
+
     /// Counts a host-import call passing `bytes`; a trap once the call's
     /// budget is spent.
     fn charge(&mut self, what: &str, bytes: usize) -> Result<()> {
@@ -259,6 +286,7 @@ impl crate::bindings::sluice::app::plan::Host for HostState {}
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    crate::waits::shadow_poll(linker)?;
     crate::bindings::Application::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }

@@ -1,14 +1,14 @@
 //! A loaded application and the per-subtask chains it runs.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use sluice_types::{
     Batch, EdgeSpec, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning, RecordMeta,
 };
 use wasmtime::component::{Component, ResourceAny};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::Inner;
 use crate::bindings::exports::sluice::app::{app as wit_app, task as wit_task};
@@ -27,6 +27,20 @@ pub struct OperatorInfo {
     pub kind: OperatorKind,
     /// One-line description.
     pub description: String,
+}
+
+/// Tells a running call its task was cancelled.
+pub(crate) type CancelCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What a chain's instance answers to besides its policy.
+#[derive(Clone, Default)]
+pub struct CallControl {
+    /// Accounts the instance and its memory are counted against (its
+    /// tenant's and its job's on this process), each with its caps.
+    pub accounts: Vec<sluice_share::Account>,
+    /// Returns true once the task is cancelled: a call running then is
+    /// stopped within an epoch tick, whatever the policy.
+    pub cancelled: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// One operator of a chain to create.
@@ -96,9 +110,10 @@ impl App {
     pub(crate) fn compile(inner: &Inner, wasm: &[u8]) -> Result<(Component, String), LoadError> {
         let digest = hex::encode(Sha256::digest(wasm));
         if let Some(c) = inner
+            .engine
             .cache
             .as_ref()
-            .and_then(|c| c.get(&inner.engine, &digest))
+            .and_then(|c| c.get(&inner.engine.engine, &digest))
         {
             return Ok((c, digest));
         }
@@ -107,9 +122,19 @@ impl App {
                 "the file does not start with the WebAssembly magic bytes `\\0asm`".into(),
             ));
         }
-        let c = Component::new(&inner.engine, wasm)
+        if let (crate::Compiler::Child(child), Some(cache)) =
+            (&inner.engine.compiler, &inner.engine.cache)
+        {
+            child.compile(wasm, &digest, &cache.path(&digest))?;
+            let c = cache.get(&inner.engine.engine, &digest).ok_or_else(|| {
+                LoadError::Compiler("the compiler process's output does not load".into())
+            })?;
+            cache.evict(&cache.path(&digest));
+            return Ok((c, digest));
+        }
+        let c = Component::new(&inner.engine.engine, wasm)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        if let Some(cache) = &inner.cache {
+        if let Some(cache) = &inner.engine.cache {
             cache.put(&digest, &c);
         }
         Ok((c, digest))
@@ -119,7 +144,7 @@ impl App {
     pub(crate) fn import_names(inner: &Inner, component: &Component) -> Vec<String> {
         component
             .component_type()
-            .imports(&inner.engine)
+            .imports(&inner.engine.engine)
             .map(|(n, _)| n.to_owned())
             .collect()
     }
@@ -130,6 +155,7 @@ impl App {
         let imports = Self::import_names(&inner, &component);
         check_imports(imports.iter().map(String::as_str))?;
         let instance_pre = inner
+            .engine
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
@@ -148,17 +174,34 @@ impl App {
         &self.digest
     }
 
+    /// The policy the app was loaded under (its limits apply to its chains).
+    pub fn policy(&self) -> &sluice_policy::Policy {
+        &self.inner.policy
+    }
+
     /// The interfaces the component imports.
     pub fn imports(&self) -> &[String] {
         &self.imports
     }
 
-    fn instantiate(&self, name: &TaskName) -> Result<(Store<HostState>, Bindings), TaskError> {
-        let mut store = Store::new(
-            &self.inner.engine,
-            HostState::new(&self.inner.policy.limits),
-        );
+    fn instantiate(
+        &self,
+        name: &TaskName,
+        control: &CallControl,
+    ) -> Result<(Store<HostState>, Bindings), TaskError> {
+        let error = |cause| TaskError {
+            task: name.clone(),
+            cause,
+        };
+        // Counted before the pool gives out an instance: a tenant at its
+        // cap cannot take instances (or memory) other tenants are due.
+        let claim = sluice_share::Claim::instance(&control.accounts)
+            .map_err(|e| error(Cause::Cap(e.to_string())))?;
+        let mut state = HostState::new(&self.inner.policy.limits, claim);
+        state.cancelled = control.cancelled.clone();
+        let mut store = Store::new(&self.inner.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(on_epoch);
         let mut sandbox = Sandbox {
             store,
             name: name.clone(),
@@ -176,7 +219,7 @@ impl App {
             subtask: None,
             policy: self.inner.policy.name.clone(),
         };
-        let (store, bindings) = self.instantiate(&name)?;
+        let (store, bindings) = self.instantiate(&name, &CallControl::default())?;
         Ok((
             Sandbox {
                 store,
@@ -220,9 +263,15 @@ impl App {
         }
     }
 
-    /// Instantiates a chain for one subtask.
-    pub fn chain(&self, name: TaskName, spec: ChainSpec) -> Result<GuestChain, TaskError> {
-        let (store, bindings) = self.instantiate(&name)?;
+    /// Instantiates a chain for one subtask, counted against `control`'s
+    /// accounts and stopped mid-call once it reports the task cancelled.
+    pub fn chain(
+        &self,
+        name: TaskName,
+        spec: ChainSpec,
+        control: &CallControl,
+    ) -> Result<GuestChain, TaskError> {
+        let (store, bindings) = self.instantiate(&name, control)?;
         let mut sandbox = Sandbox {
             store,
             name,
@@ -269,7 +318,7 @@ struct Sandbox {
     name: TaskName,
     inner: Arc<Inner>,
     poisoned: bool,
-    /// Fuel burnt by all calls so far (0 when fuel metering is off).
+    /// Fuel burnt by all calls so far (every call is metered).
     fuel_consumed: u64,
 }
 
@@ -284,27 +333,25 @@ impl Sandbox {
             return Err(self.error(Cause::Poisoned));
         }
         let limits = &self.inner.policy.limits;
-        if let Some(fuel) = limits.fuel_per_call {
-            self.store
-                .set_fuel(fuel)
-                .expect("invariant: fuel is enabled when the policy sets it");
-        }
-        if let Some(ms) = limits.max_call_ms {
-            self.store
-                .set_epoch_deadline(ms.div_ceil(crate::EPOCH_TICK.as_millis() as u64).max(1));
-        }
+        let tank = limits.fuel_per_call.unwrap_or(u64::MAX);
+        self.store
+            .set_fuel(tank)
+            .expect("invariant: the engine meters fuel");
+        self.store.set_epoch_deadline(1);
+        self.store.data_mut().call_deadline = limits
+            .max_call_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         self.store.data_mut().now_ms = now;
         self.store.data_mut().limiter.refused_growth = None;
+        self.store.data_mut().limiter.refused_cap = None;
         self.store.data_mut().begin_call();
         let result = f(&mut self.store);
-        if let Some(fuel) = limits.fuel_per_call {
-            let left = self.store.get_fuel().unwrap_or(0);
-            self.fuel_consumed = self.fuel_consumed.saturating_add(fuel.saturating_sub(left));
-        }
+        let left = self.store.get_fuel().unwrap_or(0);
+        self.fuel_consumed = self.fuel_consumed.saturating_add(tank.saturating_sub(left));
         let stderr = self.forward_output();
         match result {
             Ok(Ok(r)) => Ok(r),
@@ -332,15 +379,19 @@ impl Sandbox {
         if let Some(limit) = e.downcast_ref::<crate::host::HostLimit>() {
             return Cause::HostLimit(limit.0.clone());
         }
+        match e.downcast_ref::<Interrupted>() {
+            Some(Interrupted::Cancelled) => return Cause::Cancelled,
+            Some(Interrupted::Deadline) => {
+                return Cause::Deadline {
+                    limit_ms: limits.max_call_ms.unwrap_or(0),
+                };
+            }
+            None => {}
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => {
                 return Cause::OutOfFuel {
                     limit: limits.fuel_per_call.unwrap_or(0),
-                };
-            }
-            Some(Trap::Interrupt) => {
-                return Cause::Deadline {
-                    limit_ms: limits.max_call_ms.unwrap_or(0),
                 };
             }
             Some(Trap::StackOverflow) => {
@@ -352,6 +403,9 @@ impl Sandbox {
                 return Cause::ShadowStackOverflow;
             }
             _ => {}
+        }
+        if let Some(cap) = &self.store.data().limiter.refused_cap {
+            return Cause::Cap(cap.to_string());
         }
         if let Some(requested) = self.store.data().limiter.refused_growth {
             return Cause::MemoryLimit {
@@ -395,6 +449,35 @@ impl Sandbox {
     }
 }
 
+/// Why the epoch callback stopped a call.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Interrupted {
+    #[error("the task was cancelled")]
+    Cancelled,
+    #[error("the call's deadline passed")]
+    Deadline,
+}
+
+/// Runs on every epoch tick while a guest runs: stops a cancelled task's
+/// call and one past its deadline, and lets the fair gate hand the core to
+/// another tenant (time spent waiting for it back does not count against
+/// the call's deadline).
+fn on_epoch(mut ctx: wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
+    let data = ctx.data_mut();
+    if data.cancelled.as_ref().is_some_and(|c| c()) {
+        return Err(Interrupted::Cancelled.into());
+    }
+    if data.call_deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(Interrupted::Deadline.into());
+    }
+    let before = Instant::now();
+    sluice_share::yield_point();
+    if let Some(d) = data.call_deadline.as_mut() {
+        *d += before.elapsed();
+    }
+    Ok(UpdateDeadline::Continue(1))
+}
+
 /// The message of a Rust panic as the default hook prints it to stderr.
 fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.find("panicked at ")?;
@@ -425,13 +508,8 @@ impl GuestChain {
         self.sandbox.poisoned
     }
 
-    /// Fuel left after the last call, when fuel metering is on.
-    pub fn fuel_left(&self) -> Option<u64> {
-        self.sandbox.store.get_fuel().ok()
-    }
-
-    /// Fuel burnt by every call into this chain so far; 0 when the policy
-    /// sets no fuel limit (metering is off then).
+    /// Fuel burnt by every call into this chain so far (calls are metered
+    /// whether or not the policy limits fuel).
     pub fn fuel_consumed(&self) -> u64 {
         self.sandbox.fuel_consumed
     }
@@ -514,7 +592,21 @@ impl GuestChain {
             .collect())
     }
 
-    fn output(&self, out: wit_task::Output) -> Result<GuestOutput, TaskError> {
+    fn output(&mut self, out: wit_task::Output) -> Result<GuestOutput, TaskError> {
+        // The batch is already in host memory (as large as the guest's
+        // memory allows at most); over the cap it goes no further.
+        let limit = self.sandbox.inner.policy.limits.max_output_bytes_per_call;
+        let records = out.records.meta.len() as u64;
+        let emitted = (out.records.data.len() as u64)
+            .saturating_add(records.saturating_mul(sluice_policy::RECORD_OVERHEAD));
+        if emitted > limit {
+            self.sandbox.poisoned = true;
+            return Err(self.sandbox.error(Cause::OutputLimit {
+                limit,
+                emitted,
+                records,
+            }));
+        }
         let records = batch_from_wit(out.records);
         records
             .validate()

@@ -1,10 +1,15 @@
 //! The sandbox against real guests: contract checks, limits, and recovery
 //! from misbehaving components within one process.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
 use sluice_policy::Policy;
+use sluice_share::{Account, Caps};
 use sluice_types::{BatchBuilder, Implementation, OperatorKind};
 use sluice_wasm::{
-    App, Cause, ChainSpec, LoadError, PlanError, Runtime, RuntimeOptions, TaskError, TaskLabel,
+    App, CallControl, Cause, ChainSpec, LoadError, PlanError, Runtime, RuntimeOptions, TaskError,
+    TaskLabel,
 };
 
 fn runtime_with(edit: impl FnOnce(&mut Policy)) -> Runtime {
@@ -29,14 +34,7 @@ fn label(what: &str) -> TaskLabel {
 }
 
 fn one_op_chain(app: &App, op: &str) -> sluice_wasm::GuestChain {
-    let spec = ChainSpec {
-        operators: vec![(op.into(), op.into(), vec![])],
-        subtask: 0,
-        parallelism: 1,
-        max_parallelism: 128,
-        restore: vec![],
-    };
-    app.chain(label(op), spec).expect("chain")
+    chain_with(app, op, &CallControl::default()).expect("chain")
 }
 
 fn one_record() -> sluice_types::Batch {
@@ -50,7 +48,7 @@ fn run_bad(app: &App, op: &str) -> TaskError {
     let err = chain
         .process(0, one_record())
         .expect_err("misbehaving operator must fail");
-    assert!(chain.is_poisoned());
+    assert!(chain.is_poisoned(), "{err}");
     let again = chain.process(0, one_record()).expect_err("poisoned");
     assert_eq!(again.cause, Cause::Poisoned);
     err
@@ -371,13 +369,15 @@ fn a_guest_source_chain_snapshots_and_restores_its_position() {
         max_parallelism: 128,
         restore,
     };
-    let mut chain = app.chain(label("events"), spec(vec![])).expect("chain");
+    let mut chain = app
+        .chain(label("events"), spec(vec![]), &CallControl::default())
+        .expect("chain");
     let first = chain.poll_source(4).expect("poll");
     assert_eq!(first.output.records.len(), 4);
     assert_eq!(first.watermark, Some(30));
     let snapshot = chain.snapshot(1).expect("snapshot");
     let mut resumed = app
-        .chain(label("events"), spec(snapshot))
+        .chain(label("events"), spec(snapshot), &CallControl::default())
         .expect("restored");
     let rest = resumed.poll_source(100).expect("poll");
     assert!(rest.finished);
@@ -424,7 +424,10 @@ fn a_chain_accounts_the_fuel_it_burns_and_the_memory_it_holds() {
     let app = load(&off, sluice_test_programs::WORDCOUNT).expect("wordcount loads");
     let mut chain = one_op_chain(&app, "split");
     chain.process(0, one_record()).expect("split runs");
-    assert_eq!(chain.fuel_consumed(), 0, "no metering without a fuel limit");
+    assert!(
+        chain.fuel_consumed() > 0,
+        "calls are metered without a fuel limit too (for billing and metrics)"
+    );
 }
 
 #[test]
@@ -460,89 +463,29 @@ fn host_call_abuse_is_stopped_with_the_limit_named_and_the_process_stays_healthy
     assert_healthy(&rt);
 }
 
-/// A component holding one core module built by `build`.
-fn component_with(build: impl FnOnce(&mut wasm_encoder::Module)) -> Vec<u8> {
-    let mut module = wasm_encoder::Module::new();
-    build(&mut module);
-    let mut component = wasm_encoder::Component::new();
-    component.section(&wasm_encoder::ModuleSection(&module));
-    component.finish()
-}
-
 #[test]
 fn components_declaring_too_much_are_refused_before_compiling_naming_the_limit() {
-    use wasm_encoder::{
-        CodeSection, Function, FunctionSection, MemorySection, MemoryType, RefType, TableSection,
-        TableType, TypeSection, ValType,
-    };
+    use sluice_test_programs::hostile;
     let rt = runtime_with(|_| {});
-    let memory = {
-        let mut s = MemorySection::new();
-        s.memory(MemoryType {
-            minimum: 1 << 16,
-            maximum: None,
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
-        s
-    };
-    let table = {
-        let mut s = TableSection::new();
-        s.table(TableType {
-            element_type: RefType::FUNCREF,
-            table64: false,
-            minimum: 10_000_000,
-            maximum: None,
-            shared: false,
-        });
-        s
-    };
-    let (types, functions, code) = {
-        let mut types = TypeSection::new();
-        types.ty().function([], []);
-        let mut functions = FunctionSection::new();
-        functions.function(0);
-        let mut code = CodeSection::new();
-        let mut f = Function::new([(1_000_000, ValType::I64)]);
-        f.instructions().end();
-        code.function(&f);
-        (types, functions, code)
-    };
-    let many = {
-        let mut s = FunctionSection::new();
-        for _ in 0..100_001 {
-            s.function(0);
-        }
-        s
-    };
     for (what, wasm, says) in [
         (
             "a 4 GiB initial memory",
-            component_with(|m| {
-                m.section(&memory);
-            }),
+            hostile::huge_initial_memory(),
             "a memory starts at 4096 MiB, over the policy's `memory_mib` of 64",
         ),
         (
             "a table of 10 million elements",
-            component_with(|m| {
-                m.section(&table);
-            }),
+            hostile::table_bomb(),
             "a table starts with 10000000 elements, over 1048576",
         ),
         (
             "a function with a million locals",
-            component_with(|m| {
-                m.section(&types).section(&functions).section(&code);
-            }),
+            hostile::many_locals(),
             "a function declares more than 50000 locals",
         ),
         (
             "100 001 functions",
-            component_with(|m| {
-                m.section(&types).section(&many);
-            }),
+            hostile::many_functions(),
             "it defines more than 100000 functions",
         ),
     ] {
@@ -553,13 +496,203 @@ fn components_declaring_too_much_are_refused_before_compiling_naming_the_limit()
         }
     }
     // A core module is named as such, before any compilation.
-    let core = wasm_encoder::Module::new().finish();
-    match rt.load(&core) {
+    match rt.load(&hostile::core_module()) {
         Err(LoadError::NotAnApplication(msg)) => {
             assert!(msg.contains("core WebAssembly module"), "{msg}")
         }
         Err(other) => panic!("expected not-an-application, got {other}"),
         Ok(_) => panic!("a core module loaded"),
     }
+    assert_healthy(&rt);
+}
+
+fn chain_with(
+    app: &App,
+    op: &str,
+    control: &CallControl,
+) -> Result<sluice_wasm::GuestChain, TaskError> {
+    let spec = ChainSpec {
+        operators: vec![(op.into(), op.into(), vec![])],
+        subtask: 0,
+        parallelism: 1,
+        max_parallelism: 128,
+        restore: vec![],
+    };
+    app.chain(label(op), spec, control)
+}
+
+#[test]
+fn cancelling_stops_a_running_call_even_when_only_fuel_would() {
+    // Fuel enough for hours, no deadline: only the cancel can stop it.
+    let rt = runtime_with(|p| {
+        p.limits.fuel_per_call = Some(u64::MAX / 2);
+        p.limits.max_call_ms = None;
+    });
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let armed = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(AtomicU32::new(0));
+    let (a, c) = (armed.clone(), checks.clone());
+    let control = CallControl {
+        accounts: Vec::new(),
+        // Cancelled from the third check on, once the call has started.
+        cancelled: Some(Arc::new(move || {
+            a.load(Ordering::SeqCst) && c.fetch_add(1, Ordering::SeqCst) >= 2
+        })),
+    };
+    let mut chain = chain_with(&app, "spin", &control).expect("chain");
+    armed.store(true, Ordering::SeqCst);
+    let err = chain.process(0, one_record()).expect_err("cancelled");
+    assert_eq!(err.cause, Cause::Cancelled, "{err}");
+    assert!(
+        checks.load(Ordering::SeqCst) >= 3,
+        "the running call looked at the cancel flag"
+    );
+    assert!(
+        err.to_string().contains("was cancelled during a call"),
+        "{err}"
+    );
+    assert_healthy(&rt);
+}
+
+/// Runs `f` on its own thread and returns what it returns; a failure if it
+/// has not returned after two minutes (a guest asleep for its hour).
+fn within_minutes<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the sleeping call was not stopped")
+}
+
+#[test]
+fn a_guest_asleep_in_wasi_is_stopped_at_its_deadline() {
+    let rt = runtime_with(|p| p.limits.max_call_ms = Some(200));
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let mut chain = one_op_chain(&app, "sleep");
+    let err = within_minutes(move || {
+        chain
+            .process(0, one_record())
+            .expect_err("asleep for an hour")
+    });
+    assert_eq!(err.cause, Cause::Deadline { limit_ms: 200 }, "{err}");
+    assert_healthy(&rt);
+}
+
+#[test]
+fn cancelling_stops_a_guest_asleep_in_wasi() {
+    // No deadline: only the cancel can end the hour's sleep.
+    let rt = runtime_with(|p| p.limits.max_call_ms = None);
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let armed = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(AtomicU32::new(0));
+    let (a, c) = (armed.clone(), checks.clone());
+    let control = CallControl {
+        accounts: Vec::new(),
+        // Cancelled from the fifth check on: the call is asleep by then.
+        cancelled: Some(Arc::new(move || {
+            a.load(Ordering::SeqCst) && c.fetch_add(1, Ordering::SeqCst) >= 4
+        })),
+    };
+    let mut chain = chain_with(&app, "sleep", &control).expect("chain");
+    armed.store(true, Ordering::SeqCst);
+    let err = within_minutes(move || chain.process(0, one_record()).expect_err("cancelled"));
+    assert_eq!(err.cause, Cause::Cancelled, "{err}");
+    assert!(
+        checks.load(Ordering::SeqCst) >= 5,
+        "the sleeping call looked at the cancel flag"
+    );
+    assert_healthy(&rt);
+}
+
+#[test]
+fn instances_and_guest_memory_are_capped_per_account() {
+    let rt = runtime_with(|_| {});
+    let wordcount = load(&rt, sluice_test_programs::WORDCOUNT).expect("loads");
+    let tenant = Account::new(
+        "tenant `acme`",
+        Caps {
+            instances: Some((1, "`max_instances_per_taskmanager` of policy `p`".into())),
+            memory_bytes: None,
+        },
+    );
+    let control = CallControl {
+        accounts: vec![tenant.clone()],
+        cancelled: None,
+    };
+    let first = chain_with(&wordcount, "split", &control).expect("first instance");
+    let refused = chain_with(&wordcount, "split", &control)
+        .err()
+        .expect("over the cap");
+    assert!(matches!(refused.cause, Cause::Cap(_)), "{refused}");
+    assert!(
+        refused.to_string().contains(
+            "tenant `acme` reached `max_instances_per_taskmanager` of policy `p`: 1 instances"
+        ),
+        "{refused}"
+    );
+    // Another tenant's account is not touched by acme's.
+    let other = CallControl {
+        accounts: vec![Account::new("tenant `beta`", Caps::default())],
+        cancelled: None,
+    };
+    chain_with(&wordcount, "split", &other).expect("another tenant's instance");
+    drop(first);
+    let again = chain_with(&wordcount, "split", &control).expect("room after the first ended");
+    assert!(tenant.memory_bytes() >= 65536, "its memory is counted");
+    drop(again);
+    assert_eq!((tenant.instances(), tenant.memory_bytes()), (0, 0));
+
+    // Memory: the tenant's cap (8 MiB) is below the policy's (64 MiB).
+    let adversarial = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let tenant = Account::new(
+        "tenant `acme`",
+        Caps {
+            instances: None,
+            memory_bytes: Some((
+                8 << 20,
+                "`max_memory_mib_per_taskmanager` of policy `p`".into(),
+            )),
+        },
+    );
+    let control = CallControl {
+        accounts: vec![tenant.clone()],
+        cancelled: None,
+    };
+    let mut bomb = chain_with(&adversarial, "bomb", &control).expect("chain");
+    let err = bomb
+        .process(0, one_record())
+        .expect_err("over the tenant's memory");
+    assert!(matches!(err.cause, Cause::Cap(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`max_memory_mib_per_taskmanager` of policy `p`: 8388608 bytes"),
+        "{err}"
+    );
+    drop(bomb);
+    assert_eq!(tenant.memory_bytes(), 0, "given back with the instance");
+    assert_healthy(&rt);
+}
+
+#[test]
+fn a_huge_batch_in_one_call_is_stopped_by_the_output_limit() {
+    // Memory enough for the batch: the output limit stops it, not memory.
+    let rt = runtime_with(|p| {
+        p.limits.memory_mib = 512;
+        p.limits.fuel_per_call = Some(2_000_000_000);
+    });
+    let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
+    let err = run_bad(&app, "flood-output");
+    assert_eq!(
+        err.cause,
+        Cause::OutputLimit {
+            limit: 64 << 20,
+            emitted: 70_000 * (1024 + sluice_policy::RECORD_OVERHEAD),
+            records: 70_000,
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains("raise `max_output_bytes_per_call`"),
+        "{err}"
+    );
     assert_healthy(&rt);
 }
