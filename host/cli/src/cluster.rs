@@ -1111,6 +1111,13 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 cpu_seconds(t.cpu_seconds),
                 size(t.checkpoint_bytes)
             );
+            let c = &usage.compile;
+            println!(
+                "compiling on the JobManager: {} components ({} refused), {} CPU",
+                c.compilations,
+                c.refused,
+                cpu_seconds(c.cpu_seconds)
+            );
             if !jobs.is_empty() {
                 println!();
                 print_table(
@@ -1151,6 +1158,11 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                                 size(t.memory_bytes),
                                 or_none(t.memory_limit_bytes.map(size))
                             ),
+                            format!(
+                                "{} ({})",
+                                t.compilations,
+                                cpu_seconds(t.compile_cpu_seconds)
+                            ),
                         ]
                     })
                     .collect();
@@ -1166,6 +1178,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                         "THROTTLED",
                         "INSTANCES",
                         "MEMORY",
+                        "COMPILED",
                     ],
                     &rows,
                 );

@@ -2623,6 +2623,12 @@ fn a_tenant_without_file_roots_reaches_only_its_own_directory() {
             && shown.contains(&job[..8]),
         "{shown}"
     );
+    // Its component was compiled once, at upload, and billed to it.
+    assert_eq!(usage["compile"]["compilations"], 1, "{usage}");
+    assert!(
+        shown.contains("compiling on the JobManager: 1 components (0 refused)"),
+        "{shown}"
+    );
 
     // A tenant's roots are listed for the admin; a relative or `..` root is refused.
     let (_, tenants) = cluster.get("/tenants");
@@ -3755,6 +3761,31 @@ fn a_hostile_tenant_fails_alone_while_its_neighbour_counts_exactly() {
         ),
         (Some(100), Some(2), Some(1 << 30)),
         "{share}"
+    );
+    // Compiling was billed to whom it was for: mallory's compile bomb ran
+    // to the limit on the JobManager, acme's wordcount was compiled by the
+    // TaskManager at its first deployment.
+    let (_, usage) = cluster.get_as(&mallory.http, "/tenants/me/usage");
+    let compile = &usage["compile"];
+    assert!(compile["refused"].as_u64() >= Some(1), "{usage}");
+    assert!(
+        compile["cpu_seconds"].as_f64() >= Some(1.0),
+        "the bomb compiled for its 2 s: {usage}"
+    );
+    assert!(
+        cluster.tm_metric(
+            "sluice_tenant_compilations_total",
+            &[("tenant", "acme"), ("outcome", "compiled")]
+        ) >= 1.0
+    );
+    let (_, usage) = cluster.get_as(&acme.http, "/tenants/me/usage");
+    assert!(
+        usage["taskmanagers"][0]["compilations"].as_u64() >= Some(1),
+        "{usage}"
+    );
+    assert!(
+        usage["taskmanagers"][0]["compile_cpu_seconds"].as_f64() > Some(0.0),
+        "{usage}"
     );
     let rss_after = rss();
     eprintln!(

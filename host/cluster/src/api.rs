@@ -256,6 +256,21 @@ pub struct UsageView {
     /// Its share of each TaskManager it ran tasks on since that started.
     #[serde(default)]
     pub taskmanagers: Vec<TaskManagerShare>,
+    /// Compiling its components on the JobManager since it started.
+    #[serde(default)]
+    pub compile: CompileUsage,
+}
+
+/// What compiling a tenant's components cost one process (components
+/// found compiled in its cache cost nothing).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompileUsage {
+    /// Components compiled.
+    pub compilations: u64,
+    /// Of those, refused (at a compile limit, or invalid).
+    pub refused: u64,
+    /// CPU time they took.
+    pub cpu_seconds: f64,
 }
 
 /// A tenant's share of one TaskManager (see `sluice_share`).
@@ -283,4 +298,10 @@ pub struct TaskManagerShare {
     pub memory_bytes: u64,
     /// `max_memory_mib_per_taskmanager`, bytes.
     pub memory_limit_bytes: Option<u64>,
+    /// Components compiled there at deployment, and their CPU time.
+    #[serde(default)]
+    pub compilations: u64,
+    /// CPU seconds of those compilations.
+    #[serde(default)]
+    pub compile_cpu_seconds: f64,
 }

@@ -101,6 +101,8 @@ pub(crate) struct JobManager {
     pub(crate) checks: tokio::sync::Semaphore,
     /// One validation at a time per tenant (see `rest::upload`).
     pub(crate) tenant_checks: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// What compiling each tenant's components cost here.
+    pub(crate) compiles: crate::compiles::Compiles,
     pub(crate) ca: ClusterCa,
     pub(crate) token: JoinToken,
     /// Join tokens and issued certificates, and where they are kept.
@@ -330,7 +332,10 @@ impl JobManager {
             .map_err(|e| SubmitError::Internal(format!("cannot read the upload back: {e}")))?;
         // Checked under the uploader's policy (its memory and table limits).
         let policy = self.policy_of(&upload.who.tenant)?;
-        self.runtime_for(&policy)?.load(&bytes).map_err(|e| {
+        let (loaded, cost) = self.runtime_for(&policy)?.load_metered(&bytes);
+        self.compiles
+            .record(upload.who.tenant.as_str(), &cost, loaded.is_ok());
+        loaded.map_err(|e| {
             SubmitError::Invalid(format!("`{name}` is not a valid Sluice application: {e}"))
         })?;
         let jar = self
@@ -405,9 +410,11 @@ impl JobManager {
         let (policy, base) = self.job_policy(&who.tenant)?;
         let runtime = self.runtime_for(&policy)?;
         let bytes = self.component(&jar)?;
-        let app = runtime
-            .load(&bytes)
-            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        // Compiled at upload: compiled again only if the cache lost it.
+        let (loaded, cost) = runtime.load_metered(&bytes);
+        self.compiles
+            .record(who.tenant.as_str(), &cost, loaded.is_ok());
+        let app = loaded.map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let uri = self.tenant_storage(&who.tenant);
         let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
             SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))

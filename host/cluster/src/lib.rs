@@ -11,6 +11,7 @@
 mod access;
 pub mod api;
 mod checkpoints;
+mod compiles;
 pub mod dataplane;
 mod jars;
 pub mod jobmanager;

@@ -78,6 +78,14 @@ fn describe() {
         "Wasm fuel burnt by a tenant's guest operators on this TaskManager, ended tasks included."
     );
     describe_counter!(
+        "sluice_tenant_compilations_total",
+        "Components of a tenant this process compiled (outcome: compiled, or refused at a compile limit or as invalid)."
+    );
+    describe_counter!(
+        "sluice_tenant_compile_cpu_milliseconds_total",
+        "CPU time this process spent compiling a tenant's components, refused ones included."
+    );
+    describe_counter!(
         "sluice_tenant_cpu_milliseconds_total",
         "Time a tenant's tasks held one of this TaskManager's cores (its fair gate's)."
     );

@@ -23,7 +23,7 @@ pub use sluice_runtime::snapshot::{Restore, SnapshotHandle, TaskRestore};
 
 /// Bumped whenever a message changes shape; peers with another version
 /// are refused with both versions named.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The first message of a TaskManager.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -316,4 +316,8 @@ pub struct TenantShare {
     pub memory_bytes: u64,
     /// `max_memory_mib_per_taskmanager` in bytes.
     pub memory_limit_bytes: Option<u64>,
+    /// Its components compiled here (at deployment), refused ones included.
+    pub compilations: u64,
+    /// CPU time they took, ns.
+    pub compile_cpu_ns: u64,
 }

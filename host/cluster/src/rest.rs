@@ -35,9 +35,9 @@ use crate::api::flink::{
     TaskManagerView, TaskManagers, TenantView, Tenants,
 };
 use crate::api::{
-    CreateTenant, CreateToken, JobUsage, QuotaUse, RunRequest, RunResponse, SavepointRequest,
-    StopRequest, TaskManagerShare, TenantCreated, TokenCreated, TokenRevoked, TokenView, Tokens,
-    TriggerResponse, UploadResponse, UsageTotal, UsageView,
+    CompileUsage, CreateTenant, CreateToken, JobUsage, QuotaUse, RunRequest, RunResponse,
+    SavepointRequest, StopRequest, TaskManagerShare, TenantCreated, TokenCreated, TokenRevoked,
+    TokenView, Tokens, TriggerResponse, UploadResponse, UsageTotal, UsageView,
 };
 use crate::jobmanager::{JobManager, SubmitOptions, Upload};
 use crate::table::{JobEntry, SubmitError, Tm, now_ms, status_name};
@@ -919,10 +919,18 @@ fn usage_view(jm: &JobManager, tenant: &TenantId) -> Result<UsageView, ApiError>
                     instances_limit: s.instances_limit,
                     memory_bytes: s.memory_bytes,
                     memory_limit_bytes: s.memory_limit_bytes,
+                    compilations: s.compilations,
+                    compile_cpu_seconds: s.compile_cpu_ns as f64 / 1e9,
                 })
         })
         .collect();
+    let compiled = jm.compiles.of(tenant.as_str());
     Ok(UsageView {
+        compile: CompileUsage {
+            compilations: compiled.compilations,
+            refused: compiled.refused,
+            cpu_seconds: compiled.cpu_ns as f64 / 1e9,
+        },
         tenant: tenant.to_string(),
         policy: policy.name,
         quotas,

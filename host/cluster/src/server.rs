@@ -107,6 +107,7 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
         ),
         tenant_checks: Mutex::new(HashMap::new()),
+        compiles: Default::default(),
         ca,
         token,
         members: Mutex::new(members),

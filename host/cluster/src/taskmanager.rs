@@ -162,6 +162,8 @@ struct Shared {
     gate: Option<Gate>,
     /// Each tenant's instances and guest memory here, with its caps.
     tenants: Mutex<HashMap<String, Account>>,
+    /// What compiling each tenant's components cost here.
+    compiles: crate::compiles::Compiles,
     to_jm: Mutex<Option<mpsc::UnboundedSender<ToJobManager>>>,
 }
 
@@ -234,6 +236,7 @@ pub async fn run(
             )),
         },
         tenants: Mutex::new(HashMap::new()),
+        compiles: Default::default(),
         to_jm: Mutex::new(None),
     });
     tokio::spawn(accept_peers(shared.clone()));
@@ -599,6 +602,16 @@ fn tenant_shares(shared: &Shared) -> Vec<crate::protocol::TenantShare> {
         share.instances_limit = caps.instances.map(|c| c.0);
         share.memory_bytes = account.memory_bytes();
         share.memory_limit_bytes = caps.memory_bytes.map(|c| c.0);
+    }
+    for (tenant, compiled) in shared.compiles.all() {
+        let share = out
+            .entry(tenant.clone())
+            .or_insert_with(|| crate::protocol::TenantShare {
+                tenant,
+                ..Default::default()
+            });
+        share.compilations = compiled.compilations;
+        share.compile_cpu_ns = compiled.cpu_ns;
     }
     out.into_values().collect()
 }
@@ -1051,7 +1064,9 @@ fn load_app(shared: &Shared, d: &Deployment) -> anyhow::Result<App> {
     if changed {
         lock(&shared.apps).forget_policy(&d.policy.name);
     }
-    let app = runtime.load(&d.component)?;
+    let (loaded, cost) = runtime.load_metered(&d.component);
+    shared.compiles.record(&d.tenant, &cost, loaded.is_ok());
+    let app = loaded?;
     lock(&shared.apps).insert(key, app.clone());
     Ok(app)
 }

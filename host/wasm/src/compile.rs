@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::LoadError;
 
@@ -46,11 +46,14 @@ const EXIT_INVALID: i32 = 2;
 
 impl ChildCompiler {
     /// Compiles `wasm` (its content digest `digest`) into `output`.
+    /// Adds the CPU time the compilation took to `cpu` (the time the
+    /// child ran, when it was stopped before it could say).
     pub(crate) fn compile(
         &self,
         wasm: &[u8],
         digest: &str,
         output: &Path,
+        cpu: &mut Duration,
     ) -> Result<(), LoadError> {
         let dir = output.parent().unwrap_or(Path::new("."));
         let input = dir.join(format!(
@@ -60,12 +63,13 @@ impl ChildCompiler {
         ));
         std::fs::write(&input, wasm)
             .map_err(|e| LoadError::Compiler(format!("cannot write {}: {e}", input.display())))?;
-        let result = self.run(&input, output);
+        let result = self.run(&input, output, cpu);
         let _ = std::fs::remove_file(&input);
         result
     }
 
-    fn run(&self, input: &Path, output: &Path) -> Result<(), LoadError> {
+    fn run(&self, input: &Path, output: &Path, cpu: &mut Duration) -> Result<(), LoadError> {
+        let started = Instant::now();
         let mut child = Command::new(&self.program)
             .args(&self.args)
             .arg("--input")
@@ -77,7 +81,7 @@ impl ChildCompiler {
             .arg("--cpu-seconds")
             .arg(self.timeout.as_secs().max(1).to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
@@ -88,6 +92,7 @@ impl ChildCompiler {
             })?;
         let pid = rustix::process::Pid::from_child(&child);
         let mut stderr = child.stderr.take();
+        let mut stdout = child.stdout.take();
         let (done, finished) = std::sync::mpsc::channel();
         let waiter = std::thread::Builder::new()
             .name("sluice-compile-wait".into())
@@ -98,22 +103,29 @@ impl ChildCompiler {
                     // Whatever is left must not block the child.
                     let _ = std::io::copy(err, &mut std::io::sink());
                 }
-                let _ = done.send((child.wait(), text));
+                let mut report = String::new();
+                if let Some(out) = stdout.as_mut() {
+                    let _ = out.take(MAX_STDERR).read_to_string(&mut report);
+                    let _ = std::io::copy(out, &mut std::io::sink());
+                }
+                let _ = done.send((child.wait(), text, report));
             })
             .map_err(|e| {
                 LoadError::Compiler(format!("cannot wait for the compiler process: {e}"))
             })?;
-        let (status, stderr, timed_out) = match finished.recv_timeout(self.timeout) {
-            Ok((status, text)) => (status, text, false),
+        let (status, stderr, report, timed_out) = match finished.recv_timeout(self.timeout) {
+            Ok((status, text, report)) => (status, text, report, false),
             Err(_) => {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                let (status, text) = finished.recv().map_err(|_| {
+                let (status, text, report) = finished.recv().map_err(|_| {
                     LoadError::Compiler("the compiler process's waiter stopped".into())
                 })?;
-                (status, text, true)
+                (status, text, report, true)
             }
         };
         let _ = waiter.join();
+        // One thread: its CPU time is at most the time it ran.
+        *cpu += reported_cpu(&report).unwrap_or_else(|| started.elapsed());
         // What a killed compiler was writing.
         let _ = std::fs::remove_file(partial_path(output, pid.as_raw_nonzero().get() as u32));
         let status = status.map_err(|e| {
@@ -159,6 +171,36 @@ impl ChildCompiler {
     }
 }
 
+/// The line with which the compiler process reports its CPU time.
+const CPU_REPORT: &str = "cpu-ns ";
+
+/// The CPU time in a compiler process's report.
+fn reported_cpu(report: &str) -> Option<Duration> {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(CPU_REPORT))
+        .and_then(|n| n.trim().parse().ok())
+        .map(Duration::from_nanos)
+}
+
+/// The calling process's CPU time so far.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// The calling thread's CPU time so far (a compilation in-process).
+pub(crate) fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 /// Where the compiler process `pid` writes before renaming to `output`.
 fn partial_path(output: &Path, pid: u32) -> PathBuf {
     output.with_extension(format!("partial-{pid}"))
@@ -167,8 +209,15 @@ fn partial_path(output: &Path, pid: u32) -> PathBuf {
 /// The compiler process's side: limits itself, compiles `input` with the
 /// engine settings every Sluice process uses, and writes the artifact to
 /// `output`. Returns the exit code (0, or [`EXIT_INVALID`] with the reason
-/// on stderr when the component does not compile).
+/// on stderr when the component does not compile), after reporting the CPU
+/// time it took on stdout.
 pub fn compile_worker(input: &Path, output: &Path, memory_mib: u64, cpu_seconds: u64) -> i32 {
+    let code = compile_limited(input, output, memory_mib, cpu_seconds);
+    println!("{CPU_REPORT}{}", process_cpu().as_nanos());
+    code
+}
+
+fn compile_limited(input: &Path, output: &Path, memory_mib: u64, cpu_seconds: u64) -> i32 {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let bytes = memory_mib.saturating_mul(1 << 20);
     // The CPU limit's hard bound is a second above the soft one, so that

@@ -106,8 +106,13 @@ pub struct App {
 }
 
 impl App {
-    /// Compiles (or loads from the cache) without checking the contract.
-    pub(crate) fn compile(inner: &Inner, wasm: &[u8]) -> Result<(Component, String), LoadError> {
+    /// Compiles (or loads from the cache) without checking the contract;
+    /// what a compilation cost is added to `cost`.
+    pub(crate) fn compile(
+        inner: &Inner,
+        wasm: &[u8],
+        cost: &mut crate::CompileCost,
+    ) -> Result<(Component, String), LoadError> {
         let digest = hex::encode(Sha256::digest(wasm));
         if let Some(c) = inner
             .engine
@@ -125,15 +130,20 @@ impl App {
         if let (crate::Compiler::Child(child), Some(cache)) =
             (&inner.engine.compiler, &inner.engine.cache)
         {
-            child.compile(wasm, &digest, &cache.path(&digest))?;
+            cost.compiled = true;
+            child.compile(wasm, &digest, &cache.path(&digest), &mut cost.cpu)?;
             let c = cache.get(&inner.engine.engine, &digest).ok_or_else(|| {
                 LoadError::Compiler("the compiler process's output does not load".into())
             })?;
             cache.evict(&cache.path(&digest));
             return Ok((c, digest));
         }
-        let c = Component::new(&inner.engine.engine, wasm)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        cost.compiled = true;
+        let before = crate::compile::thread_cpu();
+        let compiled = Component::new(&inner.engine.engine, wasm);
+        // Compiling in-process may use more threads; this one's is counted.
+        cost.cpu += crate::compile::thread_cpu().saturating_sub(before);
+        let c = compiled.map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         if let Some(cache) = &inner.engine.cache {
             cache.put(&digest, &c);
         }
@@ -149,9 +159,13 @@ impl App {
             .collect()
     }
 
-    pub(crate) fn load(inner: Arc<Inner>, wasm: &[u8]) -> Result<Self, LoadError> {
+    pub(crate) fn load(
+        inner: Arc<Inner>,
+        wasm: &[u8],
+        cost: &mut crate::CompileCost,
+    ) -> Result<Self, LoadError> {
         crate::validate::precheck(wasm, inner.policy.limits.memory_bytes())?;
-        let (component, digest) = Self::compile(&inner, wasm)?;
+        let (component, digest) = Self::compile(&inner, wasm, cost)?;
         let imports = Self::import_names(&inner, &component);
         check_imports(imports.iter().map(String::as_str))?;
         let instance_pre = inner

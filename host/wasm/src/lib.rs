@@ -225,7 +225,7 @@ impl Runtime {
     /// Every import of a component with whether the sandbox allows it,
     /// without checking anything else (for `sluice validate`).
     pub fn imports(&self, wasm: &[u8]) -> Result<Vec<(String, bool)>, LoadError> {
-        let (component, _) = App::compile(&self.inner, wasm)?;
+        let (component, _) = App::compile(&self.inner, wasm, &mut CompileCost::default())?;
         Ok(App::import_names(&self.inner, &component)
             .into_iter()
             .map(|name| {
@@ -237,8 +237,28 @@ impl Runtime {
 
     /// Validates and compiles (or loads from the cache) a component.
     pub fn load(&self, wasm: &[u8]) -> Result<App, LoadError> {
-        App::load(self.inner.clone(), wasm)
+        self.load_metered(wasm).0
     }
+
+    /// [`Runtime::load`], and what compiling cost, whether it succeeded or
+    /// not (a component refused at a compile limit cost up to the limit):
+    /// what a process bills the component's owner for.
+    pub fn load_metered(&self, wasm: &[u8]) -> (Result<App, LoadError>, CompileCost) {
+        let mut cost = CompileCost::default();
+        let loaded = App::load(self.inner.clone(), wasm, &mut cost);
+        (loaded, cost)
+    }
+}
+
+/// What loading a component cost in compilation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CompileCost {
+    /// Whether it was compiled (false: found in the cache, or refused
+    /// before compiling).
+    pub compiled: bool,
+    /// CPU time of the compilation (the compiler process's, or the calling
+    /// thread's when compiled in-process).
+    pub cpu: Duration,
 }
 
 /// The settings every Sluice engine shares; compiled artifacts depend on

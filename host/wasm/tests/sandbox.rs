@@ -280,6 +280,32 @@ fn the_cache_serves_a_second_load_and_survives_a_corrupt_entry() {
     assert_eq!(third.operators().expect("works").len(), 2);
 }
 
+#[test]
+fn loading_reports_what_compiling_cost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(
+        Policy::standard(),
+        RuntimeOptions {
+            cache_dir: Some(dir.path().to_owned()),
+            ..RuntimeOptions::default()
+        },
+    )
+    .expect("engine");
+    let wasm = std::fs::read(sluice_test_programs::WORDCOUNT).expect("built");
+    let (first, cost) = rt.load_metered(&wasm);
+    first.expect("compiles");
+    assert!(cost.compiled, "{cost:?}");
+    assert!(!cost.cpu.is_zero(), "compiling took CPU: {cost:?}");
+    // From the cache: nothing compiled, nothing to bill.
+    let (second, cost) = rt.load_metered(&wasm);
+    second.expect("from cache");
+    assert_eq!(cost, sluice_wasm::CompileCost::default());
+    // Refused before compiling: nothing compiled either.
+    let (junk, cost) = rt.load_metered(b"this is not wasm");
+    assert!(junk.is_err(), "junk loaded");
+    assert!(!cost.compiled, "{cost:?}");
+}
+
 /// The cached entries' file names in `dir`, sorted.
 fn cached(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
