@@ -265,12 +265,18 @@ impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
         let mut per_group: Vec<KeyGroupSnapshot<&P::State>> = self
             .groups
             .iter()
-            .map(|m| KeyGroupSnapshot {
-                state: m
+            .map(|m| {
+                let mut state: Vec<_> = m
                     .iter()
                     .filter_map(|(k, v)| Some((k.clone(), v.as_ref()?)))
-                    .collect(),
-                timers: Vec::new(),
+                    .collect();
+                // By key: the same state always snapshots to the same bytes,
+                // whichever SDK wrote it (guest-sdk/golden).
+                state.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                KeyGroupSnapshot {
+                    state,
+                    timers: Vec::new(),
+                }
             })
             .collect();
         for (domain, set) in [

@@ -60,6 +60,9 @@ mod record;
 pub mod runtime;
 pub mod testing;
 
+#[cfg(test)]
+mod golden;
+
 /// How records travel along an edge (for [`Graph::edge`]).
 pub use bindings::sluice::app::plan::Partitioning;
 pub use keyed::{KeyedContext, KeyedProcess, TimeDomain, Timer};

@@ -171,6 +171,44 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
+    fn hash_routing_places_the_golden_keys_where_every_sdk_expects_them() {
+        // guest-sdk/golden: the placements the SDKs' keyed state assumes.
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../guest-sdk/golden/vectors.json"
+        ))
+        .expect("golden vectors");
+        let vectors: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let mut checked = 0;
+        for case in vectors["key_groups"].as_array().expect("cases") {
+            let key = hex::decode(case["key_hex"].as_str().expect("key")).expect("hex");
+            for g in case["groups"].as_array().expect("groups") {
+                let max = g["max_parallelism"].as_u64().expect("max") as u32;
+                for (p, want) in g["owner_by_parallelism"].as_object().expect("owners") {
+                    let p: u32 = p.parse().expect("parallelism");
+                    let mut r = OutputRouter::new(
+                        max,
+                        BatchLimits {
+                            records: 1,
+                            bytes: 1 << 20,
+                        },
+                    );
+                    r.add_output(Partitioning::Hash, (100..100 + p).collect());
+                    let mut b = BatchBuilder::new();
+                    b.push(Some(&key), b"", None);
+                    let mut to = Vec::new();
+                    r.route(&b.take(), &mut |ch, _| to.push(ch)).expect("keyed");
+                    r.flush(&mut |ch, _| to.push(ch));
+                    let want = want.as_u64().expect("owner") as u32;
+                    assert_eq!(to, [100 + want], "max {max} parallelism {p}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "{checked} placements");
+    }
+
+    #[test]
     fn hash_routing_sends_each_key_to_the_subtask_owning_its_key_group() {
         let mut r = OutputRouter::new(
             128,
