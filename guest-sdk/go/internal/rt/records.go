@@ -1,0 +1,100 @@
+// Package rt is the SDK's runtime: the operators an application
+// registered, its plan function, and the chains the host creates. The
+// public package sluice re-exports what operator authors use.
+package rt
+
+import (
+	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_types"
+)
+
+// Markers of the contract's record metadata.
+const (
+	noKey       = ^uint32(0)
+	noTimestamp = int64(-1 << 63)
+)
+
+// Record is one record as an operator sees it. Key and Value point into
+// the batch being processed: copy them to keep them past the call.
+type Record struct {
+	Key   []byte
+	Value []byte
+	// Whether the record has a key (an empty key is a key).
+	HasKey bool
+	// Event time, ms since the Unix epoch, if HasTimestamp.
+	Timestamp    int64
+	HasTimestamp bool
+}
+
+// Collector is where an operator emits records. Emit and EmitKeyed give
+// the record the timestamp of the record being processed.
+type Collector struct {
+	data      []byte
+	meta      []sluice_app_types.RecordMeta
+	timestamp int64
+}
+
+// Emit emits a record without a key.
+func (c *Collector) Emit(value []byte) {
+	c.push(nil, false, value, c.timestamp)
+}
+
+// EmitKeyed emits a keyed record.
+func (c *Collector) EmitKeyed(key, value []byte) {
+	c.push(key, true, value, c.timestamp)
+}
+
+// EmitRecord emits a record as it is, key and timestamp included.
+func (c *Collector) EmitRecord(r Record) {
+	ts := noTimestamp
+	if r.HasTimestamp {
+		ts = r.Timestamp
+	}
+	c.push(r.Key, r.HasKey, r.Value, ts)
+}
+
+func (c *Collector) push(key []byte, hasKey bool, value []byte, ts int64) {
+	keyLen := noKey
+	if hasKey {
+		keyLen = uint32(len(key))
+		c.data = append(c.data, key...)
+	}
+	c.data = append(c.data, value...)
+	c.meta = append(c.meta, sluice_app_types.RecordMeta{
+		KeyLen: keyLen, ValueLen: uint32(len(value)), Timestamp: ts,
+	})
+}
+
+// take returns what was emitted as a batch and empties the collector.
+func (c *Collector) take() sluice_app_types.Batch {
+	b := sluice_app_types.Batch{Data: c.data, Meta: c.meta}
+	c.data, c.meta = nil, nil
+	return b
+}
+
+// eachRecord calls f for every record of a batch, failing on a batch whose
+// lengths run past its data.
+func eachRecord(b sluice_app_types.Batch, f func(Record) error) error {
+	pos := uint64(0)
+	size := uint64(len(b.Data))
+	for _, m := range b.Meta {
+		r := Record{Timestamp: m.Timestamp, HasTimestamp: m.Timestamp != noTimestamp}
+		if m.KeyLen != noKey {
+			end := pos + uint64(m.KeyLen)
+			if end > size {
+				return Failed("a batch's record runs past its data")
+			}
+			r.Key, r.HasKey = b.Data[pos:end:end], true
+			pos = end
+		}
+		end := pos + uint64(m.ValueLen)
+		if end > size {
+			return Failed("a batch's record runs past its data")
+		}
+		r.Value = b.Data[pos:end:end]
+		pos = end
+		if err := f(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+// Package sluice writes Sluice stream-processing operators in Go.
+//
+// Register operators and the plan function in an init function; build the
+// module with `sluice build` into a component the cluster runs:
+//
+//	func init() {
+//		sluice.FlatMap("split", func(r sluice.Record, out *sluice.Collector) error {
+//			for _, w := range bytes.Fields(r.Value) {
+//				out.EmitKeyed(bytes.ToLower(w), nil)
+//			}
+//			return nil
+//		})
+//		sluice.Plan(func(args sluice.Args) (*sluice.Graph, error) { ... })
+//	}
+//
+//	func main() {}
+package sluice
+
+import (
+	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/rt"
+	// The component's exports: linked into every application.
+	_ "github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/wit_exports"
+)
+
+type (
+	// Record is one record; Key and Value point into the batch being
+	// processed (copy them to keep them).
+	Record = rt.Record
+	// Collector is where an operator emits records.
+	Collector = rt.Collector
+	// Config is an operator's configuration.
+	Config = rt.Config
+	// Args are a job's KEY=VALUE arguments.
+	Args = rt.Args
+	// Graph is a job's dataflow graph.
+	Graph = rt.Graph
+	// Node is a node of a graph.
+	Node = rt.Node
+	// Error is an error that says whether the configuration is at fault.
+	Error = rt.Error
+)
+
+var (
+	// Map registers an operator turning each record into one record.
+	Map = rt.Map
+	// Filter registers an operator keeping the records it accepts.
+	Filter = rt.Filter
+	// FlatMap registers an operator emitting any number of records per record.
+	FlatMap = rt.FlatMap
+	// Describe sets an operator's description.
+	Describe = rt.Described
+	// Plan registers the function that builds a job's graph.
+	Plan = rt.Plan
+	// NewGraph is an empty graph.
+	NewGraph = rt.NewGraph
+	// Guest is a node running one of this component's operators.
+	Guest = rt.Guest
+	// Connector is a node running a host connector.
+	Connector = rt.Connector
+	// InvalidConfig reports wrong arguments or configuration.
+	InvalidConfig = rt.InvalidConfig
+	// Failed reports that processing failed.
+	Failed = rt.Failed
+)
