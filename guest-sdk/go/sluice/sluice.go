@@ -38,6 +38,43 @@ type (
 	Node = rt.Node
 	// Error is an error that says whether the configuration is at fault.
 	Error = rt.Error
+	// KeyedContext is the key being processed, its state and timers.
+	KeyedContext[S any] = rt.KeyedContext[S]
+	// Keyed is a keyed operator's functions.
+	Keyed[S any] = rt.Keyed[S]
+	// Codec writes and reads state values in snapshots.
+	Codec[S any] = rt.Codec[S]
+	// Timer is a timer that fired.
+	Timer = rt.Timer
+	// TimeDomain is the clock a timer follows.
+	TimeDomain = rt.TimeDomain
+)
+
+// The clocks a timer can follow.
+const (
+	EventTime      = rt.EventTime
+	ProcessingTime = rt.ProcessingTime
+)
+
+// KeyedProcess registers a keyed operator whose state per key is an S,
+// written to snapshots with codec; its input must be partitioned by hash.
+func KeyedProcess[S any](name string, codec Codec[S], k Keyed[S]) {
+	rt.KeyedProcess(name, codec, k)
+}
+
+// CoProcess registers a keyed operator with two inputs.
+func CoProcess[S any](name string, codec Codec[S], k Keyed[S]) {
+	rt.CoProcess(name, codec, k)
+}
+
+// State codecs that write what the Rust SDK writes for the same type, so
+// savepoints move between the languages.
+var (
+	Uint64  = rt.Uint64
+	Int64   = rt.Int64
+	Float64 = rt.Float64
+	Bytes   = rt.Bytes
+	String  = rt.String
 )
 
 var (

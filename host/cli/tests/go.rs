@@ -159,3 +159,143 @@ fn sluice_build_names_what_is_wrong() {
         "{err}"
     );
 }
+
+/// Builds one of the Go examples into `dir`, returning the component's path.
+fn build_example(go: &Path, name: &str, dir: &Path) -> String {
+    let wasm = dir.join(format!("{name}.wasm")).display().to_string();
+    let module = example(name).display().to_string();
+    let out = sluice(&["build", &module, "-o", &wasm], &[("SLUICE_GO", go)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wasm
+}
+
+/// Runs a wordcount component on the mini-cluster; its output lines by the
+/// sink subtask that wrote them.
+fn run_wordcount(wasm: &str, input: &Path, output: &Path, parallelism: u32) -> Vec<Vec<String>> {
+    let out = sluice(
+        &[
+            "run",
+            wasm,
+            "-p",
+            &parallelism.to_string(),
+            "--arg",
+            &format!("input={}", input.display()),
+            "--arg",
+            &format!("output={}", output.display()),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{wasm}: {}", text(&out.stderr));
+    let mut by_subtask = vec![Vec::new(); parallelism as usize];
+    for entry in std::fs::read_dir(output).expect("output dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let subtask: usize = name
+            .split('-')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output file {name}"));
+        let content = std::fs::read_to_string(entry.path()).expect("utf-8 output");
+        by_subtask[subtask].extend(content.lines().map(str::to_owned));
+    }
+    for lines in &mut by_subtask {
+        lines.sort();
+    }
+    by_subtask
+}
+
+#[test]
+fn go_wordcount_counts_exactly_what_rust_wordcount_counts_on_the_same_subtasks() {
+    let Some(go) = go() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go_wasm = build_example(&go, "wordcount", dir.path());
+    let text_bytes = sluice_test_programs::wordcount::generate_text(2 << 20);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text_bytes).expect("input");
+    let reference = sluice_test_programs::wordcount::reference_counts(&text_bytes);
+    for parallelism in [1, 4] {
+        let from_go = run_wordcount(
+            &go_wasm,
+            &input,
+            &dir.path().join(format!("go-{parallelism}")),
+            parallelism,
+        );
+        let from_rust = run_wordcount(
+            sluice_test_programs::WORDCOUNT,
+            &input,
+            &dir.path().join(format!("rust-{parallelism}")),
+            parallelism,
+        );
+        // The same lines, written by the same subtask: both SDKs put every
+        // word in the same key group.
+        assert_eq!(from_go, from_rust, "parallelism {parallelism}");
+        let counts: std::collections::HashMap<String, u64> = from_go
+            .iter()
+            .flatten()
+            .map(|l| {
+                let (w, n) = l.split_once('\t').expect("WORD<TAB>COUNT");
+                (w.to_owned(), n.parse().expect("count"))
+            })
+            .collect();
+        assert_eq!(counts, reference, "parallelism {parallelism}");
+    }
+}
+
+#[test]
+fn a_panicking_go_operator_fails_its_task_naming_the_panic_and_the_go_function() {
+    let Some(go) = go() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk/go");
+    let sdk = sdk.canonicalize().expect("the Go SDK");
+    std::fs::write(
+        dir.path().join("go.mod"),
+        format!(
+            "module example.com/explode\n\ngo 1.25\n\n\
+             require github.com/sluice-streaming/sluice/guest-sdk/go v0.0.0\n\n\
+             require go.bytecodealliance.org/pkg v0.2.3 // indirect\n\n\
+             replace github.com/sluice-streaming/sluice/guest-sdk/go => {sdk}\n\n\
+             replace go.bytecodealliance.org/pkg => {sdk}/third_party/go-pkg\n",
+            sdk = sdk.display()
+        ),
+    )
+    .expect("go.mod");
+    std::fs::write(
+        dir.path().join("main.go"),
+        r#"package main
+
+import "github.com/sluice-streaming/sluice/guest-sdk/go/sluice"
+
+func explode(r sluice.Record) (sluice.Record, error) {
+	var counts map[string]int
+	counts[string(r.Value)]++ // a nil map: panics
+	return r, nil
+}
+
+func init() {
+	sluice.Map("explode", explode)
+	sluice.Plan(func(args sluice.Args) (*sluice.Graph, error) {
+		g := sluice.NewGraph()
+		gen := g.Add(sluice.Connector("gen", "datagen").Config("count", "3"))
+		op := g.Add(sluice.Guest("explode", "explode"))
+		g.Forward(gen, op).Forward(op, g.Add(sluice.Connector("sink", "blackhole")))
+		return g, nil
+	})
+}
+
+func main() {}
+"#,
+    )
+    .expect("main.go");
+    let wasm = dir.path().join("explode.wasm").display().to_string();
+    let here = dir.path().display().to_string();
+    let out = sluice(&["build", &here, "-o", &wasm], &[("SLUICE_GO", &go)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sluice(&["run", &wasm], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "operator `explode` subtask 1/1 failed: panicked: assignment to entry in nil map at main.explode (main.go:7)"
+        ),
+        "{err}"
+    );
+}

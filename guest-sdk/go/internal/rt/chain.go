@@ -2,26 +2,38 @@ package rt
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_task"
 	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_types"
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 )
 
+// CounterAdd adds to a metric of the task; the component's exports set it
+// to the host import (a no-op in native tests).
+var CounterAdd = func(name string, delta uint64) {}
+
 // Chain is one subtask's operators, records flowing from the first to the
-// last.
+// last inside one call.
 type Chain struct {
 	ops []operator
-	out []Collector
+	// bufs[i] holds what operator i emitted and the next has not taken.
+	bufs []Collector
+	// Records each operator emitted during the current call.
+	emitted []uint64
 }
 
-// NewChain creates the operators of a chain spec.
+// NewChain creates the operators of a chain spec and restores their state.
 func NewChain(spec sluice_app_task.ChainSpec) (*Chain, error) {
+	if len(spec.Operators) == 0 {
+		return nil, InvalidConfig("a chain needs at least one operator")
+	}
+	at := openContext{spec.Subtask, spec.Parallelism, spec.MaxParallelism}
 	c := &Chain{}
 	for _, s := range spec.Operators {
 		i, ok := byName[s.Operator]
 		if !ok {
-			return nil, InvalidConfig(fmt.Sprintf("this component has no operator %q", s.Operator))
+			return nil, InvalidConfig(fmt.Sprintf("node `%s` names operator `%s`, which this application does not export", s.Node, s.Operator))
 		}
 		config := Config{}
 		for _, kv := range s.Config {
@@ -31,51 +43,103 @@ func NewChain(spec sluice_app_task.ChainSpec) (*Chain, error) {
 		if err != nil {
 			return nil, err
 		}
+		if o, ok := op.(opener); ok {
+			if err := o.open(at); err != nil {
+				return nil, err
+			}
+		}
 		c.ops = append(c.ops, op)
 	}
-	c.out = make([]Collector, len(c.ops))
-	if len(spec.Restore) > 0 {
-		return nil, Failed("state to restore for operators that keep none (the savepoint is of another application)")
+	for _, piece := range spec.Restore {
+		if int(piece.Operator) >= len(c.ops) {
+			return nil, InvalidConfig(fmt.Sprintf("restored state names operator %d of the chain", piece.Operator))
+		}
+		s, ok := c.ops[piece.Operator].(stateful)
+		if !ok {
+			return nil, InvalidConfig(fmt.Sprintf("restored state for operator `%s`, which keeps none (the savepoint is of another application?)", spec.Operators[piece.Operator].Operator))
+		}
+		if err := s.restore(piece.KeyGroup, piece.Data); err != nil {
+			return nil, err
+		}
 	}
+	c.bufs = make([]Collector, len(c.ops))
+	c.emitted = make([]uint64, len(c.ops))
 	return c, nil
 }
 
-// Process runs a batch through the chain.
-func (c *Chain) Process(input uint32, b sluice_app_types.Batch) (sluice_app_task.Output, error) {
-	if err := c.run(0, input, b); err != nil {
-		return sluice_app_task.Output{}, err
+// processBatch runs every record of b through op, emitting into out.
+func processBatch(op operator, input uint32, b sluice_app_types.Batch, out *Collector) error {
+	err := eachRecord(b, func(r Record) error {
+		out.ts, out.hasTS = r.Timestamp, r.HasTimestamp
+		return op.process(input, r, out)
+	})
+	out.hasTS = false
+	return err
+}
+
+// drainFrom feeds what operator i emitted through the operators after it.
+func (c *Chain) drainFrom(i int) error {
+	for j := i + 1; j < len(c.ops); j++ {
+		in := &c.bufs[j-1]
+		if len(in.meta) == 0 {
+			continue
+		}
+		c.emitted[j-1] += uint64(len(in.meta))
+		if err := processBatch(c.ops[j], 0, in.take(), &c.bufs[j]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// output takes the last operator's records and reports what each emitted.
+func (c *Chain) output() sluice_app_task.Output {
+	next := witTypes.None[int64]()
+	for _, op := range c.ops {
+		if t, ok := op.(timed); ok {
+			if at, ok := t.nextProcessingTimer(); ok && (next.IsNone() || at < next.Some()) {
+				next = witTypes.Some(at)
+			}
+		}
+	}
+	last := &c.bufs[len(c.bufs)-1]
+	c.emitted[len(c.emitted)-1] += uint64(len(last.meta))
+	// One host call per operator that emitted anything: the host counts
+	// each chained node's records from these.
+	for i, n := range c.emitted {
+		if n > 0 {
+			CounterAdd("sluice.records-out."+strconv.Itoa(i), n)
+			c.emitted[i] = 0
+		}
+	}
+	return sluice_app_task.Output{Records: last.take(), NextProcessingTimer: next}
+}
+
+// eachOperator runs step on every operator in order, passing what each
+// emits downstream.
+func (c *Chain) eachOperator(step func(timed, *Collector) error) (sluice_app_task.Output, error) {
+	for i, op := range c.ops {
+		if t, ok := op.(timed); ok {
+			if err := step(t, &c.bufs[i]); err != nil {
+				return sluice_app_task.Output{}, err
+			}
+		}
+		if err := c.drainFrom(i); err != nil {
+			return sluice_app_task.Output{}, err
+		}
 	}
 	return c.output(), nil
 }
 
-// run passes batch b to operator i and what it emits down the chain.
-func (c *Chain) run(i int, input uint32, b sluice_app_types.Batch) error {
-	if i == len(c.ops) {
-		// Past the last operator: what reaches here is the chain's output.
-		last := &c.out[len(c.out)-1]
-		last.data = append(last.data, b.Data...)
-		last.meta = append(last.meta, b.Meta...)
-		return nil
+// Process runs a batch through the chain.
+func (c *Chain) Process(input uint32, b sluice_app_types.Batch) (sluice_app_task.Output, error) {
+	if err := processBatch(c.ops[0], input, b, &c.bufs[0]); err != nil {
+		return sluice_app_task.Output{}, err
 	}
-	out := &Collector{}
-	err := eachRecord(b, func(r Record) error {
-		out.timestamp = noTimestamp
-		if r.HasTimestamp {
-			out.timestamp = r.Timestamp
-		}
-		return c.ops[i].process(input, r, out)
-	})
-	if err != nil {
-		return err
+	if err := c.drainFrom(0); err != nil {
+		return sluice_app_task.Output{}, err
 	}
-	return c.run(i+1, 0, out.take())
-}
-
-func (c *Chain) output() sluice_app_task.Output {
-	return sluice_app_task.Output{
-		Records:             c.out[len(c.out)-1].take(),
-		NextProcessingTimer: witTypes.None[int64](),
-	}
+	return c.output(), nil
 }
 
 // PollSource: this SDK's chains do not start with a source yet.
@@ -83,24 +147,38 @@ func (c *Chain) PollSource(uint32) (sluice_app_task.SourceOutput, error) {
 	return sluice_app_task.SourceOutput{}, Failed("this chain does not start with a source")
 }
 
-// AdvanceWatermark: stateless operators have no timers to fire.
-func (c *Chain) AdvanceWatermark(int64) (sluice_app_task.Output, error) {
-	return c.output(), nil
+// AdvanceWatermark fires due event-time timers down the chain.
+func (c *Chain) AdvanceWatermark(w int64) (sluice_app_task.Output, error) {
+	return c.eachOperator(func(t timed, out *Collector) error { return t.watermark(w, out) })
 }
 
-// AdvanceProcessingTime: stateless operators have no timers to fire.
-func (c *Chain) AdvanceProcessingTime(int64) (sluice_app_task.Output, error) {
-	return c.output(), nil
+// AdvanceProcessingTime fires due processing-time timers down the chain.
+func (c *Chain) AdvanceProcessingTime(now int64) (sluice_app_task.Output, error) {
+	return c.eachOperator(func(t timed, out *Collector) error { return t.processingTime(now, out) })
 }
 
-// EndOfInput: stateless operators buffer nothing.
+// EndOfInput flushes every operator in order.
 func (c *Chain) EndOfInput() (sluice_app_task.Output, error) {
-	return c.output(), nil
+	return c.eachOperator(func(t timed, out *Collector) error { return t.endOfInput(out) })
 }
 
-// Snapshot: stateless operators keep no state.
+// Snapshot returns every operator's state.
 func (c *Chain) Snapshot(uint64) ([]sluice_app_task.StateChunk, error) {
-	return nil, nil
+	var out []sluice_app_task.StateChunk
+	for i, op := range c.ops {
+		s, ok := op.(stateful)
+		if !ok {
+			continue
+		}
+		pieces, err := s.snapshot()
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pieces {
+			out = append(out, sluice_app_task.StateChunk{Operator: uint32(i), KeyGroup: p.keyGroup, Data: p.data})
+		}
+	}
+	return out, nil
 }
 
 // Result wraps a value or error the way the bindings return them.

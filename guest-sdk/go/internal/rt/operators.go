@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_app"
+	witTypes "go.bytecodealliance.org/pkg/wit/types"
 )
 
 // Config is an operator's configuration: the KEY=VALUE pairs of its node.
@@ -13,6 +14,36 @@ type Config map[string]string
 type operator interface {
 	// process handles one record of input `input`.
 	process(input uint32, r Record, out *Collector) error
+}
+
+// Where an operator instance runs.
+type openContext struct {
+	subtask, parallelism, maxParallelism uint32
+}
+
+// opener is an operator that needs to know where it runs.
+type opener interface {
+	open(c openContext) error
+}
+
+// timed is an operator with timers or buffered output.
+type timed interface {
+	watermark(w int64, out *Collector) error
+	processingTime(now int64, out *Collector) error
+	endOfInput(out *Collector) error
+	nextProcessingTimer() (int64, bool)
+}
+
+// A piece of an operator's state: keyed state belongs to a key group.
+type chunk struct {
+	keyGroup witTypes.Option[uint32]
+	data     []byte
+}
+
+// stateful is an operator whose state is snapshotted.
+type stateful interface {
+	snapshot() ([]chunk, error)
+	restore(keyGroup witTypes.Option[uint32], data []byte) error
 }
 
 // definition is a registered operator.

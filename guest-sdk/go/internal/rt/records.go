@@ -28,19 +28,34 @@ type Record struct {
 // Collector is where an operator emits records. Emit and EmitKeyed give
 // the record the timestamp of the record being processed.
 type Collector struct {
-	data      []byte
-	meta      []sluice_app_types.RecordMeta
-	timestamp int64
+	data []byte
+	meta []sluice_app_types.RecordMeta
+	// The event time records emitted now get, if hasTS: that of the record
+	// being processed or of the event-time timer firing.
+	ts    int64
+	hasTS bool
 }
 
 // Emit emits a record without a key.
 func (c *Collector) Emit(value []byte) {
-	c.push(nil, false, value, c.timestamp)
+	c.push(nil, false, value, c.stamp())
 }
 
 // EmitKeyed emits a keyed record.
 func (c *Collector) EmitKeyed(key, value []byte) {
-	c.push(key, true, value, c.timestamp)
+	c.push(key, true, value, c.stamp())
+}
+
+// EmitAt emits a record with the given event time (ms).
+func (c *Collector) EmitAt(key []byte, hasKey bool, value []byte, timestamp int64) {
+	c.push(key, hasKey, value, timestamp)
+}
+
+func (c *Collector) stamp() int64 {
+	if !c.hasTS {
+		return noTimestamp
+	}
+	return c.ts
 }
 
 // EmitRecord emits a record as it is, key and timestamp included.

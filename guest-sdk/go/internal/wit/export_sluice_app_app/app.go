@@ -12,10 +12,13 @@ import (
 
 // Operators lists the application's operators.
 func Operators() []sluice_app_app.OperatorInfo {
+	rt.Collect()
 	return rt.Operators()
 }
 
 // Plan builds a job's graph from its arguments.
-func Plan(args []witTypes.Tuple2[string, string]) witTypes.Result[sluice_app_plan.Graph, sluice_app_types.Error] {
+func Plan(args []witTypes.Tuple2[string, string]) (res witTypes.Result[sluice_app_plan.Graph, sluice_app_types.Error]) {
+	defer rt.OnPanic(func(err error) { res = rt.Result(sluice_app_plan.Graph{}, err) })
+	rt.Collect()
 	return rt.Result(rt.RunPlan(args))
 }
