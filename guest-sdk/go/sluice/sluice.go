@@ -48,6 +48,10 @@ type (
 	Timer = rt.Timer
 	// TimeDomain is the clock a timer follows.
 	TimeDomain = rt.TimeDomain
+	// Source produces records inside the component.
+	Source = rt.Source
+	// SourceStatus is what a source's poll says.
+	SourceStatus = rt.SourceStatus
 )
 
 // The clocks a timer can follow.
@@ -60,6 +64,12 @@ const (
 // written to snapshots with codec; its input must be partitioned by hash.
 func KeyedProcess[S any](name string, codec Codec[S], k Keyed[S]) {
 	rt.KeyedProcess(name, codec, k)
+}
+
+// KeyedProcessWith is KeyedProcess for an operator made from its node's
+// configuration.
+func KeyedProcessWith[S any](name string, codec Codec[S], create func(Config) (Keyed[S], error)) {
+	rt.KeyedProcessWith(name, codec, create)
 }
 
 // CoProcess registers a keyed operator with two inputs.
@@ -98,4 +108,10 @@ var (
 	InvalidConfig = rt.InvalidConfig
 	// Failed reports that processing failed.
 	Failed = rt.Failed
+	// RegisterSource registers a source made from its node's configuration.
+	RegisterSource = rt.RegisterSource
+	// More, Finished and WatermarkAt are what a source's Poll returns.
+	More        = rt.More
+	Finished    = rt.Finished
+	WatermarkAt = rt.WatermarkAt
 )

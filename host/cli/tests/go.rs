@@ -172,19 +172,24 @@ fn build_example(go: &Path, name: &str, dir: &Path) -> String {
 /// Runs a wordcount component on the mini-cluster; its output lines by the
 /// sink subtask that wrote them.
 fn run_wordcount(wasm: &str, input: &Path, output: &Path, parallelism: u32) -> Vec<Vec<String>> {
-    let out = sluice(
-        &[
-            "run",
-            wasm,
-            "-p",
-            &parallelism.to_string(),
-            "--arg",
-            &format!("input={}", input.display()),
-            "--arg",
-            &format!("output={}", output.display()),
-        ],
-        &[],
-    );
+    run_lines(
+        wasm,
+        &[format!("input={}", input.display())],
+        output,
+        parallelism,
+    )
+}
+
+/// Runs a component writing to `output=DIR` on the mini-cluster with
+/// `args`; its output lines (sorted) by the sink subtask that wrote them.
+fn run_lines(wasm: &str, args: &[String], output: &Path, parallelism: u32) -> Vec<Vec<String>> {
+    let p = parallelism.to_string();
+    let output_arg = format!("output={}", output.display());
+    let mut argv = vec!["run", wasm, "-p", &p, "--arg", &output_arg];
+    for a in args {
+        argv.extend(["--arg", a.as_str()]);
+    }
+    let out = sluice(&argv, &[]);
     assert!(out.status.success(), "{wasm}: {}", text(&out.stderr));
     let mut by_subtask = vec![Vec::new(); parallelism as usize];
     for entry in std::fs::read_dir(output).expect("output dir").flatten() {
@@ -298,4 +303,34 @@ func main() {}
         ),
         "{err}"
     );
+}
+
+#[test]
+fn go_windowed_sum_writes_what_rust_windowed_sum_writes() {
+    let Some(go) = go() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go_wasm = build_example(&go, "windowed-sum", dir.path());
+    let args = [
+        "keys=7".to_owned(),
+        "events=30000".to_owned(),
+        "window_ms=2500".to_owned(),
+    ];
+    for parallelism in [1, 2] {
+        let from_go = run_lines(
+            &go_wasm,
+            &args,
+            &dir.path().join(format!("go-{parallelism}")),
+            parallelism,
+        );
+        let from_rust = run_lines(
+            sluice_test_programs::WINDOWED_SUM,
+            &args,
+            &dir.path().join(format!("rust-{parallelism}")),
+            parallelism,
+        );
+        // Every (key, window) once: 7 keys, 300 000 ms of event time in
+        // windows of 2 500 ms.
+        assert_eq!(from_go.iter().map(Vec::len).sum::<usize>(), 7 * 120);
+        assert_eq!(from_go, from_rust, "parallelism {parallelism}");
+    }
 }

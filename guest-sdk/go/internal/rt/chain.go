@@ -142,9 +142,28 @@ func (c *Chain) Process(input uint32, b sluice_app_types.Batch) (sluice_app_task
 	return c.output(), nil
 }
 
-// PollSource: this SDK's chains do not start with a source yet.
-func (c *Chain) PollSource(uint32) (sluice_app_task.SourceOutput, error) {
-	return sluice_app_task.SourceOutput{}, Failed("this chain does not start with a source")
+// PollSource lets a chain that starts with a source produce records.
+func (c *Chain) PollSource(max uint32) (sluice_app_task.SourceOutput, error) {
+	src, ok := c.ops[0].(*sourceOp)
+	if !ok {
+		return sluice_app_task.SourceOutput{}, Failed("this chain does not start with a source")
+	}
+	status, err := src.s.Poll(max, &c.bufs[0])
+	if err != nil {
+		return sluice_app_task.SourceOutput{}, err
+	}
+	if err := c.drainFrom(0); err != nil {
+		return sluice_app_task.SourceOutput{}, err
+	}
+	out := sluice_app_task.SourceOutput{
+		Output:    c.output(),
+		Watermark: witTypes.None[int64](),
+		Finished:  status.finished,
+	}
+	if status.hasWatermark {
+		out.Watermark = witTypes.Some(status.watermark)
+	}
+	return out, nil
 }
 
 // AdvanceWatermark fires due event-time timers down the chain.

@@ -130,3 +130,80 @@ func TestArgsAndPlanErrorsNameTheArgument(t *testing.T) {
 		t.Fatalf("%d %v", n, err)
 	}
 }
+
+// counter emits the numbers from its position up to limit, two per poll.
+type counter struct{ next, limit uint64 }
+
+func (c *counter) Open(subtask, parallelism uint32) error { return nil }
+func (c *counter) Poll(max uint32, out *Collector) (SourceStatus, error) {
+	for n := uint32(0); n < max && n < 2; n++ {
+		if c.next >= c.limit {
+			return Finished, nil
+		}
+		out.EmitAt(nil, false, []byte{byte(c.next)}, int64(c.next))
+		c.next++
+	}
+	return WatermarkAt(int64(c.next) - 1), nil
+}
+func (c *counter) Snapshot() []byte { return []byte{byte(c.next)} }
+func (c *counter) Restore(p []byte) error {
+	if len(p) != 1 {
+		return Failed("bad position")
+	}
+	c.next = uint64(p[0])
+	return nil
+}
+
+func init() {
+	RegisterSource("test-counter", func(c Config) (Source, error) {
+		limit, err := c.Int("limit", 5)
+		return &counter{limit: uint64(limit)}, err
+	})
+}
+
+func TestASourceChainPollsSnapshotsItsPositionAndResumesFromIt(t *testing.T) {
+	c, err := NewChain(spec("test-counter", "test-upper"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.PollSource(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := records(t, out.Output.Records); len(got) != 2 || got[1].Timestamp != 1 || !out.Watermark.IsSome() || out.Watermark.Some() != 1 || out.Finished {
+		t.Fatalf("first poll: %+v %+v", got, out)
+	}
+	snap, err := c.Snapshot(1)
+	if err != nil || len(snap) != 1 || snap[0].KeyGroup.IsSome() || snap[0].Operator != 0 {
+		t.Fatalf("snapshot: %+v %v", snap, err)
+	}
+	s := spec("test-counter", "test-upper")
+	s.Restore = snap
+	resumed, err := NewChain(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values []byte
+	for i := 0; i < 10; i++ {
+		out, err := resumed.PollSource(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range records(t, out.Output.Records) {
+			values = append(values, r.Value...)
+		}
+		if out.Finished {
+			break
+		}
+	}
+	if string(values) != string([]byte{2, 3, 4}) {
+		t.Fatalf("resumed with %v, want 2 3 4", values)
+	}
+	if _, err := NewChain(spec("test-upper")); err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := NewChain(spec("test-upper"))
+	if _, err := plain.PollSource(1); err == nil {
+		t.Fatal("a chain without a source was polled")
+	}
+}

@@ -83,19 +83,29 @@ type Keyed[S any] struct {
 // KeyedProcess registers a keyed operator whose state per key is an S,
 // snapshotted with codec. Its input must be partitioned by hash.
 func KeyedProcess[S any](name string, codec Codec[S], k Keyed[S]) {
-	registerKeyed(name, sluice_app_app.OperatorKindKeyedProcess, codec, k)
+	KeyedProcessWith(name, codec, func(Config) (Keyed[S], error) { return k, nil })
+}
+
+// KeyedProcessWith is KeyedProcess for an operator made from its node's
+// configuration.
+func KeyedProcessWith[S any](name string, codec Codec[S], create func(Config) (Keyed[S], error)) {
+	registerKeyed(name, sluice_app_app.OperatorKindKeyedProcess, codec, create)
 }
 
 // CoProcess registers a keyed operator with two inputs (ctx.Input()).
 func CoProcess[S any](name string, codec Codec[S], k Keyed[S]) {
-	registerKeyed(name, sluice_app_app.OperatorKindCoProcess, codec, k)
+	registerKeyed(name, sluice_app_app.OperatorKindCoProcess, codec, func(Config) (Keyed[S], error) { return k, nil })
 }
 
-func registerKeyed[S any](name string, kind sluice_app_app.OperatorKind, codec Codec[S], k Keyed[S]) {
-	if k.Process == nil {
-		panic(fmt.Sprintf("sluice: keyed operator %q has no Process function", name))
-	}
-	register(definition{name: name, kind: kind, create: func(Config) (operator, error) {
+func registerKeyed[S any](name string, kind sluice_app_app.OperatorKind, codec Codec[S], create func(Config) (Keyed[S], error)) {
+	register(definition{name: name, kind: kind, create: func(c Config) (operator, error) {
+		k, err := create(c)
+		if err != nil {
+			return nil, err
+		}
+		if k.Process == nil {
+			return nil, InvalidConfig(fmt.Sprintf("keyed operator %q has no Process function", name))
+		}
 		return &keyedOp[S]{k: k, codec: codec, wm: minTime}, nil
 	}})
 }

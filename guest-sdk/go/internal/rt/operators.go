@@ -7,9 +7,6 @@ import (
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 )
 
-// Config is an operator's configuration: the KEY=VALUE pairs of its node.
-type Config map[string]string
-
 // operator is one instance of a registered operator in a chain.
 type operator interface {
 	// process handles one record of input `input`.
