@@ -8,8 +8,17 @@ cargo build --release --locked --target wasm32-wasip2 --manifest-path examples/C
 cargo build --release --locked --target wasm32-wasip2 --manifest-path benchmarks/layout-guest/Cargo.toml
 cargo build --release --locked --target wasm32-wasip2 --manifest-path benchmarks/shuffle-guest/Cargo.toml
 cargo build --release --locked --manifest-path benchmarks/Cargo.toml
+# The Go wordcount too, when Go is installed (scripts/tools.sh installs it).
+go_bin=${SLUICE_GO:-$(command -v go || true)}
+go_flags=()
+if [ -n "$go_bin" ]; then
+    cargo build --locked -p sluice-cli
+    target/debug/sluice build examples/go/wordcount -o target/go-wordcount.wasm --go "$go_bin"
+    go_flags=(--go target/go-wordcount.wasm)
+fi
 echo "## native vs wasm (wordcount split -> count)"
-benchmarks/target/release/native-vs-wasm examples/target/wasm32-wasip2/release/wordcount.wasm "$@"
+benchmarks/target/release/native-vs-wasm examples/target/wasm32-wasip2/release/wordcount.wasm \
+    "${go_flags[@]}" "$@"
 echo
 echo "## batch layout"
 benchmarks/target/release/batch-layout \

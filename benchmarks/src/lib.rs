@@ -196,6 +196,8 @@ pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         jobstore_max_capacity: 1000,
         jobstore_expiration: Duration::from_secs(3600),
         join_token_ttl: None,
+        // The benchmarks' own components: compiled in-process.
+        compiler: sluice_wasm::Compiler::InProcess,
     };
     let file = dir.join("endpoints.json");
     runtime()?.block_on(sluice_cluster::server::run(config, |e| {
@@ -218,6 +220,8 @@ pub fn role_taskmanager(rpc: &str, token: &str, dir: &Path, slots: u32) -> anyho
         token: Some(token.parse()?),
         base_dir: None,
         metrics_addrs: Vec::new(),
+        cores: None,
+        compiler: sluice_wasm::Compiler::InProcess,
     };
     runtime()?.block_on(sluice_cluster::taskmanager::run(config, |_| {}))
 }

@@ -13,7 +13,7 @@ use sluice_policy::Policy;
 use sluice_sdk::bindings::sluice::app::types::{Batch as WitBatch, RecordMeta as WitMeta};
 use sluice_sdk::testing::Harness;
 use sluice_types::{Batch, BatchBuilder};
-use sluice_wasm::{ChainSpec, Runtime, RuntimeOptions, TaskLabel};
+use sluice_wasm::{CallControl, ChainSpec, Runtime, RuntimeOptions, TaskLabel};
 use wordcount::WordCount;
 
 const LINES: usize = 200_000;
@@ -83,9 +83,8 @@ fn native(batches: &[Batch]) -> f64 {
     secs
 }
 
-/// The same through wasmtime under `policy`.
-fn wasm(runtime: &Runtime, wasm: &[u8], batches: &[Batch]) -> f64 {
-    let app = runtime.load(wasm).expect("load");
+/// The wordcount chain (`split -> count`) of a component, as subtask 0 of 1.
+fn wordcount_chain(app: &sluice_wasm::App) -> sluice_wasm::GuestChain {
     let spec = ChainSpec {
         operators: vec![
             ("split".into(), "split".into(), vec![]),
@@ -101,7 +100,14 @@ fn wasm(runtime: &Runtime, wasm: &[u8], batches: &[Batch]) -> f64 {
         subtask: Some((0, 1)),
         policy: "bench".into(),
     };
-    let mut chain = app.chain(label, spec).expect("chain");
+    app.chain(label, spec, &CallControl::default())
+        .expect("chain")
+}
+
+/// The same through wasmtime under `policy`.
+fn wasm(runtime: &Runtime, wasm: &[u8], batches: &[Batch]) -> f64 {
+    let app = runtime.load(wasm).expect("load");
+    let mut chain = wordcount_chain(&app);
     let start = Instant::now();
     for b in batches {
         chain.process(0, b.clone()).expect("wasm process");
@@ -121,11 +127,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .expect("usage: native-vs-wasm WORDCOUNT.wasm [--runs N]");
-    let runs: usize = match (args.next().as_deref(), args.next()) {
-        (Some("--runs"), Some(n)) => n.parse().expect("--runs N"),
-        _ => 5,
-    };
+        .expect("usage: native-vs-wasm WORDCOUNT.wasm [--runs N] [--go GO-WORDCOUNT.wasm]");
+    let (mut runs, mut go) = (5usize, None);
+    while let Some(flag) = args.next() {
+        let value = args.next().expect("a flag's value");
+        match flag.as_str() {
+            "--runs" => runs = value.parse().expect("--runs N"),
+            "--go" => go = Some(value),
+            other => panic!("unknown flag {other}: use --runs N, --go GO-WORDCOUNT.wasm"),
+        }
+    }
     let component = std::fs::read(&path).expect("read the wordcount component");
     let lines = text_lines();
     let modes: [(&str, Option<u64>, Option<u64>); 4] = [
@@ -169,5 +180,51 @@ fn main() {
             })
             .collect();
         println!("| {size} | {n:.0} | {} |", cells.join(" | "));
+    }
+    if let Some(go) = go {
+        let go = std::fs::read(&go).expect("read the Go wordcount component");
+        go_vs_rust(&component, &go, &lines, runs);
+    }
+}
+
+/// The Go wordcount beside the Rust one and native, under the standard
+/// policy; then each component's size and instantiation time.
+fn go_vs_rust(rust: &[u8], go: &[u8], lines: &[Vec<u8>], runs: usize) {
+    let standard = Runtime::new(Policy::standard(), RuntimeOptions::default()).expect("runtime");
+    println!();
+    println!(
+        "| records/call | native rec/s | Rust wasm rec/s (÷ native) | Go wasm rec/s (÷ native) | Go ÷ Rust |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for size in [64usize, 256, 1024] {
+        let bs = batches(lines, size);
+        let (mut n, mut r, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            n.push(native(&bs));
+            r.push(wasm(&standard, rust, &bs));
+            g.push(wasm(&standard, go, &bs));
+        }
+        let rate = |t: Vec<f64>| LINES as f64 / median(t);
+        let (n, r, g) = (rate(n), rate(r), rate(g));
+        println!(
+            "| {size} | {n:.0} | {r:.0} ({:.2}) | {g:.0} ({:.2}) | {:.2} |",
+            r / n,
+            g / n,
+            g / r
+        );
+    }
+    println!();
+    println!("| component | bytes | instantiate + create the chain, µs (median of 200) |");
+    println!("|---|---:|---:|");
+    for (name, bytes) in [("Rust wordcount", rust), ("Go wordcount", go)] {
+        let app = standard.load(bytes).expect("load");
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            let chain = wordcount_chain(&app);
+            times.push(start.elapsed().as_secs_f64() * 1e6);
+            drop(chain);
+        }
+        println!("| {name} | {} | {:.0} |", bytes.len(), median(times));
     }
 }

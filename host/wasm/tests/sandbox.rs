@@ -547,6 +547,21 @@ fn chain_with(
     app.chain(label(op), spec, control)
 }
 
+/// A control whose cancel check, once armed, reports the task cancelled
+/// from its `after + 1`-th look on; and the arming flag and the count.
+fn cancelled_after_checks(after: u32) -> (CallControl, Arc<AtomicBool>, Arc<AtomicU32>) {
+    let armed = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(AtomicU32::new(0));
+    let (a, c) = (armed.clone(), checks.clone());
+    let control = CallControl {
+        accounts: Vec::new(),
+        cancelled: Some(Arc::new(move || {
+            a.load(Ordering::SeqCst) && c.fetch_add(1, Ordering::SeqCst) >= after
+        })),
+    };
+    (control, armed, checks)
+}
+
 #[test]
 fn cancelling_stops_a_running_call_even_when_only_fuel_would() {
     // Fuel enough for hours, no deadline: only the cancel can stop it.
@@ -555,16 +570,8 @@ fn cancelling_stops_a_running_call_even_when_only_fuel_would() {
         p.limits.max_call_ms = None;
     });
     let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
-    let armed = Arc::new(AtomicBool::new(false));
-    let checks = Arc::new(AtomicU32::new(0));
-    let (a, c) = (armed.clone(), checks.clone());
-    let control = CallControl {
-        accounts: Vec::new(),
-        // Cancelled from the third check on, once the call has started.
-        cancelled: Some(Arc::new(move || {
-            a.load(Ordering::SeqCst) && c.fetch_add(1, Ordering::SeqCst) >= 2
-        })),
-    };
+    // Cancelled from the third check on, once the call has started.
+    let (control, armed, checks) = cancelled_after_checks(2);
     let mut chain = chain_with(&app, "spin", &control).expect("chain");
     armed.store(true, Ordering::SeqCst);
     let err = chain.process(0, one_record()).expect_err("cancelled");
@@ -608,16 +615,8 @@ fn cancelling_stops_a_guest_asleep_in_wasi() {
     // No deadline: only the cancel can end the hour's sleep.
     let rt = runtime_with(|p| p.limits.max_call_ms = None);
     let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
-    let armed = Arc::new(AtomicBool::new(false));
-    let checks = Arc::new(AtomicU32::new(0));
-    let (a, c) = (armed.clone(), checks.clone());
-    let control = CallControl {
-        accounts: Vec::new(),
-        // Cancelled from the fifth check on: the call is asleep by then.
-        cancelled: Some(Arc::new(move || {
-            a.load(Ordering::SeqCst) && c.fetch_add(1, Ordering::SeqCst) >= 4
-        })),
-    };
+    // Cancelled from the fifth check on: the call is asleep by then.
+    let (control, armed, checks) = cancelled_after_checks(4);
     let mut chain = chain_with(&app, "sleep", &control).expect("chain");
     armed.store(true, Ordering::SeqCst);
     let err = within_minutes(move || chain.process(0, one_record()).expect_err("cancelled"));
