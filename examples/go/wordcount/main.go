@@ -12,10 +12,13 @@ import (
 	"github.com/sluice-streaming/sluice/guest-sdk/go/sluice"
 )
 
+// word is split's buffer, reused from line to line.
+var word []byte
+
 // split emits every word of a line as a keyed record with an empty value.
 func split(line sluice.Record, out *sluice.Collector) error {
-	word := make([]byte, 0, 32)
-	for _, b := range append(line.Value, ' ') {
+	word = word[:0]
+	for _, b := range line.Value {
 		switch {
 		case 'a' <= b && b <= 'z', '0' <= b && b <= '9':
 			word = append(word, b)
@@ -25,6 +28,9 @@ func split(line sluice.Record, out *sluice.Collector) error {
 			out.EmitKeyed(word, nil)
 			word = word[:0]
 		}
+	}
+	if len(word) > 0 {
+		out.EmitKeyed(word, nil)
 	}
 	return nil
 }

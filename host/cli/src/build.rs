@@ -30,6 +30,12 @@ pub(crate) struct BuildArgs {
 
 pub(crate) fn build(args: BuildArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory (give the Go module's directory)",
+            dir.display()
+        );
+    }
     if !dir.join("go.mod").is_file() {
         bail!(
             "{} has no go.mod: `sluice build` builds a Go module (a Rust application builds with `cargo build --target wasm32-wasip2 --release`)",

@@ -1269,16 +1269,18 @@ fn a_savepoint_taken_at_parallelism_2_restores_at_4_with_the_same_totals() {
     );
 }
 
-#[test]
-fn a_go_wordcount_savepoint_restores_into_rust_wordcount_at_another_parallelism() {
-    let Some(go) = external_tool("go", "SLUICE_GO") else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wasm = dir.path().join("wordcount-go.wasm");
+/// `examples/go/NAME` built with `sluice build` into `dir`; `None` (the
+/// test skips) without Go, which on CI fails instead.
+fn go_example(name: &str, dir: &Path) -> Option<String> {
+    let go = external_tool("go", "SLUICE_GO")?;
+    let wasm = dir.join(format!("{name}-go.wasm"));
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("build")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/go/wordcount"))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/go")
+                .join(name),
+        )
         .arg("-o")
         .arg(&wasm)
         .env("SLUICE_GO", &go)
@@ -1287,11 +1289,78 @@ fn a_go_wordcount_savepoint_restores_into_rust_wordcount_at_another_parallelism(
         .output()
         .expect("sluice build");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    Some(wasm.to_str().expect("utf-8 path").to_owned())
+}
+
+#[test]
+fn a_go_wordcount_savepoint_restores_into_rust_wordcount_at_another_parallelism() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(wasm) = go_example("wordcount", dir.path()) else {
+        return;
+    };
     // Keyed state written by the Go SDK, read by the Rust SDK, its key
     // groups spread over twice the subtasks.
-    savepoint_at_2_restores_at_4(
-        wasm.to_str().expect("utf-8 path"),
-        sluice_test_programs::WORDCOUNT,
+    savepoint_at_2_restores_at_4(&wasm, sluice_test_programs::WORDCOUNT);
+}
+
+#[test]
+fn go_wordcount_on_the_session_cluster_counts_what_rust_wordcount_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(go_wasm) = go_example("wordcount", dir.path()) else {
+        return;
+    };
+    let cluster = Cluster::start(2, 2, &[]);
+    let (input, expected) = write_input(cluster.dir.path(), 4 << 20);
+    let input_arg = format!("input={}", input.display());
+    let mut by_language = Vec::new();
+    for (language, wasm) in [
+        ("go", go_wasm.as_str()),
+        ("rust", sluice_test_programs::WORDCOUNT),
+    ] {
+        let output = cluster.dir.path().join(format!("out-{language}"));
+        let output_arg = format!("output={}", output.display());
+        let out = cluster.sluice(&[
+            "submit",
+            wasm,
+            "-p",
+            "4",
+            "--arg",
+            &input_arg,
+            "--arg",
+            &output_arg,
+            "--wait",
+        ]);
+        assert!(
+            out.status.success(),
+            "{language}: {}\n{}",
+            text(&out.stderr),
+            cluster.logs()
+        );
+        assert!(
+            text(&out.stdout).contains("FINISHED"),
+            "{}",
+            text(&out.stdout)
+        );
+        let (counts, parts) = read_output(&output);
+        assert_eq!(parts, 4, "{language}");
+        assert_eq!(counts, expected, "{language}");
+        // Which words each subtask wrote (`part-SUBTASK-N`).
+        let mut per_subtask = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for e in std::fs::read_dir(&output).expect("output").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let subtask = name.split('-').nth(1).unwrap_or_default().to_owned();
+            let part = std::fs::read_to_string(e.path()).expect("part");
+            per_subtask
+                .entry(subtask)
+                .or_default()
+                .extend(part.lines().map(str::to_owned));
+        }
+        per_subtask.values_mut().for_each(|lines| lines.sort());
+        by_language.push(per_subtask);
+    }
+    assert_eq!(
+        by_language[0], by_language[1],
+        "the same words on the same subtasks"
     );
 }
 

@@ -108,7 +108,15 @@ fn a_go_module_builds_into_a_component_that_runs_on_the_mini_cluster() {
 fn sluice_build_names_what_is_wrong() {
     let dir = tempfile::tempdir().expect("tempdir");
     let here = dir.path().display().to_string();
-    // Not a Go module.
+    // Not a directory, not a Go module.
+    let missing_dir = dir.path().join("nowhere").display().to_string();
+    let out = sluice(&["build", &missing_dir], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = sluice(&["build", &here], &[]);
     assert!(!out.status.success());
     assert!(

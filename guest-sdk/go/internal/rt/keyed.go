@@ -171,8 +171,10 @@ type keyedOp[S any] struct {
 	codec Codec[S]
 	at    openContext
 	first uint32
-	// One map per owned key group, indexed by kg - first.
-	groups     []map[string]S
+	// One map per owned key group, indexed by kg - first. Values are
+	// pointers so that a known key's state is found and updated without
+	// allocating (only a new key costs a string and a value).
+	groups     []map[string]*S
 	event      timerSet
 	processing timerSet
 	wm         int64
@@ -183,14 +185,14 @@ func (o *keyedOp[S]) open(at openContext) error {
 	o.at = at
 	start, end := keygroup.Range(at.subtask, at.maxParallelism, at.parallelism)
 	o.first = start
-	o.groups = make([]map[string]S, end-start)
+	o.groups = make([]map[string]*S, end-start)
 	for i := range o.groups {
-		o.groups[i] = map[string]S{}
+		o.groups[i] = map[string]*S{}
 	}
 	return nil
 }
 
-func (o *keyedOp[S]) group(kg uint32) (map[string]S, error) {
+func (o *keyedOp[S]) group(kg uint32) (map[string]*S, error) {
 	if kg < o.first || kg-o.first >= uint32(len(o.groups)) {
 		return nil, Failed(fmt.Sprintf("key group %d does not belong to subtask %d of %d (max parallelism %d): is the input of this keyed operator partitioned by hash?", kg, o.at.subtask, o.at.parallelism, o.at.maxParallelism))
 	}
@@ -206,11 +208,20 @@ func (o *keyedOp[S]) withKey(key []byte, kg uint32, input uint32, call func(*Key
 	}
 	c := &o.ctx
 	c.key, c.input, c.watermark, c.timers = key, input, o.wm, c.timers[:0]
-	c.state, c.has = m[string(key)]
+	slot, found := m[string(key)]
+	var zero S
+	c.state, c.has = zero, found
+	if found {
+		c.state = *slot
+	}
 	err = call(c)
-	if c.has {
-		m[string(key)] = c.state
-	} else {
+	switch {
+	case c.has && found:
+		*slot = c.state
+	case c.has:
+		v := c.state
+		m[string(key)] = &v
+	case found:
 		delete(m, string(key))
 	}
 	for _, t := range c.timers {
@@ -221,7 +232,6 @@ func (o *keyedOp[S]) withKey(key []byte, kg uint32, input uint32, call func(*Key
 			o.processing.add(tk)
 		}
 	}
-	var zero S
 	c.state, c.key = zero, nil
 	return err
 }
@@ -296,7 +306,7 @@ func (o *keyedOp[S]) snapshot() ([]chunk, error) {
 		}
 		entries := make([]keygroup.Entry, 0, len(m))
 		for k, v := range m {
-			entries = append(entries, keygroup.Entry{Key: []byte(k), Value: o.codec.Append(nil, v)})
+			entries = append(entries, keygroup.Entry{Key: []byte(k), Value: o.codec.Append(nil, *v)})
 		}
 		out = append(out, chunk{keyGroup: witTypes.Some(kg), data: keygroup.EncodeChunk(entries, timers[kg])})
 	}
@@ -325,7 +335,7 @@ func (o *keyedOp[S]) restore(keyGroup witTypes.Option[uint32], data []byte) erro
 		if err != nil {
 			return Failed(fmt.Sprintf("corrupt keyed state for key group %d: %v", kg, err))
 		}
-		m[string(e.Key)] = v
+		m[string(e.Key)] = &v
 	}
 	for _, t := range timers {
 		tk := timerKey{t.Time, kg, string(t.Key)}

@@ -79,10 +79,12 @@ func (c *Collector) push(key []byte, hasKey bool, value []byte, ts int64) {
 	})
 }
 
-// take returns what was emitted as a batch and empties the collector.
+// take returns what was emitted as a batch and empties the collector,
+// keeping its buffers: the batch is read (by the next operator, or copied
+// out by the host when the call returns) before anything is emitted again.
 func (c *Collector) take() sluice_app_types.Batch {
 	b := sluice_app_types.Batch{Data: c.data, Meta: c.meta}
-	c.data, c.meta = nil, nil
+	c.data, c.meta = c.data[:0], c.meta[:0]
 	return b
 }
 
