@@ -158,8 +158,9 @@ pub struct TaskManagerArgs {
 /// and TaskManagers (on deployment) do in a child process.
 #[derive(clap::Args, Clone, Debug)]
 struct CompileArgs {
-    /// Wall-clock (and CPU) time one component may take to compile; it is
-    /// refused with this limit named past it.
+    /// CPU time one component may take to compile; it is refused with this
+    /// limit named past it (and stopped after four times as long in
+    /// wall-clock time, at least 10 s more, if it is starved or stuck).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     compile_timeout: Duration,
     /// Address space of the compiler process, MiB.

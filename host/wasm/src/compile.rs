@@ -32,7 +32,11 @@ pub struct ChildCompiler {
     pub program: PathBuf,
     /// Arguments before the request's (the subcommand).
     pub args: Vec<OsString>,
-    /// Wall-clock time a compilation may take; the child is killed then.
+    /// CPU time a compilation may take (the child's `RLIMIT_CPU`). The
+    /// child is also killed once it has run [`ChildCompiler::wall_limit`]
+    /// in wall-clock time (blocked, or starved on a busy machine: it runs
+    /// at low priority, so a wall-clock bound as tight as the CPU bound
+    /// would refuse ordinary components whenever the machine is loaded).
     pub timeout: Duration,
     /// Address space the child may use, MiB.
     pub memory_mib: u64,
@@ -45,6 +49,12 @@ const MAX_STDERR: u64 = 16 << 10;
 const EXIT_INVALID: i32 = 2;
 
 impl ChildCompiler {
+    /// How long the child may run in wall-clock time: four times its CPU
+    /// time, and at least ten seconds more.
+    pub fn wall_limit(&self) -> Duration {
+        (self.timeout * 4).max(self.timeout + Duration::from_secs(10))
+    }
+
     /// Compiles `wasm` (its content digest `digest`) into `output`.
     /// Adds the CPU time the compilation took to `cpu` (the time the
     /// child ran, when it was stopped before it could say).
@@ -113,7 +123,7 @@ impl ChildCompiler {
             .map_err(|e| {
                 LoadError::Compiler(format!("cannot wait for the compiler process: {e}"))
             })?;
-        let (status, stderr, report, timed_out) = match finished.recv_timeout(self.timeout) {
+        let (status, stderr, report, timed_out) = match finished.recv_timeout(self.wall_limit()) {
             Ok((status, text, report)) => (status, text, report, false),
             Err(_) => {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
@@ -133,8 +143,9 @@ impl ChildCompiler {
         })?;
         if timed_out {
             return Err(LoadError::OverLimit(format!(
-                "compiling it took longer than {} s (the compile time limit); it was stopped",
-                self.timeout.as_secs_f64()
+                "compiling it ran longer than {} s in wall-clock time (the bound that goes with the compile time limit of {} s of CPU); it was stopped",
+                self.wall_limit().as_secs_f64(),
+                self.timeout.as_secs().max(1)
             )));
         }
         if status.success() {
