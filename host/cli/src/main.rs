@@ -17,6 +17,16 @@ mod build;
 mod cluster;
 mod display;
 
+/// The process allocator. A TaskManager starts task threads for every job,
+/// and glibc's malloc gives busy threads arenas of their own (up to eight per
+/// core) that keep what they freed. Measured on 2 cores, 900 short wordcount
+/// jobs three at a time: with glibc the TaskManager grew to 121 MiB and kept
+/// growing; with jemalloc it stayed between 58 and 78 MiB and went back to
+/// 58 MiB once idle (mimalloc: 113 MiB, and twice glibc's on the
+/// JobManager). jemalloc returns freed pages to the system after a delay.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

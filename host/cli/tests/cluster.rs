@@ -3539,7 +3539,7 @@ fn a_hostile_tenant_fails_alone_while_its_neighbour_counts_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policies = hostile_policies(dir.path());
     let policies_arg = policies.display().to_string();
-    let cluster = Cluster::start_env(
+    let cluster = Cluster::start(
         1,
         6,
         &[
@@ -3551,13 +3551,6 @@ fn a_hostile_tenant_fails_alone_while_its_neighbour_counts_exactly() {
             "--restart-strategy",
             "none",
         ],
-        // glibc keeps freed memory in per-thread arenas (up to 8 per core):
-        // acme's ~100 short jobs, each with new task threads, left the
-        // TaskManager at 231 MiB against 81 MiB with two arenas (measured
-        // 2026-12-07; retention, not a leak). Two arenas keep this check
-        // about what the hostile jobs leave behind; bounding the arenas in
-        // the product itself is still to do.
-        vec![("MALLOC_ARENA_MAX".to_owned(), "2".to_owned())],
     );
     let d = cluster.dir.path().to_owned();
     let acme = cluster.new_tenant("acme", "standard");
