@@ -3,6 +3,10 @@
 // into words (maximal runs of ASCII letters and digits, lowercased), counts
 // each word in keyed state and writes `WORD<TAB>COUNT` lines under DIR once
 // the input ends.
+//
+// `count=OPERATOR` counts with another operator: `count=rust/count`, run with
+// `--with rust=wordcount.wasm`, feeds this Go splitter into the Rust
+// example's counter, one job mixing the two languages.
 package main
 
 import (
@@ -69,10 +73,14 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
+		counting, given := args.Get("count")
+		if !given {
+			counting = "count"
+		}
 		g := sluice.NewGraph()
 		read := g.Add(sluice.Connector("read", "file-source").Config("path", input))
 		splitter := g.Add(sluice.Guest("split", "split"))
-		counter := g.Add(sluice.Guest("count", "count"))
+		counter := g.Add(sluice.Guest("count", counting))
 		write := g.Add(sluice.Connector("write", "file-sink").Config("path", output))
 		g.Forward(read, splitter).Hash(splitter, counter).Forward(counter, write)
 		return g, nil

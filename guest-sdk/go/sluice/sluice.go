@@ -100,7 +100,8 @@ var (
 	Plan = rt.Plan
 	// NewGraph is an empty graph.
 	NewGraph = rt.NewGraph
-	// Guest is a node running one of this component's operators.
+	// Guest is a node running one of this component's operators, or, named
+	// "LINK/OPERATOR", one of the component linked to the job as LINK.
 	Guest = rt.Guest
 	// Connector is a node running a host connector.
 	Connector = rt.Connector

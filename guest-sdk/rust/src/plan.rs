@@ -53,7 +53,10 @@ impl Args {
 pub struct Node(plan::Node);
 
 impl Node {
-    /// A node running the operator this component exports as `operator`.
+    /// A node running the operator this component exports as `operator`;
+    /// `LINK/OPERATOR` runs an operator of the component linked to the job
+    /// as `LINK` (`sluice run app.wasm --with LINK=other.wasm`), which may
+    /// be written in another language.
     pub fn guest(name: &str, operator: &str) -> Self {
         Self::new(name, plan::Implementation::Guest(operator.to_owned()))
     }

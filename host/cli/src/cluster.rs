@@ -154,6 +154,18 @@ pub struct TaskManagerArgs {
     cores: Option<u32>,
 }
 
+/// `NAME=APP` of `sluice submit --with`.
+fn parse_link(s: &str) -> Result<(String, String), String> {
+    let (name, app) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=APP"))?;
+    sluice_runtime::check_link_name(name)?;
+    if app.is_empty() {
+        return Err(format!("`{s}` names no application"));
+    }
+    Ok((name.to_owned(), app.to_owned()))
+}
+
 /// Bounds on compiling tenants' components, which JobManagers (on upload)
 /// and TaskManagers (on deployment) do in a child process.
 #[derive(clap::Args, Clone, Debug)]
@@ -509,6 +521,11 @@ pub enum ClientCommand {
         /// Job argument passed to the plan function (repeatable).
         #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         args: Vec<(String, String)>,
+        /// Link another application (a `.wasm` file, uploaded first, or an
+        /// uploaded id) to the job as NAME: the plan runs its operators by
+        /// naming them `NAME/OPERATOR` (repeatable).
+        #[arg(long = "with", value_name = "NAME=APP", value_parser = parse_link)]
+        with: Vec<(String, String)>,
         /// Wait for the job to end; exit non-zero if it does not finish.
         #[arg(long)]
         wait: bool,
@@ -895,19 +912,24 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             app,
             parallelism,
             args,
+            with,
             wait,
             checkpoint_interval,
             from_savepoint,
             allow_non_restored_state,
             ..
         } => {
-            let jar = if Path::new(&app).is_file() {
-                c.upload(Path::new(&app), !json).await?
-            } else if app.ends_with(".wasm") && !is_jar_id(&app) {
-                bail!("{app}: no such file (and not the id of an uploaded application)");
-            } else {
-                app
-            };
+            let jar = uploaded(c, app, json).await?;
+            let mut links = std::collections::BTreeMap::new();
+            for (name, app) in with {
+                if links.contains_key(&name) {
+                    bail!("--with {name}: the link name `{name}` is given twice");
+                }
+                let id = uploaded(c, app, json)
+                    .await
+                    .with_context(|| format!("--with {name}"))?;
+                links.insert(name, id);
+            }
             let resumes = from_savepoint.is_some();
             let body = api::RunRequest {
                 parallelism: Some(parallelism),
@@ -915,6 +937,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
                 checkpoint_interval: checkpoint_interval.map(|i| i.as_millis() as u64),
                 savepoint_path: from_savepoint,
                 allow_non_restored_state: resumes.then_some(allow_non_restored_state),
+                links,
             };
             let answer: api::RunResponse = c
                 .send_as(c.http.post(c.url(&format!("/jars/{jar}/run"))).json(&body))
@@ -1387,6 +1410,18 @@ async fn certificate_command(
     Ok(())
 }
 
+/// The id of an application given as a `.wasm` file (uploaded now) or as
+/// the id of an uploaded one.
+async fn uploaded(c: &Client, app: String, json: bool) -> anyhow::Result<String> {
+    if Path::new(&app).is_file() {
+        c.upload(Path::new(&app), !json).await
+    } else if app.ends_with(".wasm") && !is_jar_id(&app) {
+        bail!("{app}: no such file (and not the id of an uploaded application)");
+    } else {
+        Ok(app)
+    }
+}
+
 /// Whether `s` is an application id: a SHA-256, with or without `.wasm`.
 fn is_jar_id(s: &str) -> bool {
     let hash = s.strip_suffix(".wasm").unwrap_or(s);
@@ -1522,6 +1557,9 @@ fn print_job(d: &JobDetail) {
         restarts,
         if restarts == 1 { "" } else { "s" }
     );
+    for (name, id) in &d.links {
+        println!("  linked as {name}: application {id}");
+    }
     let mut rows = Vec::new();
     for v in &d.vertices {
         for n in &v.nodes {

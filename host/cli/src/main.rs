@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_policy::Policy;
-use sluice_runtime::{LocalCluster, Progress, RunControl, RunError};
+use sluice_runtime::{Components, LocalCluster, Progress, RunControl, RunError};
 use sluice_types::OperatorKind;
 use sluice_wasm::{Runtime, RuntimeOptions};
 
@@ -81,6 +81,11 @@ struct Common {
     /// Job argument passed to the plan function (repeatable).
     #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     args: Vec<(String, String)>,
+    /// Link another component to the job as NAME: the plan then runs its
+    /// operators by naming them `NAME/OPERATOR` (repeatable). This is how
+    /// one job mixes operators written in Go and in Rust.
+    #[arg(long = "with", value_name = "NAME=FILE", value_parser = parse_link)]
+    with: Vec<(String, PathBuf)>,
     /// Policy file with limits and quotas [default: the bundled policies/standard.toml].
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -127,6 +132,26 @@ struct ValidateArgs {
     /// Parallelism to validate the plan at (with --arg).
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     parallelism: u32,
+}
+
+/// ` (in LINK)` for a task running operators of a linked component.
+fn linked_from(v: &sluice_coord::Vertex) -> String {
+    v.nodes
+        .iter()
+        .find_map(|n| n.implementation.link())
+        .map(|link| format!(" (in {link})"))
+        .unwrap_or_default()
+}
+
+fn parse_link(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=FILE"))?;
+    sluice_runtime::check_link_name(name)?;
+    if file.is_empty() {
+        return Err(format!("`{s}` names no file"));
+    }
+    Ok((name.to_owned(), PathBuf::from(file)))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -219,6 +244,23 @@ impl Common {
     fn read_app(&self) -> anyhow::Result<Vec<u8>> {
         std::fs::read(&self.app).with_context(|| format!("cannot read {}", self.app.display()))
     }
+
+    /// The job's components: the application and those `--with` links.
+    fn components(&self, cluster: &LocalCluster, wasm: &[u8]) -> anyhow::Result<Components> {
+        let main = cluster
+            .load(wasm)
+            .with_context(|| format!("cannot load {}", self.app.display()))?;
+        let mut linked = Vec::new();
+        for (name, path) in &self.with {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read {} (--with {name})", path.display()))?;
+            let app = cluster
+                .load(&bytes)
+                .with_context(|| format!("cannot load {} (--with {name})", path.display()))?;
+            linked.push((name.clone(), app));
+        }
+        Components::linked(main, linked).map_err(anyhow::Error::msg)
+    }
 }
 
 /// The exit code of a run cancelled by Ctrl-C (128 + SIGINT), as shells use.
@@ -240,16 +282,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cluster = cluster.with_checkpoints(interval, &uri)?;
         checkpoint_uri = Some((interval, uri));
     }
-    let app = cluster
-        .load(&wasm)
-        .with_context(|| format!("cannot load {}", args.common.app.display()))?;
+    let components = args.common.components(&cluster, &wasm)?;
     let resume = args
         .from_savepoint
         .as_deref()
         .map(|location| cluster.open_savepoint(&cluster::location_uri(location, &cwd)))
         .transpose()?;
     let job = match cluster.prepare(
-        &app,
+        &components,
         &args.common.args,
         args.parallelism,
         resume.as_ref().map(|r| sluice_runtime::Resume {
@@ -270,9 +310,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     for v in &job.execution.vertices {
         eprintln!(
-            "  task {} ×{}",
+            "  task {} ×{}{}",
             display::truncate(&v.name, 80),
-            v.parallelism
+            v.parallelism,
+            linked_from(v)
         );
     }
     if let Some(r) = &resume {
@@ -299,7 +340,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     .context("cannot handle Ctrl-C")?;
     let mut display = ProgressDisplay::new();
     let result = cluster.run(
-        &app,
+        &components,
         job,
         &mut |p| display.update(p),
         RunControl {
@@ -509,7 +550,7 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     {
         println!("  {line}");
     }
-    if c.args.is_empty() {
+    if c.args.is_empty() && c.with.is_empty() {
         println!(
             "contract: ok (pass --arg KEY=VALUE to check a job's plan against policy `{}`)",
             policy.name
@@ -522,11 +563,22 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
         None,
         Some(std::env::current_dir()?),
     )?;
-    let app = cluster.load(&wasm)?;
-    let job = cluster.prepare(&app, &c.args, args.parallelism, None)?;
+    let components = c.components(&cluster, &wasm)?;
+    for (name, app) in components.linked_apps() {
+        let ops: Vec<String> = app.operators()?.into_iter().map(|o| o.name).collect();
+        println!("linked as {name}: operators {}", ops.join(", "));
+    }
+    if c.args.is_empty() {
+        println!(
+            "contract: ok (pass --arg KEY=VALUE to check a job's plan against policy `{}`)",
+            cluster.policy().name
+        );
+        return Ok(());
+    }
+    let job = cluster.prepare(&components, &c.args, args.parallelism, None)?;
     println!("plan:");
     for v in &job.execution.vertices {
-        println!("  task {} ×{}", v.name, v.parallelism);
+        println!("  task {} ×{}{}", v.name, v.parallelism, linked_from(v));
     }
     println!("contract and policy `{}`: ok", cluster.policy().name);
     Ok(())

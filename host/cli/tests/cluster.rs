@@ -1304,6 +1304,88 @@ fn a_go_wordcount_savepoint_restores_into_rust_wordcount_at_another_parallelism(
 }
 
 #[test]
+fn a_job_on_the_session_cluster_feeds_a_go_splitter_into_a_linked_rust_counter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(go_wasm) = go_example("wordcount", dir.path()) else {
+        return;
+    };
+    let cluster = Cluster::start(2, 2, &[]);
+    let (input, expected) = write_input(cluster.dir.path(), 2 << 20);
+    let input_arg = format!("input={}", input.display());
+    let output = cluster.dir.path().join("out-mixed");
+    let output_arg = format!("output={}", output.display());
+    let link = format!("rust={}", sluice_test_programs::WORDCOUNT);
+    let out = cluster.sluice(&[
+        "submit",
+        &go_wasm,
+        "--with",
+        &link,
+        "-p",
+        "3",
+        "--arg",
+        &input_arg,
+        "--arg",
+        &output_arg,
+        "--arg",
+        "count=rust/count",
+        "--wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        cluster.logs()
+    );
+    let (counts, parts) = read_output(&output);
+    assert_eq!(parts, 3);
+    // Exact: the TaskManagers resolved `rust/count` in the linked component
+    // (a task that cannot fails the job, and without the link the plan is
+    // refused, below).
+    assert_eq!(counts, expected);
+    assert!(
+        text(&out.stdout).contains("linked as rust: application "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A tenant links only its own applications; a name the plan does not
+    // know, or a malformed one, is refused with the reason.
+    let acme = cluster.new_tenant("acme", "standard");
+    let globex = cluster.new_tenant("globex", "standard");
+    let theirs = cluster.upload_as_ok(&globex, sluice_test_programs::WORDCOUNT);
+    let mine = cluster.upload_as_ok(&acme, &go_wasm);
+    let body = |links: Value, count: &str| {
+        json!({
+            "parallelism": 1,
+            "programArgsList": [input_arg, format!("output={}", cluster.dir.path().join("out-acme").display()), format!("count={count}")],
+            "links": links,
+        })
+    };
+    let (status, answer) = cluster.run_as(
+        &acme.http,
+        &mine,
+        body(json!({"rust": theirs}), "rust/count"),
+    );
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = cluster.run_as(&acme.http, &mine, body(json!({}), "rust/count"));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer
+            .to_string()
+            .contains("no component is linked to the job as `rust`"),
+        "{answer}"
+    );
+    let (status, answer) = cluster.run_as(&acme.http, &mine, body(json!({"ru st": mine}), "count"));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("not a link name"), "{answer}");
+    let many: serde_json::Map<String, Value> =
+        (0..9).map(|i| (format!("l{i}"), json!(mine))).collect();
+    let (status, answer) = cluster.run_as(&acme.http, &mine, body(Value::Object(many), "count"));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("at most 8"), "{answer}");
+}
+
+#[test]
 fn go_wordcount_on_the_session_cluster_counts_what_rust_wordcount_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(go_wasm) = go_example("wordcount", dir.path()) else {

@@ -191,9 +191,21 @@ fn run_wordcount(wasm: &str, input: &Path, output: &Path, parallelism: u32) -> V
 /// Runs a component writing to `output=DIR` on the mini-cluster with
 /// `args`; its output lines (sorted) by the sink subtask that wrote them.
 fn run_lines(wasm: &str, args: &[String], output: &Path, parallelism: u32) -> Vec<Vec<String>> {
+    run_lines_with(wasm, &[], args, output, parallelism)
+}
+
+/// [`run_lines`] with more command-line flags.
+fn run_lines_with(
+    wasm: &str,
+    flags: &[&str],
+    args: &[String],
+    output: &Path,
+    parallelism: u32,
+) -> Vec<Vec<String>> {
     let p = parallelism.to_string();
     let output_arg = format!("output={}", output.display());
     let mut argv = vec!["run", wasm, "-p", &p, "--arg", &output_arg];
+    argv.extend_from_slice(flags);
     for a in args {
         argv.extend(["--arg", a.as_str()]);
     }
@@ -251,6 +263,92 @@ fn go_wordcount_counts_exactly_what_rust_wordcount_counts_on_the_same_subtasks()
             .collect();
         assert_eq!(counts, reference, "parallelism {parallelism}");
     }
+}
+
+#[test]
+fn one_job_feeds_a_go_splitter_into_a_rust_counter_and_counts_what_rust_alone_counts() {
+    let Some(go) = go() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go_wasm = build_example(&go, "wordcount", dir.path());
+    let text_bytes = sluice_test_programs::wordcount::generate_text(1 << 20);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text_bytes).expect("input");
+    let input_arg = format!("input={}", input.display());
+    let link = format!("rust={}", sluice_test_programs::WORDCOUNT);
+    for parallelism in [1, 3] {
+        let mixed = run_lines_with(
+            &go_wasm,
+            &["--with", &link],
+            &[input_arg.clone(), "count=rust/count".to_owned()],
+            &dir.path().join(format!("mixed-{parallelism}")),
+            parallelism,
+        );
+        let from_rust = run_wordcount(
+            sluice_test_programs::WORDCOUNT,
+            &input,
+            &dir.path().join(format!("rust-{parallelism}")),
+            parallelism,
+        );
+        assert_eq!(mixed, from_rust, "parallelism {parallelism}");
+    }
+    // Go's split and Rust's count run in tasks of their own, each in an
+    // instance of its own component.
+    let out_arg = format!("output={}", dir.path().join("plan").display());
+    let validate = sluice(
+        &[
+            "validate",
+            &go_wasm,
+            "--with",
+            &link,
+            "--arg",
+            &input_arg,
+            "--arg",
+            &out_arg,
+            "--arg",
+            "count=rust/count",
+        ],
+        &[],
+    );
+    let stdout = text(&validate.stdout);
+    assert!(validate.status.success(), "{}", text(&validate.stderr));
+    assert!(stdout.contains("task read -> split ×1"), "{stdout}");
+    assert!(
+        stdout.contains("task count -> write ×1 (in rust)"),
+        "{stdout}"
+    );
+
+    // What goes wrong is named.
+    let fails = |flags: &[&str], count: &str| {
+        let mut argv = vec!["run", &go_wasm, "--arg", &input_arg, "--arg", &out_arg];
+        argv.extend_from_slice(flags);
+        let count = format!("count={count}");
+        argv.extend(["--arg", &count]);
+        let out = sluice(&argv, &[]);
+        assert!(!out.status.success(), "{argv:?} ran");
+        text(&out.stderr)
+    };
+    let e = fails(&[], "rust/count");
+    assert!(
+        e.contains(
+            "node `count` names operator `rust/count`: no component is linked to the job as `rust`"
+        ),
+        "{e}"
+    );
+    let e = fails(&["--with", &link], "rust/counter");
+    assert!(e.contains("`rust/counter`"), "{e}");
+    assert!(e.contains("does not export"), "{e}");
+    let e = fails(&["--with", &link], "other/count");
+    assert!(e.contains("linked: rust"), "{e}");
+    let e = fails(&["--with", "ru/st=x.wasm"], "count");
+    assert!(e.contains("`ru/st` is not a link name"), "{e}");
+    let missing = dir.path().join("missing.wasm");
+    let e = fails(&["--with", &format!("rust={}", missing.display())], "count");
+    assert!(
+        e.contains("cannot read") && e.contains("--with rust"),
+        "{e}"
+    );
+    let e = fails(&["--with", &link, "--with", &link], "count");
+    assert!(e.contains("`rust` is given twice"), "{e}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod flink;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,10 @@ pub struct RunRequest {
     /// Start even if the savepoint holds state the job has no place for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_non_restored_state: Option<bool>,
+    /// Sluice's own: more uploaded applications linked to the job, by the
+    /// name its plan gives their operators (`NAME/OPERATOR`) → their ids.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, String>,
 }
 
 /// `POST /jars/:id/run`'s answer.

@@ -30,7 +30,7 @@ use sluice_policy::{Policy, TenantId};
 use sluice_runtime::{PreparedJob, RunError};
 use sluice_transport::{ClusterCa, JoinToken};
 use sluice_types::JobId;
-use sluice_wasm::Runtime;
+use sluice_wasm::{App, Runtime};
 use tokio::sync::mpsc;
 
 use crate::members::{CertRecord, JoinRecord, MemberBook};
@@ -406,15 +406,39 @@ impl JobManager {
         parallelism: u32,
         options: SubmitOptions,
     ) -> Result<JobId, SubmitError> {
-        let jar = access::jar(&self.lock(), who, jar_id)?.clone();
         let (policy, base) = self.job_policy(&who.tenant)?;
         let runtime = self.runtime_for(&policy)?;
-        let bytes = self.component(&jar)?;
-        // Compiled at upload: compiled again only if the cache lost it.
-        let (loaded, cost) = runtime.load_metered(&bytes);
-        self.compiles
-            .record(who.tenant.as_str(), &cost, loaded.is_ok());
-        let app = loaded.map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        // The application and those linked to it: each one the caller's.
+        let load = |id: &str, link: Option<&str>| -> Result<(App, Stored), SubmitError> {
+            let jar = access::jar(&self.lock(), who, id)?.clone();
+            let bytes = self.component(&jar)?;
+            // Compiled at upload: compiled again only if the cache lost it.
+            let (loaded, cost) = runtime.load_metered(&bytes);
+            self.compiles
+                .record(who.tenant.as_str(), &cost, loaded.is_ok());
+            let app = loaded.map_err(|e| {
+                SubmitError::Invalid(match link {
+                    Some(name) => format!("the application linked as `{name}`: {e}"),
+                    None => e.to_string(),
+                })
+            })?;
+            Ok((app, Stored { jar, bytes }))
+        };
+        let (app, Stored { jar, bytes }) = load(jar_id, None)?;
+        let mut linked_apps = Vec::new();
+        let mut linked = Vec::new();
+        for (name, id) in &options.links {
+            let (app, stored) = load(id, Some(name))?;
+            linked_apps.push((name.clone(), app));
+            linked.push(LinkedComponent {
+                link: name.clone(),
+                jar: stored.jar.id,
+                hash: stored.jar.hash,
+                component: stored.bytes,
+            });
+        }
+        let components =
+            sluice_runtime::Components::linked(app, linked_apps).map_err(SubmitError::Invalid)?;
         let uri = self.tenant_storage(&who.tenant);
         let storage = Storage::open(&uri, &S3Options::from_env()).map_err(|e| {
             SubmitError::Internal(format!("cannot open the checkpoint storage: {e}"))
@@ -431,7 +455,7 @@ impl JobManager {
         let PreparedJob { execution, .. } = sluice_runtime::prepare_job(
             &self.connectors.with_base(base),
             &policy,
-            &app,
+            &components,
             args,
             parallelism,
             resume,
@@ -477,6 +501,7 @@ impl JobManager {
             policy: policy.clone(),
             component: bytes,
             hash: jar.hash,
+            linked,
             placement: Vec::new(),
             locations: HashMap::new(),
             counts: HashMap::new(),
@@ -1107,9 +1132,30 @@ fn ended(id: JobId, state: &str) -> SubmitError {
     ))
 }
 
+/// A component linked to a job: its operators are the ones the plan names
+/// `LINK/OPERATOR`.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkedComponent {
+    /// The name the plan uses.
+    pub link: String,
+    /// The uploaded application's id.
+    pub jar: String,
+    /// SHA-256 of the component.
+    pub hash: String,
+    pub component: Arc<Vec<u8>>,
+}
+
+/// An uploaded application read for a submission.
+struct Stored {
+    jar: Jar,
+    bytes: Arc<Vec<u8>>,
+}
+
 /// How to submit a job, beyond its arguments.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SubmitOptions {
+    /// Uploaded applications linked to the job: link name → application id.
+    pub links: Vec<(String, String)>,
     /// Checkpoint interval; `None`: the cluster's default; zero: none.
     pub checkpoint_interval: Option<Duration>,
     /// A savepoint to start from.

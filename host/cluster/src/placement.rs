@@ -123,6 +123,15 @@ pub(crate) fn send_deployments(
             policy: job.policy.clone(),
             component_hash: job.hash.clone(),
             component: job.component.as_ref().clone(),
+            linked: job
+                .linked
+                .iter()
+                .map(|l| crate::protocol::LinkedComponent {
+                    link: l.link.clone(),
+                    hash: l.hash.clone(),
+                    component: l.component.as_ref().clone(),
+                })
+                .collect(),
             tasks,
             remote_consumers,
             remote_producers,

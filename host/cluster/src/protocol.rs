@@ -23,7 +23,7 @@ pub use sluice_runtime::snapshot::{Restore, SnapshotHandle, TaskRestore};
 
 /// Bumped whenever a message changes shape; peers with another version
 /// are refused with both versions named.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The first message of a TaskManager.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,6 +209,9 @@ pub struct Deployment {
     /// The component (TaskManagers keep compiled components by hash, so
     /// sending it again costs only the transfer).
     pub component: Vec<u8>,
+    /// Components linked to the job, whose operators the plan names
+    /// `LINK/OPERATOR`.
+    pub linked: Vec<LinkedComponent>,
     /// Tasks with their slot index on this TaskManager.
     pub tasks: Vec<(u32, TaskDeployment)>,
     /// For every channel this TaskManager produces into and another
@@ -223,6 +226,17 @@ pub struct Deployment {
     pub checkpoints: Option<CheckpointSettings>,
     /// The checkpoint (or savepoint) the tasks restore from.
     pub restore: Option<Restore>,
+}
+
+/// A component linked to a job, as deployed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkedComponent {
+    /// The name the job's plan uses for it.
+    pub link: String,
+    /// SHA-256 of the component.
+    pub hash: String,
+    /// The component.
+    pub component: Vec<u8>,
 }
 
 /// The first frame of a data stream.

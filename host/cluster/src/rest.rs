@@ -802,7 +802,14 @@ async fn run_jar(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    sluice_runtime::check_link_count(req.links.len())
+        .map_err(|e| bad_request(format!("Bad request: {e}")))?;
+    for name in req.links.keys() {
+        sluice_runtime::check_link_name(name)
+            .map_err(|e| bad_request(format!("Bad request: {e}")))?;
+    }
     let options = SubmitOptions {
+        links: req.links.into_iter().collect(),
         checkpoint_interval: req.checkpoint_interval.map(Duration::from_millis),
         savepoint_path: req.savepoint_path.filter(|p| !p.is_empty()),
         allow_non_restored_state: req.allow_non_restored_state.unwrap_or(false),

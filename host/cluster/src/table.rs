@@ -95,6 +95,8 @@ pub(crate) struct JobEntry {
     pub policy: Policy,
     pub component: Arc<Vec<u8>>,
     pub hash: String,
+    /// Components linked to the job (`sluice submit --with`).
+    pub linked: Vec<crate::jobmanager::LinkedComponent>,
     /// Slot index of the current run → TaskManager id.
     pub placement: Vec<String>,
     /// Where each task of the current run is.

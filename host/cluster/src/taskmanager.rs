@@ -21,11 +21,11 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use quinn::{Connection, Endpoint, RecvStream};
 use sluice_connectors::Connectors;
 use sluice_coord::{TaskFailure, TaskId, TaskStatus};
-use sluice_runtime::TaskCounters;
 use sluice_runtime::snapshot::{
     AbortedCheckpoints, CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot,
 };
 use sluice_runtime::task::{self, TaskContext};
+use sluice_runtime::{Components, TaskCounters};
 use sluice_share::{Account, Caps, Gate};
 use sluice_state::{S3Options, Storage};
 use sluice_transport::{Identity, JoinToken, frame};
@@ -675,11 +675,11 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
             );
         }
     };
-    let app = match load_app(shared, &d) {
-        Ok(app) => app,
+    let components = match load_components(shared, &d) {
+        Ok(c) => c,
         Err(e) => {
             return fail_all(format!(
-                "cannot load the component on this TaskManager: {e}"
+                "cannot load the component on this TaskManager: {e:#}"
             ));
         }
     };
@@ -809,7 +809,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
             ended: false,
         });
         let ctx = TaskContext {
-            app: app.clone(),
+            components: components.clone(),
             connectors: shared.connectors.clone(),
             policy: d.policy.name.clone(),
             inputs: t
@@ -1051,8 +1051,20 @@ fn slots_account(job: &str, slots: impl Iterator<Item = u32>) -> Account {
     )
 }
 
-fn load_app(shared: &Shared, d: &Deployment) -> anyhow::Result<App> {
-    let key = (d.component_hash.clone(), d.policy.name.clone());
+/// The deployment's components, loaded: its own and those linked to it.
+fn load_components(shared: &Shared, d: &Deployment) -> anyhow::Result<Components> {
+    let main = load_app(shared, d, &d.component_hash, &d.component)?;
+    let mut linked = Vec::new();
+    for l in &d.linked {
+        let app = load_app(shared, d, &l.hash, &l.component)
+            .with_context(|| format!("the component linked as `{}`", l.link))?;
+        linked.push((l.link.clone(), app));
+    }
+    Components::linked(main, linked).map_err(anyhow::Error::msg)
+}
+
+fn load_app(shared: &Shared, d: &Deployment, hash: &str, wasm: &[u8]) -> anyhow::Result<App> {
+    let key = (hash.to_owned(), d.policy.name.clone());
     // Loaded under this very policy: a policy of the same name that
     // changed (a reload) gets the app loaded again under its new limits.
     if let Some(app) = lock(&shared.apps).get(&key)
@@ -1064,7 +1076,7 @@ fn load_app(shared: &Shared, d: &Deployment) -> anyhow::Result<App> {
     if changed {
         lock(&shared.apps).forget_policy(&d.policy.name);
     }
-    let (loaded, cost) = runtime.load_metered(&d.component);
+    let (loaded, cost) = runtime.load_metered(wasm);
     shared.compiles.record(&d.tenant, &cost, loaded.is_ok());
     let app = loaded?;
     lock(&shared.apps).insert(key, app.clone());

@@ -205,6 +205,11 @@ pub(crate) fn detail(j: &JobEntry) -> JobDetail {
             limits: j.policy.limits.clone(),
             quotas: j.policy.quotas.clone(),
         }),
+        links: j
+            .linked
+            .iter()
+            .map(|l| (l.link.clone(), l.jar.clone()))
+            .collect(),
     }
 }
 

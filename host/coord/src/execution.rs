@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use sluice_types::{EdgeSpec, JobGraph, NodeSpec, Partitioning};
+use sluice_types::{EdgeSpec, Implementation, JobGraph, NodeSpec, Partitioning};
 
 /// One physical channel between two subtasks.
 pub type ChannelId = u32;
@@ -88,7 +88,9 @@ pub struct ExecutionGraph {
 impl ExecutionGraph {
     /// Chains a *validated* job graph (see [`JobGraph::validate`]): node B
     /// joins A's chain when a forward edge connects them, it is A's only output
-    /// and B's only input, and their parallelism is equal.
+    /// and B's only input, their parallelism is equal, and, both being guest
+    /// operators, they come from the same component (a chain's operators run
+    /// in one instance).
     pub fn build(graph: &JobGraph, default_parallelism: u32, max_parallelism: u32) -> Self {
         let order = graph
             .topological_order()
@@ -109,6 +111,16 @@ impl ExecutionGraph {
             in_count[index(&e.target)] += 1;
         }
         let par = |i: usize| JobGraph::parallelism_of(&graph.nodes[i], default_parallelism);
+        let one_instance = |a: usize, b: usize| {
+            let (a, b) = (
+                &graph.nodes[a].implementation,
+                &graph.nodes[b].implementation,
+            );
+            match (a, b) {
+                (Implementation::Guest(_), Implementation::Guest(_)) => a.link() == b.link(),
+                _ => true,
+            }
+        };
 
         // chained_to[b] = Some(a) when b continues a's chain (then b is a's
         // only output: next[a] = Some(b)).
@@ -117,7 +129,11 @@ impl ExecutionGraph {
         for i in 0..n {
             if let [e] = outs[i].as_slice() {
                 let t = index(&e.target);
-                if e.partitioning == Partitioning::Forward && in_count[t] == 1 && par(i) == par(t) {
+                if e.partitioning == Partitioning::Forward
+                    && in_count[t] == 1
+                    && par(i) == par(t)
+                    && one_instance(i, t)
+                {
                     chained_to[t] = Some(i);
                     next[i] = Some(t);
                 }
@@ -295,7 +311,6 @@ impl ExecutionGraph {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use sluice_types::Implementation;
 
     fn node(name: &str, imp: Implementation, p: Option<u32>) -> NodeSpec {
         NodeSpec {
@@ -370,6 +385,32 @@ mod tests {
             );
             assert!(receivers.values().all(|&n| n == 1));
         }
+    }
+
+    #[test]
+    fn operators_of_two_components_are_chained_only_to_their_own() {
+        use Implementation::*;
+        let graph = JobGraph {
+            nodes: vec![
+                node("read", Connector("file-source".into()), None),
+                node("parse", Guest("parse".into()), None),
+                node("enrich", Guest("lib/enrich".into()), None),
+                node("tag", Guest("lib/tag".into()), None),
+                node("write", Connector("file-sink".into()), None),
+            ],
+            edges: vec![
+                edge("read", "parse", Partitioning::Forward),
+                edge("parse", "enrich", Partitioning::Forward),
+                edge("enrich", "tag", Partitioning::Forward),
+                edge("tag", "write", Partitioning::Forward),
+            ],
+            max_parallelism: None,
+        };
+        let g = ExecutionGraph::build(&graph, 2, 128);
+        let names: Vec<_> = g.vertices.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["read -> parse", "enrich -> tag -> write"]);
+        // The forward edge between them stays one channel per subtask.
+        assert_eq!(g.channel_count(), 2);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod components;
 mod local_checkpoints;
 pub mod snapshot;
 pub mod task;
@@ -25,6 +26,8 @@ use sluice_coord::{Command, ExecutionGraph, Job, JobStatus, SchedulingError, Tas
 use sluice_policy::Policy;
 use sluice_types::{Event, GraphError, Implementation, JobGraph, JobId, OperatorKind, keygroup};
 use sluice_wasm::{App, LoadError, PlanError, Runtime, RuntimeOptions};
+
+pub use components::{Components, MAX_LINKS, check_link_count, check_link_name};
 
 /// Batches a channel holds before its sender blocks.
 const CHANNEL_CAPACITY: usize = 8;
@@ -330,7 +333,7 @@ impl LocalCluster {
     /// the connectors' rules, the policy and the mini-cluster's slots.
     pub fn prepare(
         &self,
-        app: &App,
+        components: &Components,
         args: &[(String, String)],
         parallelism: u32,
         resume: Option<Resume<'_>>,
@@ -338,7 +341,7 @@ impl LocalCluster {
         let job = prepare_job(
             &self.connectors,
             self.runtime.policy(),
-            app,
+            components,
             args,
             parallelism,
             resume,
@@ -380,7 +383,7 @@ impl LocalCluster {
     /// `control.interrupt` cancels it; `control.resume` restores it.
     pub fn run(
         &self,
-        app: &App,
+        components: &Components,
         job: PreparedJob,
         observe: &mut dyn FnMut(&Progress),
         control: RunControl<'_>,
@@ -461,7 +464,7 @@ impl LocalCluster {
                         let task_counters = Arc::new(TaskCounters::new(&deployment.nodes));
                         counters.push((deployment.task, task_counters.clone()));
                         let ctx = task::TaskContext {
-                            app: app.clone(),
+                            components: components.clone(),
                             connectors: self.connectors.clone(),
                             policy: self.runtime.policy().name.clone(),
                             inputs: deployment
@@ -591,13 +594,13 @@ pub struct Resume<'a> {
 pub fn prepare_job(
     connectors: &Connectors,
     policy: &Policy,
-    app: &App,
+    components: &Components,
     args: &[(String, String)],
     parallelism: u32,
     resume: Option<Resume<'_>>,
 ) -> Result<PreparedJob, RunError> {
     policy.check_parallelism(parallelism)?;
-    let mut graph = app.plan(args)?;
+    let mut graph = components.main().plan(args)?;
     // Before any work proportional to the plan's size.
     for (what, count, max) in [
         ("nodes", graph.nodes.len(), policy.quotas.max_plan_nodes),
@@ -607,18 +610,32 @@ pub fn prepare_job(
             return Err(GraphError::TooLarge { what, count, max }.into());
         }
     }
-    let operators: HashMap<String, OperatorKind> = app
-        .operators()
-        .map_err(PlanError::from)?
-        .into_iter()
-        .map(|o| (o.name, o.kind))
-        .collect();
+    // Operator kinds by the name a plan gives them (`LINK/NAME` for a
+    // linked component's).
+    let mut operators: HashMap<String, OperatorKind> = HashMap::new();
+    let main = std::iter::once((None, components.main()));
+    for (link, app) in main.chain(components.linked_apps().map(|(l, a)| (Some(l), a))) {
+        for o in app.operators().map_err(PlanError::from)? {
+            let name = match link {
+                Some(l) => format!("{l}/{}", o.name),
+                None => o.name,
+            };
+            operators.insert(name, o.kind);
+        }
+    }
     let max_parallelism = graph
         .max_parallelism
         .unwrap_or(keygroup::DEFAULT_MAX_PARALLELISM);
     let limit = max_parallelism.min(policy.quotas.max_parallelism);
     graph.validate(parallelism, limit, &|node| match &node.implementation {
         Implementation::Guest(op) => {
+            if let Err(problem) = components.resolve(op) {
+                return Err(GraphError::UnknownLink {
+                    node: node.name.clone(),
+                    operator: op.clone(),
+                    problem,
+                });
+            }
             operators
                 .get(op)
                 .copied()

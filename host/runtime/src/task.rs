@@ -15,7 +15,7 @@ use sluice_task::{
     WatermarkGenerator,
 };
 use sluice_types::{Batch, BatchBuilder, Event, Implementation, NodeSpec, OperatorKind};
-use sluice_wasm::{App, ChainSpec, GuestChain, GuestOutput, StateChunk, TaskLabel};
+use sluice_wasm::{ChainSpec, GuestChain, GuestOutput, StateChunk, TaskLabel};
 
 use crate::snapshot::{CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot};
 use crate::{GUEST_INSTANCES, GUEST_MEMORY_BYTES, TaskCounters};
@@ -31,8 +31,8 @@ const BUFFER_TIMEOUT: Duration = Duration::from_millis(100);
 /// What a subtask runs with. Channels are in-process queues; a
 /// TaskManager bridges the ones that cross to another process.
 pub struct TaskContext {
-    /// The application.
-    pub app: App,
+    /// The job's components.
+    pub components: crate::Components,
     /// Host connectors.
     pub connectors: Arc<Connectors>,
     /// The policy's name, for error messages.
@@ -234,10 +234,18 @@ impl Task {
                 subtask: Some((subtask, parallelism)),
                 policy: ctx.policy.clone(),
             };
+            // Chaining keeps a chain's operators in one component.
+            let (app, _) = ctx
+                .components
+                .resolve(guests[0].2)
+                .map_err(|e| Stop::Failed(TaskFailure::non_recoverable(e)))?;
             let spec = ChainSpec {
                 operators: guests
                     .iter()
-                    .map(|(_, n, op)| ((*op).clone(), n.name.clone(), n.config.clone()))
+                    .map(|(_, n, op)| {
+                        let name = sluice_types::split_operator(op).1;
+                        (name.to_owned(), n.name.clone(), n.config.clone())
+                    })
                     .collect(),
                 subtask,
                 parallelism,
@@ -263,7 +271,7 @@ impl Task {
                     matches!(cancel.try_recv(), Err(TryRecvError::Disconnected))
                 })),
             };
-            Some(ctx.app.chain(label, spec, &control)?)
+            Some(app.chain(label, spec, &control)?)
         };
         let mut router = OutputRouter::new(dep.max_parallelism, BatchLimits::default());
         for o in &dep.outputs {

@@ -4,7 +4,7 @@ use sluice_test_programs::wordcount::{generate_text, output_lines, read_output, 
 use std::collections::HashMap;
 
 use sluice_policy::Policy;
-use sluice_runtime::{LocalCluster, Progress, RunControl, RunError};
+use sluice_runtime::{Components, LocalCluster, Progress, RunControl, RunError};
 
 fn cluster(slots: u32) -> LocalCluster {
     let mut policy = Policy::standard();
@@ -19,7 +19,7 @@ fn run(
     args: &[(&str, String)],
     parallelism: u32,
 ) -> Result<Progress, RunError> {
-    let app = c.load(&std::fs::read(wasm).expect("guest built"))?;
+    let app = Components::single(c.load(&std::fs::read(wasm).expect("guest built"))?);
     let args: Vec<(String, String)> = args
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -268,9 +268,10 @@ fn plans_that_break_the_rules_are_rejected_before_running() {
 fn a_slow_sources_records_reach_the_next_task_while_the_source_still_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = cluster(1);
-    let app = c
-        .load(&std::fs::read(sluice_test_programs::EXACTLY_ONCE).expect("guest built"))
-        .expect("loads");
+    let app = Components::single(
+        c.load(&std::fs::read(sluice_test_programs::EXACTLY_ONCE).expect("guest built"))
+            .expect("loads"),
+    );
     // 400 records at 100 per second: four seconds, never a full batch.
     let args: Vec<(String, String)> = [
         ("records", "400".to_owned()),

@@ -20,10 +20,34 @@ pub enum Partitioning {
 /// What runs at a node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Implementation {
-    /// An operator exported by the application, by name.
+    /// An operator exported by the application, by name; `LINK/OPERATOR`
+    /// names an operator of the component linked to the job as `LINK`
+    /// (see [`split_operator`]).
     Guest(String),
     /// A host connector, by name.
     Connector(String),
+}
+
+impl Implementation {
+    /// The link name of the component a guest operator comes from: `None`
+    /// for the job's own component and for connectors.
+    pub fn link(&self) -> Option<&str> {
+        match self {
+            Implementation::Guest(op) => split_operator(op).0,
+            Implementation::Connector(_) => None,
+        }
+    }
+}
+
+/// Splits a guest operator's name into the link name of its component and
+/// its name there: `"agg/count"` is `count` of the component linked as
+/// `agg`; `"count"` is the job's own component's. Operators of different
+/// components run in different instances, so they are never chained.
+pub fn split_operator(op: &str) -> (Option<&str>, &str) {
+    match op.split_once('/') {
+        Some((link, name)) => (Some(link), name),
+        None => (None, op),
+    }
 }
 
 /// Kinds of guest operator (mirrors the WIT `operator-kind`).
@@ -145,6 +169,16 @@ pub enum GraphError {
         node: String,
         /// Operator name.
         operator: String,
+    },
+    /// A node names an operator of a component not linked to the job.
+    #[error("node `{node}` names operator `{operator}`: {problem}")]
+    UnknownLink {
+        /// Node name.
+        node: String,
+        /// Operator name, with its link name.
+        operator: String,
+        /// Which links exist.
+        problem: String,
     },
     /// A node names a connector the host does not have.
     #[error("node `{node}` names connector `{connector}`; available: {available}")]

@@ -12,7 +12,7 @@ mod ids;
 pub use batch::{Batch, BatchBuilder, NO_KEY, NO_TIMESTAMP, Record, RecordMeta};
 pub use graph::{
     EdgeSpec, GraphError, Implementation, JobGraph, MAX_KEY_GROUPS, NodeSpec, OperatorKind,
-    Partitioning,
+    Partitioning, split_operator,
 };
 pub use ids::{JobId, ParseIdError};
 pub use sluice_keygroup as keygroup;

@@ -45,7 +45,10 @@ type Node struct {
 	node sluice_app_plan.Node
 }
 
-// Guest is a node running an operator of this component.
+// Guest is a node running an operator of this component; "LINK/OPERATOR"
+// runs an operator of the component linked to the job as LINK
+// (`sluice run app.wasm --with LINK=other.wasm`), which may be written in
+// another language.
 func Guest(name, operator string) *Node {
 	return &Node{node: sluice_app_plan.Node{
 		Name:           name,

@@ -269,6 +269,10 @@ pub struct JobDetail {
     /// Not in Flink's shape: the policy as it was at submission.
     #[serde(default)]
     pub policy: Option<PolicyAsOf>,
+    /// Not in Flink's shape: applications linked to the job, by the name
+    /// its plan uses for them → their ids.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, String>,
 }
 
 /// A failure that followed the root cause in the same run.
