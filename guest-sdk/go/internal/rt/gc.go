@@ -3,7 +3,6 @@ package rt
 import (
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 )
 
 // Go's collector reads the clock, and a collection that starts inside
@@ -13,10 +12,7 @@ import (
 // were allocated since the last collection.
 const gcEvery = 32 << 20
 
-var (
-	allocs = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	lastGC uint64
-)
+var lastGC uint64
 
 func init() {
 	debug.SetGCPercent(-1)
@@ -24,12 +20,8 @@ func init() {
 
 // Collect runs the collector if enough was allocated since it last ran.
 func Collect() {
-	metrics.Read(allocs)
-	if allocs[0].Value.Kind() != metrics.KindUint64 {
-		return
-	}
-	now := allocs[0].Value.Uint64()
-	if now-lastGC >= gcEvery {
+	now, ok := allocated()
+	if ok && now-lastGC >= gcEvery {
 		runtime.GC()
 		lastGC = now
 	}
