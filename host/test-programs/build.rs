@@ -12,6 +12,7 @@ const GUESTS: &[&str] = &[
     "adversarial",
     "forbidden-import",
     "exactly-once",
+    "nexmark",
 ];
 
 fn main() {

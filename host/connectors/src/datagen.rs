@@ -5,11 +5,43 @@ use sluice_types::BatchBuilder;
 
 use crate::{ConnectorError, Poll, Source};
 
-/// One arithmetic sequence of indices: `next, next + step, ... < count`.
+/// One arithmetic sequence of indices: `next, next + step, ... < count`,
+/// the position of a generating source (`datagen`, `nexmark`). Subtask `s`
+/// of `p` starts with `s, s + p, ...`; restored at another parallelism, a
+/// subtask continues each sequence it was given, one after the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Split {
     next: u64,
     step: u64,
+}
+
+impl Split {
+    /// Subtask `subtask` of `parallelism`'s share.
+    pub(crate) fn new(subtask: u32, parallelism: u32) -> Self {
+        Split {
+            next: u64::from(subtask),
+            step: u64::from(parallelism.max(1)),
+        }
+    }
+
+    /// The next index below `count`, taken.
+    pub(crate) fn take(&mut self, count: u64) -> Option<u64> {
+        (self.next < count).then(|| {
+            let i = self.next;
+            self.next += self.step;
+            i
+        })
+    }
+
+    /// Whether every index below `count` was taken.
+    pub(crate) fn done(&self, count: u64) -> bool {
+        self.next >= count
+    }
+
+    /// Whether the split is usable (a restored one might not be).
+    pub(crate) fn valid(&self) -> bool {
+        self.step > 0
+    }
 }
 
 /// Subtask `s` of `p` emits indices `s, s+p, s+2p, ... < count`; the value is
@@ -36,16 +68,17 @@ impl DataGen {
         subtask: u32,
         parallelism: u32,
     ) -> Self {
-        let split = Split {
-            next: u64::from(subtask),
-            step: u64::from(parallelism.max(1)),
-        };
-        Self::resume(count, keys, value_bytes, vec![split])
+        Self::resume(
+            count,
+            keys,
+            value_bytes,
+            vec![Split::new(subtask, parallelism)],
+        )
     }
 
     pub(crate) fn resume(count: u64, keys: u64, value_bytes: usize, splits: Vec<Split>) -> Self {
         DataGen {
-            splits: splits.into_iter().filter(|s| s.step > 0).collect(),
+            splits: splits.into_iter().filter(Split::valid).collect(),
             count,
             keys,
             value_bytes,
@@ -90,28 +123,29 @@ impl Source for DataGen {
         let mut value = Vec::with_capacity(self.value_bytes.max(20));
         let mut emitted = 0;
         for split in &mut self.splits {
-            while emitted < max && split.next < self.count {
+            while emitted < max
+                && let Some(i) = split.take(self.count)
+            {
                 value.clear();
-                value.extend_from_slice(digits.format(split.next).as_bytes());
+                value.extend_from_slice(digits.format(i).as_bytes());
                 if value.len() < self.value_bytes {
                     value.resize(self.value_bytes, b'.');
                 }
                 if self.keys > 0 {
                     key.clear();
                     key.push(b'k');
-                    key.extend_from_slice(digits.format(split.next % self.keys).as_bytes());
+                    key.extend_from_slice(digits.format(i % self.keys).as_bytes());
                     out.push(Some(&key), &value, None);
                 } else {
                     out.push(None, &value, None);
                 }
-                split.next += split.step;
                 emitted += 1;
             }
         }
         if let Some((_, sent)) = self.paced.as_mut() {
             *sent += emitted as u64;
         }
-        Ok(if self.splits.iter().all(|s| s.next >= self.count) {
+        Ok(if self.splits.iter().all(|s| s.done(self.count)) {
             Poll::Finished
         } else {
             Poll::More

@@ -6,6 +6,7 @@
 //! | `file-source` | source | `path`: a file; subtasks split it by byte range     |
 //! | `file-sink`   | sink   | `path`: a directory; `part-S-N` files per subtask S |
 //! | `datagen`     | source | `count` records in all; `keys`, `value-bytes`, `rate` (per subtask per second) optional |
+//! | `nexmark`     | source | `events` Nexmark events in all (persons, auctions, bids); `tps` events per second of event time (default 10 000 000) |
 //! | `print`       | sink   | prints `SUBTASK> VALUE` lines to stdout             |
 //! | `blackhole`   | sink   | discards                                            |
 //!
@@ -17,6 +18,7 @@
 
 mod datagen;
 mod file;
+mod nexmark;
 mod simple;
 
 pub use file::SinkRestore;
@@ -30,7 +32,14 @@ use sluice_types::{Batch, BatchBuilder, NodeSpec, OperatorKind};
 const MAX_GENERATED_VALUE: u64 = 1 << 20;
 
 /// Every connector name, for error messages.
-pub const CONNECTORS: &[&str] = &["file-source", "file-sink", "datagen", "print", "blackhole"];
+pub const CONNECTORS: &[&str] = &[
+    "file-source",
+    "file-sink",
+    "datagen",
+    "nexmark",
+    "print",
+    "blackhole",
+];
 
 /// A connector failure. `retryable` says whether trying again may succeed.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +155,7 @@ pub trait Sink: Send {
 /// The kind of a connector, or `None` if it does not exist.
 pub fn kind(connector: &str) -> Option<OperatorKind> {
     match connector {
-        "file-source" | "datagen" => Some(OperatorKind::Source),
+        "file-source" | "datagen" | "nexmark" => Some(OperatorKind::Source),
         "file-sink" | "print" | "blackhole" => Some(OperatorKind::Sink),
         _ => None,
     }
@@ -178,6 +187,20 @@ fn parse<T: std::str::FromStr>(
 
 /// Decodes every non-empty state of a list (several when the parallelism
 /// changed).
+/// A `nexmark` node's stream: `events` (required) and `tps` (at least 1).
+fn nexmark_config(node: &NodeSpec) -> Result<sluice_nexmark::GeneratorConfig, ConnectorError> {
+    let defaults = sluice_nexmark::GeneratorConfig::default();
+    let tps = parse::<u64>(node, "tps", Some(defaults.tps))?;
+    if tps == 0 {
+        return Err(config_error(node, "`tps` must be at least 1".to_owned()));
+    }
+    Ok(sluice_nexmark::GeneratorConfig {
+        events: parse(node, "events", None)?,
+        tps,
+        ..defaults
+    })
+}
+
 fn decode_all<T: serde::de::DeserializeOwned>(
     states: &[Vec<u8>],
 ) -> Result<Vec<T>, postcard::Error> {
@@ -341,6 +364,10 @@ impl Connectors {
                 }
                 Ok(None)
             }
+            "nexmark" => {
+                nexmark_config(node)?;
+                Ok(None)
+            }
             _ => Ok(None),
         }
     }
@@ -406,6 +433,20 @@ impl Connectors {
                     datagen::DataGen::new(count, keys, value_bytes, subtask, parallelism)
                 };
                 Ok(Box::new(generator.with_rate(rate)))
+            }
+            "nexmark" => {
+                let config = nexmark_config(node)?;
+                Ok(Box::new(match restore {
+                    Some(restore) => nexmark::NexmarkSource::resume(
+                        config,
+                        decode_all::<Vec<datagen::Split>>(restore)
+                            .map_err(corrupt)?
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                    ),
+                    None => nexmark::NexmarkSource::new(config, subtask, parallelism),
+                }))
             }
             other => Err(config_error(
                 node,
