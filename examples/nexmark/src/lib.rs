@@ -1,6 +1,6 @@
 //! Nexmark queries over the `nexmark` connector's event stream.
 //!
-//! `query=q0|q1|q2|q3 events=N [tps=T] [output=DIR]`: the connector
+//! `query=q0|q1|q2|q3|q5|q7|q8 events=N [tps=T] [output=DIR]`: the connector
 //! generates N events (persons, auctions and bids, T per second of event
 //! time); the query's result goes to `output` as CSV lines, or, without an
 //! output, to a blackhole (for benchmarks).
@@ -13,6 +13,16 @@
 //! - q3, local item suggestion: `name,city,state,auctionId` for every
 //!   auction in category 10 by a seller from Oregon, Idaho or California (a
 //!   join of auctions and persons by seller, kept in keyed state).
+//! - q5, hot items: `auction,bids` of the auctions with the most bids in
+//!   each 10 s window sliding by 2 s (ties all listed).
+//! - q7, highest bid: `auction,price,bidder,dateTime,extra` of the bids at
+//!   the highest price of each 10 s tumbling window.
+//! - q8, new users: `id,name,windowStart` of the persons who registered and
+//!   opened an auction in the same 10 s tumbling window.
+//!
+//! Windows are in event time, with Nexmark's watermark (4 s behind the
+//! newest event); windows are `[start, start + size)`, fired once the
+//! watermark passes their last millisecond.
 
 use serde::{Deserialize, Serialize};
 use sluice_nexmark::{Bid, Event};
@@ -27,6 +37,31 @@ const Q2_MODULUS: u64 = 123;
 /// q3's category and states.
 const Q3_CATEGORY: u64 = 10;
 const Q3_STATES: [&str; 3] = ["OR", "ID", "CA"];
+/// Window sizes: q7's and q8's tumbling windows, q5's sliding ones.
+const TUMBLE_MS: i64 = 10_000;
+const HOP_SIZE_MS: i64 = 10_000;
+const HOP_SLIDE_MS: i64 = 2_000;
+/// Nexmark's watermark trails the newest event by this much.
+const WATERMARK_DELAY_MS: u64 = 4_000;
+
+fn event_time(r: &Record<'_>) -> Result<i64, Error> {
+    r.timestamp
+        .ok_or_else(|| failed("a Nexmark event without a timestamp"))
+}
+
+fn tumble(ts: i64) -> i64 {
+    ts - ts.rem_euclid(TUMBLE_MS)
+}
+
+fn u64_key(key: &[u8]) -> Result<u64, Error> {
+    Ok(u64::from_le_bytes(
+        key.try_into().map_err(|_| failed("a key is not a u64"))?,
+    ))
+}
+
+fn i64_key(key: &[u8]) -> Result<i64, Error> {
+    Ok(u64_key(key)? as i64)
+}
 
 fn decode<'a>(r: &Record<'a>) -> Result<Event<'a>, Error> {
     Event::decode(r.value).map_err(|e| failed(e.to_string()))
@@ -126,6 +161,258 @@ impl KeyedProcess for Q3Join {
     }
 }
 
+/// q5, first step: bids keyed by auction.
+fn q5_by_auction(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
+    if let Event::Bid(b) = decode(&r)? {
+        out.emit_keyed(&b.auction.to_le_bytes(), &[]);
+    }
+    Ok(())
+}
+
+/// Bids per sliding window of one auction: window start → count.
+#[derive(Default, Serialize, Deserialize)]
+struct Counts(Vec<(i64, u64)>);
+
+/// q5, second step: counts an auction's bids in every window they fall in,
+/// and emits `(auction, count)` keyed by window when it closes.
+struct Q5Count;
+
+impl KeyedProcess for Q5Count {
+    type State = Counts;
+
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Counts>,
+        r: Record<'_>,
+        _: &mut Collector,
+    ) -> Result<(), Error> {
+        let ts = event_time(&r)?;
+        let last = ts - ts.rem_euclid(HOP_SLIDE_MS);
+        let mut start = last - HOP_SIZE_MS + HOP_SLIDE_MS;
+        while start <= last {
+            let counts = &mut ctx.state_or_default().0;
+            match counts.iter_mut().find(|(s, _)| *s == start) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((start, 1)),
+            }
+            ctx.register_event_timer(start + HOP_SIZE_MS - 1);
+            start += HOP_SLIDE_MS;
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Counts>,
+        timer: Timer,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
+        let auction = u64_key(ctx.key())?;
+        let Some(counts) = ctx.state() else {
+            return Ok(());
+        };
+        counts.0.retain(|&(start, n)| {
+            let end = start + HOP_SIZE_MS - 1;
+            if end > timer.time {
+                return true;
+            }
+            let mut value = auction.to_le_bytes().to_vec();
+            value.extend_from_slice(&n.to_le_bytes());
+            out.emit_at(Some(&start.to_le_bytes()), &value, end);
+            false
+        });
+        if counts.0.is_empty() {
+            ctx.clear_state();
+        }
+        Ok(())
+    }
+}
+
+/// One window's auctions with the most bids so far, and that number.
+#[derive(Default, Serialize, Deserialize)]
+struct Hottest {
+    bids: u64,
+    auctions: Vec<u64>,
+}
+
+/// q5, last step: per window, the auctions with the most bids.
+struct Q5Hot;
+
+impl KeyedProcess for Q5Hot {
+    type State = Hottest;
+
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Hottest>,
+        r: Record<'_>,
+        _: &mut Collector,
+    ) -> Result<(), Error> {
+        let (auction, bids) = r
+            .value
+            .split_at_checked(8)
+            .ok_or_else(|| failed("a short count"))?;
+        let (auction, bids) = (u64_key(auction)?, u64_key(bids)?);
+        let start = i64_key(ctx.key())?;
+        let hot = ctx.state_or_default();
+        if bids > hot.bids {
+            hot.bids = bids;
+            hot.auctions.clear();
+        }
+        if bids == hot.bids {
+            hot.auctions.push(auction);
+        }
+        ctx.register_event_timer(start + HOP_SIZE_MS - 1);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Hottest>,
+        _: Timer,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
+        if let Some(hot) = ctx.state().take() {
+            for auction in hot.auctions {
+                out.emit(format!("{auction},{}", hot.bids).as_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// q7, first step: bids keyed by their tumbling window.
+fn q7_by_window(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
+    if let Event::Bid(b) = decode(&r)? {
+        out.emit_keyed(&tumble(b.date_time).to_le_bytes(), r.value);
+    }
+    Ok(())
+}
+
+/// One window's highest price so far and its bids, as output lines.
+#[derive(Default, Serialize, Deserialize)]
+struct Highest {
+    price: u64,
+    bids: Vec<String>,
+}
+
+/// q7, second step: per window, the bids at its highest price.
+struct Q7Max;
+
+impl KeyedProcess for Q7Max {
+    type State = Highest;
+
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Highest>,
+        r: Record<'_>,
+        _: &mut Collector,
+    ) -> Result<(), Error> {
+        let Event::Bid(b) = decode(&r)? else {
+            return Err(failed("q7 takes bids"));
+        };
+        let start = i64_key(ctx.key())?;
+        let highest = ctx.state_or_default();
+        if b.price > highest.price || highest.bids.is_empty() {
+            highest.price = b.price;
+            highest.bids.clear();
+        }
+        if b.price == highest.price {
+            highest.bids.push(format!(
+                "{},{},{},{},{}",
+                b.auction, b.price, b.bidder, b.date_time, b.extra
+            ));
+        }
+        ctx.register_event_timer(start + TUMBLE_MS - 1);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Highest>,
+        _: Timer,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
+        if let Some(highest) = ctx.state().take() {
+            for line in highest.bids {
+                out.emit(line.as_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// q8, first step: persons by id and auctions by seller.
+fn q8_select(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
+    match decode(&r)? {
+        Event::Person(p) => out.emit_keyed(&p.id.to_le_bytes(), r.value),
+        Event::Auction(a) => out.emit_keyed(&a.seller.to_le_bytes(), r.value),
+        Event::Bid(_) => {}
+    }
+    Ok(())
+}
+
+/// One person's windows: start → (name if they registered in it, whether
+/// they opened an auction in it).
+#[derive(Default, Serialize, Deserialize)]
+struct NewUser(Vec<(i64, Option<String>, bool)>);
+
+/// q8, second step: persons who registered and sold in one window.
+struct Q8Join;
+
+impl KeyedProcess for Q8Join {
+    type State = NewUser;
+
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, NewUser>,
+        r: Record<'_>,
+        _: &mut Collector,
+    ) -> Result<(), Error> {
+        let start = tumble(event_time(&r)?);
+        let event = decode(&r)?;
+        let windows = &mut ctx.state_or_default().0;
+        let at = match windows.iter().position(|w| w.0 == start) {
+            Some(at) => at,
+            None => {
+                windows.push((start, None, false));
+                windows.len() - 1
+            }
+        };
+        match event {
+            Event::Person(p) => windows[at].1 = Some(p.name.into()),
+            Event::Auction(_) => windows[at].2 = true,
+            Event::Bid(_) => return Err(failed("q8 joins persons and auctions, not bids")),
+        }
+        ctx.register_event_timer(start + TUMBLE_MS - 1);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut KeyedContext<'_, NewUser>,
+        timer: Timer,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
+        let id = u64_key(ctx.key())?;
+        let Some(windows) = ctx.state() else {
+            return Ok(());
+        };
+        windows.0.retain(|(start, name, sold)| {
+            if *start + TUMBLE_MS - 1 > timer.time {
+                return true;
+            }
+            if let (Some(name), true) = (name, *sold) {
+                out.emit(format!("{id},{name},{start}").as_bytes());
+            }
+            false
+        });
+        if windows.0.is_empty() {
+            ctx.clear_state();
+        }
+        Ok(())
+    }
+}
+
 impl Application for Nexmark {
     fn operators() -> Vec<OperatorDef> {
         vec![
@@ -135,6 +422,16 @@ impl Application for Nexmark {
             flat_map("q3-select", q3_select)
                 .describe("category-10 auctions and OR/ID/CA persons, keyed by person"),
             keyed_process("q3-join", |_| Ok(Q3Join)).describe("auctions joined with their sellers"),
+            flat_map("q5-by-auction", q5_by_auction).describe("bids keyed by auction"),
+            keyed_process("q5-count", |_| Ok(Q5Count))
+                .describe("bids per auction per sliding window"),
+            keyed_process("q5-hot", |_| Ok(Q5Hot))
+                .describe("the auctions with the most bids per window"),
+            flat_map("q7-by-window", q7_by_window).describe("bids keyed by tumbling window"),
+            keyed_process("q7-max", |_| Ok(Q7Max)).describe("the highest bids per window"),
+            flat_map("q8-select", q8_select).describe("persons and auctions keyed by person"),
+            keyed_process("q8-join", |_| Ok(Q8Join))
+                .describe("persons who registered and sold in one window"),
         ]
     }
 
@@ -144,7 +441,8 @@ impl Application for Nexmark {
         let source = g.add(
             Node::connector("events", "nexmark")
                 .config("events", args.require("events")?)
-                .config("tps", args.parse_or::<u64>("tps", 10_000_000)?),
+                .config("tps", args.parse_or::<u64>("tps", 10_000_000)?)
+                .watermarks(WATERMARK_DELAY_MS),
         );
         let sink = match args.get("output") {
             Some(dir) => Node::connector("write", "file-sink").config("path", dir),
@@ -162,9 +460,30 @@ impl Application for Nexmark {
                 g.forward(&source, &select).hash(&select, &join);
                 join
             }
+            "q5" => {
+                let by_auction = g.add(Node::guest("by-auction", "q5-by-auction"));
+                let count = g.add(Node::guest("count", "q5-count"));
+                let hot = g.add(Node::guest("hot", "q5-hot"));
+                g.forward(&source, &by_auction)
+                    .hash(&by_auction, &count)
+                    .hash(&count, &hot);
+                hot
+            }
+            "q7" => {
+                let by_window = g.add(Node::guest("by-window", "q7-by-window"));
+                let max = g.add(Node::guest("max", "q7-max"));
+                g.forward(&source, &by_window).hash(&by_window, &max);
+                max
+            }
+            "q8" => {
+                let select = g.add(Node::guest("select", "q8-select"));
+                let join = g.add(Node::guest("join", "q8-join"));
+                g.forward(&source, &select).hash(&select, &join);
+                join
+            }
             other => {
                 return Err(invalid_config(format!(
-                    "query `{other}` is not one of q0, q1, q2, q3"
+                    "query `{other}` is not one of q0, q1, q2, q3, q5, q7, q8"
                 )));
             }
         };
