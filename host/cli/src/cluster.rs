@@ -154,18 +154,6 @@ pub struct TaskManagerArgs {
     cores: Option<u32>,
 }
 
-/// `NAME=APP` of `sluice submit --with`.
-fn parse_link(s: &str) -> Result<(String, String), String> {
-    let (name, app) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not NAME=APP"))?;
-    sluice_runtime::check_link_name(name)?;
-    if app.is_empty() {
-        return Err(format!("`{s}` names no application"));
-    }
-    Ok((name.to_owned(), app.to_owned()))
-}
-
 /// Bounds on compiling tenants' components, which JobManagers (on upload)
 /// and TaskManagers (on deployment) do in a child process.
 #[derive(clap::Args, Clone, Debug)]
@@ -524,7 +512,7 @@ pub enum ClientCommand {
         /// Link another application (a `.wasm` file, uploaded first, or an
         /// uploaded id) to the job as NAME: the plan runs its operators by
         /// naming them `NAME/OPERATOR` (repeatable).
-        #[arg(long = "with", value_name = "NAME=APP", value_parser = parse_link)]
+        #[arg(long = "with", value_name = "NAME=APP", value_parser = super::parse_link)]
         with: Vec<(String, String)>,
         /// Wait for the job to end; exit non-zero if it does not finish.
         #[arg(long)]

@@ -85,7 +85,7 @@ struct Common {
     /// operators by naming them `NAME/OPERATOR` (repeatable). This is how
     /// one job mixes operators written in Go and in Rust.
     #[arg(long = "with", value_name = "NAME=FILE", value_parser = parse_link)]
-    with: Vec<(String, PathBuf)>,
+    with: Vec<(String, String)>,
     /// Policy file with limits and quotas [default: the bundled policies/standard.toml].
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -143,15 +143,16 @@ fn linked_from(v: &sluice_coord::Vertex) -> String {
         .unwrap_or_default()
 }
 
-fn parse_link(s: &str) -> Result<(String, PathBuf), String> {
-    let (name, file) = s
+/// `NAME=WHAT` of `--with` (`sluice run` and `sluice submit`).
+fn parse_link(s: &str) -> Result<(String, String), String> {
+    let (name, what) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not NAME=FILE"))?;
     sluice_runtime::check_link_name(name)?;
-    if file.is_empty() {
-        return Err(format!("`{s}` names no file"));
+    if what.is_empty() {
+        return Err(format!("`{s}` names nothing to link"));
     }
-    Ok((name.to_owned(), PathBuf::from(file)))
+    Ok((name.to_owned(), what.to_owned()))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -252,6 +253,7 @@ impl Common {
             .with_context(|| format!("cannot load {}", self.app.display()))?;
         let mut linked = Vec::new();
         for (name, path) in &self.with {
+            let path = Path::new(path);
             let bytes = std::fs::read(path)
                 .with_context(|| format!("cannot read {} (--with {name})", path.display()))?;
             let app = cluster

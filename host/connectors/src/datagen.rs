@@ -42,6 +42,20 @@ impl Split {
     pub(crate) fn valid(&self) -> bool {
         self.step > 0
     }
+
+    /// `Finished` once all `splits` took every index below `count`.
+    pub(crate) fn poll(splits: &[Split], count: u64) -> Poll {
+        if splits.iter().all(|s| s.done(count)) {
+            Poll::Finished
+        } else {
+            Poll::More
+        }
+    }
+
+    /// The position of a source made of `splits`.
+    pub(crate) fn snapshot(splits: &[Split]) -> Vec<u8> {
+        postcard::to_allocvec(splits).expect("invariant: splits serialise")
+    }
 }
 
 /// Subtask `s` of `p` emits indices `s, s+p, s+2p, ... < count`; the value is
@@ -145,15 +159,11 @@ impl Source for DataGen {
         if let Some((_, sent)) = self.paced.as_mut() {
             *sent += emitted as u64;
         }
-        Ok(if self.splits.iter().all(|s| s.done(self.count)) {
-            Poll::Finished
-        } else {
-            Poll::More
-        })
+        Ok(Split::poll(&self.splits, self.count))
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.splits).expect("invariant: splits serialise")
+        Split::snapshot(&self.splits)
     }
 }
 

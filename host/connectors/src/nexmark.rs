@@ -46,15 +46,11 @@ impl Source for NexmarkSource {
                 emitted += 1;
             }
         }
-        Ok(if self.splits.iter().all(|s| s.done(count)) {
-            Poll::Finished
-        } else {
-            Poll::More
-        })
+        Ok(Split::poll(&self.splits, count))
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.splits).expect("invariant: splits serialise")
+        Split::snapshot(&self.splits)
     }
 }
 
