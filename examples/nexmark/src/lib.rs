@@ -6,8 +6,9 @@
 //! output, to a blackhole (for benchmarks).
 //!
 //! - q0, pass-through: every bid as `auction,bidder,price,dateTime,extra`.
-//! - q1, currency conversion: the same with the price in euros,
-//!   `0.908 × price` exactly (three decimals).
+//! - q1, currency conversion: the same with the price (in cents) converted
+//!   to euro cents, `0.908 × price` exactly (three decimals), as Nexmark
+//!   computes it.
 //! - q2, selection: `auction,price` of the bids on auctions whose id is a
 //!   multiple of 123.
 //! - q3, local item suggestion: `name,city,state,auctionId` for every
@@ -89,13 +90,14 @@ fn q0(b: &Bid<'_>) -> Option<String> {
 }
 
 fn q1(b: &Bid<'_>) -> Option<String> {
-    let milli_euros = b.price * EUROS_PER_1000_DOLLARS;
+    // Thousandths of a euro cent.
+    let euros = u128::from(b.price) * u128::from(EUROS_PER_1000_DOLLARS);
     Some(format!(
         "{},{},{}.{:03},{},{}",
         b.auction,
         b.bidder,
-        milli_euros / 1000,
-        milli_euros % 1000,
+        euros / 1000,
+        euros % 1000,
         b.date_time,
         b.extra
     ))

@@ -907,6 +907,7 @@ async fn client_command(c: &Client, cmd: ClientCommand, json: bool) -> anyhow::R
             allow_non_restored_state,
             ..
         } => {
+            sluice_runtime::check_link_count(with.len()).map_err(anyhow::Error::msg)?;
             let jar = uploaded(c, app, json).await?;
             let mut links = std::collections::BTreeMap::new();
             for (name, app) in with {

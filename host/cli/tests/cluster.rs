@@ -1378,6 +1378,28 @@ fn a_job_on_the_session_cluster_feeds_a_go_splitter_into_a_linked_rust_counter()
     let (status, answer) = cluster.run_as(&acme.http, &mine, body(json!({"ru st": mine}), "count"));
     assert_eq!(status, 400, "{answer}");
     assert!(answer.to_string().contains("not a link name"), "{answer}");
+    let rust = cluster.upload_as_ok(&acme, sluice_test_programs::WORDCOUNT);
+    for (links, count, why) in [
+        (
+            json!({"rust": mine}),
+            "rust/count",
+            "is the job's own application",
+        ),
+        (
+            json!({"a": rust, "b": rust}),
+            "a/count",
+            "linked as `b` is also linked as `a`",
+        ),
+        (
+            json!({"rust": rust}),
+            "count",
+            "linked to the job as `rust`, but the plan runs none of its operators",
+        ),
+    ] {
+        let (status, answer) = cluster.run_as(&acme.http, &mine, body(links, count));
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.to_string().contains(why), "{why}: {answer}");
+    }
     let many: serde_json::Map<String, Value> =
         (0..9).map(|i| (format!("l{i}"), json!(mine))).collect();
     let (status, answer) = cluster.run_as(&acme.http, &mine, body(Value::Object(many), "count"));

@@ -349,6 +349,11 @@ fn one_job_feeds_a_go_splitter_into_a_rust_counter_and_counts_what_rust_alone_co
     );
     let e = fails(&["--with", &link, "--with", &link], "count");
     assert!(e.contains("`rust` is given twice"), "{e}");
+    let e = fails(&["--with", &link], "count");
+    assert!(
+        e.contains("linked to the job as `rust`, but the plan runs none of its operators"),
+        "{e}"
+    );
 }
 
 #[test]

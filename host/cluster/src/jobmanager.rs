@@ -427,8 +427,24 @@ impl JobManager {
         let (app, Stored { jar, bytes }) = load(jar_id, None)?;
         let mut linked_apps = Vec::new();
         let mut linked = Vec::new();
+        let mut deployed_bytes = bytes.len();
         for (name, id) in &options.links {
             let (app, stored) = load(id, Some(name))?;
+            if stored.jar.hash == jar.hash {
+                return Err(SubmitError::Invalid(format!(
+                    "the application linked as `{name}` is the job's own application"
+                )));
+            }
+            if let Some(other) = linked
+                .iter()
+                .find(|l: &&LinkedComponent| l.hash == stored.jar.hash)
+            {
+                return Err(SubmitError::Invalid(format!(
+                    "the application linked as `{name}` is also linked as `{}`",
+                    other.link
+                )));
+            }
+            deployed_bytes += stored.bytes.len();
             linked_apps.push((name.clone(), app));
             linked.push(LinkedComponent {
                 link: name.clone(),
@@ -436,6 +452,14 @@ impl JobManager {
                 hash: stored.jar.hash,
                 component: stored.bytes,
             });
+        }
+        // Every deployment carries the job's components in one frame.
+        if deployed_bytes > MAX_JOB_COMPONENT_BYTES {
+            return Err(SubmitError::Invalid(format!(
+                "the job's components come to {deployed_bytes} bytes; at most {} MiB \
+                 (the application and those linked to it) may be deployed",
+                MAX_JOB_COMPONENT_BYTES >> 20
+            )));
         }
         let components =
             sluice_runtime::Components::linked(app, linked_apps).map_err(SubmitError::Invalid)?;
@@ -1131,6 +1155,11 @@ fn ended(id: JobId, state: &str) -> SubmitError {
         "Job {id} has already reached a terminal state ({state})"
     ))
 }
+
+/// The most bytes of components (the application and those linked to it)
+/// one job deploys: they travel to each TaskManager in one frame, which
+/// must stay under the transport's limit (256 MiB) with room to spare.
+const MAX_JOB_COMPONENT_BYTES: usize = 192 << 20;
 
 /// A component linked to a job: its operators are the ones the plan names
 /// `LINK/OPERATOR`.

@@ -1051,11 +1051,17 @@ fn slots_account(job: &str, slots: impl Iterator<Item = u32>) -> Account {
     )
 }
 
-/// The deployment's components, loaded: its own and those linked to it.
+/// The deployment's components, loaded: its own and those linked to it
+/// that its tasks run operators of.
 fn load_components(shared: &Shared, d: &Deployment) -> anyhow::Result<Components> {
     let main = load_app(shared, d, &d.component_hash, &d.component)?;
+    let used: std::collections::HashSet<&str> = d
+        .tasks
+        .iter()
+        .flat_map(|(_, t)| t.nodes.iter().filter_map(|n| n.implementation.link()))
+        .collect();
     let mut linked = Vec::new();
-    for l in &d.linked {
+    for l in d.linked.iter().filter(|l| used.contains(l.link.as_str())) {
         let app = load_app(shared, d, &l.hash, &l.component)
             .with_context(|| format!("the component linked as `{}`", l.link))?;
         linked.push((l.link.clone(), app));

@@ -28,9 +28,15 @@ impl Split {
     pub(crate) fn take(&mut self, count: u64) -> Option<u64> {
         (self.next < count).then(|| {
             let i = self.next;
-            self.next += self.step;
+            // A restored position is data: never overflow on it.
+            self.next = self.next.saturating_add(self.step);
             i
         })
+    }
+
+    /// The next index it would take.
+    pub(crate) fn next(&self) -> u64 {
+        self.next
     }
 
     /// Whether every index below `count` was taken.

@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use sluice_policy::{Denied, Policy};
 use sluice_types::{Batch, BatchBuilder, NodeSpec, OperatorKind};
 
+/// The most events a `nexmark` source generates (2^53: event times and ids
+/// stay exact in every computation the generator makes).
+const MAX_NEXMARK_EVENTS: u64 = 1 << 53;
+
 /// The largest value `datagen` pads to (`value-bytes`).
 const MAX_GENERATED_VALUE: u64 = 1 << 20;
 
@@ -185,22 +189,30 @@ fn parse<T: std::str::FromStr>(
     }
 }
 
-/// Decodes every non-empty state of a list (several when the parallelism
-/// changed).
-/// A `nexmark` node's stream: `events` (required) and `tps` (at least 1).
+/// A `nexmark` node's stream: `events` (at most [`MAX_NEXMARK_EVENTS`])
+/// and `tps` (at least 1).
 fn nexmark_config(node: &NodeSpec) -> Result<sluice_nexmark::GeneratorConfig, ConnectorError> {
     let defaults = sluice_nexmark::GeneratorConfig::default();
     let tps = parse::<u64>(node, "tps", Some(defaults.tps))?;
     if tps == 0 {
         return Err(config_error(node, "`tps` must be at least 1".to_owned()));
     }
+    let events = parse::<u64>(node, "events", None)?;
+    if events > MAX_NEXMARK_EVENTS {
+        return Err(config_error(
+            node,
+            format!("`events` is {events}; at most {MAX_NEXMARK_EVENTS} is allowed"),
+        ));
+    }
     Ok(sluice_nexmark::GeneratorConfig {
-        events: parse(node, "events", None)?,
+        events,
         tps,
         ..defaults
     })
 }
 
+/// Decodes every non-empty state of a list (several when the parallelism
+/// changed).
 fn decode_all<T: serde::de::DeserializeOwned>(
     states: &[Vec<u8>],
 ) -> Result<Vec<T>, postcard::Error> {

@@ -652,6 +652,15 @@ pub fn prepare_job(
             })
         }
     })?;
+    // A linked component would be loaded on every TaskManager for nothing.
+    let used: std::collections::HashSet<&str> = graph
+        .nodes
+        .iter()
+        .filter_map(|n| n.implementation.link())
+        .collect();
+    if let Some((unused, _)) = components.linked_apps().find(|(l, _)| !used.contains(l)) {
+        return Err(GraphError::UnusedLink(unused.to_owned()).into());
+    }
     // A savepoint's outputs may hold its part files; one of the first
     // metadata format does not say which they are.
     let resumed = |dir: &std::path::Path| {

@@ -180,6 +180,9 @@ pub enum GraphError {
         /// Which links exist.
         problem: String,
     },
+    /// A component is linked to the job, but no node runs its operators.
+    #[error("a component is linked to the job as `{0}`, but the plan runs none of its operators")]
+    UnusedLink(String),
     /// A node names a connector the host does not have.
     #[error("node `{node}` names connector `{connector}`; available: {available}")]
     UnknownConnector {
