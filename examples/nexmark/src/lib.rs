@@ -1,6 +1,6 @@
 //! Nexmark queries over the `nexmark` connector's event stream.
 //!
-//! `query=q0|q1|q2|q3|q5|q7|q8 events=N [tps=T] [output=DIR]`: the connector
+//! `query=q0|q1|q2|q3|q4|q5|q7|q8 events=N [tps=T] [output=DIR]`: the connector
 //! generates N events (persons, auctions and bids, T per second of event
 //! time); the query's result goes to `output` as CSV lines, or, without an
 //! output, to a blackhole (for benchmarks).
@@ -14,12 +14,24 @@
 //! - q3, local item suggestion: `name,city,state,auctionId` for every
 //!   auction in category 10 by a seller from Oregon, Idaho or California (a
 //!   join of auctions and persons by seller, kept in keyed state).
+//! - q4, average closing price per category: an auction closes at its
+//!   expiry with its highest bid placed between its opening and its expiry
+//!   (a join of auctions and bids by auction, kept in keyed state); per
+//!   category and 10 s tumbling window of closing time,
+//!   `category,windowStart,auctions,average` over the auctions that closed
+//!   with a bid (the average in whole cents, rounded down).
 //! - q5, hot items: `auction,bids` of the auctions with the most bids in
 //!   each 10 s window sliding by 2 s (ties all listed).
 //! - q7, highest bid: `auction,price,bidder,dateTime,extra` of the bids at
 //!   the highest price of each 10 s tumbling window.
 //! - q8, new users: `id,name,windowStart` of the persons who registered and
 //!   opened an auction in the same 10 s tumbling window.
+//!
+//! - `synthetic`: not Nexmark, the benchmarks' 100-byte pipeline: the
+//!   `datagen` connector's records (the index in decimal, padded to 100
+//!   bytes), those whose index is a multiple of 10 dropped, the rest
+//!   counted per key `index % 10000` in keyed state; each record yields its
+//!   key's count so far (8 bytes, little-endian).
 //!
 //! Windows are in event time, with Nexmark's watermark (4 s behind the
 //! newest event); windows are `[start, start + size)`, fired once the
@@ -42,6 +54,11 @@ const Q3_STATES: [&str; 3] = ["OR", "ID", "CA"];
 const TUMBLE_MS: i64 = 10_000;
 const HOP_SIZE_MS: i64 = 10_000;
 const HOP_SLIDE_MS: i64 = 2_000;
+/// The synthetic pipeline drops one record in this many and counts the rest
+/// over this many keys.
+const SYNTHETIC_DROP: u64 = 10;
+const SYNTHETIC_KEYS: u64 = 10_000;
+const SYNTHETIC_RECORD_BYTES: u64 = 100;
 /// Nexmark's watermark trails the newest event by this much.
 const WATERMARK_DELAY_MS: u64 = 4_000;
 
@@ -68,52 +85,98 @@ fn decode<'a>(r: &Record<'a>) -> Result<Event<'a>, Error> {
     Event::decode(r.value).map_err(|e| failed(e.to_string()))
 }
 
-/// `line` for every bid; other events are dropped.
+/// An output line built in place and reused: integers through `itoa`,
+/// text as the event's bytes (a guest spends most of a pass-through query
+/// formatting, so no `format!` on the per-bid path).
+#[derive(Clone, Default)]
+struct Line {
+    bytes: Vec<u8>,
+    digits: itoa::Buffer,
+}
+
+impl Line {
+    fn start(&mut self) -> &mut Self {
+        self.bytes.clear();
+        self
+    }
+
+    fn int(&mut self, n: impl itoa::Integer) -> &mut Self {
+        self.bytes
+            .extend_from_slice(self.digits.format(n).as_bytes());
+        self
+    }
+
+    fn text(&mut self, t: &[u8]) -> &mut Self {
+        self.bytes.extend_from_slice(t);
+        self
+    }
+
+    fn comma(&mut self) -> &mut Self {
+        self.bytes.push(b',');
+        self
+    }
+}
+
+/// The line `write` makes of every bid it keeps; other events are dropped.
 fn bids(
-    line: fn(&Bid<'_>) -> Option<String>,
+    write: fn(&Bid<'_>, &mut Line) -> bool,
 ) -> impl FnMut(Record<'_>, &mut Collector) -> Result<(), Error> + Clone + 'static {
+    let mut line = Line::default();
     move |r, out| {
         if let Event::Bid(b) = decode(&r)?
-            && let Some(l) = line(&b)
+            && write(&b, line.start())
         {
-            out.emit(l.as_bytes());
+            out.emit(&line.bytes);
         }
         Ok(())
     }
 }
 
-fn q0(b: &Bid<'_>) -> Option<String> {
-    Some(format!(
-        "{},{},{},{},{}",
-        b.auction, b.bidder, b.price, b.date_time, b.extra
-    ))
+fn q0(b: &Bid<'_>, l: &mut Line) -> bool {
+    l.int(b.auction).comma().int(b.bidder).comma().int(b.price);
+    l.comma().int(b.date_time).comma().text(&b.extra);
+    true
 }
 
-fn q1(b: &Bid<'_>) -> Option<String> {
+fn q1(b: &Bid<'_>, l: &mut Line) -> bool {
     // Thousandths of a euro cent.
     let euros = u128::from(b.price) * u128::from(EUROS_PER_1000_DOLLARS);
-    Some(format!(
-        "{},{},{}.{:03},{},{}",
-        b.auction,
-        b.bidder,
-        euros / 1000,
-        euros % 1000,
-        b.date_time,
-        b.extra
-    ))
+    let thousandths = (euros % 1000) as u16;
+    l.int(b.auction)
+        .comma()
+        .int(b.bidder)
+        .comma()
+        .int(euros / 1000);
+    l.text(b".");
+    if thousandths < 100 {
+        l.text(if thousandths < 10 { b"00" } else { b"0" });
+    }
+    l.int(thousandths)
+        .comma()
+        .int(b.date_time)
+        .comma()
+        .text(&b.extra);
+    true
 }
 
-fn q2(b: &Bid<'_>) -> Option<String> {
-    b.auction
-        .is_multiple_of(Q2_MODULUS)
-        .then(|| format!("{},{}", b.auction, b.price))
+fn q2(b: &Bid<'_>, l: &mut Line) -> bool {
+    if !b.auction.is_multiple_of(Q2_MODULUS) {
+        return false;
+    }
+    l.int(b.auction).comma().int(b.price);
+    true
+}
+
+/// Text of an event, for the rare lines built with `format!`.
+fn str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 /// q3's inputs, keyed by person: the sellers that qualify and the auctions
 /// of category 10.
 fn q3_select(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
     match decode(&r)? {
-        Event::Person(p) if Q3_STATES.contains(&&*p.state) => {
+        Event::Person(p) if Q3_STATES.iter().any(|s| s.as_bytes() == &*p.state) => {
             out.emit_keyed(&p.id.to_le_bytes(), r.value)
         }
         Event::Auction(a) if a.category == Q3_CATEGORY => {
@@ -146,10 +209,11 @@ impl KeyedProcess for Q3Join {
         let seller = ctx.state_or_default();
         match decode(&r)? {
             Event::Person(p) => {
+                let (name, city, state) = (str(&p.name), str(&p.city), str(&p.state));
                 for auction in std::mem::take(&mut seller.waiting) {
-                    out.emit(format!("{},{},{},{auction}", p.name, p.city, p.state).as_bytes());
+                    out.emit(format!("{name},{city},{state},{auction}").as_bytes());
                 }
-                seller.person = Some((p.name.into(), p.city.into(), p.state.into()));
+                seller.person = Some((name.into(), city.into(), state.into()));
             }
             Event::Auction(a) => match &seller.person {
                 Some((name, city, state)) => {
@@ -158,6 +222,157 @@ impl KeyedProcess for Q3Join {
                 None => seller.waiting.push(a.id),
             },
             Event::Bid(_) => return Err(failed("q3 joins persons and auctions, not bids")),
+        }
+        Ok(())
+    }
+}
+
+/// q4, first step: auctions and bids keyed by auction.
+fn q4_by_auction(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
+    match decode(&r)? {
+        Event::Auction(a) => out.emit_keyed(&a.id.to_le_bytes(), r.value),
+        Event::Bid(b) => out.emit_keyed(&b.auction.to_le_bytes(), r.value),
+        Event::Person(_) => {}
+    }
+    Ok(())
+}
+
+/// One auction while it is open: its category, opening and expiry once it
+/// is known, its highest qualifying bid so far, and the bids (time, price)
+/// that arrived before it did (another source subtask may run ahead).
+#[derive(Default, Serialize, Deserialize)]
+struct Open {
+    auction: Option<(u64, i64, i64)>,
+    best: Option<u64>,
+    early: Vec<(i64, u64)>,
+}
+
+impl Open {
+    fn bid(&mut self, at: i64, price: u64) {
+        if let Some((_, opened, expires)) = self.auction
+            && (opened..=expires).contains(&at)
+        {
+            self.best = Some(self.best.map_or(price, |b| b.max(price)));
+        }
+    }
+}
+
+/// q4, second step: the winning bid of each auction, emitted at its expiry
+/// as `(category, price)` keyed by category. Bids that wait for an auction
+/// that never comes are dropped one tumbling window after they were placed.
+struct Q4Winner;
+
+impl KeyedProcess for Q4Winner {
+    type State = Open;
+
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Open>,
+        r: Record<'_>,
+        _: &mut Collector,
+    ) -> Result<(), Error> {
+        let open = ctx.state_or_default();
+        let timer = match decode(&r)? {
+            Event::Auction(a) => {
+                open.auction = Some((a.category, a.date_time, a.expires));
+                for (at, price) in std::mem::take(&mut open.early) {
+                    open.bid(at, price);
+                }
+                a.expires
+            }
+            Event::Bid(b) if open.auction.is_some() => {
+                open.bid(b.date_time, b.price);
+                return Ok(());
+            }
+            Event::Bid(b) => {
+                open.early.push((b.date_time, b.price));
+                b.date_time + TUMBLE_MS
+            }
+            Event::Person(_) => return Err(failed("q4 joins auctions and bids, not persons")),
+        };
+        ctx.register_event_timer(timer);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Open>,
+        timer: Timer,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
+        let Some(open) = ctx.state() else {
+            return Ok(());
+        };
+        match open.auction {
+            Some((category, _, expires)) if timer.time >= expires => {
+                if let Some(price) = open.best {
+                    out.emit_at(Some(&category.to_le_bytes()), &price.to_le_bytes(), expires);
+                }
+                ctx.clear_state();
+            }
+            Some(_) => {}
+            None => {
+                open.early.retain(|&(at, _)| at + TUMBLE_MS > timer.time);
+                if open.early.is_empty() {
+                    ctx.clear_state();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Closing prices of one category: window start → (auctions, sum).
+#[derive(Default, Serialize, Deserialize)]
+struct Closed(Vec<(i64, u64, u128)>);
+
+/// q4, last step: per category and tumbling window of closing time, the
+/// number of auctions closed with a bid and their average price.
+struct Q4Average;
+
+impl KeyedProcess for Q4Average {
+    type State = Closed;
+
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Closed>,
+        r: Record<'_>,
+        _: &mut Collector,
+    ) -> Result<(), Error> {
+        let start = tumble(event_time(&r)?);
+        let price = u64_key(r.value)?;
+        let windows = &mut ctx.state_or_default().0;
+        match windows.iter_mut().find(|w| w.0 == start) {
+            Some(w) => {
+                w.1 += 1;
+                w.2 += u128::from(price);
+            }
+            None => windows.push((start, 1, u128::from(price))),
+        }
+        ctx.register_event_timer(start + TUMBLE_MS - 1);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut KeyedContext<'_, Closed>,
+        timer: Timer,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
+        let category = u64_key(ctx.key())?;
+        let Some(windows) = ctx.state() else {
+            return Ok(());
+        };
+        windows.0.retain(|&(start, n, sum)| {
+            if start + TUMBLE_MS - 1 > timer.time {
+                return true;
+            }
+            let average = sum / u128::from(n);
+            out.emit(format!("{category},{start},{n},{average}").as_bytes());
+            false
+        });
+        if windows.0.is_empty() {
+            ctx.clear_state();
         }
         Ok(())
     }
@@ -321,7 +536,11 @@ impl KeyedProcess for Q7Max {
         if b.price == highest.price {
             highest.bids.push(format!(
                 "{},{},{},{},{}",
-                b.auction, b.price, b.bidder, b.date_time, b.extra
+                b.auction,
+                b.price,
+                b.bidder,
+                b.date_time,
+                str(&b.extra)
             ));
         }
         ctx.register_event_timer(start + TUMBLE_MS - 1);
@@ -381,7 +600,7 @@ impl KeyedProcess for Q8Join {
             }
         };
         match event {
-            Event::Person(p) => windows[at].1 = Some(p.name.into()),
+            Event::Person(p) => windows[at].1 = Some(str(&p.name).into()),
             Event::Auction(_) => windows[at].2 = true,
             Event::Bid(_) => return Err(failed("q8 joins persons and auctions, not bids")),
         }
@@ -415,6 +634,41 @@ impl KeyedProcess for Q8Join {
     }
 }
 
+/// The synthetic pipeline's first step: drops one record in ten and keys
+/// the rest.
+fn synthetic_filter(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
+    let digits = r.value.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return Err(failed("a synthetic record does not start with its index"));
+    }
+    let index = r.value[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    if !index.is_multiple_of(SYNTHETIC_DROP) {
+        out.emit_keyed(&(index % SYNTHETIC_KEYS).to_le_bytes(), r.value);
+    }
+    Ok(())
+}
+
+/// The synthetic pipeline's count: records per key, in keyed state.
+struct SyntheticCount;
+
+impl KeyedProcess for SyntheticCount {
+    type State = u64;
+
+    fn process(
+        &mut self,
+        ctx: &mut KeyedContext<'_, u64>,
+        _: Record<'_>,
+        out: &mut Collector,
+    ) -> Result<(), Error> {
+        let count = ctx.state_or_default();
+        *count += 1;
+        out.emit(&count.to_le_bytes());
+        Ok(())
+    }
+}
+
 impl Application for Nexmark {
     fn operators() -> Vec<OperatorDef> {
         vec![
@@ -424,6 +678,11 @@ impl Application for Nexmark {
             flat_map("q3-select", q3_select)
                 .describe("category-10 auctions and OR/ID/CA persons, keyed by person"),
             keyed_process("q3-join", |_| Ok(Q3Join)).describe("auctions joined with their sellers"),
+            flat_map("q4-by-auction", q4_by_auction).describe("auctions and bids keyed by auction"),
+            keyed_process("q4-winner", |_| Ok(Q4Winner))
+                .describe("each auction's winning bid at its expiry"),
+            keyed_process("q4-average", |_| Ok(Q4Average))
+                .describe("average closing price per category and window"),
             flat_map("q5-by-auction", q5_by_auction).describe("bids keyed by auction"),
             keyed_process("q5-count", |_| Ok(Q5Count))
                 .describe("bids per auction per sliding window"),
@@ -434,22 +693,39 @@ impl Application for Nexmark {
             flat_map("q8-select", q8_select).describe("persons and auctions keyed by person"),
             keyed_process("q8-join", |_| Ok(Q8Join))
                 .describe("persons who registered and sold in one window"),
+            flat_map("synthetic-filter", synthetic_filter)
+                .describe("datagen records, one in ten dropped, keyed"),
+            keyed_process("synthetic-count", |_| Ok(SyntheticCount)).describe("records per key"),
         ]
     }
 
     fn plan(args: &Args) -> Result<Graph, Error> {
         let query = args.require("query")?;
         let mut g = Graph::new();
+        let sink = match args.get("output") {
+            Some(dir) => Node::connector("write", "file-sink").config("path", dir),
+            None => Node::connector("discard", "blackhole"),
+        };
+        if query == "synthetic" {
+            let source = g.add(
+                Node::connector("generate", "datagen")
+                    .config("count", args.require("events")?)
+                    .config("value-bytes", SYNTHETIC_RECORD_BYTES),
+            );
+            let filter = g.add(Node::guest("filter", "synthetic-filter"));
+            let count = g.add(Node::guest("count", "synthetic-count"));
+            let sink = g.add(sink);
+            g.forward(&source, &filter)
+                .hash(&filter, &count)
+                .forward(&count, &sink);
+            return Ok(g);
+        }
         let source = g.add(
             Node::connector("events", "nexmark")
                 .config("events", args.require("events")?)
                 .config("tps", args.parse_or::<u64>("tps", 10_000_000)?)
                 .watermarks(WATERMARK_DELAY_MS),
         );
-        let sink = match args.get("output") {
-            Some(dir) => Node::connector("write", "file-sink").config("path", dir),
-            None => Node::connector("discard", "blackhole"),
-        };
         let last = match query {
             "q0" | "q1" | "q2" => {
                 let q = g.add(Node::guest(query, query));
@@ -461,6 +737,15 @@ impl Application for Nexmark {
                 let join = g.add(Node::guest("join", "q3-join"));
                 g.forward(&source, &select).hash(&select, &join);
                 join
+            }
+            "q4" => {
+                let by_auction = g.add(Node::guest("by-auction", "q4-by-auction"));
+                let winner = g.add(Node::guest("winner", "q4-winner"));
+                let average = g.add(Node::guest("average", "q4-average"));
+                g.forward(&source, &by_auction)
+                    .hash(&by_auction, &winner)
+                    .hash(&winner, &average);
+                average
             }
             "q5" => {
                 let by_auction = g.add(Node::guest("by-auction", "q5-by-auction"));
@@ -485,7 +770,7 @@ impl Application for Nexmark {
             }
             other => {
                 return Err(invalid_config(format!(
-                    "query `{other}` is not one of q0, q1, q2, q3, q5, q7, q8"
+                    "query `{other}` is not one of q0, q1, q2, q3, q4, q5, q7, q8, synthetic"
                 )));
             }
         };

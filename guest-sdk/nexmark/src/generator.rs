@@ -232,8 +232,12 @@ fn next_base0_auction_id(event_id: i64, rng: &mut SplitMix64) -> i64 {
     min + rng.below_u64((max - min + 1 + AUCTION_ID_LEAD) as u64) as i64
 }
 
-fn cow(s: String) -> Cow<'static, str> {
-    Cow::Owned(s)
+fn cow(s: String) -> Cow<'static, [u8]> {
+    Cow::Owned(s.into_bytes())
+}
+
+fn text(s: &'static str) -> Cow<'static, [u8]> {
+    Cow::Borrowed(s.as_bytes())
 }
 
 impl Generator {
@@ -289,10 +293,10 @@ impl Generator {
             name: cow(name),
             email_address: cow(email),
             credit_card: cow(card),
-            city: Cow::Borrowed(city),
-            state: Cow::Borrowed(state),
+            city: text(city),
+            state: text(state),
             date_time: timestamp,
-            extra: Cow::Borrowed(padding(rng, size, AVG_PERSON_BYTES)),
+            extra: text(padding(rng, size, AVG_PERSON_BYTES)),
         }
     }
 
@@ -324,7 +328,7 @@ impl Generator {
             expires: timestamp + length,
             seller: seller as u64 + FIRST_PERSON_ID,
             category,
-            extra: Cow::Borrowed(padding(rng, size, AVG_AUCTION_BYTES)),
+            extra: text(padding(rng, size, AVG_AUCTION_BYTES)),
         }
     }
 
@@ -352,10 +356,10 @@ impl Generator {
             auction: auction as u64 + FIRST_AUCTION_ID,
             bidder: bidder as u64 + FIRST_PERSON_ID,
             price,
-            channel: Cow::Borrowed(channel),
-            url: Cow::Borrowed(url),
+            channel: text(channel),
+            url: text(url),
             date_time: timestamp,
-            extra: Cow::Borrowed(padding(rng, 32, AVG_BID_BYTES)),
+            extra: text(padding(rng, 32, AVG_BID_BYTES)),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Keyed state and timers, kept inside the guest and snapshotted per key group.
 //!
 //! State lives in guest memory (a host call per access would cost more than
-//! the work), one map per key group this subtask owns, so a snapshot is a
-//! list of independent per-key-group chunks that a job restored at another
-//! parallelism can hand to new owners.
+//! the work), in one map from key to its key group and state. A snapshot is
+//! a list of independent per-key-group chunks that a job restored at another
+//! parallelism can hand to new owners. A key's group is computed (xxh3, with
+//! 128-bit products that wasm32 emulates) only when the key is new: a key
+//! with state remembers it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
 
@@ -119,12 +121,19 @@ impl<S> KeyedContext<'_, S> {
     }
 }
 
-/// Values are `Option`s so that a key's state can be lent to the operator in
-/// place (one lookup, no allocation for a key already present); entries left
-/// `None` after a call are removed. FxHash: only 64-bit multiplies, which
-/// wasm runs natively (xxh3's 128-bit products become library calls there);
-/// flooding is not a concern inside a tenant's own sandbox.
-type KeyMap<S> = HashMap<Vec<u8>, Option<S>, rustc_hash::FxBuildHasher>;
+/// A key's group and state. The state is an `Option` so that it can be lent
+/// to the operator in place (one lookup, no allocation for a key already
+/// present); an entry left `None` after a call is removed, so every entry
+/// has state.
+struct Entry<S> {
+    group: u32,
+    state: Option<S>,
+}
+
+/// FxHash: only 64-bit multiplies, which wasm runs natively (xxh3's 128-bit
+/// products become library calls there); flooding is not a concern inside a
+/// tenant's own sandbox.
+type KeyMap<S> = HashMap<Vec<u8>, Entry<S>, rustc_hash::FxBuildHasher>;
 
 /// What one key group holds; the unit of snapshots.
 #[derive(Serialize, Deserialize)]
@@ -133,14 +142,122 @@ struct KeyGroupSnapshot<S> {
     timers: Vec<(TimeDomain, i64, Vec<u8>)>,
 }
 
+/// Timers of one domain, fired and snapshotted in (time, key group, key)
+/// order. Registering a timer that is already pending costs one hash lookup
+/// (no allocation, no key comparisons along a tree: a window operator
+/// registers the same few timers for every record of a key).
+#[derive(Default)]
+struct TimerSet {
+    pending: hashbrown::HashSet<TimerKey, rustc_hash::FxBuildHasher>,
+    by_time: BTreeMap<(i64, u32), Keys>,
+}
+
+/// The keys with a timer at one (time, key group), sorted on demand.
+#[derive(Default)]
+struct Keys {
+    keys: Vec<Vec<u8>>,
+    /// Whether `keys` is sorted, descending (the next to fire is last).
+    sorted: bool,
+}
+
+#[derive(PartialEq, Eq)]
+struct TimerKey {
+    time: i64,
+    group: u32,
+    key: Vec<u8>,
+}
+
+/// A borrowed [`TimerKey`], to look one up without copying the key.
+struct TimerRef<'a> {
+    time: i64,
+    group: u32,
+    key: &'a [u8],
+}
+
+impl std::hash::Hash for TimerKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        TimerRef {
+            time: self.time,
+            group: self.group,
+            key: &self.key,
+        }
+        .hash(h);
+    }
+}
+
+impl std::hash::Hash for TimerRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.time.hash(h);
+        self.group.hash(h);
+        self.key.hash(h);
+    }
+}
+
+impl hashbrown::Equivalent<TimerKey> for TimerRef<'_> {
+    fn equivalent(&self, k: &TimerKey) -> bool {
+        self.time == k.time && self.group == k.group && self.key == k.key.as_slice()
+    }
+}
+
+impl TimerSet {
+    fn insert(&mut self, time: i64, group: u32, key: &[u8]) {
+        if self.pending.contains(&TimerRef { time, group, key }) {
+            return;
+        }
+        self.pending.insert(TimerKey {
+            time,
+            group,
+            key: key.to_vec(),
+        });
+        let keys = self.by_time.entry((time, group)).or_default();
+        keys.keys.push(key.to_vec());
+        keys.sorted = false;
+    }
+
+    fn first_time(&self) -> Option<i64> {
+        self.by_time.first_key_value().map(|(&(time, _), _)| time)
+    }
+
+    fn pop_first(&mut self) -> Option<(i64, u32, Vec<u8>)> {
+        let mut first = self.by_time.first_entry()?;
+        let (time, group) = *first.key();
+        let keys = first.get_mut();
+        if !keys.sorted {
+            keys.keys.sort_unstable_by(|a, b| b.cmp(a));
+            keys.sorted = true;
+        }
+        let key = keys.keys.pop();
+        if keys.keys.is_empty() {
+            first.remove();
+        }
+        // No empty entry is kept, so the first one had a key.
+        let key = key?;
+        self.pending.remove(&TimerRef {
+            time,
+            group,
+            key: &key,
+        });
+        Some((time, group, key))
+    }
+
+    /// Every pending timer, in firing order.
+    fn iter(&self) -> impl Iterator<Item = (i64, u32, &Vec<u8>)> {
+        self.by_time.iter().flat_map(|(&(time, group), keys)| {
+            let mut sorted: Vec<&Vec<u8>> = keys.keys.iter().collect();
+            sorted.sort_unstable();
+            sorted.into_iter().map(move |key| (time, group, key))
+        })
+    }
+}
+
 pub(crate) struct KeyedOperator<P: KeyedProcess> {
     f: P,
     ctx: OpenContext,
-    first_group: u32,
-    /// One map per owned key group, indexed by `kg - first_group`.
-    groups: Vec<KeyMap<P::State>>,
-    event_timers: BTreeSet<(i64, u32, Vec<u8>)>,
-    processing_timers: BTreeSet<(i64, u32, Vec<u8>)>,
+    /// The key groups this subtask owns.
+    groups: std::ops::Range<u32>,
+    keys: KeyMap<P::State>,
+    event_timers: TimerSet,
+    processing_timers: TimerSet,
     watermark: i64,
     scratch_timers: Vec<(TimeDomain, i64)>,
 }
@@ -154,58 +271,84 @@ impl<P: KeyedProcess> KeyedOperator<P> {
                 parallelism: 1,
                 max_parallelism: 1,
             },
-            first_group: 0,
-            groups: Vec::new(),
-            event_timers: BTreeSet::new(),
-            processing_timers: BTreeSet::new(),
+            groups: 0..0,
+            keys: KeyMap::default(),
+            event_timers: TimerSet::default(),
+            processing_timers: TimerSet::default(),
             watermark: i64::MIN,
             scratch_timers: Vec::new(),
         }
     }
 
-    fn group_index(&self, kg: u32) -> Result<usize, Error> {
-        kg.checked_sub(self.first_group)
-            .map(|i| i as usize)
-            .filter(|&i| i < self.groups.len())
-            .ok_or_else(|| {
-                failed(format!(
-                    "key group {kg} does not belong to subtask {} of {} (max parallelism {}): \
-                     is the input of this keyed operator partitioned by hash?",
-                    self.ctx.subtask, self.ctx.parallelism, self.ctx.max_parallelism
-                ))
-            })
+    /// Checks that this subtask owns key group `kg`.
+    fn owned(&self, kg: u32) -> Result<u32, Error> {
+        if self.groups.contains(&kg) {
+            return Ok(kg);
+        }
+        Err(failed(format!(
+            "key group {kg} does not belong to subtask {} of {} (max parallelism {}): \
+             is the input of this keyed operator partitioned by hash?",
+            self.ctx.subtask, self.ctx.parallelism, self.ctx.max_parallelism
+        )))
     }
 
-    /// Runs `f` for `key` with its state, then files the timers it registered.
+    /// Runs `f` for `key` (of key group `kg`, computed from the key if not
+    /// given and the key is new) with its state, then files the timers it
+    /// registered.
     fn with_key(
         &mut self,
         key: &[u8],
-        kg: u32,
+        kg: Option<u32>,
         input: u32,
         out: &mut Collector,
         call: impl FnOnce(&mut P, &mut KeyedContext<'_, P::State>, &mut Collector) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let gi = self.group_index(kg)?;
-        let map = &mut self.groups[gi];
-        // One lookup; the key is copied only when it is new.
-        let slot = map.entry_ref(key).or_insert(None);
-        let mut ctx = KeyedContext {
-            key,
-            state: slot,
-            timers: &mut self.scratch_timers,
-            watermark: self.watermark,
-            input,
+        let watermark = self.watermark;
+        let (kg, result) = match self.keys.get_mut(key) {
+            // One lookup for a key with state; its group is known.
+            Some(entry) => {
+                let mut ctx = KeyedContext {
+                    key,
+                    state: &mut entry.state,
+                    timers: &mut self.scratch_timers,
+                    watermark,
+                    input,
+                };
+                let result = call(&mut self.f, &mut ctx, out);
+                let kg = entry.group;
+                if entry.state.is_none() {
+                    self.keys.remove(key);
+                }
+                (kg, result)
+            }
+            // A new key: the key is copied only if it keeps state.
+            None => {
+                let kg = match kg {
+                    Some(kg) => kg,
+                    None => sluice_keygroup::key_group(key, self.ctx.max_parallelism),
+                };
+                let kg = self.owned(kg)?;
+                let mut state = None;
+                let mut ctx = KeyedContext {
+                    key,
+                    state: &mut state,
+                    timers: &mut self.scratch_timers,
+                    watermark,
+                    input,
+                };
+                let result = call(&mut self.f, &mut ctx, out);
+                if state.is_some() {
+                    self.keys.insert(key.to_vec(), Entry { group: kg, state });
+                }
+                (kg, result)
+            }
         };
-        let result = call(&mut self.f, &mut ctx, out);
-        if ctx.state.is_none() {
-            map.remove(key);
-        }
         for (domain, t) in self.scratch_timers.drain(..) {
             let set = match domain {
                 TimeDomain::EventTime => &mut self.event_timers,
                 TimeDomain::ProcessingTime => &mut self.processing_timers,
             };
-            set.insert((t, kg, key.to_vec()));
+            set.insert(t, kg, key);
         }
         result
     }
@@ -216,14 +359,17 @@ impl<P: KeyedProcess> KeyedOperator<P> {
                 TimeDomain::EventTime => &mut self.event_timers,
                 TimeDomain::ProcessingTime => &mut self.processing_timers,
             };
-            let Some(first) = set.first() else { break };
-            if first.0 > upto {
+            if set.first_time().is_none_or(|first| first > upto) {
                 break;
             }
-            let (time, kg, key) = set.pop_first().expect("invariant: first() was Some");
+            let Some((time, kg, key)) = set.pop_first() else {
+                break;
+            };
             out.timestamp = Some(time).filter(|_| domain == TimeDomain::EventTime);
             let timer = Timer { time, domain };
-            self.with_key(&key, kg, 0, out, |f, ctx, out| f.on_timer(ctx, timer, out))?;
+            self.with_key(&key, Some(kg), 0, out, |f, ctx, out| {
+                f.on_timer(ctx, timer, out)
+            })?;
         }
         out.timestamp = None;
         Ok(())
@@ -232,10 +378,8 @@ impl<P: KeyedProcess> KeyedOperator<P> {
 
 impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), Error> {
-        let r = sluice_keygroup::range(ctx.subtask, ctx.max_parallelism, ctx.parallelism);
+        self.groups = sluice_keygroup::range(ctx.subtask, ctx.max_parallelism, ctx.parallelism);
         self.ctx = *ctx;
-        self.first_group = r.start;
-        self.groups = r.map(|_| KeyMap::default()).collect();
         Ok(())
     }
 
@@ -243,8 +387,7 @@ impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
         let key = r.key.ok_or_else(|| {
             failed("a keyed operator received a record without a key: emit keyed records upstream")
         })?;
-        let kg = sluice_keygroup::key_group(key, self.ctx.max_parallelism);
-        self.with_key(key, kg, input, out, |f, ctx, out| f.process(ctx, r, out))
+        self.with_key(key, None, input, out, |f, ctx, out| f.process(ctx, r, out))
     }
 
     fn watermark(&mut self, wm: i64, out: &mut Collector) -> Result<(), Error> {
@@ -262,30 +405,35 @@ impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
     }
 
     fn snapshot(&mut self) -> Result<crate::operator::Chunks, Error> {
+        let first = self.groups.start;
         let mut per_group: Vec<KeyGroupSnapshot<&P::State>> = self
             .groups
-            .iter()
-            .map(|m| {
-                let mut state: Vec<_> = m
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_ref()?)))
-                    .collect();
-                // By key: the same state always snapshots to the same bytes,
-                // whichever SDK wrote it (guest-sdk/golden).
-                state.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                KeyGroupSnapshot {
-                    state,
-                    timers: Vec::new(),
-                }
+            .clone()
+            .map(|_| KeyGroupSnapshot {
+                state: Vec::new(),
+                timers: Vec::new(),
             })
             .collect();
+        for (k, entry) in &self.keys {
+            if let Some(state) = &entry.state {
+                per_group[(entry.group - first) as usize]
+                    .state
+                    .push((k.clone(), state));
+            }
+        }
+        for g in &mut per_group {
+            // By key: the same state always snapshots to the same bytes,
+            // whichever SDK wrote it (guest-sdk/golden).
+            g.state.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
         for (domain, set) in [
             (TimeDomain::EventTime, &self.event_timers),
             (TimeDomain::ProcessingTime, &self.processing_timers),
         ] {
-            for (t, kg, key) in set {
-                let gi = (kg - self.first_group) as usize;
-                per_group[gi].timers.push((domain, *t, key.clone()));
+            for (t, kg, key) in set.iter() {
+                per_group[(kg - first) as usize]
+                    .timers
+                    .push((domain, t, key.clone()));
             }
         }
         per_group
@@ -295,27 +443,82 @@ impl<P: KeyedProcess> RawOperator for KeyedOperator<P> {
             .map(|(i, g)| {
                 let bytes = postcard::to_allocvec(&g)
                     .map_err(|e| failed(format!("cannot serialise keyed state: {e}")))?;
-                Ok((Some(self.first_group + i as u32), bytes))
+                Ok((Some(first + i as u32), bytes))
             })
             .collect()
     }
 
     fn restore(&mut self, key_group: Option<u32>, data: &[u8]) -> Result<(), Error> {
         let kg = key_group.ok_or_else(|| failed("keyed operator got non-keyed state"))?;
-        let gi = self.group_index(kg)?;
+        let kg = self.owned(kg)?;
         let g: KeyGroupSnapshot<P::State> = postcard::from_bytes(data)
             .map_err(|e| failed(format!("corrupt keyed state for key group {kg}: {e}")))?;
-        self.groups[gi].extend(g.state.into_iter().map(|(k, v)| (k, Some(v))));
+        self.keys.extend(g.state.into_iter().map(|(k, v)| {
+            let entry = Entry {
+                group: kg,
+                state: Some(v),
+            };
+            (k, entry)
+        }));
         for (domain, t, key) in g.timers {
             match domain {
-                TimeDomain::EventTime => self.event_timers.insert((t, kg, key)),
-                TimeDomain::ProcessingTime => self.processing_timers.insert((t, kg, key)),
-            };
+                TimeDomain::EventTime => self.event_timers.insert(t, kg, &key),
+                TimeDomain::ProcessingTime => self.processing_timers.insert(t, kg, &key),
+            }
         }
         Ok(())
     }
 
     fn next_processing_timer(&self) -> Option<i64> {
-        self.processing_timers.first().map(|t| t.0)
+        self.processing_timers.first_time()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::TimerSet;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(i64, u32, Vec<u8>),
+        Pop,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0i64..6, 0u32..3, proptest::collection::vec(0u8..4, 0..3))
+                .prop_map(|(t, g, k)| Op::Insert(t, g, k)),
+            1 => Just(Op::Pop),
+        ]
+    }
+
+    proptest! {
+        /// The timer set behaves as an ordered set of (time, group, key):
+        /// duplicates collapse, pops come in order, even when inserts fall
+        /// between pops at the time being fired.
+        #[test]
+        fn timers_pop_in_order_once_each_like_an_ordered_set(
+            ops in proptest::collection::vec(op(), 0..200)
+        ) {
+            let mut timers = TimerSet::default();
+            let mut model = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Insert(t, g, k) => {
+                        timers.insert(t, g, &k);
+                        model.insert((t, g, k));
+                    }
+                    Op::Pop => prop_assert_eq!(timers.pop_first(), model.pop_first()),
+                }
+                prop_assert_eq!(timers.first_time(), model.first().map(|t| t.0));
+                let listed: Vec<_> = timers.iter().map(|(t, g, k)| (t, g, k.clone())).collect();
+                let expected: Vec<_> = model.iter().cloned().collect();
+                prop_assert_eq!(listed, expected);
+            }
+        }
     }
 }

@@ -12,6 +12,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// An event's text field (ASCII held as bytes).
+fn s(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("the generator writes ASCII")
+}
+
 /// Runs `query` over `events` events at `parallelism`; its output lines,
 /// sorted.
 fn run(query: &str, events: u64, tps: u64, parallelism: u32, dir: &Path) -> Vec<String> {
@@ -52,7 +57,11 @@ fn reference(query: &str, events: u64, tps: u64) -> Vec<String> {
             .map(|b| {
                 format!(
                     "{},{},{},{},{}",
-                    b.auction, b.bidder, b.price, b.date_time, b.extra
+                    b.auction,
+                    b.bidder,
+                    b.price,
+                    b.date_time,
+                    s(&b.extra)
                 )
             })
             .collect(),
@@ -67,7 +76,7 @@ fn reference(query: &str, events: u64, tps: u64) -> Vec<String> {
                     euros / 1000,
                     euros % 1000,
                     b.date_time,
-                    b.extra
+                    s(&b.extra)
                 )
             })
             .collect(),
@@ -80,9 +89,10 @@ fn reference(query: &str, events: u64, tps: u64) -> Vec<String> {
             let sellers: HashMap<u64, String> = stream
                 .iter()
                 .filter_map(|e| match e {
-                    Event::Person(p) if states.contains(&*p.state) => {
-                        Some((p.id, format!("{},{},{}", p.name, p.city, p.state)))
-                    }
+                    Event::Person(p) if states.contains(s(&p.state)) => Some((
+                        p.id,
+                        format!("{},{},{}", s(&p.name), s(&p.city), s(&p.state)),
+                    )),
                     _ => None,
                 })
                 .collect();
@@ -93,6 +103,42 @@ fn reference(query: &str, events: u64, tps: u64) -> Vec<String> {
                         sellers.get(&a.seller).map(|who| format!("{who},{}", a.id))
                     }
                     _ => None,
+                })
+                .collect()
+        }
+        "q4" => {
+            // An auction's winning bid: its highest one placed while it
+            // was open; per category and window of closing time, the
+            // count and the average (rounded down) of the winning bids.
+            let mut best: HashMap<u64, u64> = HashMap::new();
+            let auctions: HashMap<u64, _> = stream
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Auction(a) => Some((a.id, a)),
+                    _ => None,
+                })
+                .collect();
+            for b in bids {
+                if let Some(a) = auctions.get(&b.auction)
+                    && (a.date_time..=a.expires).contains(&b.date_time)
+                {
+                    let p = best.entry(a.id).or_default();
+                    *p = (*p).max(b.price);
+                }
+            }
+            let mut windows: HashMap<(u64, i64), (u64, u128)> = HashMap::new();
+            for (id, price) in best {
+                let a = auctions[&id];
+                let w = windows
+                    .entry((a.category, a.expires - a.expires.rem_euclid(10_000)))
+                    .or_default();
+                w.0 += 1;
+                w.1 += u128::from(price);
+            }
+            windows
+                .iter()
+                .map(|((category, start), (n, sum))| {
+                    format!("{category},{start},{n},{}", sum / u128::from(*n))
                 })
                 .collect()
         }
@@ -130,7 +176,11 @@ fn reference(query: &str, events: u64, tps: u64) -> Vec<String> {
                 .map(|b| {
                     format!(
                         "{},{},{},{},{}",
-                        b.auction, b.price, b.bidder, b.date_time, b.extra
+                        b.auction,
+                        b.price,
+                        b.bidder,
+                        b.date_time,
+                        s(&b.extra)
                     )
                 })
                 .collect()
@@ -148,7 +198,7 @@ fn reference(query: &str, events: u64, tps: u64) -> Vec<String> {
                 .iter()
                 .filter_map(|e| match e {
                     Event::Person(p) if sold.contains(&(p.id, window(p.date_time))) => {
-                        Some(format!("{},{},{}", p.id, p.name, window(p.date_time)))
+                        Some(format!("{},{},{}", p.id, s(&p.name), window(p.date_time)))
                     }
                     _ => None,
                 })
@@ -165,7 +215,7 @@ fn nexmark_queries_write_what_the_reference_computes_at_parallelism_1_and_3() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Five minutes of event time: thirty tumbling windows, 150 sliding ones.
     let (events, tps) = (60_000, 200);
-    for query in ["q0", "q1", "q2", "q3", "q5", "q7", "q8"] {
+    for query in ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"] {
         let expected = reference(query, events, tps);
         // Enough results that a wrong one cannot hide.
         assert!(expected.len() >= 30, "{query}: {}", expected.len());
@@ -177,6 +227,44 @@ fn nexmark_queries_write_what_the_reference_computes_at_parallelism_1_and_3() {
                 "{query} at p={parallelism}: results differ"
             );
         }
+    }
+}
+
+#[test]
+fn the_synthetic_pipeline_counts_nine_records_in_ten_per_key_at_parallelism_1_and_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = 50_000u64;
+    // Key `i % 10000` of the records kept: each key's counts run 1, 2, ...
+    let mut per_key: HashMap<u64, u64> = HashMap::new();
+    for i in (0..records).filter(|i| i % 10 != 0) {
+        *per_key.entry(i % 10_000).or_default() += 1;
+    }
+    let mut expected: Vec<u64> = per_key.values().flat_map(|&n| 1..=n).collect();
+    expected.sort_unstable();
+    assert_eq!(expected.len(), 45_000);
+    for parallelism in [1, 3] {
+        let output = dir.path().join(format!("synthetic-p{parallelism}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", sluice_test_programs::NEXMARK, "-p"])
+            .arg(parallelism.to_string())
+            .args(["--arg", "query=synthetic"])
+            .args(["--arg", &format!("events={records}")])
+            .args(["--arg", &format!("output={}", output.display())])
+            .output()
+            .expect("run sluice");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        // Each output line is a count: 8 bytes, little-endian, then `\n`.
+        let mut counts = Vec::new();
+        for entry in std::fs::read_dir(&output).expect("output").flatten() {
+            let bytes = std::fs::read(entry.path()).expect("output file");
+            assert_eq!(bytes.len() % 9, 0, "{}", entry.path().display());
+            for line in bytes.chunks_exact(9) {
+                assert_eq!(line[8], b'\n');
+                counts.push(u64::from_le_bytes(line[..8].try_into().expect("8 bytes")));
+            }
+        }
+        counts.sort_unstable();
+        assert!(counts == expected, "p={parallelism}: counts differ");
     }
 }
 

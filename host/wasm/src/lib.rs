@@ -269,6 +269,16 @@ pub(crate) fn engine_config(stack_kib: u64) -> Config {
     config.consume_fuel(true);
     config.epoch_interruption(true);
     config.max_wasm_stack(usize::try_from(stack_kib.saturating_mul(1024)).unwrap_or(usize::MAX));
+    // Guest functions named for `perf` (benchmarks/README.md: profiling).
+    match std::env::var("SLUICE_WASM_PROFILER").as_deref() {
+        Err(_) | Ok("" | "none") => {}
+        Ok("perfmap") => {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        Ok(other) => tracing::warn!(
+            "SLUICE_WASM_PROFILER={other} is not one of perfmap, none: profiling stays off"
+        ),
+    }
     config
 }
 
