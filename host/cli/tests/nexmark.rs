@@ -17,23 +17,39 @@ fn s(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).expect("the generator writes ASCII")
 }
 
-/// Runs `query` over `events` events at `parallelism`; its output lines,
-/// sorted.
-fn run(query: &str, events: u64, tps: u64, parallelism: u32, dir: &Path) -> Vec<String> {
-    let output = dir.join(format!("{query}-p{parallelism}"));
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", sluice_test_programs::NEXMARK, "-p"])
-        .arg(parallelism.to_string())
-        .args(["--arg", &format!("query={query}")])
-        .args(["--arg", &format!("events={events}")])
-        .args(["--arg", &format!("tps={tps}")])
+/// Runs `sluice run` on the Nexmark application with `args` at
+/// `parallelism`, writing to `output`; the contents of its output files.
+fn run_app(args: &[String], parallelism: u32, output: &Path) -> Vec<Vec<u8>> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["run", sluice_test_programs::NEXMARK, "-p"])
+        .arg(parallelism.to_string());
+    for a in args {
+        cmd.args(["--arg", a]);
+    }
+    let out = cmd
         .args(["--arg", &format!("output={}", output.display())])
         .output()
         .expect("run sluice");
-    assert!(out.status.success(), "{query}: {}", text(&out.stderr));
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    std::fs::read_dir(output)
+        .expect("output")
+        .flatten()
+        .map(|entry| std::fs::read(entry.path()).expect("output file"))
+        .collect()
+}
+
+/// Runs `query` over `events` events at `parallelism`; its output lines,
+/// sorted.
+fn run(query: &str, events: u64, tps: u64, parallelism: u32, dir: &Path) -> Vec<String> {
+    let args = [
+        format!("query={query}"),
+        format!("events={events}"),
+        format!("tps={tps}"),
+    ];
+    let output = dir.join(format!("{query}-p{parallelism}"));
     let mut lines = Vec::new();
-    for entry in std::fs::read_dir(&output).expect("output").flatten() {
-        let content = std::fs::read_to_string(entry.path()).expect("utf-8 output");
+    for file in run_app(&args, parallelism, &output) {
+        let content = String::from_utf8(file).expect("utf-8 output");
         lines.extend(content.lines().map(str::to_owned));
     }
     lines.sort();
@@ -244,20 +260,11 @@ fn the_synthetic_pipeline_counts_nine_records_in_ten_per_key_at_parallelism_1_an
     assert_eq!(expected.len(), 45_000);
     for parallelism in [1, 3] {
         let output = dir.path().join(format!("synthetic-p{parallelism}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", sluice_test_programs::NEXMARK, "-p"])
-            .arg(parallelism.to_string())
-            .args(["--arg", "query=synthetic"])
-            .args(["--arg", &format!("events={records}")])
-            .args(["--arg", &format!("output={}", output.display())])
-            .output()
-            .expect("run sluice");
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        let args = ["query=synthetic".to_owned(), format!("events={records}")];
         // Each output line is a count: 8 bytes, little-endian, then `\n`.
         let mut counts = Vec::new();
-        for entry in std::fs::read_dir(&output).expect("output").flatten() {
-            let bytes = std::fs::read(entry.path()).expect("output file");
-            assert_eq!(bytes.len() % 9, 0, "{}", entry.path().display());
+        for bytes in run_app(&args, parallelism, &output) {
+            assert_eq!(bytes.len() % 9, 0);
             for line in bytes.chunks_exact(9) {
                 assert_eq!(line[8], b'\n');
                 counts.push(u64::from_le_bytes(line[..8].try_into().expect("8 bytes")));

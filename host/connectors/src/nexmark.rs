@@ -8,14 +8,14 @@ use sluice_types::BatchBuilder;
 use crate::datagen::Split;
 use crate::{ConnectorError, Poll, Source};
 
+/// Bytes of the buffer events are encoded into (they are under 1.3 KiB).
+const ENCODE_BUFFER: usize = 4096;
+
 /// Subtask `s` of `p` emits events `s, s + p, ...` of the one stream, so
 /// the stream is the same at any parallelism. A subtask restored with
 /// several sequences (from a checkpoint at a higher parallelism) merges
 /// them in event order, so within a subtask event time never goes back and
 /// nothing falls behind its watermark.
-/// Bytes of the buffer events are encoded into (they are under 1.3 KiB).
-const ENCODE_BUFFER: usize = 4096;
-
 pub(crate) struct NexmarkSource {
     generator: Generator,
     splits: Vec<Split>,
