@@ -3,8 +3,9 @@
 
 Started by run.sh, which builds both sides. For each parallelism it starts a
 Flink standalone session cluster (one JobManager, one TaskManager with two
-slots, Flink's default memory settings) and a Sluice session cluster (one
-JobManager, one TaskManager with two slots), both on 127.0.0.1, with
+slots, or as many as the parallelism if more, Flink's default memory
+settings) and a Sluice session cluster (one JobManager, one TaskManager with
+as many slots), both on 127.0.0.1, with
 exactly-once checkpoints every second to the local disk. For each query it:
 
 1. checks that both engines write the same results (every field the query
@@ -321,6 +322,16 @@ def main():
     ap.add_argument("--max-foreign", type=float, default=0.15)
     ap.add_argument("--json", help="also write every run's figures to this file")
     a = ap.parse_args()
+    known = NEXMARK_QUERIES + ["synthetic"]
+    unknown = [q for q in a.queries.split() if q not in known]
+    if unknown:
+        ap.error(f"unknown queries {' '.join(unknown)}: choose from {' '.join(known)}")
+    try:
+        parallelisms = [int(x) for x in a.parallelism.split()]
+    except ValueError:
+        ap.error(f"--parallelism {a.parallelism!r}: expected numbers such as \"1 2\"")
+    if not parallelisms or min(parallelisms) < 1 or a.runs < 1 or a.events < 1:
+        ap.error("--parallelism, --runs and --events must be at least 1")
 
     work = tempfile.mkdtemp(prefix="sluice-vs-flink-")
     clusters = []
@@ -339,10 +350,13 @@ def main():
         print(f"machine: {os.cpu_count()} CPUs ({model}), "
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB; "
               f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", flush=True)
-        for p in [int(x) for x in a.parallelism.split()]:
-            flink = Flink(work, a.flink_home, a.flink_jar, 2, f"p{p}")
+        for p in parallelisms:
+            # Two slots at least, so that both engines' TaskManagers look
+            # alike whatever the job's parallelism.
+            slots = max(2, p)
+            flink = Flink(work, a.flink_home, a.flink_jar, slots, f"p{p}")
             clusters.append(flink)
-            sluice = Sluice(work, a.sluice, a.wasm, 2, f"p{p}")
+            sluice = Sluice(work, a.sluice, a.wasm, slots, f"p{p}")
             clusters.append(sluice)
             engines = [flink, sluice]
             for q in a.queries.split():
