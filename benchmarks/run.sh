@@ -31,3 +31,11 @@ echo
 echo "## What exactly-once checkpoints cost"
 benchmarks/target/release/checkpoint-cost \
     examples/target/wasm32-wasip2/release/exactly_once.wasm 5
+echo
+echo "## Failover after a TaskManager's kill -9"
+benchmarks/target/release/failover \
+    examples/target/wasm32-wasip2/release/exactly_once.wasm 3
+echo
+echo "## Starting operators and live instances (small policy)"
+benchmarks/target/release/scale examples/target/wasm32-wasip2/release/wordcount.wasm \
+    policies/small.toml 1000

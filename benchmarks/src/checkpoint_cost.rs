@@ -4,19 +4,17 @@
 //! 1. throughput of the exactly-once checker job (generator → hash →
 //!    keyed state → two-phase file sink, parallelism 2) without checkpoints
 //!    and with a checkpoint every second, runs interleaved;
-//! 2. checkpoint durations (trigger to completion) of those runs, p50/p99;
-//! 3. recovery time: from `kill -9` of a TaskManager until every task of the
-//!    job runs again (restored from the latest checkpoint), on a fresh
-//!    cluster per trial (restart strategy: fixed delay of 200 ms).
+//! 2. checkpoint durations (trigger to completion) of those runs, p50/p99.
+//!
+//! (Recovery after a TaskManager's `kill -9`: the `failover` benchmark.)
 //!
 //! Usage: `checkpoint-cost EXACTLY_ONCE.wasm [RUNS]`.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
-use sluice_bench::{Cluster, median, percentile, wait_for};
+use serde_json::json;
+use sluice_bench::{Cluster, median, percentile};
 
 const RECORDS: u64 = 30_000_000;
 const KEYS: u64 = 1000;
@@ -94,65 +92,5 @@ fn main() -> anyhow::Result<()> {
         percentile(&mut durations, 99.0),
         percentile(&mut durations, 100.0)
     );
-    println!();
-    let mut recoveries = Vec::new();
-    for trial in 0..3 {
-        let secs = recovery(&guest, out.path().join(format!("recovery-{trial}")))?;
-        eprintln!("recovery {}: {secs:.2} s", trial + 1);
-        recoveries.push(secs);
-    }
-    println!("| recovery trials | median (s) | min (s) | max (s) |");
-    println!("|---:|---:|---:|---:|");
-    println!(
-        "| {} | {:.2} | {:.2} | {:.2} |",
-        recoveries.len(),
-        median(&mut recoveries),
-        recoveries[0],
-        recoveries[recoveries.len() - 1]
-    );
     Ok(())
-}
-
-/// Seconds from killing a TaskManager until every task of the job runs
-/// again, restored from a checkpoint.
-fn recovery(guest: &std::path::Path, output: PathBuf) -> anyhow::Result<f64> {
-    let mut cluster = Cluster::start(2, 2)?;
-    let jar = cluster.upload(guest)?;
-    let job = cluster.submit(
-        &jar,
-        json!({
-            "parallelism": 2,
-            "checkpointInterval": 1000,
-            "programArgsList": [
-                "records=100000000", format!("keys={KEYS}"), "rate=200000",
-                format!("output={}", output.display()),
-            ],
-        }),
-    )?;
-    let running = |d: &Value, attempt: u64| {
-        d["state"] == "RUNNING"
-            && d["attempt"].as_u64() >= Some(attempt)
-            && d["status-counts"]["RUNNING"].as_u64() == Some(4)
-    };
-    wait_for("a completed checkpoint", || {
-        let d = cluster.get(&format!("/jobs/{job}")).ok()?;
-        let c = cluster.get(&format!("/jobs/{job}/checkpoints")).ok()?;
-        (running(&d, 0) && c["counts"]["completed"].as_u64()? >= 1).then_some(())
-    })?;
-    // procs[0] is the JobManager; both TaskManagers run a task of the job.
-    let victim = &mut cluster.procs[1].0;
-    let killed = Instant::now();
-    victim.kill()?;
-    victim.wait()?;
-    wait_for("the job to run again", || {
-        let d = cluster.get(&format!("/jobs/{job}")).ok()?;
-        running(&d, 1).then_some(())
-    })?;
-    let secs = killed.elapsed().as_secs_f64();
-    let c = cluster.get(&format!("/jobs/{job}/checkpoints"))?;
-    if c["latest"]["restored"].is_null() {
-        bail!("the job restarted without restoring a checkpoint: {c}");
-    }
-    // Dropping the cluster stops its processes, the endless job with them.
-    Ok(secs)
 }

@@ -23,13 +23,15 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// Runs this process as a JobManager or TaskManager when `args` say so
-/// (`--jobmanager DIR`, `--taskmanager RPC TOKEN DIR SLOTS`); false otherwise.
+/// (`--jobmanager DIR PEER_TIMEOUT_MS`, `--taskmanager RPC TOKEN DIR SLOTS
+/// PEER_TIMEOUT_MS`); false otherwise.
 pub fn serve_role(args: &[String]) -> anyhow::Result<bool> {
+    let ms = |i: usize| -> anyhow::Result<Duration> { Ok(Duration::from_millis(args[i].parse()?)) };
     match args.get(1).map(String::as_str) {
-        Some("--jobmanager") => role_jobmanager(Path::new(&args[2])).map(|()| true),
+        Some("--jobmanager") => role_jobmanager(Path::new(&args[2]), ms(3)?).map(|()| true),
         Some("--taskmanager") => {
             let slots = args[5].parse()?;
-            role_taskmanager(&args[2], &args[3], Path::new(&args[4]), slots).map(|()| true)
+            role_taskmanager(&args[2], &args[3], Path::new(&args[4]), slots, ms(6)?).map(|()| true)
         }
         _ => Ok(false),
     }
@@ -71,6 +73,12 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Resu
 impl Cluster {
     /// A JobManager and `tms` TaskManagers with `slots` slots each.
     pub fn start(tms: usize, slots: u32) -> anyhow::Result<Cluster> {
+        Cluster::start_with(tms, slots, sluice_transport::DEFAULT_PEER_TIMEOUT)
+    }
+
+    /// [`Cluster::start`] with every process's peer timeout set.
+    pub fn start_with(tms: usize, slots: u32, peer_timeout: Duration) -> anyhow::Result<Cluster> {
+        let peer_ms = peer_timeout.as_millis().to_string();
         let dir = tempfile::tempdir()?;
         let me = std::env::current_exe()?;
         let spawn = |args: &[&str]| -> anyhow::Result<Proc> {
@@ -79,7 +87,11 @@ impl Cluster {
             ))
         };
         let jm_dir = dir.path().join("jm");
-        let mut procs = vec![spawn(&["--jobmanager", &jm_dir.display().to_string()])?];
+        let mut procs = vec![spawn(&[
+            "--jobmanager",
+            &jm_dir.display().to_string(),
+            &peer_ms,
+        ])?];
         let endpoints = jm_dir.join("endpoints.json");
         let e: Value = wait_for("the JobManager", || {
             serde_json::from_slice(&std::fs::read(&endpoints).ok()?).ok()
@@ -91,7 +103,14 @@ impl Cluster {
         for n in 0..tms {
             let tm_dir = dir.path().join(format!("tm{n}")).display().to_string();
             let slots = slots.to_string();
-            procs.push(spawn(&["--taskmanager", &rpc, &token, &tm_dir, &slots])?);
+            procs.push(spawn(&[
+                "--taskmanager",
+                &rpc,
+                &token,
+                &tm_dir,
+                &slots,
+                &peer_ms,
+            ])?);
         }
         let cluster = Cluster {
             _dir: dir,
@@ -171,7 +190,7 @@ impl Cluster {
 }
 
 /// Runs this process as a JobManager with its data in `dir`.
-pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
+pub fn role_jobmanager(dir: &Path, peer_timeout: Duration) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let config = sluice_cluster::JobManagerConfig {
         rest_addr: "127.0.0.1:0".parse()?,
@@ -185,6 +204,7 @@ pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
         },
         slot_timeout: Duration::from_secs(60),
         heartbeat_timeout: Duration::from_secs(10),
+        peer_timeout,
         restart: sluice_coord::RestartStrategy::FixedDelay {
             attempts: 3,
             delay_ms: 200,
@@ -211,7 +231,13 @@ pub fn role_jobmanager(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs this process as a TaskManager.
-pub fn role_taskmanager(rpc: &str, token: &str, dir: &Path, slots: u32) -> anyhow::Result<()> {
+pub fn role_taskmanager(
+    rpc: &str,
+    token: &str,
+    dir: &Path,
+    slots: u32,
+    peer_timeout: Duration,
+) -> anyhow::Result<()> {
     let config = sluice_cluster::TaskManagerConfig {
         jobmanager: rpc.to_owned(),
         slots,
@@ -222,6 +248,7 @@ pub fn role_taskmanager(rpc: &str, token: &str, dir: &Path, slots: u32) -> anyho
         metrics_addrs: Vec::new(),
         cores: None,
         compiler: sluice_wasm::Compiler::InProcess,
+        peer_timeout,
     };
     runtime()?.block_on(sluice_cluster::taskmanager::run(config, |_| {}))
 }

@@ -23,6 +23,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::json;
 use sluice_bench::Cluster;
+use sluice_transport::DEFAULT_PEER_TIMEOUT;
 use sluice_types::{BatchBuilder, Event};
 
 fn main() -> anyhow::Result<()> {
@@ -139,10 +140,23 @@ async fn raw_quinn(records: u64, value_bytes: usize) -> anyhow::Result<f64> {
     let ca = sluice_transport::ClusterCa::load_or_create(dir.path())?;
     let (a, b) = (ca.issue("a")?, ca.issue("b")?);
     let local = "127.0.0.1:0".parse()?;
-    let server = sluice_transport::bind(local, Some(sluice_transport::server_config(&b, false)?))?;
-    let mut client =
-        sluice_transport::bind(local, Some(sluice_transport::server_config(&a, false)?))?;
-    client.set_default_client_config(sluice_transport::client_config(&a)?);
+    let server = sluice_transport::bind(
+        local,
+        Some(sluice_transport::server_config(
+            &b,
+            false,
+            DEFAULT_PEER_TIMEOUT,
+        )?),
+    )?;
+    let mut client = sluice_transport::bind(
+        local,
+        Some(sluice_transport::server_config(
+            &a,
+            false,
+            DEFAULT_PEER_TIMEOUT,
+        )?),
+    )?;
+    client.set_default_client_config(sluice_transport::client_config(&a, DEFAULT_PEER_TIMEOUT)?);
     let addr = server.local_addr()?;
     let accept = tokio::spawn(async move {
         let conn = server.accept().await.context("no connection")?.await?;

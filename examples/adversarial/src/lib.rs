@@ -13,7 +13,10 @@
 //! about half a million instructions per record (a slow operator, a
 //! noisy neighbour); `mode=flood-output` emits 70 000 records of 1 KiB
 //! for each record it gets (one huge batch); `mode=sleep` sleeps an hour
-//! per record (WASI's clock, no wasm running). `count=N` records from the
+//! per record (WASI's clock, no wasm running). Isolation: `mode=snoop`
+//! emits what its instance's memory held where it leaves each record's
+//! value (zeros, unless an earlier record of the same instance put it
+//! there). `count=N` records from the
 //! generator (default 1000), `parallelism=N` of every node (default: the
 //! job's).
 
@@ -114,6 +117,16 @@ impl Application for Adversarial {
                 out.emit(r.value);
                 Ok(())
             }),
+            map("snoop", |r: Record<'_>, out: &mut Collector| {
+                // What is in this instance's scratch memory (a fresh
+                // instance must find zeros, whatever instance had its
+                // memory before), then the record's value left there.
+                let mut scratch = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+                let n = r.value.len().min(scratch.len());
+                out.emit(&scratch[..n]);
+                scratch[..n].copy_from_slice(&r.value[..n]);
+                Ok(())
+            }),
             map("panic", |r: Record<'_>, _out: &mut Collector| {
                 panic!(
                     "operator gave up on record {:?}",
@@ -165,6 +178,7 @@ impl Application for Adversarial {
             "flood-output",
             "sleep",
             "pass",
+            "snoop",
         ];
         if !operators.contains(&mode) {
             return Err(invalid_config(format!("unknown mode `{mode}`")));
@@ -187,6 +201,9 @@ impl Application for Adversarial {
         Ok(g)
     }
 }
+
+/// Zero-initialised memory (a whole wasm page) that `snoop` reads and writes.
+static SCRATCH: std::sync::Mutex<[u8; 64 << 10]> = std::sync::Mutex::new([0; 64 << 10]);
 
 /// Recursion whose frames hold 16 KiB each, on the stack the compiler keeps
 /// in linear memory; it never ends (the depth only grows, and is never

@@ -46,9 +46,12 @@ pub struct JobManagerArgs {
     /// How long a job waits for free slots before it fails.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     slot_timeout: Duration,
-    /// A TaskManager silent this long is declared lost and its tasks fail.
+    /// A TaskManager whose heartbeats stop this long while its connection
+    /// lives (a stuck process) is declared lost and its tasks fail.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
+    #[command(flatten)]
+    peer: PeerArgs,
     /// Restart strategy after a failure: `exponential-delay` (Flink's
     /// default), `fixed-delay`, `failure-rate` or `none`. A failure that
     /// would happen again (a missing input, a guest over its limits) is
@@ -152,6 +155,36 @@ pub struct TaskManagerArgs {
     /// leaves task threads to the OS scheduler.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=4096))]
     cores: Option<u32>,
+    #[command(flatten)]
+    peer: PeerArgs,
+}
+
+/// How fast a cluster process gives up on a silent peer.
+#[derive(clap::Args, Clone, Debug)]
+struct PeerArgs {
+    /// A peer whose connection is silent this long (a killed process, a
+    /// dead host, a cut network) is lost, and the tasks that need it fail
+    /// over; keep-alives go every fifth of it. A connection uses the
+    /// smaller of its two ends' values. Raise it on a slow or lossy network.
+    #[arg(long, default_value = "1s", value_parser = parse_peer_timeout)]
+    peer_timeout: Duration,
+}
+
+fn parse_peer_timeout(s: &str) -> Result<Duration, String> {
+    let (min, max) = (
+        sluice_transport::MIN_PEER_TIMEOUT,
+        sluice_transport::MAX_PEER_TIMEOUT,
+    );
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (a duration such as `1s`)"))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{} is out of range: between {} and {}",
+            humantime::format_duration(d),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 /// Bounds on compiling tenants' components, which JobManagers (on upload)
@@ -261,6 +294,7 @@ pub fn jobmanager(args: JobManagerArgs) -> anyhow::Result<()> {
         },
         slot_timeout: args.slot_timeout,
         heartbeat_timeout: args.heartbeat_timeout,
+        peer_timeout: args.peer.peer_timeout,
         restart,
         base_dir: Some(std::env::current_dir()?),
         checkpoint_storage: match args.checkpoint_dir {
@@ -352,6 +386,7 @@ pub fn taskmanager(args: TaskManagerArgs) -> anyhow::Result<()> {
         metrics_addrs: args.metrics_addr.0,
         cores: args.cores.map(|c| c as usize),
         compiler: args.compile.compiler()?,
+        peer_timeout: args.peer.peer_timeout,
     };
     server_runtime()?.block_on(sluice_cluster::taskmanager::run(config, |e| {
         write_endpoints(&endpoints_file, e)

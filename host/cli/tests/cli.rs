@@ -174,6 +174,23 @@ fn bad_input_gets_a_clear_error() {
 }
 
 #[test]
+fn a_peer_timeout_out_of_range_is_refused_with_the_range() {
+    for role in ["jobmanager", "taskmanager"] {
+        for (value, says) in [
+            ("10ms", "10ms is out of range: between 250ms and 10m"),
+            ("1h", "1h is out of range: between 250ms and 10m"),
+            ("soon", "a duration such as `1s`"),
+        ] {
+            let out = sluice(&[role, "--peer-timeout", value]);
+            assert_eq!(out.status.code(), Some(2), "{role} {value}");
+            let err = text(&out.stderr);
+            assert!(err.contains("--peer-timeout"), "{role} {value}: {err}");
+            assert!(err.contains(says), "{role} {value}: {err}");
+        }
+    }
+}
+
+#[test]
 fn run_with_checkpoints_publishes_every_record_once_and_cleans_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out_dir = dir.path().join("out");

@@ -56,8 +56,13 @@ pub struct JobManagerConfig {
     pub tenancy: TenancyConfig,
     /// How long a job waits for enough free slots before it fails.
     pub slot_timeout: Duration,
-    /// A TaskManager silent this long is declared lost.
+    /// A TaskManager whose heartbeats (every [`HEARTBEAT_SECS`]) stop this
+    /// long while its connection lives is declared lost (a stuck process).
     pub heartbeat_timeout: Duration,
+    /// A TaskManager whose connection is silent this long is declared lost
+    /// (a killed process, a dead host, a cut network): QUIC keep-alives go
+    /// every fifth of it.
+    pub peer_timeout: Duration,
     /// What happens when a job run fails.
     pub restart: RestartStrategy,
     /// Relative file paths in jobs resolve against this directory.

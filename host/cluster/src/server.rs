@@ -66,7 +66,11 @@ pub async fn run(config: JobManagerConfig, ready: impl FnOnce(&Endpoints)) -> an
     let identity = ca.issue("jobmanager")?;
     let endpoint = sluice_transport::bind(
         config.rpc_addr,
-        Some(sluice_transport::server_config(&identity, true)?),
+        Some(sluice_transport::server_config(
+            &identity,
+            true,
+            config.peer_timeout,
+        )?),
     )?;
     crate::metrics::install();
     let rest = tokio::net::TcpListener::bind(config.rest_addr)

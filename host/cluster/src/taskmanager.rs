@@ -69,6 +69,10 @@ pub struct TaskManagerConfig {
     pub cores: Option<usize>,
     /// Where deployed components are compiled (see `sluice_wasm::Compiler`).
     pub compiler: sluice_wasm::Compiler,
+    /// A peer (the JobManager, another TaskManager) whose connection is
+    /// silent this long is lost; a connection uses the smaller of its two
+    /// ends' values.
+    pub peer_timeout: Duration,
 }
 
 /// Where a started TaskManager listens.
@@ -195,16 +199,23 @@ pub async fn run(
                 tls_dir.display()
             );
         };
-        let id = join(jm_addr, &token).await?;
+        let id = join(jm_addr, &token, config.peer_timeout).await?;
         id.save(&tls_dir)?;
         tracing::info!(dir = %tls_dir.display(), "joined the cluster; certificate saved");
         id
     };
     let mut endpoint = sluice_transport::bind(
         config.rpc_addr,
-        Some(sluice_transport::server_config(&identity, false)?),
+        Some(sluice_transport::server_config(
+            &identity,
+            false,
+            config.peer_timeout,
+        )?),
     )?;
-    endpoint.set_default_client_config(sluice_transport::client_config(&identity)?);
+    endpoint.set_default_client_config(sluice_transport::client_config(
+        &identity,
+        config.peer_timeout,
+    )?);
     let local = endpoint.local_addr()?;
     let io = tokio::runtime::Handle::current();
     let connectors = Connectors::new(&io, config.base_dir.clone())
@@ -330,14 +341,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Gets a certificate from the JobManager with a join token.
-async fn join(jm: SocketAddr, token: &JoinToken) -> anyhow::Result<Identity> {
+async fn join(
+    jm: SocketAddr,
+    token: &JoinToken,
+    peer_timeout: Duration,
+) -> anyhow::Result<Identity> {
     let unspecified: SocketAddr = if jm.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .expect("invariant: a literal address");
     let endpoint = sluice_transport::bind(unspecified, None)?;
     let conn = endpoint
         .connect_with(
-            sluice_transport::join_client_config(token.ca_fingerprint)?,
+            sluice_transport::join_client_config(token.ca_fingerprint, peer_timeout)?,
             jm,
             sluice_transport::server_name(),
         )?

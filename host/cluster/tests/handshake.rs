@@ -25,6 +25,7 @@ async fn start_jobmanager(dir: &std::path::Path) -> Endpoints {
         },
         slot_timeout: Duration::from_secs(60),
         heartbeat_timeout: Duration::from_secs(10),
+        peer_timeout: sluice_transport::DEFAULT_PEER_TIMEOUT,
         restart: RestartStrategy::None,
         base_dir: None,
         checkpoint_storage: "memory://".into(),
@@ -166,7 +167,11 @@ async fn join_connection(endpoints: &Endpoints, token: &JoinToken) -> quinn::Con
         sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
     endpoint
         .connect_with(
-            sluice_transport::join_client_config(token.ca_fingerprint).expect("config"),
+            sluice_transport::join_client_config(
+                token.ca_fingerprint,
+                sluice_transport::DEFAULT_PEER_TIMEOUT,
+            )
+            .expect("config"),
             endpoints.rpc,
             sluice_transport::server_name(),
         )
@@ -182,7 +187,10 @@ async fn connect_as(
 ) -> quinn::Connection {
     let mut endpoint =
         sluice_transport::bind("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
-    endpoint.set_default_client_config(sluice_transport::client_config(id).expect("config"));
+    endpoint.set_default_client_config(
+        sluice_transport::client_config(id, sluice_transport::DEFAULT_PEER_TIMEOUT)
+            .expect("config"),
+    );
     endpoint
         .connect(to, sluice_transport::server_name())
         .expect("connect")
@@ -229,6 +237,7 @@ async fn a_removed_certificate_is_dropped_and_refused_by_the_other_taskmanagers_
         metrics_addrs: Vec::new(),
         cores: None,
         compiler: sluice_wasm::Compiler::InProcess,
+        peer_timeout: sluice_transport::DEFAULT_PEER_TIMEOUT,
     };
     tokio::spawn(sluice_cluster::taskmanager::run(config, move |e| {
         let _ = tx.send(e.rpc);

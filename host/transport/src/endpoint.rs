@@ -20,10 +20,18 @@ pub const ALPN_CLUSTER: &[u8] = b"sluice/1";
 /// ALPN of a TaskManager joining with a token (server-authenticated only).
 pub const ALPN_JOIN: &[u8] = b"sluice-join/1";
 
-/// How long a silent peer is kept: a killed or cut-off process is noticed
-/// within this time (keep-alives make silence mean death).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(6);
-const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// How long a silent peer is kept by default: a killed or cut-off process
+/// is noticed within this time, because keep-alives (every fifth of it)
+/// make silence mean death. A connection uses the smaller of its two ends'
+/// timeouts; QUIC never lets it fall below three probe timeouts, so a
+/// congested path stretches it instead of losing the peer.
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The shortest peer timeout accepted: below it, a busy machine's
+/// scheduling delays would pass for deaths.
+pub const MIN_PEER_TIMEOUT: Duration = Duration::from_millis(250);
+/// The longest (QUIC's limit is far above; a peer silent for longer is
+/// not coming back in time for its tasks).
+pub const MAX_PEER_TIMEOUT: Duration = Duration::from_secs(600);
 /// Socket buffers: the default ~200 KiB lost datagrams under load here.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -56,17 +64,18 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport() -> Arc<TransportConfig> {
+fn transport(peer_timeout: Duration) -> Arc<TransportConfig> {
+    let peer_timeout = peer_timeout.clamp(MIN_PEER_TIMEOUT, MAX_PEER_TIMEOUT);
     let mut t = TransportConfig::default();
     // One stream per data channel: a job at parallelism 64 with a hash
     // edge has 4096 channels, most of them between two TaskManagers.
     t.max_concurrent_uni_streams(VarInt::from_u32(16_384));
     t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
-    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.keep_alive_interval(Some(peer_timeout / 5));
     t.max_idle_timeout(Some(
-        IDLE_TIMEOUT
+        peer_timeout
             .try_into()
-            .expect("invariant: the idle timeout fits QUIC's range"),
+            .expect("invariant: MAX_PEER_TIMEOUT fits QUIC's range"),
     ));
     Arc::new(t)
 }
@@ -79,10 +88,14 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, EndpointErr
     Ok(Arc::new(roots))
 }
 
-/// The server side. With `allow_join`, clients without a certificate may
+/// The server side; a client silent for `peer_timeout` is lost. With `allow_join`, clients without a certificate may
 /// connect with [`ALPN_JOIN`] (the caller must then only let them join);
 /// a client that presents a certificate from another CA is refused either way.
-pub fn server_config(id: &Identity, allow_join: bool) -> Result<ServerConfig, EndpointError> {
+pub fn server_config(
+    id: &Identity,
+    allow_join: bool,
+    peer_timeout: Duration,
+) -> Result<ServerConfig, EndpointError> {
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(&id.ca)?, provider.clone());
     let verifier = if allow_join {
@@ -103,25 +116,29 @@ pub fn server_config(id: &Identity, allow_join: bool) -> Result<ServerConfig, En
     }
     let quic = QuicServerConfig::try_from(tls).map_err(|e| EndpointError::Ca(e.to_string()))?;
     let mut config = ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(transport(peer_timeout));
     Ok(config)
 }
 
-/// The client side of a cluster member.
-pub fn client_config(id: &Identity) -> Result<ClientConfig, EndpointError> {
+/// The client side of a cluster member; a server silent for
+/// `peer_timeout` is lost.
+pub fn client_config(id: &Identity, peer_timeout: Duration) -> Result<ClientConfig, EndpointError> {
     let provider = provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(&id.ca)?)
         .with_client_auth_cert(vec![id.cert.clone()], id.private_key())?;
     tls.alpn_protocols = vec![ALPN_CLUSTER.to_vec()];
-    finish_client(tls)
+    finish_client(tls, peer_timeout)
 }
 
 /// The client side of a joiner: no certificate of its own, and it trusts a
 /// server only if the server's chain ends in the CA whose fingerprint the
 /// join token carries.
-pub fn join_client_config(ca_fingerprint: [u8; 32]) -> Result<ClientConfig, EndpointError> {
+pub fn join_client_config(
+    ca_fingerprint: [u8; 32],
+    peer_timeout: Duration,
+) -> Result<ClientConfig, EndpointError> {
     let provider = provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -132,13 +149,16 @@ pub fn join_client_config(ca_fingerprint: [u8; 32]) -> Result<ClientConfig, Endp
         }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN_JOIN.to_vec()];
-    finish_client(tls)
+    finish_client(tls, peer_timeout)
 }
 
-fn finish_client(tls: rustls::ClientConfig) -> Result<ClientConfig, EndpointError> {
+fn finish_client(
+    tls: rustls::ClientConfig,
+    peer_timeout: Duration,
+) -> Result<ClientConfig, EndpointError> {
     let quic = QuicClientConfig::try_from(tls).map_err(|e| EndpointError::Ca(e.to_string()))?;
     let mut config = ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(transport(peer_timeout));
     Ok(config)
 }
 

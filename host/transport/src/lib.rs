@@ -13,8 +13,9 @@ pub mod frame;
 pub mod pki;
 
 pub use endpoint::{
-    ALPN_CLUSTER, ALPN_JOIN, EndpointError, IDLE_TIMEOUT, bind, client_config, join_client_config,
-    peer_fingerprint, server_config, server_name,
+    ALPN_CLUSTER, ALPN_JOIN, DEFAULT_PEER_TIMEOUT, EndpointError, MAX_PEER_TIMEOUT,
+    MIN_PEER_TIMEOUT, bind, client_config, join_client_config, peer_fingerprint, server_config,
+    server_name,
 };
 pub use frame::FrameError;
 pub use pki::{ClusterCa, Identity, JoinToken, PkiError, write_private};
