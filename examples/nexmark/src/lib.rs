@@ -35,7 +35,9 @@
 //!
 //! Windows are in event time, with Nexmark's watermark (4 s behind the
 //! newest event); windows are `[start, start + size)`, fired once the
-//! watermark passes their last millisecond.
+//! watermark passes their last millisecond, built with the SDK's window
+//! operators (`keyed_window`; records later than that are dropped, as
+//! Flink's window operators drop them).
 
 use serde::{Deserialize, Serialize};
 use sluice_nexmark::{Bid, Event};
@@ -61,11 +63,6 @@ const SYNTHETIC_KEYS: u64 = 10_000;
 const SYNTHETIC_RECORD_BYTES: u64 = 100;
 /// Nexmark's watermark trails the newest event by this much.
 const WATERMARK_DELAY_MS: u64 = 4_000;
-
-fn event_time(r: &Record<'_>) -> Result<i64, Error> {
-    r.timestamp
-        .ok_or_else(|| failed("a Nexmark event without a timestamp"))
-}
 
 fn tumble(ts: i64) -> i64 {
     ts - ts.rem_euclid(TUMBLE_MS)
@@ -322,58 +319,36 @@ impl KeyedProcess for Q4Winner {
     }
 }
 
-/// Closing prices of one category: window start → (auctions, sum).
-#[derive(Default, Serialize, Deserialize)]
-struct Closed(Vec<(i64, u64, u128)>);
-
 /// q4, last step: per category and tumbling window of closing time, the
 /// number of auctions closed with a bid and their average price.
 struct Q4Average;
 
-impl KeyedProcess for Q4Average {
-    type State = Closed;
+impl WindowAggregate for Q4Average {
+    /// Auctions closed with a bid, and the sum of their prices.
+    type Acc = (u64, u128);
 
-    fn process(
+    fn add(
         &mut self,
-        ctx: &mut KeyedContext<'_, Closed>,
-        r: Record<'_>,
-        _: &mut Collector,
+        acc: &mut (u64, u128),
+        _: Window,
+        _: u32,
+        r: &Record<'_>,
     ) -> Result<(), Error> {
-        let start = tumble(event_time(&r)?);
-        let price = u64_key(r.value)?;
-        let windows = &mut ctx.state_or_default().0;
-        match windows.iter_mut().find(|w| w.0 == start) {
-            Some(w) => {
-                w.1 += 1;
-                w.2 += u128::from(price);
-            }
-            None => windows.push((start, 1, u128::from(price))),
-        }
-        ctx.register_event_timer(start + TUMBLE_MS - 1);
+        acc.0 += 1;
+        acc.1 += u128::from(u64_key(r.value)?);
         Ok(())
     }
 
-    fn on_timer(
+    fn fire(
         &mut self,
-        ctx: &mut KeyedContext<'_, Closed>,
-        timer: Timer,
+        category: &[u8],
+        w: Window,
+        &(n, sum): &(u64, u128),
         out: &mut Collector,
     ) -> Result<(), Error> {
-        let category = u64_key(ctx.key())?;
-        let Some(windows) = ctx.state() else {
-            return Ok(());
-        };
-        windows.0.retain(|&(start, n, sum)| {
-            if start + TUMBLE_MS - 1 > timer.time {
-                return true;
-            }
-            let average = sum / u128::from(n);
-            out.emit(format!("{category},{start},{n},{average}").as_bytes());
-            false
-        });
-        if windows.0.is_empty() {
-            ctx.clear_state();
-        }
+        let category = u64_key(category)?;
+        let average = sum / u128::from(n);
+        out.emit(format!("{category},{},{n},{average}", w.start).as_bytes());
         Ok(())
     }
 }
@@ -386,61 +361,29 @@ fn q5_by_auction(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
     Ok(())
 }
 
-/// Bids per sliding window of one auction: window start → count.
-#[derive(Default, Serialize, Deserialize)]
-struct Counts(Vec<(i64, u64)>);
-
-/// q5, second step: counts an auction's bids in every window they fall in,
-/// and emits `(auction, count)` keyed by window when it closes.
+/// q5, second step: counts an auction's bids in every sliding window they
+/// fall in, and emits `(auction, count)` keyed by window when it closes.
 struct Q5Count;
 
-impl KeyedProcess for Q5Count {
-    type State = Counts;
+impl WindowAggregate for Q5Count {
+    type Acc = u64;
 
-    fn process(
-        &mut self,
-        ctx: &mut KeyedContext<'_, Counts>,
-        r: Record<'_>,
-        _: &mut Collector,
-    ) -> Result<(), Error> {
-        let ts = event_time(&r)?;
-        let last = ts - ts.rem_euclid(HOP_SLIDE_MS);
-        let mut start = last - HOP_SIZE_MS + HOP_SLIDE_MS;
-        while start <= last {
-            let counts = &mut ctx.state_or_default().0;
-            match counts.iter_mut().find(|(s, _)| *s == start) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((start, 1)),
-            }
-            ctx.register_event_timer(start + HOP_SIZE_MS - 1);
-            start += HOP_SLIDE_MS;
-        }
+    fn add(&mut self, bids: &mut u64, _: Window, _: u32, _: &Record<'_>) -> Result<(), Error> {
+        *bids += 1;
         Ok(())
     }
 
-    fn on_timer(
+    fn fire(
         &mut self,
-        ctx: &mut KeyedContext<'_, Counts>,
-        timer: Timer,
+        auction: &[u8],
+        w: Window,
+        bids: &u64,
         out: &mut Collector,
     ) -> Result<(), Error> {
-        let auction = u64_key(ctx.key())?;
-        let Some(counts) = ctx.state() else {
-            return Ok(());
-        };
-        counts.0.retain(|&(start, n)| {
-            let end = start + HOP_SIZE_MS - 1;
-            if end > timer.time {
-                return true;
-            }
-            let mut value = auction.to_le_bytes().to_vec();
-            value.extend_from_slice(&n.to_le_bytes());
-            out.emit_at(Some(&start.to_le_bytes()), &value, end);
-            false
-        });
-        if counts.0.is_empty() {
-            ctx.clear_state();
-        }
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(auction);
+        value[8..].copy_from_slice(&bids.to_le_bytes());
+        out.emit_keyed(&w.start.to_le_bytes(), &value);
         Ok(())
     }
 }
@@ -470,6 +413,9 @@ impl KeyedProcess for Q5Hot {
             .ok_or_else(|| failed("a short count"))?;
         let (auction, bids) = (u64_key(auction)?, u64_key(bids)?);
         let start = i64_key(ctx.key())?;
+        if ctx.get().is_none() {
+            ctx.register_event_timer(start + HOP_SIZE_MS - 1);
+        }
         let hot = ctx.state_or_default();
         if bids > hot.bids {
             hot.bids = bids;
@@ -478,7 +424,6 @@ impl KeyedProcess for Q5Hot {
         if bids == hot.bids {
             hot.auctions.push(auction);
         }
-        ctx.register_event_timer(start + HOP_SIZE_MS - 1);
         Ok(())
     }
 
@@ -515,20 +460,19 @@ struct Highest {
 /// q7, second step: per window, the bids at its highest price.
 struct Q7Max;
 
-impl KeyedProcess for Q7Max {
-    type State = Highest;
+impl WindowAggregate for Q7Max {
+    type Acc = Highest;
 
-    fn process(
+    fn add(
         &mut self,
-        ctx: &mut KeyedContext<'_, Highest>,
-        r: Record<'_>,
-        _: &mut Collector,
+        highest: &mut Highest,
+        _: Window,
+        _: u32,
+        r: &Record<'_>,
     ) -> Result<(), Error> {
-        let Event::Bid(b) = decode(&r)? else {
+        let Event::Bid(b) = decode(r)? else {
             return Err(failed("q7 takes bids"));
         };
-        let start = i64_key(ctx.key())?;
-        let highest = ctx.state_or_default();
         if b.price > highest.price || highest.bids.is_empty() {
             highest.price = b.price;
             highest.bids.clear();
@@ -543,20 +487,18 @@ impl KeyedProcess for Q7Max {
                 str(&b.extra)
             ));
         }
-        ctx.register_event_timer(start + TUMBLE_MS - 1);
         Ok(())
     }
 
-    fn on_timer(
+    fn fire(
         &mut self,
-        ctx: &mut KeyedContext<'_, Highest>,
-        _: Timer,
+        _: &[u8],
+        _: Window,
+        highest: &Highest,
         out: &mut Collector,
     ) -> Result<(), Error> {
-        if let Some(highest) = ctx.state().take() {
-            for line in highest.bids {
-                out.emit(line.as_bytes());
-            }
+        for line in &highest.bids {
+            out.emit(line.as_bytes());
         }
         Ok(())
     }
@@ -572,63 +514,39 @@ fn q8_select(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
     Ok(())
 }
 
-/// One person's windows: start → (name if they registered in it, whether
-/// they opened an auction in it).
-#[derive(Default, Serialize, Deserialize)]
-struct NewUser(Vec<(i64, Option<String>, bool)>);
-
 /// q8, second step: persons who registered and sold in one window.
 struct Q8Join;
 
-impl KeyedProcess for Q8Join {
-    type State = NewUser;
+impl WindowAggregate for Q8Join {
+    /// The person's name if they registered in the window, and whether
+    /// they opened an auction in it.
+    type Acc = (Option<String>, bool);
 
-    fn process(
+    fn add(
         &mut self,
-        ctx: &mut KeyedContext<'_, NewUser>,
-        r: Record<'_>,
-        _: &mut Collector,
+        (name, sold): &mut (Option<String>, bool),
+        _: Window,
+        _: u32,
+        r: &Record<'_>,
     ) -> Result<(), Error> {
-        let start = tumble(event_time(&r)?);
-        let event = decode(&r)?;
-        let windows = &mut ctx.state_or_default().0;
-        let at = match windows.iter().position(|w| w.0 == start) {
-            Some(at) => at,
-            None => {
-                windows.push((start, None, false));
-                windows.len() - 1
-            }
-        };
-        match event {
-            Event::Person(p) => windows[at].1 = Some(str(&p.name).into()),
-            Event::Auction(_) => windows[at].2 = true,
+        match decode(r)? {
+            Event::Person(p) => *name = Some(str(&p.name).into()),
+            Event::Auction(_) => *sold = true,
             Event::Bid(_) => return Err(failed("q8 joins persons and auctions, not bids")),
         }
-        ctx.register_event_timer(start + TUMBLE_MS - 1);
         Ok(())
     }
 
-    fn on_timer(
+    fn fire(
         &mut self,
-        ctx: &mut KeyedContext<'_, NewUser>,
-        timer: Timer,
+        id: &[u8],
+        w: Window,
+        acc: &(Option<String>, bool),
         out: &mut Collector,
     ) -> Result<(), Error> {
-        let id = u64_key(ctx.key())?;
-        let Some(windows) = ctx.state() else {
-            return Ok(());
-        };
-        windows.0.retain(|(start, name, sold)| {
-            if *start + TUMBLE_MS - 1 > timer.time {
-                return true;
-            }
-            if let (Some(name), true) = (name, *sold) {
-                out.emit(format!("{id},{name},{start}").as_bytes());
-            }
-            false
-        });
-        if windows.0.is_empty() {
-            ctx.clear_state();
+        if let (Some(name), true) = acc {
+            let id = u64_key(id)?;
+            out.emit(format!("{id},{name},{}", w.start).as_bytes());
         }
         Ok(())
     }
@@ -681,17 +599,24 @@ impl Application for Nexmark {
             flat_map("q4-by-auction", q4_by_auction).describe("auctions and bids keyed by auction"),
             keyed_process("q4-winner", |_| Ok(Q4Winner))
                 .describe("each auction's winning bid at its expiry"),
-            keyed_process("q4-average", |_| Ok(Q4Average))
-                .describe("average closing price per category and window"),
+            keyed_window("q4-average", Windows::tumbling(TUMBLE_MS), |_| {
+                Ok(Q4Average)
+            })
+            .describe("average closing price per category and window"),
             flat_map("q5-by-auction", q5_by_auction).describe("bids keyed by auction"),
-            keyed_process("q5-count", |_| Ok(Q5Count))
-                .describe("bids per auction per sliding window"),
+            keyed_window(
+                "q5-count",
+                Windows::sliding(HOP_SIZE_MS, HOP_SLIDE_MS),
+                |_| Ok(Q5Count),
+            )
+            .describe("bids per auction per sliding window"),
             keyed_process("q5-hot", |_| Ok(Q5Hot))
                 .describe("the auctions with the most bids per window"),
             flat_map("q7-by-window", q7_by_window).describe("bids keyed by tumbling window"),
-            keyed_process("q7-max", |_| Ok(Q7Max)).describe("the highest bids per window"),
+            keyed_window("q7-max", Windows::tumbling(TUMBLE_MS), |_| Ok(Q7Max))
+                .describe("the highest bids per window"),
             flat_map("q8-select", q8_select).describe("persons and auctions keyed by person"),
-            keyed_process("q8-join", |_| Ok(Q8Join))
+            keyed_window("q8-join", Windows::tumbling(TUMBLE_MS), |_| Ok(Q8Join))
                 .describe("persons who registered and sold in one window"),
             flat_map("synthetic-filter", synthetic_filter)
                 .describe("datagen records, one in ten dropped, keyed"),

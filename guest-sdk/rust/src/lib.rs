@@ -59,6 +59,7 @@ mod record;
 #[doc(hidden)]
 pub mod runtime;
 pub mod testing;
+mod window;
 
 #[cfg(test)]
 mod golden;
@@ -73,6 +74,7 @@ pub use operator::{
 pub use operator::{Config, OperatorDef};
 pub use plan::{Args, Graph, Node, NodeId};
 pub use record::{Collector, Record};
+pub use window::{Open, Window, WindowAggregate, Windows, co_window, keyed_window};
 
 /// Errors an operator or a plan function reports to the user.
 pub type Error = bindings::sluice::app::types::Error;
@@ -124,8 +126,9 @@ pub fn counter_add(name: &str, delta: u64) {
 pub mod prelude {
     pub use crate::{
         Application, Args, Collector, Config, Error, Graph, KeyedContext, KeyedProcess, Node,
-        NodeId, OperatorDef, Partitioning, Record, Source, SourceStatus, TimeDomain, Timer,
-        co_process, failed, filter, flat_map, invalid_config, keyed_process, map, sink, source,
+        NodeId, OperatorDef, Partitioning, Record, Source, SourceStatus, TimeDomain, Timer, Window,
+        WindowAggregate, Windows, co_process, co_window, failed, filter, flat_map, invalid_config,
+        keyed_process, keyed_window, map, sink, source,
     };
 }
 

@@ -181,7 +181,10 @@ fn a_peer_timeout_out_of_range_is_refused_with_the_range() {
             ("1h", "1h is out of range: between 250ms and 10m"),
             ("soon", "a duration such as `1s`"),
         ] {
-            let out = sluice(&[role, "--peer-timeout", value]);
+            let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args([role, "--peer-timeout", value])
+                .output()
+                .expect("run sluice");
             assert_eq!(out.status.code(), Some(2), "{role} {value}");
             let err = text(&out.stderr);
             assert!(err.contains("--peer-timeout"), "{role} {value}: {err}");
