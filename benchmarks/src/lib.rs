@@ -9,6 +9,31 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// The wordcount chain (`split -> count`) of a component, as subtask 0 of
+/// 1, labelled `what` under `policy`.
+pub fn wordcount_chain(
+    app: &sluice_wasm::App,
+    what: &str,
+    policy: &str,
+) -> Result<sluice_wasm::GuestChain, sluice_wasm::TaskError> {
+    let spec = sluice_wasm::ChainSpec {
+        operators: vec![
+            ("split".into(), "split".into(), vec![]),
+            ("count".into(), "count".into(), vec![]),
+        ],
+        subtask: 0,
+        parallelism: 1,
+        max_parallelism: 128,
+        restore: vec![],
+    };
+    let label = sluice_wasm::TaskLabel {
+        what: what.into(),
+        subtask: Some((0, 1)),
+        policy: policy.into(),
+    };
+    app.chain(label, spec, &sluice_wasm::CallControl::default())
+}
+
 /// The median (sorts `v`).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -13,7 +13,7 @@ use sluice_policy::Policy;
 use sluice_sdk::bindings::sluice::app::types::{Batch as WitBatch, RecordMeta as WitMeta};
 use sluice_sdk::testing::Harness;
 use sluice_types::{Batch, BatchBuilder};
-use sluice_wasm::{CallControl, ChainSpec, Runtime, RuntimeOptions, TaskLabel};
+use sluice_wasm::{Runtime, RuntimeOptions};
 use wordcount::WordCount;
 
 const LINES: usize = 200_000;
@@ -83,25 +83,8 @@ fn native(batches: &[Batch]) -> f64 {
     secs
 }
 
-/// The wordcount chain (`split -> count`) of a component, as subtask 0 of 1.
 fn wordcount_chain(app: &sluice_wasm::App) -> sluice_wasm::GuestChain {
-    let spec = ChainSpec {
-        operators: vec![
-            ("split".into(), "split".into(), vec![]),
-            ("count".into(), "count".into(), vec![]),
-        ],
-        subtask: 0,
-        parallelism: 1,
-        max_parallelism: 128,
-        restore: vec![],
-    };
-    let label = TaskLabel {
-        what: "split -> count".into(),
-        subtask: Some((0, 1)),
-        policy: "bench".into(),
-    };
-    app.chain(label, spec, &CallControl::default())
-        .expect("chain")
+    sluice_bench::wordcount_chain(app, "split -> count", "bench").expect("chain")
 }
 
 /// The same through wasmtime under `policy`.

@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use sluice_bench::{median, percentile};
 use sluice_policy::Policy;
 use sluice_types::{Batch, BatchBuilder};
-use sluice_wasm::{CallControl, ChainSpec, GuestChain, Runtime, RuntimeOptions, TaskLabel};
+use sluice_wasm::{GuestChain, Runtime, RuntimeOptions};
 
 /// Starts measured per round, and rounds.
 const STARTS: usize = 2000;
@@ -48,24 +48,9 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime = Runtime::new(policy.clone(), options).context("the engine")?;
     let app = runtime.load(&wasm).context("load the component")?;
-    let control = CallControl::default();
     let start = |i: usize| -> anyhow::Result<GuestChain> {
-        let spec = ChainSpec {
-            operators: vec![
-                ("split".into(), "split".into(), vec![]),
-                ("count".into(), "count".into(), vec![]),
-            ],
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            restore: vec![],
-        };
-        let label = TaskLabel {
-            what: format!("split -> count #{i}"),
-            subtask: Some((0, 1)),
-            policy: policy.name.clone(),
-        };
-        Ok(app.chain(label, spec, &control)?)
+        let what = format!("split -> count #{i}");
+        Ok(sluice_bench::wordcount_chain(&app, &what, &policy.name)?)
     };
 
     // 1. Starts on a warm pool.

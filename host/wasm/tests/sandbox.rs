@@ -107,10 +107,17 @@ fn wordcount_describes_its_operators_and_plans_a_graph() {
 fn a_new_instance_never_sees_what_an_earlier_one_left_in_its_memory() {
     let rt = runtime_with(|_| {});
     let app = load(&rt, sluice_test_programs::ADVERSARIAL).expect("loads");
-    let one = |value: &[u8]| {
+    // What `snoop` found where it leaves `value`.
+    let snoop = |chain: &mut sluice_wasm::GuestChain, value: &[u8]| {
         let mut b = BatchBuilder::new();
         b.push(None, value, None);
-        b.take()
+        let out = chain.process(0, b.take()).expect("snoop runs");
+        out.records
+            .iter()
+            .next()
+            .expect("one record")
+            .value
+            .to_vec()
     };
     // Instance after instance takes the pool slot the last one freed, its
     // memory reset in place: none may find the last one's secret.
@@ -119,14 +126,7 @@ fn a_new_instance_never_sees_what_an_earlier_one_left_in_its_memory() {
             .repeat(16)
             .into_bytes();
         let mut chain = one_op_chain(&app, "snoop");
-        let found = chain.process(0, one(&secret)).expect("snoop runs");
-        let found = found
-            .records
-            .iter()
-            .next()
-            .expect("one record")
-            .value
-            .to_vec();
+        let found = snoop(&mut chain, &secret);
         assert_eq!(found.len(), secret.len());
         assert!(
             found.iter().all(|&b| b == 0),
@@ -135,14 +135,7 @@ fn a_new_instance_never_sees_what_an_earlier_one_left_in_its_memory() {
         );
         // Within one instance the memory keeps what was left: the check
         // above could see a leak.
-        let again = chain.process(0, one(b"next")).expect("snoop runs");
-        let again = again
-            .records
-            .iter()
-            .next()
-            .expect("one record")
-            .value
-            .to_vec();
+        let again = snoop(&mut chain, b"next");
         assert_eq!(again, secret[..4]);
     }
 }
