@@ -210,7 +210,7 @@ pub trait WindowAggregate: 'static {
 /// A key's open windows, in ascending order of start.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "A: Serialize + DeserializeOwned")]
-pub struct Open<A>(Vec<(Window, A)>);
+struct Open<A>(Vec<(Window, A)>);
 
 impl<A> Default for Open<A> {
     fn default() -> Self {

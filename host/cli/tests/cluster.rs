@@ -514,6 +514,13 @@ fn a_killed_taskmanager_is_detected_and_the_job_restarts_on_the_survivor() {
         msg.contains("was lost") || msg.contains("stopped"),
         "{exceptions}"
     );
+    // Killed, it sent nothing: the JobManager says it went silent.
+    if msg.contains("was lost") {
+        assert!(
+            msg.contains("went silent for the peer timeout"),
+            "{exceptions}"
+        );
+    }
     let (counts, parts) = read_output(&out_dir);
     assert_eq!(parts, 4);
     assert_eq!(counts, expected);

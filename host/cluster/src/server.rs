@@ -471,9 +471,16 @@ async fn handle_tm(jm: &Arc<JobManager>, conn: Connection) -> anyhow::Result<()>
         r = writer => r,
         r = reader => r,
     };
-    let reason = match &result {
-        Ok(()) => "it closed its connection".to_owned(),
-        Err(e) => crate::error_chain(e),
+    let reason = match (&result, conn.close_reason()) {
+        // Silence, not a close: what a killed process or a cut network
+        // looks like; say so rather than quinn's bare "timed out".
+        (_, Some(quinn::ConnectionError::TimedOut)) => format!(
+            "it went silent for the peer timeout ({:?}, --peer-timeout): the process died or \
+             hung, or the network is cut",
+            jm.config.peer_timeout
+        ),
+        (Ok(()), _) => "it closed its connection".to_owned(),
+        (Err(e), _) => crate::error_chain(e),
     };
     let jm2 = jm.clone();
     tokio::task::spawn_blocking(move || jm2.tm_lost(&id, &reason)).await?;
