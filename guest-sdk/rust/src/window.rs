@@ -30,6 +30,10 @@ const LATE_METRIC: &str = "late_records_dropped";
 /// (they are also reported whenever a timer fires).
 const LATE_REPORT: u64 = 1024;
 
+/// The most sliding windows one record may belong to (`size / slide`):
+/// beyond, every record would cost a window's state and work many times.
+const MAX_WINDOWS_PER_RECORD: i64 = 10_000;
+
 /// A window of event time: `[start, end)` in ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Window {
@@ -126,6 +130,13 @@ impl Windows {
             Kind::Sliding { size, slide } => {
                 positive("size", size)?;
                 positive("slide", slide)?;
+                let per_record = size / slide + i64::from(size % slide != 0);
+                if per_record > MAX_WINDOWS_PER_RECORD {
+                    return Err(invalid_config(format!(
+                        "sliding windows of {size} ms every {slide} ms put each record in \
+                         {per_record} windows; at most {MAX_WINDOWS_PER_RECORD}"
+                    )));
+                }
             }
             Kind::Session { gap } => positive("session gap", gap)?,
         }
@@ -559,6 +570,7 @@ mod tests {
                 keyed_window("session", Windows::session(10), |_| Ok(Count)),
                 keyed_window("no-merge", Windows::session(10), |_| Ok(NoMerge)),
                 keyed_window("zero", Windows::tumbling(0), |_| Ok(Count)),
+                keyed_window("too-many", Windows::sliding(86_400_000, 1), |_| Ok(Count)),
                 keyed_window(
                     "negative-lateness",
                     Windows::sliding(10, 5).allowed_lateness(-1),
@@ -728,6 +740,7 @@ mod tests {
     fn impossible_sizes_are_refused_when_the_operator_is_created() {
         for (op, says) in [
             ("zero", "size must be positive, not 0 ms"),
+            ("too-many", "each record in 86400000 windows; at most 10000"),
             ("negative-lateness", "lateness must not be negative"),
         ] {
             let err = Harness::new::<App>(&[op]).err().expect("refused");
