@@ -381,7 +381,7 @@ impl WindowAggregate for Q5Count {
         out: &mut Collector,
     ) -> Result<(), Error> {
         let mut value = [0u8; 16];
-        value[..8].copy_from_slice(auction);
+        value[..8].copy_from_slice(&u64_key(auction)?.to_le_bytes());
         value[8..].copy_from_slice(&bids.to_le_bytes());
         out.emit_keyed(&w.start.to_le_bytes(), &value);
         Ok(())
