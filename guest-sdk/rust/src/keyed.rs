@@ -135,6 +135,23 @@ struct Entry<S> {
 /// tenant's own sandbox.
 type KeyMap<S> = HashMap<Vec<u8>, Entry<S>, rustc_hash::FxBuildHasher>;
 
+/// A borrowed key to look up in a [`KeyMap`]: hashed as the key is, compared
+/// in words (`crate::bytes`) where a `&[u8]` would go through `memcmp`.
+#[derive(Clone, Copy)]
+struct KeyRef<'a>(&'a [u8]);
+
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
+    }
+}
+
+impl hashbrown::Equivalent<Vec<u8>> for KeyRef<'_> {
+    fn equivalent(&self, k: &Vec<u8>) -> bool {
+        crate::bytes::eq(self.0, k)
+    }
+}
+
 /// What one key group holds; the unit of snapshots.
 #[derive(Serialize, Deserialize)]
 struct KeyGroupSnapshot<S> {
@@ -195,7 +212,7 @@ impl std::hash::Hash for TimerRef<'_> {
 
 impl hashbrown::Equivalent<TimerKey> for TimerRef<'_> {
     fn equivalent(&self, k: &TimerKey) -> bool {
-        self.time == k.time && self.group == k.group && self.key == k.key.as_slice()
+        self.time == k.time && self.group == k.group && crate::bytes::eq(self.key, &k.key)
     }
 }
 
@@ -304,7 +321,7 @@ impl<P: KeyedProcess> KeyedOperator<P> {
         call: impl FnOnce(&mut P, &mut KeyedContext<'_, P::State>, &mut Collector) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let watermark = self.watermark;
-        let (kg, result) = match self.keys.get_mut(key) {
+        let (kg, result) = match self.keys.get_mut(&KeyRef(key)) {
             // One lookup for a key with state; its group is known.
             Some(entry) => {
                 let mut ctx = KeyedContext {
@@ -317,7 +334,7 @@ impl<P: KeyedProcess> KeyedOperator<P> {
                 let result = call(&mut self.f, &mut ctx, out);
                 let kg = entry.group;
                 if entry.state.is_none() {
-                    self.keys.remove(key);
+                    self.keys.remove(&KeyRef(key));
                 }
                 (kg, result)
             }

@@ -52,6 +52,7 @@ pub mod bindings {
     });
 }
 
+mod bytes;
 mod keyed;
 mod operator;
 mod plan;

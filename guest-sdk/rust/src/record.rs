@@ -91,12 +91,12 @@ impl Collector {
     fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
         let key_len = match key {
             Some(k) => {
-                self.data.extend_from_slice(k);
+                crate::bytes::append(&mut self.data, k);
                 k.len() as u32
             }
             None => NO_KEY,
         };
-        self.data.extend_from_slice(value);
+        crate::bytes::append(&mut self.data, value);
         self.meta.push(RecordMeta {
             key_len,
             value_len: value.len() as u32,
