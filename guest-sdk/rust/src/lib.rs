@@ -53,6 +53,7 @@ pub mod bindings {
 }
 
 mod bytes;
+mod join;
 mod keyed;
 mod operator;
 mod plan;
@@ -67,6 +68,7 @@ mod golden;
 
 /// How records travel along an edge (for [`Graph::edge`]).
 pub use bindings::sluice::app::plan::Partitioning;
+pub use join::{Interval, IntervalJoin, interval_join};
 pub use keyed::{KeyedContext, KeyedProcess, TimeDomain, Timer};
 pub use operator::{
     Application, Source, SourceStatus, co_process, filter, flat_map, keyed_process, map, sink,
@@ -126,10 +128,10 @@ pub fn counter_add(name: &str, delta: u64) {
 /// Everything an operator author needs.
 pub mod prelude {
     pub use crate::{
-        Application, Args, Collector, Config, Error, Graph, KeyedContext, KeyedProcess, Node,
-        NodeId, OperatorDef, Partitioning, Record, Source, SourceStatus, TimeDomain, Timer, Window,
-        WindowAggregate, Windows, co_process, co_window, failed, filter, flat_map, invalid_config,
-        keyed_process, keyed_window, map, sink, source,
+        Application, Args, Collector, Config, Error, Graph, Interval, IntervalJoin, KeyedContext,
+        KeyedProcess, Node, NodeId, OperatorDef, Partitioning, Record, Source, SourceStatus,
+        TimeDomain, Timer, Window, WindowAggregate, Windows, co_process, co_window, failed, filter,
+        flat_map, interval_join, invalid_config, keyed_process, keyed_window, map, sink, source,
     };
 }
 

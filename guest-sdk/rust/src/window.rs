@@ -30,6 +30,29 @@ const LATE_METRIC: &str = "late_records_dropped";
 /// (they are also reported whenever a timer fires).
 const LATE_REPORT: u64 = 1024;
 
+/// Late records an operator dropped and has not yet reported to the
+/// `late_records_dropped` counter (one host call per [`LATE_REPORT`], and on
+/// every timer).
+#[derive(Default)]
+pub(crate) struct LateRecords(u64);
+
+impl LateRecords {
+    /// One more record dropped.
+    pub(crate) fn dropped(&mut self) {
+        self.0 += 1;
+        if self.0 >= LATE_REPORT {
+            self.report();
+        }
+    }
+
+    /// Reports what was counted since the last report.
+    pub(crate) fn report(&mut self) {
+        if self.0 > 0 {
+            crate::counter_add(LATE_METRIC, std::mem::take(&mut self.0));
+        }
+    }
+}
+
 /// The most sliding windows one record may belong to (`size / slide`):
 /// beyond, every record would cost a window's state and work many times.
 const MAX_WINDOWS_PER_RECORD: i64 = 10_000;
@@ -235,8 +258,7 @@ struct Windowed<W: WindowAggregate> {
     aggregate: W,
     /// Reused for assigning windows (no allocation per record).
     assigned: Vec<Window>,
-    /// Late records dropped since the last report.
-    late: u64,
+    late: LateRecords,
 }
 
 impl<W: WindowAggregate> Windowed<W> {
@@ -314,10 +336,7 @@ impl<W: WindowAggregate> Windowed<W> {
             _ => window,
         };
         if self.windows.closes(&window) <= ctx.watermark() {
-            self.late += 1;
-            if self.late >= LATE_REPORT {
-                crate::counter_add(LATE_METRIC, std::mem::take(&mut self.late));
-            }
+            self.late.dropped();
             return Ok(());
         }
         self.add_to(ctx, window, r, out)
@@ -390,9 +409,7 @@ impl<W: WindowAggregate> KeyedProcess for Windowed<W> {
         timer: Timer,
         out: &mut Collector,
     ) -> Result<(), Error> {
-        if self.late > 0 {
-            crate::counter_add(LATE_METRIC, std::mem::take(&mut self.late));
-        }
+        self.late.report();
         let Some(open) = ctx.state().take() else {
             return Ok(());
         };
@@ -465,7 +482,7 @@ fn windowed<W: WindowAggregate>(windows: Windows, aggregate: W) -> Result<Window
         windows,
         aggregate,
         assigned: Vec::new(),
-        late: 0,
+        late: LateRecords::default(),
     })
 }
 
