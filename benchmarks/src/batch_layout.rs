@@ -1,6 +1,7 @@
-//! Records/s across the component boundary, there and back, for two batch
-//! layouts: `list<list<u8>>` (one list per record) versus one buffer plus a
-//! list of fixed-size metadata (the layout of Sluice's `batch`).
+//! Records/s across the component boundary, there and back, for three batch
+//! layouts: `list<list<u8>>` (one list per record), one buffer plus a list
+//! of fixed-size metadata records (the layout of Sluice's `batch`), and one
+//! buffer plus the same metadata packed as bytes.
 
 use std::time::Instant;
 
@@ -49,9 +50,9 @@ fn main() {
     let guest = Layout::instantiate(&mut store, &component, &linker).expect("instantiate");
 
     println!(
-        "| record bytes | records/call | list<list<u8>> rec/s | buffer+meta rec/s | buffer+meta ÷ nested |"
+        "| record bytes | records/call | list<list<u8>> rec/s | buffer+meta rec/s | buffer+meta ÷ nested | buffer+meta bytes rec/s | bytes ÷ buffer+meta |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for value_len in [16usize, 100] {
         for per_call in [1usize, 64, 1024] {
             let nested: Vec<Vec<u8>> = (0..per_call).map(|i| vec![i as u8; value_len]).collect();
@@ -63,8 +64,18 @@ fn main() {
                     timestamp: 0,
                 })
                 .collect();
+            let packed: Vec<u8> = meta
+                .iter()
+                .flat_map(|m| {
+                    let mut b = [0u8; 16];
+                    b[..4].copy_from_slice(&m.key_len.to_le_bytes());
+                    b[4..8].copy_from_slice(&m.value_len.to_le_bytes());
+                    b[8..].copy_from_slice(&m.timestamp.to_le_bytes());
+                    b
+                })
+                .collect();
             let calls = RECORDS / per_call;
-            let (mut tn, mut tf) = (Vec::new(), Vec::new());
+            let (mut tn, mut tf, mut tp) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..5 {
                 let start = Instant::now();
                 for _ in 0..calls {
@@ -78,12 +89,25 @@ fn main() {
                     assert_eq!((d.len(), m.len()), (data.len(), per_call));
                 }
                 tf.push(start.elapsed().as_secs_f64());
+                let start = Instant::now();
+                for _ in 0..calls {
+                    let (d, m) = guest
+                        .call_packed(&mut store, &data, &packed)
+                        .expect("packed");
+                    assert_eq!((d.len(), m.len()), (data.len(), packed.len()));
+                }
+                tp.push(start.elapsed().as_secs_f64());
             }
             let records = (calls * per_call) as f64;
-            let (n, f) = (records / median(tn), records / median(tf));
+            let (n, f, p) = (
+                records / median(tn),
+                records / median(tf),
+                records / median(tp),
+            );
             println!(
-                "| {value_len} | {per_call} | {n:.0} | {f:.0} | {:.2} |",
-                f / n
+                "| {value_len} | {per_call} | {n:.0} | {f:.0} | {:.2} | {p:.0} | {:.2} |",
+                f / n,
+                p / f
             );
         }
     }

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use sluice_policy::Policy;
-use sluice_sdk::bindings::sluice::app::types::{Batch as WitBatch, RecordMeta as WitMeta};
+use sluice_sdk::bindings::sluice::app::types::Batch as WitBatch;
 use sluice_sdk::testing::Harness;
 use sluice_types::{Batch, BatchBuilder};
 use sluice_wasm::{Runtime, RuntimeOptions};
@@ -58,15 +58,7 @@ fn batches(lines: &[Vec<u8>], size: usize) -> Vec<Batch> {
 fn to_wit(b: &Batch) -> WitBatch {
     WitBatch {
         data: b.data.clone(),
-        meta: b
-            .meta
-            .iter()
-            .map(|m| WitMeta {
-                key_len: m.key_len,
-                value_len: m.value_len,
-                timestamp: m.timestamp,
-            })
-            .collect(),
+        meta: sluice_types::RecordMeta::pack(&b.meta),
     }
 }
 

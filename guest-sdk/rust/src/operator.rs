@@ -94,7 +94,7 @@ pub(crate) fn process_batch(
     op: &mut dyn RawOperator,
     input: u32,
     data: &[u8],
-    meta: &[crate::bindings::sluice::app::types::RecordMeta],
+    meta: &[u8],
     out: &mut Collector,
 ) -> Result<(), Error> {
     for r in records(data, meta) {

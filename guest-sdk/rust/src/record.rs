@@ -1,11 +1,14 @@
 //! Records and batches in the contract's layout (one buffer + metadata).
 
-use crate::bindings::sluice::app::types::{Batch, RecordMeta};
+use crate::bindings::sluice::app::types::Batch;
 
 /// `key-len` value meaning "no key".
 pub(crate) const NO_KEY: u32 = u32::MAX;
 /// `timestamp` value meaning "no timestamp".
 pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
+/// Bytes of a batch's metadata per record: key length and value length
+/// (u32), event time (i64), little-endian (the contract's `batch`).
+pub(crate) const META_BYTES: usize = 16;
 
 /// One record, borrowed from the batch it arrived in.
 #[derive(Clone, Copy, Debug)]
@@ -25,32 +28,45 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Iterates over the records of a batch given as buffer + metadata.
+/// Iterates over the records of a batch given as buffer + packed metadata;
+/// metadata that is not a whole number of records is an error before any
+/// record.
 pub(crate) fn records<'a>(
     data: &'a [u8],
-    meta: &'a [RecordMeta],
+    meta: &'a [u8],
 ) -> impl Iterator<Item = Result<Record<'a>, crate::Error>> + 'a {
+    let (whole, rest) = meta.as_chunks::<META_BYTES>();
+    let partial = (!rest.is_empty()).then(|| {
+        Err(crate::failed(format!(
+            "malformed batch: its metadata has {} bytes, not a multiple of the {META_BYTES} per record",
+            meta.len()
+        )))
+    });
     let mut pos = 0usize;
-    meta.iter().map(move |m| {
-        let key_len = if m.key_len == NO_KEY {
+    partial.into_iter().chain(whole.iter().map(move |m| {
+        let [k0, k1, k2, k3, v0, v1, v2, v3, t @ ..] = *m;
+        let key_len = u32::from_le_bytes([k0, k1, k2, k3]);
+        let value_len = u32::from_le_bytes([v0, v1, v2, v3]) as usize;
+        let timestamp = i64::from_le_bytes(t);
+        let key_bytes = if key_len == NO_KEY {
             0
         } else {
-            m.key_len as usize
+            key_len as usize
         };
         let end = pos
-            .checked_add(key_len)
-            .and_then(|k| k.checked_add(m.value_len as usize))
+            .checked_add(key_bytes)
+            .and_then(|k| k.checked_add(value_len))
             .filter(|&e| e <= data.len())
             .ok_or_else(|| crate::failed("malformed batch: record lengths exceed the buffer"))?;
-        let key = (m.key_len != NO_KEY).then(|| &data[pos..pos + key_len]);
-        let value = &data[pos + key_len..end];
+        let key = (key_len != NO_KEY).then(|| &data[pos..pos + key_bytes]);
+        let value = &data[pos + key_bytes..end];
         pos = end;
         Ok(Record {
             key,
             value,
-            timestamp: (m.timestamp != NO_TIMESTAMP).then_some(m.timestamp),
+            timestamp: (timestamp != NO_TIMESTAMP).then_some(timestamp),
         })
-    })
+    }))
 }
 
 /// Where an operator emits records. Emitted records carry the timestamp of the
@@ -58,7 +74,8 @@ pub(crate) fn records<'a>(
 #[derive(Debug, Default)]
 pub struct Collector {
     pub(crate) data: Vec<u8>,
-    pub(crate) meta: Vec<RecordMeta>,
+    /// Packed, [`META_BYTES`] per record.
+    pub(crate) meta: Vec<u8>,
     pub(crate) timestamp: Option<i64>,
 }
 
@@ -80,7 +97,7 @@ impl Collector {
 
     /// Records emitted so far in this call.
     pub fn len(&self) -> usize {
-        self.meta.len()
+        self.meta.len() / META_BYTES
     }
 
     /// Whether nothing has been emitted in this call.
@@ -97,11 +114,11 @@ impl Collector {
             None => NO_KEY,
         };
         crate::bytes::append(&mut self.data, value);
-        self.meta.push(RecordMeta {
-            key_len,
-            value_len: value.len() as u32,
-            timestamp: timestamp.unwrap_or(NO_TIMESTAMP),
-        });
+        let mut meta = [0u8; META_BYTES];
+        meta[..4].copy_from_slice(&key_len.to_le_bytes());
+        meta[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        meta[8..].copy_from_slice(&timestamp.unwrap_or(NO_TIMESTAMP).to_le_bytes());
+        self.meta.extend_from_slice(&meta);
     }
 
     pub(crate) fn push_record(&mut self, r: &Record<'_>) {
@@ -118,5 +135,46 @@ impl Collector {
     pub(crate) fn clear(&mut self) {
         self.data.clear();
         self.meta.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_what_a_collector_packed() {
+        let mut c = Collector::default();
+        c.emit_at(Some(b"k"), b"value", -7);
+        c.emit(b"");
+        let b = c.take_batch();
+        assert_eq!(b.meta.len(), 2 * META_BYTES);
+        let got: Vec<_> = records(&b.data, &b.meta)
+            .map(|r| r.map(|r| (r.key, r.value, r.timestamp)))
+            .collect::<Result<_, _>>()
+            .expect("well formed");
+        assert_eq!(
+            got,
+            [
+                (Some(b"k".as_slice()), b"value".as_slice(), Some(-7)),
+                (None, b"".as_slice(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn metadata_of_a_partial_record_fails_before_any_record() {
+        let mut c = Collector::default();
+        c.emit(b"x");
+        let mut b = c.take_batch();
+        b.meta.extend_from_slice(&[0; 4]);
+        let first = records(&b.data, &b.meta).next().expect("an item");
+        match first {
+            Err(crate::Error::Failed(m)) => assert!(
+                m.contains("its metadata has 20 bytes, not a multiple of the 16"),
+                "{m}"
+            ),
+            other => panic!("expected an error first, got {other:?}"),
+        }
     }
 }

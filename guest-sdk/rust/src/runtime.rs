@@ -49,7 +49,7 @@ impl Chain {
             if input.is_empty() {
                 continue;
             }
-            self.emitted[j - 1] += input.meta.len() as u64;
+            self.emitted[j - 1] += input.len() as u64;
             process_batch(
                 &mut *self.ops[j],
                 0,
@@ -73,7 +73,7 @@ impl Chain {
             .last_mut()
             .expect("invariant: a chain has at least one operator");
         let n = self.emitted.len();
-        self.emitted[n - 1] += last.meta.len() as u64;
+        self.emitted[n - 1] += last.len() as u64;
         // One host call per operator that emitted anything, not per record.
         for (i, count) in self.emitted.iter_mut().enumerate() {
             if *count > 0 {

@@ -11,8 +11,10 @@ use anyhow::{Context, bail};
 use sluice_policy::Policy;
 use sluice_wasm::{Runtime, RuntimeOptions};
 
-/// The contract every component implements.
-const CONTRACT: &str = include_str!("../../../wit/sluice.wit");
+/// The contract version the Go SDK's bindings target (wit/v0.1: the Go
+/// bindings are generated from it, and the cluster serves it beside the
+/// current one).
+const CONTRACT: &str = include_str!("../../../wit/v0.1/sluice.wit");
 
 #[derive(clap::Args)]
 pub(crate) struct BuildArgs {

@@ -21,7 +21,7 @@ fn validate_names_a_forbidden_import_and_fails() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("DENIED   wasi:sockets/tcp@0.2"), "{stdout}");
     assert!(
-        stdout.contains("ok       sluice:app/plan@0.1.0"),
+        stdout.contains("ok       sluice:app/plan@0.2.0"),
         "{stdout}"
     );
     let stderr = text(&out.stderr);

@@ -9,7 +9,8 @@ pub const NO_KEY: u32 = u32::MAX;
 /// `timestamp` meaning "this record has no event time".
 pub const NO_TIMESTAMP: i64 = i64::MIN;
 
-/// Metadata of one record (mirrors the WIT `record-meta`).
+/// Metadata of one record (the WIT contract's 16 bytes of `batch.meta` per
+/// record; 0.1.0's `record-meta`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordMeta {
     /// Key length in bytes, or [`NO_KEY`].
@@ -21,6 +22,41 @@ pub struct RecordMeta {
 }
 
 impl RecordMeta {
+    /// Bytes per record in the contract's packed metadata.
+    pub const PACKED: usize = 16;
+
+    /// `meta` packed as the contract carries it: per record, key length and
+    /// value length (u32), then event time (i64), little-endian.
+    pub fn pack(meta: &[RecordMeta]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(meta.len() * Self::PACKED);
+        for m in meta {
+            out.extend_from_slice(&m.key_len.to_le_bytes());
+            out.extend_from_slice(&m.value_len.to_le_bytes());
+            out.extend_from_slice(&m.timestamp.to_le_bytes());
+        }
+        out
+    }
+
+    /// Records packed by [`RecordMeta::pack`] (e.g. by a guest), or why
+    /// they are not: a length that is not a whole number of records.
+    pub fn unpack(packed: &[u8]) -> Result<Vec<RecordMeta>, MalformedMeta> {
+        let (records, rest) = packed.as_chunks::<{ Self::PACKED }>();
+        if !rest.is_empty() {
+            return Err(MalformedMeta { len: packed.len() });
+        }
+        Ok(records
+            .iter()
+            .map(|r| {
+                let [k0, k1, k2, k3, v0, v1, v2, v3, t @ ..] = *r;
+                RecordMeta {
+                    key_len: u32::from_le_bytes([k0, k1, k2, k3]),
+                    value_len: u32::from_le_bytes([v0, v1, v2, v3]),
+                    timestamp: i64::from_le_bytes(t),
+                }
+            })
+            .collect())
+    }
+
     /// Bytes of key and value data this record holds.
     pub fn data_len(&self) -> u64 {
         let key = if self.key_len == NO_KEY {
@@ -50,6 +86,16 @@ pub struct Record<'a> {
     pub value: &'a [u8],
     /// Event time (ms), if any.
     pub timestamp: Option<i64>,
+}
+
+/// Packed metadata that is not a whole number of records.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "malformed batch: its metadata has {len} bytes, not a multiple of the {} per record",
+    RecordMeta::PACKED
+)]
+pub struct MalformedMeta {
+    len: usize,
 }
 
 /// A batch whose metadata does not fit its buffer (e.g. from a buggy guest).
@@ -219,6 +265,43 @@ mod tests {
             let back: Vec<_> = batch.iter().map(|r| (r.key.map(<[u8]>::to_vec), r.value.to_vec(), r.timestamp)).collect();
             prop_assert_eq!(back, recs);
         }
+
+        #[test]
+        fn packed_metadata_unpacks_to_what_was_packed(
+            meta in proptest::collection::vec(
+                (any::<u32>(), any::<u32>(), any::<i64>()).prop_map(|(key_len, value_len, timestamp)| {
+                    RecordMeta { key_len, value_len, timestamp }
+                }),
+                0..40),
+        ) {
+            let packed = RecordMeta::pack(&meta);
+            prop_assert_eq!(packed.len(), meta.len() * RecordMeta::PACKED);
+            prop_assert_eq!(RecordMeta::unpack(&packed), Ok(meta));
+        }
+    }
+
+    #[test]
+    fn packed_metadata_is_little_endian_in_the_contracts_order() {
+        let packed = RecordMeta::pack(&[RecordMeta {
+            key_len: NO_KEY,
+            value_len: 0x0102_0304,
+            timestamp: -2,
+        }]);
+        assert_eq!(
+            packed,
+            [
+                0xff, 0xff, 0xff, 0xff, 4, 3, 2, 1, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+            ]
+        );
+    }
+
+    #[test]
+    fn packed_metadata_of_a_partial_record_is_refused_with_its_length() {
+        let err = RecordMeta::unpack(&[0u8; 20]).expect_err("20 bytes are no whole record");
+        assert_eq!(
+            err.to_string(),
+            "malformed batch: its metadata has 20 bytes, not a multiple of the 16 per record"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod batch;
 mod graph;
 mod ids;
 
-pub use batch::{Batch, BatchBuilder, NO_KEY, NO_TIMESTAMP, Record, RecordMeta};
+pub use batch::{Batch, BatchBuilder, MalformedMeta, NO_KEY, NO_TIMESTAMP, Record, RecordMeta};
 pub use graph::{
     EdgeSpec, GraphError, Implementation, JobGraph, MAX_KEY_GROUPS, NodeSpec, OperatorKind,
     Partitioning, split_operator,

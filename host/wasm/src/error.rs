@@ -44,7 +44,7 @@ pub enum LoadError {
     Compiler(String),
     /// Does not export the contract's world.
     #[error(
-        "the component does not implement the Sluice contract (world sluice:app/application@0.1.0): {0}; build it with the Sluice SDK"
+        "the component does not implement the Sluice contract (world sluice:app/application, version 0.2.0 or 0.1.0): {0}; build it with the Sluice SDK"
     )]
     NotAnApplication(String),
 }

@@ -9,7 +9,6 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::sluice::app::{clock, log, metrics};
 use crate::capture::Capture;
 
 /// Seed for the guest's random numbers: fixed, so a job is reproducible and
@@ -227,8 +226,9 @@ fn check_metric<V>(names: &BTreeMap<String, V>, name: &str, scope: &str) -> Resu
     Ok(())
 }
 
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) -> Result<()> {
+impl HostState {
+    /// `log.log`: `level` named as the log shows it.
+    fn guest_log(&mut self, level: &'static str, message: String) -> Result<()> {
         self.charge("log", message.len())?;
         let room = self.log_cap.saturating_sub(self.log_bytes);
         if self.logs.len() >= MAX_LOG_MESSAGES_PER_CALL || room == 0 {
@@ -246,19 +246,11 @@ impl log::Host for HostState {
             self.logs_dropped += 1;
         }
         self.log_bytes += message.len();
-        let level = match level {
-            log::Level::Trace => "trace",
-            log::Level::Debug => "debug",
-            log::Level::Info => "info",
-            log::Level::Warn => "warn",
-            log::Level::Error => "error",
-        };
         self.logs.push(GuestLog { level, message });
         Ok(())
     }
-}
 
-impl metrics::Host for HostState {
+    /// `metrics.counter-add`.
     fn counter_add(&mut self, name: String, delta: u64) -> Result<()> {
         self.charge("metrics.counter-add", name.len())?;
         check_metric(&self.counters, &name, "counter names in one call")?;
@@ -267,6 +259,7 @@ impl metrics::Host for HostState {
         Ok(())
     }
 
+    /// `metrics.gauge-set`.
     fn gauge_set(&mut self, name: String, value: f64) -> Result<()> {
         self.charge("metrics.gauge-set", name.len())?;
         check_metric(&self.gauges, &name, "gauge names in one instance")?;
@@ -275,18 +268,63 @@ impl metrics::Host for HostState {
     }
 }
 
-impl clock::Host for HostState {
-    fn processing_time(&mut self) -> i64 {
-        self.now_ms
-    }
+/// The host imports of one contract version (`crate::bindings::VERSION`),
+/// all served by the methods above: the imports did not change between
+/// versions, only their generated types are distinct.
+macro_rules! host_imports {
+    ($v:ident) => {
+        impl crate::bindings::$v::sluice::app::log::Host for HostState {
+            fn log(
+                &mut self,
+                level: crate::bindings::$v::sluice::app::log::Level,
+                message: String,
+            ) -> Result<()> {
+                use crate::bindings::$v::sluice::app::log::Level;
+                let level = match level {
+                    Level::Trace => "trace",
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                };
+                self.guest_log(level, message)
+            }
+        }
+
+        impl crate::bindings::$v::sluice::app::metrics::Host for HostState {
+            fn counter_add(&mut self, name: String, delta: u64) -> Result<()> {
+                HostState::counter_add(self, name, delta)
+            }
+
+            fn gauge_set(&mut self, name: String, value: f64) -> Result<()> {
+                HostState::gauge_set(self, name, value)
+            }
+        }
+
+        impl crate::bindings::$v::sluice::app::clock::Host for HostState {
+            fn processing_time(&mut self) -> i64 {
+                self.now_ms
+            }
+        }
+
+        impl crate::bindings::$v::sluice::app::types::Host for HostState {}
+        impl crate::bindings::$v::sluice::app::plan::Host for HostState {}
+    };
 }
 
-impl crate::bindings::sluice::app::types::Host for HostState {}
-impl crate::bindings::sluice::app::plan::Host for HostState {}
+host_imports!(v1);
+host_imports!(v2);
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     crate::waits::shadow_poll(linker)?;
-    crate::bindings::Application::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    crate::bindings::v1::Application::add_to_linker::<HostState, HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )?;
+    crate::bindings::v2::Application::add_to_linker::<HostState, HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )?;
     Ok(())
 }

@@ -4,16 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use sluice_types::{
-    Batch, EdgeSpec, Implementation, JobGraph, NodeSpec, OperatorKind, Partitioning, RecordMeta,
-};
+use sluice_types::{Batch, JobGraph, OperatorKind};
 use wasmtime::component::{Component, ResourceAny};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::Inner;
-use crate::bindings::exports::sluice::app::{app as wit_app, task as wit_task};
-use crate::bindings::sluice::app::{plan as wit_plan, types as wit_types};
-use crate::bindings::{Application as Bindings, ApplicationPre};
+use crate::contract::{AppError, Call, Guest as Bindings, Pre, RawOutput};
 use crate::error::{Cause, LoadError, PlanError, TaskError, TaskName};
 use crate::host::{GuestLog, HostState};
 use crate::validate::check_imports;
@@ -100,7 +96,7 @@ pub type TaskLabel = TaskName;
 #[derive(Clone)]
 pub struct App {
     inner: Arc<Inner>,
-    pre: ApplicationPre<HostState>,
+    pre: Pre,
     digest: String,
     imports: Vec<String>,
 }
@@ -173,7 +169,7 @@ impl App {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
-        let pre = ApplicationPre::new(instance_pre)
+        let pre = Pre::new(&inner.engine.engine, &component, instance_pre)
             .map_err(|e| LoadError::NotAnApplication(format!("{e:#}")))?;
         Ok(App {
             inner,
@@ -249,22 +245,14 @@ impl App {
     /// The operators the application exports (runs a sandboxed instance).
     pub fn operators(&self) -> Result<Vec<OperatorInfo>, TaskError> {
         let (mut sb, b) = self.sandbox("the application's `operators` function")?;
-        let ops = sb.call(|s| b.sluice_app_app().call_operators(s).map(Ok))?;
-        Ok(ops
-            .into_iter()
-            .map(|o| OperatorInfo {
-                name: o.name,
-                kind: kind_from_wit(o.kind),
-                description: o.description,
-            })
-            .collect())
+        sb.call(|s| b.operators(s))
     }
 
     /// Runs the plan function, sandboxed with the policy's limits.
     pub fn plan(&self, args: &[(String, String)]) -> Result<JobGraph, PlanError> {
         let (mut sb, b) = self.sandbox("the application's plan function")?;
-        match sb.call(|s| b.sluice_app_app().call_plan(s, &args.to_vec())) {
-            Ok(g) => Ok(graph_from_wit(g)),
+        match sb.call(|s| b.plan(s, args)) {
+            Ok(g) => Ok(g),
             Err(TaskError {
                 cause: Cause::InvalidConfig(m),
                 ..
@@ -293,31 +281,7 @@ impl App {
             poisoned: false,
             fuel_consumed: 0,
         };
-        let wit_spec = wit_task::ChainSpec {
-            operators: spec
-                .operators
-                .into_iter()
-                .map(|(operator, node, config)| wit_task::OperatorSpec {
-                    operator,
-                    node,
-                    config,
-                })
-                .collect(),
-            subtask: spec.subtask,
-            parallelism: spec.parallelism,
-            max_parallelism: spec.max_parallelism,
-            restore: spec
-                .restore
-                .into_iter()
-                .map(|c| wit_task::StateChunk {
-                    operator: c.operator,
-                    key_group: c.key_group,
-                    data: c.data,
-                })
-                .collect(),
-        };
-        let handle =
-            sandbox.call(|s| bindings.sluice_app_task().chain().call_create(s, &wit_spec))?;
+        let handle = sandbox.call(|s| bindings.create(s, spec))?;
         Ok(GuestChain {
             sandbox,
             bindings,
@@ -341,7 +305,7 @@ impl Sandbox {
     /// output to the log and classifies any failure.
     fn call<R>(
         &mut self,
-        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit_types::Error>>,
+        f: impl FnOnce(&mut Store<HostState>) -> Call<R>,
     ) -> Result<R, TaskError> {
         if self.poisoned {
             return Err(self.error(Cause::Poisoned));
@@ -369,8 +333,8 @@ impl Sandbox {
         let stderr = self.forward_output();
         match result {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(wit_types::Error::Failed(m))) => Err(self.error(Cause::Failed(m))),
-            Ok(Err(wit_types::Error::InvalidConfig(m))) => Err(self.error(Cause::InvalidConfig(m))),
+            Ok(Err(AppError::Failed(m))) => Err(self.error(Cause::Failed(m))),
+            Ok(Err(AppError::InvalidConfig(m))) => Err(self.error(Cause::InvalidConfig(m))),
             Err(e) => {
                 self.poisoned = true;
                 let cause = self.classify(&e, &stderr);
@@ -540,20 +504,15 @@ impl GuestChain {
 
     /// Runs a batch through the chain.
     pub fn process(&mut self, input: u32, batch: Batch) -> Result<GuestOutput, TaskError> {
-        let wit = batch_to_wit(batch);
         let (b, h) = (&self.bindings, self.handle);
-        let out = self
-            .sandbox
-            .call(|s| b.sluice_app_task().chain().call_process(s, h, input, &wit))?;
+        let out = self.sandbox.call(|s| b.process(s, h, input, batch))?;
         self.output(out)
     }
 
     /// Polls a source chain for up to `max` records.
     pub fn poll_source(&mut self, max: u32) -> Result<SourceOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self
-            .sandbox
-            .call(|s| b.sluice_app_task().chain().call_poll_source(s, h, max))?;
+        let out = self.sandbox.call(|s| b.poll_source(s, h, max))?;
         Ok(SourceOutput {
             output: self.output(out.output)?,
             watermark: out.watermark,
@@ -564,53 +523,37 @@ impl GuestChain {
     /// The watermark advanced.
     pub fn advance_watermark(&mut self, wm: i64) -> Result<GuestOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self
-            .sandbox
-            .call(|s| b.sluice_app_task().chain().call_advance_watermark(s, h, wm))?;
+        let out = self.sandbox.call(|s| b.advance_watermark(s, h, wm))?;
         self.output(out)
     }
 
     /// Processing time reached `now`.
     pub fn advance_processing_time(&mut self, now: i64) -> Result<GuestOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self.sandbox.call(|s| {
-            b.sluice_app_task()
-                .chain()
-                .call_advance_processing_time(s, h, now)
-        })?;
+        let out = self
+            .sandbox
+            .call(|s| b.advance_processing_time(s, h, now))?;
         self.output(out)
     }
 
     /// All inputs ended.
     pub fn end_of_input(&mut self) -> Result<GuestOutput, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let out = self
-            .sandbox
-            .call(|s| b.sluice_app_task().chain().call_end_of_input(s, h))?;
+        let out = self.sandbox.call(|s| b.end_of_input(s, h))?;
         self.output(out)
     }
 
     /// Snapshots every operator's state.
     pub fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<StateChunk>, TaskError> {
         let (b, h) = (&self.bindings, self.handle);
-        let chunks = self
-            .sandbox
-            .call(|s| b.sluice_app_task().chain().call_snapshot(s, h, checkpoint))?;
-        Ok(chunks
-            .into_iter()
-            .map(|c| StateChunk {
-                operator: c.operator,
-                key_group: c.key_group,
-                data: c.data,
-            })
-            .collect())
+        self.sandbox.call(|s| b.snapshot(s, h, checkpoint))
     }
 
-    fn output(&mut self, out: wit_task::Output) -> Result<GuestOutput, TaskError> {
+    fn output(&mut self, out: RawOutput) -> Result<GuestOutput, TaskError> {
         // The batch is already in host memory (as large as the guest's
         // memory allows at most); over the cap it goes no further.
         let limit = self.sandbox.inner.policy.limits.max_output_bytes_per_call;
-        let records = out.records.meta.len() as u64;
+        let records = out.records.records();
         let emitted = (out.records.data.len() as u64)
             .saturating_add(records.saturating_mul(sluice_policy::RECORD_OVERHEAD));
         if emitted > limit {
@@ -621,7 +564,10 @@ impl GuestChain {
                 records,
             }));
         }
-        let records = batch_from_wit(out.records);
+        let records = out
+            .records
+            .into_batch()
+            .map_err(|e| self.sandbox.error(Cause::Malformed(e)))?;
         records
             .validate()
             .map_err(|e| self.sandbox.error(Cause::Malformed(e.to_string())))?;
@@ -629,84 +575,6 @@ impl GuestChain {
             records,
             next_processing_timer: out.next_processing_timer,
         })
-    }
-}
-
-fn batch_to_wit(b: Batch) -> wit_types::Batch {
-    wit_types::Batch {
-        data: b.data,
-        meta: b
-            .meta
-            .into_iter()
-            .map(|m| wit_types::RecordMeta {
-                key_len: m.key_len,
-                value_len: m.value_len,
-                timestamp: m.timestamp,
-            })
-            .collect(),
-    }
-}
-
-fn batch_from_wit(b: wit_types::Batch) -> Batch {
-    Batch {
-        data: b.data,
-        meta: b
-            .meta
-            .into_iter()
-            .map(|m| RecordMeta {
-                key_len: m.key_len,
-                value_len: m.value_len,
-                timestamp: m.timestamp,
-            })
-            .collect(),
-    }
-}
-
-fn kind_from_wit(k: wit_app::OperatorKind) -> OperatorKind {
-    use wit_app::OperatorKind as K;
-    match k {
-        K::Source => OperatorKind::Source,
-        K::Map => OperatorKind::Map,
-        K::Filter => OperatorKind::Filter,
-        K::FlatMap => OperatorKind::FlatMap,
-        K::KeyedProcess => OperatorKind::KeyedProcess,
-        K::CoProcess => OperatorKind::CoProcess,
-        K::Sink => OperatorKind::Sink,
-    }
-}
-
-fn graph_from_wit(g: wit_plan::Graph) -> JobGraph {
-    JobGraph {
-        nodes: g
-            .nodes
-            .into_iter()
-            .map(|n| NodeSpec {
-                name: n.name,
-                implementation: match n.implementation {
-                    wit_plan::Implementation::Guest(s) => Implementation::Guest(s),
-                    wit_plan::Implementation::Connector(s) => Implementation::Connector(s),
-                },
-                parallelism: n.parallelism,
-                config: n.config,
-                watermarks: n.watermarks.map(|w| w.max_out_of_orderness_ms),
-            })
-            .collect(),
-        edges: g
-            .edges
-            .into_iter()
-            .map(|e| EdgeSpec {
-                source: e.source,
-                target: e.target,
-                partitioning: match e.partitioning {
-                    wit_plan::Partitioning::Forward => Partitioning::Forward,
-                    wit_plan::Partitioning::Hash => Partitioning::Hash,
-                    wit_plan::Partitioning::Rebalance => Partitioning::Rebalance,
-                    wit_plan::Partitioning::Broadcast => Partitioning::Broadcast,
-                },
-                target_input: e.target_input,
-            })
-            .collect(),
-        max_parallelism: g.max_parallelism,
     }
 }
 

@@ -21,6 +21,7 @@ mod bindings;
 mod cache;
 mod capture;
 mod compile;
+mod contract;
 mod error;
 mod host;
 mod instance;

@@ -34,8 +34,7 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:filesystem/preopens",
 ];
 
-/// The contract's package and the WASI versions this host provides.
-const CONTRACT_VERSION: &str = "0.1.0";
+/// The WASI versions this host provides (the contract's: `contract::VERSIONS`).
 const WASI_MAJOR_MINOR: &str = "0.2.";
 
 /// Whether the sandbox provides this import (`ns:pkg/iface@version`).
@@ -43,7 +42,7 @@ pub(crate) fn is_allowed(name: &str) -> bool {
     let (iface, version) = name.split_once('@').unwrap_or((name, ""));
     ALLOWED_IMPORTS.contains(&iface)
         && if iface.starts_with("sluice:") {
-            version == CONTRACT_VERSION
+            crate::contract::VERSIONS.contains(&version)
         } else {
             version.starts_with(WASI_MAJOR_MINOR)
         }
@@ -193,6 +192,7 @@ mod tests {
                 "wasi:sockets/tcp@0.2.6",
                 "sluice:app/log@9.0.0",
                 "sluice:app/log@0.1.0",
+                "sluice:app/log@0.2.0",
             ]
             .into_iter(),
         )
