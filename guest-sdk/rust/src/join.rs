@@ -270,7 +270,7 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::prelude::*;
-    use crate::testing::{Harness, OwnedRecord};
+    use crate::testing::Harness;
 
     /// Emits `key left-ts right-ts left-value right-value`.
     struct Pairs;
@@ -360,14 +360,7 @@ mod tests {
         lines.into_iter().map(|(l, _)| l).collect()
     }
 
-    fn owned(out: Vec<OwnedRecord>) -> Vec<String> {
-        let mut v: Vec<String> = out
-            .into_iter()
-            .map(|r| String::from_utf8(r.value).expect("utf-8"))
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::testing::sorted_values as owned;
 
     #[test]
     fn a_left_record_joins_the_right_records_within_its_interval_whichever_came_first() {

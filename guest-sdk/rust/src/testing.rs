@@ -18,6 +18,17 @@ pub struct OwnedRecord {
     pub timestamp: Option<i64>,
 }
 
+/// The values of `out` as text, sorted (what the SDK's own tests compare).
+#[cfg(test)]
+pub(crate) fn sorted_values(out: Vec<OwnedRecord>) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .into_iter()
+        .map(|r| String::from_utf8(r.value).expect("utf-8"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A chain of an application's operators, run in-process.
 pub struct Harness {
     chain: Chain,
@@ -185,14 +196,7 @@ mod tests {
         }
     }
 
-    fn values(out: Vec<OwnedRecord>) -> Vec<String> {
-        let mut v: Vec<String> = out
-            .into_iter()
-            .map(|r| String::from_utf8(r.value).expect("utf-8"))
-            .collect();
-        v.sort();
-        v
-    }
+    use super::sorted_values as values;
 
     #[test]
     fn event_time_timers_fire_when_the_watermark_passes_them() {

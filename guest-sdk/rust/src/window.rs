@@ -493,7 +493,7 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::prelude::*;
-    use crate::testing::{Harness, OwnedRecord};
+    use crate::testing::Harness;
 
     /// Counts a window's records; emits `key start end count`.
     struct Count;
@@ -620,14 +620,7 @@ mod tests {
         Ok(lines)
     }
 
-    fn lines(out: Vec<OwnedRecord>) -> Vec<String> {
-        let mut v: Vec<String> = out
-            .into_iter()
-            .map(|r| String::from_utf8(r.value).expect("utf-8"))
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::testing::sorted_values as lines;
 
     fn harness(op: &str) -> Harness {
         Harness::new::<App>(&[op]).expect("chain")
