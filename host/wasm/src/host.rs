@@ -101,7 +101,10 @@ pub struct GuestLog {
 }
 
 pub(crate) struct HostState {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call (see [`wasi_ctx`]): most
+    /// operators make none, and building it was about a tenth of an
+    /// operator's start.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub limiter: Limiter,
     pub stdout: Capture,
@@ -129,24 +132,8 @@ impl HostState {
     pub(crate) fn new(limits: &Limits, claim: sluice_share::Claim) -> Self {
         let stdout = Capture::new(limits.log_bytes_per_call);
         let stderr = Capture::new(limits.log_bytes_per_call);
-        // No preopened directories, no environment, no arguments, no
-        // network: WasiCtxBuilder grants none of them unless asked.
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .insecure_random_seed(u128::from(RANDOM_SEED))
-            .secure_random(wasmtime_wasi::Deterministic::new(
-                RANDOM_SEED.to_le_bytes().to_vec(),
-            ))
-            .insecure_random(wasmtime_wasi::Deterministic::new(
-                RANDOM_SEED.to_be_bytes().to_vec(),
-            ))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         HostState {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limiter: Limiter {
                 memory_limit: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
@@ -171,10 +158,32 @@ impl HostState {
     }
 }
 
+/// What a guest sees of WASI: its output captured, deterministic
+/// randomness, and no preopened directories, environment, arguments or
+/// network (WasiCtxBuilder grants none of them unless asked).
+fn wasi_ctx(stdout: &Capture, stderr: &Capture) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .insecure_random_seed(u128::from(RANDOM_SEED))
+        .secure_random(wasmtime_wasi::Deterministic::new(
+            RANDOM_SEED.to_le_bytes().to_vec(),
+        ))
+        .insecure_random(wasmtime_wasi::Deterministic::new(
+            RANDOM_SEED.to_be_bytes().to_vec(),
+        ))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| wasi_ctx(&self.stdout, &self.stderr)),
             table: &mut self.table,
         }
     }

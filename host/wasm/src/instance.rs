@@ -400,10 +400,16 @@ impl Sandbox {
     /// Sends the guest's stdout, stderr and log calls to the host log;
     /// returns stderr (for panic messages).
     fn forward_output(&mut self) -> String {
-        let task = self.name.to_string();
         let data = self.store.data_mut();
         let (out, out_dropped) = data.stdout.take();
         let (err, err_dropped) = data.stderr.take();
+        let dropped = out_dropped + err_dropped + std::mem::take(&mut data.logs_dropped);
+        // Most calls print nothing: the task's name is formatted (every
+        // call, per batch) only when there is something to log.
+        if out.is_empty() && err.is_empty() && data.logs.is_empty() && dropped == 0 {
+            return String::new();
+        }
+        let task = self.name.to_string();
         for line in String::from_utf8_lossy(&out).lines() {
             tracing::info!(task = %task, stream = "stdout", "{line}");
         }
@@ -419,7 +425,6 @@ impl Sandbox {
                 _ => tracing::debug!(task = %task, "{message}"),
             }
         }
-        let dropped = out_dropped + err_dropped + std::mem::take(&mut data.logs_dropped);
         if dropped > 0 {
             tracing::warn!(task = %task, dropped, "guest output over the per-call cap was dropped");
         }
