@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates the Go SDK's bindings to the contract (wit/v0.1/sluice.wit) with
+# Regenerates the Go SDK's bindings to the contract (wit/sluice.wit) with
 # wit-bindgen-cli's Go generator, and vendors the small runtime package
 # (go.bytecodealliance.org/pkg, Apache-2.0) they import, since these
 # machines reach no Go module proxy. Installing the generator takes about
 # 25 minutes, so its output is committed; `go test` in guest-sdk/go fails
-# when wit/v0.1/sluice.wit changed without a rerun (internal/wit/WIT_SHA256).
+# when wit/sluice.wit changed without a rerun (internal/wit/WIT_SHA256).
 #
 #   bash scripts/go-bindings.sh        # needs Go (scripts/tools.sh installs it)
 set -euo pipefail
@@ -24,7 +24,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 "$bin" go --format=false -w application \
     --pkg-name github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit \
-    --out-dir "$scratch" wit/v0.1/sluice.wit >/dev/null
+    --out-dir "$scratch" wit/sluice.wit >/dev/null
 # Replace only what the generator writes: the export packages also hold the
 # SDK's own files.
 find "$out" \( -name wit_bindings.go -o -name wit_exports.go -o -name empty.s \) -delete 2>/dev/null || true
@@ -33,11 +33,11 @@ find "$out" \( -name wit_bindings.go -o -name wit_exports.go -o -name empty.s \)
     cp "$scratch/$f" "$out/$f"
 done
 "$gofmt" -w "$out"
-sha256sum wit/v0.1/sluice.wit | cut -d' ' -f1 > "$out/WIT_SHA256"
+sha256sum wit/sluice.wit | cut -d' ' -f1 > "$out/WIT_SHA256"
 # The runtime package the bindings import, from the generator's own source.
 src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wit-bindgen-go-"$version"/src/pkg | head -1)
 rm -rf "$sdk/third_party/go-pkg"
 mkdir -p "$sdk/third_party/go-pkg/wit"
 cp -r "$src/wit/runtime" "$src/wit/types" "$src/wit/async" "$sdk/third_party/go-pkg/wit/"
 cp "$src/LICENSE" "$src/go.mod" "$sdk/third_party/go-pkg/"
-echo "go-bindings: regenerated $out from wit/v0.1/sluice.wit"
+echo "go-bindings: regenerated $out from wit/sluice.wit"

@@ -13,6 +13,7 @@ const GUESTS: &[&str] = &[
     "forbidden-import",
     "exactly-once",
     "nexmark",
+    "contract-v0-1",
 ];
 
 fn main() {

@@ -11,10 +11,9 @@ use anyhow::{Context, bail};
 use sluice_policy::Policy;
 use sluice_wasm::{Runtime, RuntimeOptions};
 
-/// The contract version the Go SDK's bindings target (wit/v0.1: the Go
-/// bindings are generated from it, and the cluster serves it beside the
-/// current one).
-const CONTRACT: &str = include_str!("../../../wit/v0.1/sluice.wit");
+/// The contract the Go SDK's bindings are generated from (the current one,
+/// as for Rust applications).
+const CONTRACT: &str = include_str!("../../../wit/sluice.wit");
 
 #[derive(clap::Args)]
 pub(crate) struct BuildArgs {

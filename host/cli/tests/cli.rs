@@ -528,3 +528,76 @@ fn output_into_a_closed_pipe_ends_quietly_like_sigpipe() {
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_component_built_against_contract_0_1_0_still_validates_and_runs() {
+    let wasm = sluice_test_programs::CONTRACT_V0_1;
+    let out = sluice(&["validate", wasm]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ok       sluice:app/plan@0.1.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("upper  map"), "{stdout}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Enough lines for many batches, some empty, some not ASCII.
+    let mut input = String::new();
+    for i in 0..5_000 {
+        input.push_str(&format!("line {i} of Five Thousand, naïve café\n"));
+        if i % 1_000 == 0 {
+            input.push('\n');
+        }
+    }
+    std::fs::write(dir.path().join("in.txt"), &input).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            wasm,
+            "-p",
+            "2",
+            "--arg",
+            "input=in.txt",
+            "--arg",
+            "output=out",
+        ])
+        .arg("--no-cache")
+        .output()
+        .expect("run");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("job finished after"), "{stderr}");
+    let (mut got, subtasks) =
+        sluice_test_programs::wordcount::output_lines(&dir.path().join("out"));
+    assert_eq!(subtasks, 2);
+    let mut want: Vec<String> = input.lines().map(str::to_ascii_uppercase).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    // One job across versions: its upper-cased lines go through Rust
+    // wordcount's `split` and `count` (a 0.2.0 component linked to it).
+    let link = format!("rust={}", sluice_test_programs::WORDCOUNT);
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir.path())
+        .args(["run", wasm, "-p", "2", "--with", &link])
+        .args(["--arg", "input=in.txt", "--arg", "output=mixed"])
+        .args(["--arg", "split=rust/split", "--arg", "count=rust/count"])
+        .arg("--no-cache")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (mut got, _) = sluice_test_programs::wordcount::output_lines(&dir.path().join("mixed"));
+    got.sort();
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for word in input.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if !word.is_empty() {
+            *counts.entry(word.to_ascii_lowercase()).or_default() += 1;
+        }
+    }
+    let mut want: Vec<String> = counts.iter().map(|(w, n)| format!("{w}\t{n}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}

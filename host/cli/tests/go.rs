@@ -72,7 +72,11 @@ fn a_go_module_builds_into_a_component_that_runs_on_the_mini_cluster() {
     );
     let out = sluice(&["validate", &wasm_arg], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("no-numbers  filter"));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("no-numbers  filter"), "{stdout}");
+    // Built against the current contract, as Rust applications are.
+    assert!(stdout.contains("sluice:app/plan@0.2.0"), "{stdout}");
+    assert!(!stdout.contains("@0.1.0"), "{stdout}");
 
     // Hostile text: mixed case, digits, punctuation, multibyte UTF-8,
     // empty and very long lines, a line without its newline.

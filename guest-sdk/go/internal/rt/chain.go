@@ -81,10 +81,10 @@ func processBatch(op operator, input uint32, b sluice_app_types.Batch, out *Coll
 func (c *Chain) drainFrom(i int) error {
 	for j := i + 1; j < len(c.ops); j++ {
 		in := &c.bufs[j-1]
-		if len(in.meta) == 0 {
+		if in.count() == 0 {
 			continue
 		}
-		c.emitted[j-1] += uint64(len(in.meta))
+		c.emitted[j-1] += uint64(in.count())
 		if err := processBatch(c.ops[j], 0, in.take(), &c.bufs[j]); err != nil {
 			return err
 		}
@@ -103,7 +103,7 @@ func (c *Chain) output() sluice_app_task.Output {
 		}
 	}
 	last := &c.bufs[len(c.bufs)-1]
-	c.emitted[len(c.emitted)-1] += uint64(len(last.meta))
+	c.emitted[len(c.emitted)-1] += uint64(last.count())
 	// One host call per operator that emitted anything: the host counts
 	// each chained node's records from these.
 	for i, n := range c.emitted {

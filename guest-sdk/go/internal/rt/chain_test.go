@@ -2,6 +2,7 @@ package rt
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_task"
@@ -97,12 +98,40 @@ func TestAMalformedBatchIsAnErrorNotAPanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := sluice_app_types.Batch{
-		Data: []byte("abc"),
-		Meta: []sluice_app_types.RecordMeta{{KeyLen: 2, ValueLen: 5, Timestamp: noTimestamp}},
-	}
+	// Key length 2, value length 5, no timestamp: past the 3 bytes of data.
+	meta := []byte{2, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80}
+	bad := sluice_app_types.Batch{Data: []byte("abc"), Meta: meta}
 	if _, err := c.Process(0, bad); err == nil {
 		t.Fatal("a record past the batch's data was accepted")
+	}
+}
+
+func TestMetadataIsPackedAsTheContractSays(t *testing.T) {
+	b := batch(
+		Record{Key: []byte("k"), HasKey: true, Value: []byte("vv"), Timestamp: 0x0102030405060708, HasTimestamp: true},
+		Record{Value: []byte("w")},
+	)
+	want := []byte{
+		1, 0, 0, 0, 2, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, // key 1, value 2, ts
+		0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, // no key, value 1, no ts
+	}
+	if string(b.Meta) != string(want) || string(b.Data) != "kvvw" {
+		t.Fatalf("meta % x, data %q", b.Meta, b.Data)
+	}
+}
+
+func TestPartialMetadataIsRefusedBeforeAnyRecord(t *testing.T) {
+	b := batch(Record{Value: []byte("v")})
+	for _, extra := range []int{1, 8, 15} {
+		bad := sluice_app_types.Batch{Data: b.Data, Meta: append(append([]byte{}, b.Meta...), make([]byte, extra)...)}
+		seen := 0
+		err := eachRecord(bad, func(Record) error { seen++; return nil })
+		if err == nil || seen != 0 {
+			t.Fatalf("%d stray bytes: err %v after %d records", extra, err, seen)
+		}
+		if !strings.Contains(err.Error(), "not a multiple of the 16 per record") {
+			t.Fatalf("%v", err)
+		}
 	}
 }
 

@@ -4,6 +4,9 @@
 package rt
 
 import (
+	"encoding/binary"
+	"strconv"
+
 	"github.com/sluice-streaming/sluice/guest-sdk/go/internal/wit/sluice_app_types"
 )
 
@@ -12,6 +15,11 @@ const (
 	noKey       = ^uint32(0)
 	noTimestamp = int64(-1 << 63)
 )
+
+// metaBytes is the size of one record's metadata in a batch (contract
+// 0.2.0): key length (u32), value length (u32), event time (i64), all
+// little-endian.
+const metaBytes = 16
 
 // Record is one record as an operator sees it. Key and Value point into
 // the batch being processed: copy them to keep them past the call.
@@ -29,7 +37,8 @@ type Record struct {
 // the record the timestamp of the record being processed.
 type Collector struct {
 	data []byte
-	meta []sluice_app_types.RecordMeta
+	// metaBytes per record emitted.
+	meta []byte
 	// The event time records emitted now get, if hasTS: that of the record
 	// being processed or of the event-time timer firing.
 	ts    int64
@@ -74,9 +83,14 @@ func (c *Collector) push(key []byte, hasKey bool, value []byte, ts int64) {
 		c.data = append(c.data, key...)
 	}
 	c.data = append(c.data, value...)
-	c.meta = append(c.meta, sluice_app_types.RecordMeta{
-		KeyLen: keyLen, ValueLen: uint32(len(value)), Timestamp: ts,
-	})
+	c.meta = binary.LittleEndian.AppendUint32(c.meta, keyLen)
+	c.meta = binary.LittleEndian.AppendUint32(c.meta, uint32(len(value)))
+	c.meta = binary.LittleEndian.AppendUint64(c.meta, uint64(ts))
+}
+
+// count is how many records were emitted since the last take.
+func (c *Collector) count() int {
+	return len(c.meta) / metaBytes
 }
 
 // take returns what was emitted as a batch and empties the collector,
@@ -89,21 +103,29 @@ func (c *Collector) take() sluice_app_types.Batch {
 }
 
 // eachRecord calls f for every record of a batch, failing on a batch whose
+// metadata is not a whole number of records (before any record) or whose
 // lengths run past its data.
 func eachRecord(b sluice_app_types.Batch, f func(Record) error) error {
+	if len(b.Meta)%metaBytes != 0 {
+		return Failed("malformed batch: its metadata has " + strconv.Itoa(len(b.Meta)) +
+			" bytes, not a multiple of the " + strconv.Itoa(metaBytes) + " per record")
+	}
 	pos := uint64(0)
 	size := uint64(len(b.Data))
-	for _, m := range b.Meta {
-		r := Record{Timestamp: m.Timestamp, HasTimestamp: m.Timestamp != noTimestamp}
-		if m.KeyLen != noKey {
-			end := pos + uint64(m.KeyLen)
+	for m := b.Meta; len(m) >= metaBytes; m = m[metaBytes:] {
+		keyLen := binary.LittleEndian.Uint32(m[0:4])
+		valueLen := binary.LittleEndian.Uint32(m[4:8])
+		ts := int64(binary.LittleEndian.Uint64(m[8:16]))
+		r := Record{Timestamp: ts, HasTimestamp: ts != noTimestamp}
+		if keyLen != noKey {
+			end := pos + uint64(keyLen)
 			if end > size {
 				return Failed("a batch's record runs past its data")
 			}
 			r.Key, r.HasKey = b.Data[pos:end:end], true
 			pos = end
 		}
-		end := pos + uint64(m.ValueLen)
+		end := pos + uint64(valueLen)
 		if end > size {
 			return Failed("a batch's record runs past its data")
 		}

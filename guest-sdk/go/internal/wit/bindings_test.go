@@ -1,5 +1,5 @@
 // Package wit holds the bindings scripts/go-bindings.sh generates from
-// wit/v0.1/sluice.wit; this test fails when the contract changed without them.
+// wit/sluice.wit; this test fails when the contract changed without them.
 package wit
 
 import (
@@ -11,7 +11,7 @@ import (
 )
 
 func TestTheBindingsAreGeneratedFromTheCurrentContract(t *testing.T) {
-	contract, err := os.ReadFile("../../../../wit/v0.1/sluice.wit")
+	contract, err := os.ReadFile("../../../../wit/sluice.wit")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,6 +21,6 @@ func TestTheBindingsAreGeneratedFromTheCurrentContract(t *testing.T) {
 	}
 	sum := sha256.Sum256(contract)
 	if got, want := hex.EncodeToString(sum[:]), strings.TrimSpace(string(recorded)); got != want {
-		t.Fatalf("wit/v0.1/sluice.wit changed since the Go bindings were generated (sha256 %s, bindings from %s): run scripts/go-bindings.sh", got, want)
+		t.Fatalf("wit/sluice.wit changed since the Go bindings were generated (sha256 %s, bindings from %s): run scripts/go-bindings.sh", got, want)
 	}
 }
