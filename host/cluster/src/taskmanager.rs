@@ -813,6 +813,16 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         )
     });
     let accounts = vec![tenant_account(shared, &d), run_account(&d)];
+    // Tasks running here once these start, against the cores they share.
+    let running: usize = lock(&shared.runs)
+        .values()
+        .map(|r| r.tasks.iter().filter(|t| !t.ended).count())
+        .sum();
+    let cores = shared
+        .gate
+        .as_ref()
+        .map_or_else(sluice_runtime::cores, Gate::cores);
+    let read_ahead = sluice_runtime::read_ahead_pays(running + d.tasks.len(), cores);
     let mut starts = Vec::new();
     for (slot, t) in d.tasks {
         let counters = Arc::new(TaskCounters::new(&t.nodes));
@@ -866,6 +876,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
             // A savepoint of this run may name them; its restore publishes them.
             discard_precommitted_on_cancel: false,
             lane: lane.clone(),
+            read_ahead,
             accounts: accounts.clone(),
         };
         starts.push((t, ctx));

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
-use sluice_connectors::{Connectors, Poll, Sink, Source};
+use sluice_connectors::{Connectors, Poll, Sink};
 use sluice_coord::{TaskDeployment, TaskFailure, TaskId, TaskStatus};
 use sluice_task::{
     AlignmentMode, BarrierAligner, BatchLimits, InputTracker, OutputRouter, RouteError,
@@ -17,6 +17,7 @@ use sluice_task::{
 use sluice_types::{Batch, BatchBuilder, Event, Implementation, NodeSpec, OperatorKind};
 use sluice_wasm::{ChainSpec, GuestChain, GuestOutput, StateChunk, TaskLabel};
 
+use crate::read_ahead::ReadAhead;
 use crate::snapshot::{CheckpointNotice, Checkpointing, TakenSnapshot, TaskSnapshot};
 use crate::{GUEST_INSTANCES, GUEST_MEMORY_BYTES, TaskCounters};
 
@@ -57,12 +58,16 @@ pub struct TaskContext {
     /// The tenant's lane through the process's fair CPU gate: the task's
     /// thread runs only while it holds a core from it. `None`: no gate.
     pub lane: Option<sluice_share::Lane>,
+    /// Whether a host source is read on a thread of its own while the task
+    /// runs what it read before (see `read_ahead`): worth it only while
+    /// the process has a core to spare, see [`crate::read_ahead_pays`].
+    pub read_ahead: bool,
     /// Accounts the task's guest instance is counted against (its tenant's
     /// and its job's on this process, with their caps).
     pub accounts: Vec<sluice_share::Account>,
 }
 
-enum Stop {
+pub(crate) enum Stop {
     Canceled,
     Failed(TaskFailure),
 }
@@ -128,25 +133,27 @@ pub fn run(dep: TaskDeployment, ctx: TaskContext, report: &dyn Fn(TaskId, TaskSt
             TaskStatus::Failed(failure)
         }
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
+            let msg = panic_message(&*panic);
             TaskStatus::Failed(TaskFailure::recoverable(format!(
                 "task {name} hit an internal error: {msg}"
             )))
         }
     };
-    counters.cpu_ns.store(
-        crate::thread_cpu_ns().saturating_sub(cpu_start),
-        Ordering::Relaxed,
-    );
+    counters.set_cpu(crate::thread_cpu_ns().saturating_sub(cpu_start));
     if final_status == TaskStatus::Finished {
         counters.finished.store(true, Ordering::Relaxed);
     }
     drop(entered);
     report(id, final_status);
+}
+
+/// What a caught panic said.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {
@@ -159,7 +166,7 @@ fn now_ms() -> i64 {
 struct Task {
     dep: TaskDeployment,
     ctx: TaskContext,
-    source: Option<Box<dyn Source>>,
+    source: Option<ReadAhead>,
     guest: Option<GuestChain>,
     /// Index in `dep.nodes` of the first guest node.
     first_guest: usize,
@@ -193,10 +200,21 @@ impl Task {
         let source = match connector(head) {
             Some(Some(OperatorKind::Source)) => {
                 let positions = restore.as_ref().map(|r| r.sources.as_slice());
-                Some(
-                    ctx.connectors
-                        .source(head, subtask, parallelism, positions)?,
-                )
+                let source = ctx
+                    .connectors
+                    .source(head, subtask, parallelism, positions)?;
+                Some(if ctx.read_ahead {
+                    let name = format!("{} ({}/{parallelism})", dep.name, subtask + 1);
+                    let lane = ctx.lane.clone();
+                    ReadAhead::start(source, SOURCE_BATCH, &name, lane, ctx.counters.clone())
+                        .map_err(|e| {
+                            Stop::Failed(TaskFailure::recoverable(format!(
+                                "cannot start the thread that reads the source: {e}"
+                            )))
+                        })?
+                } else {
+                    ReadAhead::inline(source, SOURCE_BATCH)
+                })
             }
             _ => None,
         };
@@ -346,7 +364,7 @@ impl Task {
             self.source_signals()?;
             self.fire_due_timers()?;
             let (finished, short) = if let Some(src) = self.source.as_mut() {
-                let poll = src.poll(SOURCE_BATCH, &mut self.source_out)?;
+                let poll = src.poll(&mut self.source_out)?;
                 let batch = self.source_out.take();
                 let short = batch.len() < SOURCE_BATCH;
                 self.ctx
@@ -820,10 +838,7 @@ impl GuestUsage {
             .fuel_consumed
             .fetch_add(fuel.saturating_sub(self.fuel), Ordering::Relaxed);
         self.fuel = fuel;
-        counters.cpu_ns.store(
-            crate::thread_cpu_ns().saturating_sub(self.cpu_start),
-            Ordering::Relaxed,
-        );
+        counters.set_cpu(crate::thread_cpu_ns().saturating_sub(self.cpu_start));
         let memory = chain.memory_bytes();
         if memory >= self.memory {
             GUEST_MEMORY_BYTES.fetch_add(memory - self.memory, Ordering::Relaxed);

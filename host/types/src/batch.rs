@@ -215,6 +215,17 @@ impl BatchBuilder {
         Some(end)
     }
 
+    /// Appends a whole batch: taken as it is when nothing was added yet
+    /// (no copy), copied after what was otherwise.
+    pub fn append(&mut self, batch: Batch) {
+        if self.batch.meta.is_empty() && self.batch.data.is_empty() {
+            self.batch = batch;
+        } else {
+            self.batch.data.extend_from_slice(&batch.data);
+            self.batch.meta.extend_from_slice(&batch.meta);
+        }
+    }
+
     /// Records so far.
     pub fn len(&self) -> usize {
         self.batch.meta.len()
