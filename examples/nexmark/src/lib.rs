@@ -135,15 +135,25 @@ fn q0(b: &Bid<'_>, l: &mut Line) -> bool {
     true
 }
 
+/// A price in dollar cents in euro cents: the whole cents and the
+/// thousandths, exactly, for every `u64` price. (price × rate) / 1000 and
+/// its remainder, computed as (1000q + r) × rate = 1000 × q × rate + r ×
+/// rate without the 128-bit product, which is a library call in wasm32
+/// (q1's hottest cost after its own code): q × rate stays within `u64`
+/// because the rate is below 1000.
+fn euro_cents(price: u64) -> (u64, u16) {
+    const _: () = assert!(EUROS_PER_1000_DOLLARS < 1000);
+    let (q, r) = (price / 1000, price % 1000);
+    let rest = r * EUROS_PER_1000_DOLLARS;
+    (
+        q * EUROS_PER_1000_DOLLARS + rest / 1000,
+        (rest % 1000) as u16,
+    )
+}
+
 fn q1(b: &Bid<'_>, l: &mut Line) -> bool {
-    // Thousandths of a euro cent.
-    let euros = u128::from(b.price) * u128::from(EUROS_PER_1000_DOLLARS);
-    let thousandths = (euros % 1000) as u16;
-    l.int(b.auction)
-        .comma()
-        .int(b.bidder)
-        .comma()
-        .int(euros / 1000);
+    let (cents, thousandths) = euro_cents(b.price);
+    l.int(b.auction).comma().int(b.bidder).comma().int(cents);
     l.text(b".");
     if thousandths < 100 {
         l.text(if thousandths < 10 { b"00" } else { b"0" });
