@@ -113,6 +113,8 @@ struct RunTask {
     slot: u32,
     counters: Arc<TaskCounters>,
     ended: bool,
+    /// Whether its source is read on a thread of its own.
+    reads_ahead: bool,
 }
 
 impl RunTask {
@@ -813,16 +815,24 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
         )
     });
     let accounts = vec![tenant_account(shared, &d), run_account(&d)];
-    // Tasks running here once these start, against the cores they share.
-    let running: usize = lock(&shared.runs)
-        .values()
-        .map(|r| r.tasks.iter().filter(|t| !t.ended).count())
-        .sum();
+    // The threads running here once these start (tasks, and the readers of
+    // the sources that read ahead), against the cores they share.
+    let (mut tasks, mut sources) = (0, 0);
+    for t in lock(&shared.runs).values().flat_map(|r| &r.tasks) {
+        tasks += usize::from(!t.ended);
+        sources += usize::from(!t.ended && t.reads_ahead);
+    }
+    tasks += d.tasks.len();
+    sources += d
+        .tasks
+        .iter()
+        .filter(|(_, t)| sluice_runtime::polls_a_host_source(&t.nodes))
+        .count();
     let cores = shared
         .gate
         .as_ref()
         .map_or_else(sluice_runtime::cores, Gate::cores);
-    let read_ahead = sluice_runtime::read_ahead_pays(running + d.tasks.len(), cores);
+    let read_ahead = sluice_runtime::read_ahead_pays(tasks, sources, cores);
     let mut starts = Vec::new();
     for (slot, t) in d.tasks {
         let counters = Arc::new(TaskCounters::new(&t.nodes));
@@ -832,6 +842,7 @@ fn deploy(shared: &Arc<Shared>, d: Deployment) {
             slot,
             counters: counters.clone(),
             ended: false,
+            reads_ahead: read_ahead && sluice_runtime::polls_a_host_source(&t.nodes),
         });
         let ctx = TaskContext {
             components: components.clone(),

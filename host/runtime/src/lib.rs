@@ -177,12 +177,24 @@ pub struct TaskCounters {
 }
 
 /// Whether reading host sources on threads of their own pays (see
-/// `read_ahead`) in a process that will run `tasks` task threads on
-/// `cores` cores: only with a core to spare. With every core busy already,
-/// the extra thread's hand-offs cost more than it brings (Nexmark q4 on 2
-/// cores, two tasks: 13 % slower with it; q0–q2, one task: 1.7× faster).
-pub fn read_ahead_pays(tasks: usize, cores: usize) -> bool {
-    tasks < cores
+/// `read_ahead`) in a process that will run `tasks` task threads, of which
+/// `sources` poll a host source, on `cores` cores: only while every
+/// thread, each source's reader included, has a core of its own. With the
+/// cores busy already, the reader's hand-offs cost more than it brings
+/// (Nexmark q4 on 2 cores, three tasks: 13 % slower with it; q0–q2, one
+/// task and its reader: 1.7× faster).
+pub fn read_ahead_pays(tasks: usize, sources: usize, cores: usize) -> bool {
+    tasks.saturating_add(sources) <= cores
+}
+
+/// Whether a task running these chained nodes polls a host source (its
+/// head is a source connector).
+pub fn polls_a_host_source(nodes: &[sluice_types::NodeSpec]) -> bool {
+    matches!(
+        nodes.first().map(|n| &n.implementation),
+        Some(sluice_types::Implementation::Connector(c))
+            if sluice_connectors::kind(c) == Some(sluice_types::OperatorKind::Source)
+    )
 }
 
 /// The cores this process may run on.
@@ -419,7 +431,16 @@ impl LocalCluster {
         let now = || started.elapsed().as_millis() as u64;
         let mut counters: Vec<(TaskId, Arc<TaskCounters>)> = Vec::new();
         let total_tasks = job.execution.tasks().count() as u32;
-        let cores = cores();
+        let read_ahead = read_ahead_pays(
+            total_tasks as usize,
+            job.execution
+                .vertices
+                .iter()
+                .filter(|v| polls_a_host_source(&v.nodes))
+                .map(|v| v.parallelism as usize)
+                .sum(),
+            cores(),
+        );
         let mut channels: Vec<Option<(Sender<Event>, Receiver<Event>)>> =
             (0..job.execution.channel_count())
                 .map(|_| Some(bounded(CHANNEL_CAPACITY)))
@@ -515,7 +536,7 @@ impl LocalCluster {
                             discard_precommitted_on_cancel: true,
                             // One tenant: nobody to share the cores with.
                             lane: None,
-                            read_ahead: read_ahead_pays(total_tasks as usize, cores),
+                            read_ahead,
                             accounts: Vec::new(),
                         };
                         let status = status_tx.clone();

@@ -324,4 +324,31 @@ mod tests {
         counters.set_cpu(0);
         assert!(counters.cpu_ns.load(Ordering::Relaxed) > 0);
     }
+
+    #[test]
+    fn a_source_reads_ahead_only_while_every_thread_has_a_core() {
+        use crate::{polls_a_host_source, read_ahead_pays};
+        use sluice_types::{Implementation, NodeSpec};
+        let node = |implementation| NodeSpec {
+            name: "n".into(),
+            implementation,
+            parallelism: None,
+            config: Vec::new(),
+            watermarks: None,
+        };
+        let source = node(Implementation::Connector("nexmark".into()));
+        let sink = node(Implementation::Connector("blackhole".into()));
+        let guest = node(Implementation::Guest("q0".into()));
+        assert!(polls_a_host_source(&[source.clone(), guest.clone(), sink.clone()]));
+        assert!(!polls_a_host_source(&[guest.clone(), sink.clone()]));
+        assert!(!polls_a_host_source(&[sink, source]));
+        assert!(!polls_a_host_source(&[]));
+        // One source chain on two cores: it and its reader fit.
+        assert!(read_ahead_pays(1, 1, 2));
+        // Two source chains on two cores, or a source chain and a keyed
+        // task: they fill the cores already.
+        assert!(!read_ahead_pays(2, 2, 2));
+        assert!(!read_ahead_pays(2, 1, 2));
+        assert!(read_ahead_pays(2, 2, 4));
+    }
 }
