@@ -8,7 +8,7 @@ use sluice_types::BatchBuilder;
 use crate::datagen::Split;
 use crate::{ConnectorError, Poll, Source};
 
-/// Bytes of the buffer events are encoded into (they are under 1.3 KiB).
+/// Bytes reserved for encoding an event (they are under 1.3 KiB).
 const ENCODE_BUFFER: usize = 4096;
 
 /// Subtask `s` of `p` emits events `s, s + p, ...` of the one stream, so
@@ -31,7 +31,7 @@ impl NexmarkSource {
         NexmarkSource {
             generator: Generator::new(config),
             splits: splits.into_iter().filter(Split::valid).collect(),
-            value: vec![0; ENCODE_BUFFER],
+            value: Vec::with_capacity(ENCODE_BUFFER),
         }
     }
 }
@@ -52,11 +52,9 @@ impl Source for NexmarkSource {
             };
             let Some(i) = split.take(count) else { break };
             let event = self.generator.event(i);
-            match event.encode_to(&mut self.value) {
-                Some(len) => out.push(None, &self.value[..len], Some(event.date_time())),
-                // Larger than any event the generator makes; still correct.
-                None => out.push(None, &event.encode(), Some(event.date_time())),
-            }
+            self.value.clear();
+            event.encode_into(&mut self.value);
+            out.push(None, &self.value, Some(event.date_time()));
         }
         Ok(Split::poll(&self.splits, count))
     }

@@ -339,7 +339,11 @@ mod tests {
         let source = node(Implementation::Connector("nexmark".into()));
         let sink = node(Implementation::Connector("blackhole".into()));
         let guest = node(Implementation::Guest("q0".into()));
-        assert!(polls_a_host_source(&[source.clone(), guest.clone(), sink.clone()]));
+        assert!(polls_a_host_source(&[
+            source.clone(),
+            guest.clone(),
+            sink.clone()
+        ]));
         assert!(!polls_a_host_source(&[guest.clone(), sink.clone()]));
         assert!(!polls_a_host_source(&[sink, source]));
         assert!(!polls_a_host_source(&[]));
