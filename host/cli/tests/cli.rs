@@ -10,6 +10,19 @@ fn sluice(args: &[&str]) -> Output {
         .expect("run sluice")
 }
 
+/// `sluice run WASM ARGS... --no-cache` in `dir`, where the arguments'
+/// relative paths resolve.
+fn run_in(dir: &std::path::Path, wasm: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir)
+        .arg("run")
+        .arg(wasm)
+        .args(args)
+        .arg("--no-cache")
+        .output()
+        .expect("run sluice")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -64,21 +77,11 @@ fn run_counts_words_prints_a_summary_and_exits_zero() {
         "To be, or not to be:\nthat is the question.\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            sluice_test_programs::WORDCOUNT,
-            "-p",
-            "2",
-            "--arg",
-            "input=in.txt",
-            "--arg",
-            "output=out",
-        ])
-        .arg("--no-cache")
-        .output()
-        .expect("run");
+    let out = run_in(
+        dir.path(),
+        sluice_test_programs::WORDCOUNT,
+        &["-p", "2", "--arg", "input=in.txt", "--arg", "output=out"],
+    );
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("job finished after"), "{stderr}");
@@ -551,21 +554,11 @@ fn a_component_built_against_contract_0_1_0_still_validates_and_runs() {
         }
     }
     std::fs::write(dir.path().join("in.txt"), &input).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            wasm,
-            "-p",
-            "2",
-            "--arg",
-            "input=in.txt",
-            "--arg",
-            "output=out",
-        ])
-        .arg("--no-cache")
-        .output()
-        .expect("run");
+    let out = run_in(
+        dir.path(),
+        wasm,
+        &["-p", "2", "--arg", "input=in.txt", "--arg", "output=out"],
+    );
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("job finished after"), "{stderr}");
@@ -580,14 +573,24 @@ fn a_component_built_against_contract_0_1_0_still_validates_and_runs() {
     // One job across versions: its upper-cased lines go through Rust
     // wordcount's `split` and `count` (a 0.2.0 component linked to it).
     let link = format!("rust={}", sluice_test_programs::WORDCOUNT);
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(dir.path())
-        .args(["run", wasm, "-p", "2", "--with", &link])
-        .args(["--arg", "input=in.txt", "--arg", "output=mixed"])
-        .args(["--arg", "split=rust/split", "--arg", "count=rust/count"])
-        .arg("--no-cache")
-        .output()
-        .expect("run");
+    let out = run_in(
+        dir.path(),
+        wasm,
+        &[
+            "-p",
+            "2",
+            "--with",
+            &link,
+            "--arg",
+            "input=in.txt",
+            "--arg",
+            "output=mixed",
+            "--arg",
+            "split=rust/split",
+            "--arg",
+            "count=rust/count",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (mut got, _) = sluice_test_programs::wordcount::output_lines(&dir.path().join("mixed"));
     got.sort();
