@@ -674,7 +674,7 @@ impl Task {
         }
         let mut pending = std::mem::take(&mut self.pending);
         self.router
-            .route(&batch, &mut |ch, b| pending.push((ch, b)))
+            .route(batch, &mut |ch, b| pending.push((ch, b)))
             .map_err(|e| {
                 Stop::Failed(TaskFailure::non_recoverable(match e {
                     RouteError::MissingKey => format!(

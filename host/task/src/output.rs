@@ -41,6 +41,32 @@ struct Output {
 }
 
 impl Output {
+    /// Appends all of `batch` to the only target's pending batch (see
+    /// [`OutputRouter::route`]).
+    fn take_whole(
+        &mut self,
+        mut batch: Batch,
+        limits: BatchLimits,
+        send: &mut dyn FnMut(u32, Batch),
+    ) -> Result<(), RouteError> {
+        if self.partitioning == Partitioning::Hash
+            && batch.meta.iter().any(|m| m.key_len == sluice_types::NO_KEY)
+        {
+            return Err(RouteError::MissingKey);
+        }
+        // Bytes past the last record would shift every record appended
+        // after them.
+        let used: u64 = batch.meta.iter().map(|m| m.data_len()).sum();
+        let used = usize::try_from(used)
+            .ok()
+            .filter(|&n| n <= batch.data.len())
+            .ok_or(RouteError::Malformed)?;
+        batch.data.truncate(used);
+        self.pending[0].append(batch);
+        self.send_if_full(0, limits, send);
+        Ok(())
+    }
+
     fn send_if_full(&mut self, t: usize, limits: BatchLimits, send: &mut dyn FnMut(u32, Batch)) {
         let b = &mut self.pending[t];
         if b.len() >= limits.records || b.bytes() >= limits.bytes {
@@ -61,7 +87,7 @@ impl Output {
 /// let mut b = BatchBuilder::new();
 /// for w in ["a", "b", "c", "a"] { b.push(Some(w.as_bytes()), b"", None); }
 /// let mut sent = Vec::new();
-/// r.route(&b.take(), &mut |ch, batch| sent.push((ch, batch.len()))).unwrap();
+/// r.route(b.take(), &mut |ch, batch| sent.push((ch, batch.len()))).unwrap();
 /// r.flush(&mut |ch, batch| sent.push((ch, batch.len())));
 /// assert_eq!(sent.iter().map(|(_, n)| n).sum::<usize>(), 4);
 /// ```
@@ -105,12 +131,22 @@ impl OutputRouter {
     /// rotate from batch to batch, so the spread stays even; a hash edge
     /// routes record by record. Fails if a hash edge receives a record
     /// without a key.
+    ///
+    /// With a single output edge to a single subtask (every edge at
+    /// parallelism 1) the batch is moved into the pending one, or copied
+    /// in one piece behind what is pending, instead of record by record.
     pub fn route(
         &mut self,
-        batch: &Batch,
+        batch: Batch,
         send: &mut dyn FnMut(u32, Batch),
     ) -> Result<(), RouteError> {
         let limits = self.limits;
+        if let [o] = self.outputs.as_mut_slice()
+            && let [_] = o.channels.as_slice()
+        {
+            return o.take_whole(batch, limits, send);
+        }
+        let batch = &batch;
         let total = batch.len();
         for o in &mut self.outputs {
             let n = o.channels.len();
@@ -197,7 +233,7 @@ mod tests {
                     let mut b = BatchBuilder::new();
                     b.push(Some(&key), b"", None);
                     let mut to = Vec::new();
-                    r.route(&b.take(), &mut |ch, _| to.push(ch)).expect("keyed");
+                    r.route(b.take(), &mut |ch, _| to.push(ch)).expect("keyed");
                     r.flush(&mut |ch, _| to.push(ch));
                     let want = want.as_u64().expect("owner") as u32;
                     assert_eq!(to, [100 + want], "max {max} parallelism {p}");
@@ -234,7 +270,7 @@ mod tests {
                 total += 1;
             }
         };
-        r.route(&b.take(), &mut check).expect("keys present");
+        r.route(b.take(), &mut check).expect("keys present");
         r.flush(&mut check);
         assert_eq!(total, 500);
     }
@@ -249,7 +285,7 @@ mod tests {
             b.push(None, &[i], None);
         }
         let mut counts: HashMap<u32, usize> = HashMap::new();
-        r.route(&b.take(), &mut |ch, batch| {
+        r.route(b.take(), &mut |ch, batch| {
             *counts.entry(ch).or_default() += batch.len()
         })
         .expect("no hash edge");
@@ -282,7 +318,7 @@ mod tests {
                     b.push(None, &next.to_le_bytes(), None);
                     next += 1;
                 }
-                r.route(&b.take(), &mut keep).expect("no hash edge");
+                r.route(b.take(), &mut keep).expect("no hash edge");
             }
             r.flush(&mut keep);
             let counts: Vec<usize> = got.iter().map(Vec::len).collect();
@@ -312,18 +348,96 @@ mod tests {
                 2
             ],
         };
-        assert_eq!(r.route(&bad, &mut |_, _| {}), Err(RouteError::Malformed));
+        assert_eq!(
+            r.route(bad.clone(), &mut |_, _| {}),
+            Err(RouteError::Malformed)
+        );
+        // The same through the whole-batch path of a single target.
+        let mut single = OutputRouter::new(128, BatchLimits::default());
+        single.add_output(Partitioning::Forward, vec![0]);
+        let mut sent = 0;
+        assert_eq!(
+            single.route(bad, &mut |_, _| sent += 1),
+            Err(RouteError::Malformed)
+        );
+        single.flush(&mut |_, _| sent += 1);
+        assert_eq!(sent, 0);
     }
 
     #[test]
     fn a_record_without_a_key_on_a_hash_edge_is_an_error() {
-        let mut r = OutputRouter::new(128, BatchLimits::default());
-        r.add_output(Partitioning::Hash, vec![0, 1]);
-        let mut b = BatchBuilder::new();
-        b.push(None, b"x", None);
-        assert_eq!(
-            r.route(&b.take(), &mut |_, _| {}),
-            Err(RouteError::MissingKey)
+        for targets in [vec![0, 1], vec![0]] {
+            let mut r = OutputRouter::new(128, BatchLimits::default());
+            r.add_output(Partitioning::Hash, targets);
+            let mut b = BatchBuilder::new();
+            b.push(Some(b"k"), b"keyed", None);
+            b.push(None, b"x", None);
+            assert_eq!(
+                r.route(b.take(), &mut |_, _| {}),
+                Err(RouteError::MissingKey)
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_target_gets_the_batch_itself_when_nothing_is_pending() {
+        let mut r = OutputRouter::new(
+            128,
+            BatchLimits {
+                records: 2,
+                bytes: 1 << 20,
+            },
         );
+        r.add_output(Partitioning::Hash, vec![5]);
+        let mut b = BatchBuilder::new();
+        for w in ["a", "b", "c"] {
+            b.push(Some(w.as_bytes()), b"v", None);
+        }
+        let batch = b.take();
+        let data = batch.data.as_ptr();
+        let mut sent = Vec::new();
+        r.route(batch, &mut |ch, b| sent.push((ch, b)))
+            .expect("keyed");
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].0, sent[0].1.len()), (5, 3));
+        assert_eq!(sent[0].1.data.as_ptr(), data, "moved, not copied");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_single_target_gets_every_record_once_in_order_whatever_trails_the_data(
+            batches in proptest::collection::vec((0usize..40, 0usize..4), 0..12),
+            hash in proptest::bool::ANY,
+            limit in 1usize..50,
+        ) {
+            let mut r = OutputRouter::new(128, BatchLimits { records: limit, bytes: 1 << 20 });
+            let edge = if hash { Partitioning::Hash } else { Partitioning::Forward };
+            r.add_output(edge, vec![3]);
+            let mut got = Vec::new();
+            let mut keep = |ch: u32, batch: Batch| {
+                assert_eq!(ch, 3);
+                batch.validate().expect("valid");
+                let used: u64 = batch.meta.iter().map(|m| m.data_len()).sum();
+                assert_eq!(used, batch.data.len() as u64, "no stray bytes");
+                got.extend(batch.iter().map(|rec| {
+                    assert_eq!(rec.key, Some(&b"k"[..]));
+                    u32::from_le_bytes(rec.value.try_into().expect("4 bytes"))
+                }));
+            };
+            let mut next = 0u32;
+            for (size, junk) in &batches {
+                let mut b = BatchBuilder::new();
+                for _ in 0..*size {
+                    b.push(Some(b"k"), &next.to_le_bytes(), None);
+                    next += 1;
+                }
+                let mut batch = b.take();
+                // Bytes past the last record (a guest may leave some).
+                batch.data.extend(std::iter::repeat_n(0xEE, *junk));
+                r.route(batch, &mut keep).expect("routes");
+            }
+            r.flush(&mut keep);
+            proptest::prop_assert_eq!(got, (0..next).collect::<Vec<_>>());
+        }
     }
 }
