@@ -181,7 +181,9 @@ fn padding(rng: &mut SplitMix64, current: usize, average: usize) -> &'static str
         return "";
     }
     let d = (average - current) as u32;
-    let delta = (f64::from(d) * 0.2).round() as u32;
+    // round(d × 0.2), the reference's formula, in integers: a fifth of an
+    // integer is never within rounding error of one half.
+    let delta = (d + 2) / 5;
     let len = (d - delta + if delta == 0 { 0 } else { rng.below(2 * delta) }) as usize;
     let text = &tables().padding;
     let start = rng.below((PADDING_TEXT - len) as u32) as usize;
@@ -190,7 +192,14 @@ fn padding(rng: &mut SplitMix64, current: usize, average: usize) -> &'static str
 
 /// Log-uniform from $1 to $1 000 000, in cents.
 fn price(rng: &mut SplitMix64) -> u64 {
-    (10f64.powf(rng.next_f64() * 6.0) * 100.0).round() as u64
+    round_positive(10f64.powf(rng.next_f64() * 6.0) * 100.0)
+}
+
+/// `x.round()` for `0 <= x < 2^63`, without the library call `round` is
+/// on x86-64 before SSE 4.1 (`x - t` is exact for such `x`).
+fn round_positive(x: f64) -> u64 {
+    let t = x as u64;
+    t + u64::from(x - t as f64 >= 0.5)
 }
 
 fn last_base0_person_id(event_id: i64) -> i64 {
@@ -489,6 +498,19 @@ mod tests {
         assert_eq!(g.timestamp(10_000), 10_000);
         let fast = Generator::new(GeneratorConfig::default());
         assert_eq!(fast.timestamp(10_000_000) - fast.timestamp(0), 1000);
+    }
+
+    #[test]
+    fn the_integer_roundings_match_the_reference_floating_point_ones() {
+        for d in 0..1_000_000u32 {
+            assert_eq!((d + 2) / 5, (f64::from(d) * 0.2).round() as u32, "{d}");
+        }
+        let mut rng = SplitMix64::new(3);
+        let edges = [0.0, 0.5, 1.5, 2.4999999999999996, 99.5, 1e8 + 0.5, 4503599627370495.5];
+        let draws = (0..1_000_000).map(|_| 10f64.powf(rng.next_f64() * 6.0) * 100.0);
+        for x in edges.into_iter().chain(draws) {
+            assert_eq!(round_positive(x), x.round() as u64, "{x}");
+        }
     }
 
     #[test]
