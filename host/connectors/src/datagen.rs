@@ -140,25 +140,25 @@ impl Source for DataGen {
         let max = self.allowance(max);
         let mut digits = itoa::Buffer::new();
         let mut key = Vec::new();
-        let mut value = Vec::with_capacity(self.value_bytes.max(20));
         let mut emitted = 0;
         for split in &mut self.splits {
             while emitted < max
                 && let Some(i) = split.take(self.count)
             {
-                value.clear();
-                value.extend_from_slice(digits.format(i).as_bytes());
-                if value.len() < self.value_bytes {
-                    value.resize(self.value_bytes, b'.');
-                }
-                if self.keys > 0 {
+                let key = (self.keys > 0).then(|| {
                     key.clear();
                     key.push(b'k');
                     key.extend_from_slice(digits.format(i % self.keys).as_bytes());
-                    out.push(Some(&key), &value, None);
-                } else {
-                    out.push(None, &value, None);
-                }
+                    key.as_slice()
+                });
+                out.push_with(key, None, |data| {
+                    let start = data.len();
+                    data.extend_from_slice(digits.format(i).as_bytes());
+                    let end = start + self.value_bytes;
+                    if data.len() < end {
+                        data.resize(end, b'.');
+                    }
+                });
                 emitted += 1;
             }
         }

@@ -8,9 +8,6 @@ use sluice_types::BatchBuilder;
 use crate::datagen::Split;
 use crate::{ConnectorError, Poll, Source};
 
-/// Bytes reserved for encoding an event (they are under 1.3 KiB).
-const ENCODE_BUFFER: usize = 4096;
-
 /// Subtask `s` of `p` emits events `s, s + p, ...` of the one stream, so
 /// the stream is the same at any parallelism. A subtask restored with
 /// several sequences (from a checkpoint at a higher parallelism) merges
@@ -19,7 +16,6 @@ const ENCODE_BUFFER: usize = 4096;
 pub(crate) struct NexmarkSource {
     generator: Generator,
     splits: Vec<Split>,
-    value: Vec<u8>,
 }
 
 impl NexmarkSource {
@@ -31,7 +27,6 @@ impl NexmarkSource {
         NexmarkSource {
             generator: Generator::new(config),
             splits: splits.into_iter().filter(Split::valid).collect(),
-            value: Vec::with_capacity(ENCODE_BUFFER),
         }
     }
 }
@@ -52,9 +47,9 @@ impl Source for NexmarkSource {
             };
             let Some(i) = split.take(count) else { break };
             let event = self.generator.event(i);
-            self.value.clear();
-            event.encode_into(&mut self.value);
-            out.push(None, &self.value, Some(event.date_time()));
+            out.push_with(None, Some(event.date_time()), |data| {
+                event.encode_into(data)
+            });
         }
         Ok(Split::poll(&self.splits, count))
     }
