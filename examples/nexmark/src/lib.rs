@@ -41,6 +41,7 @@
 
 use serde::{Deserialize, Serialize};
 use sluice_nexmark::{Bid, Event};
+use sluice_sdk::ValueWriter;
 use sluice_sdk::prelude::*;
 
 struct Nexmark;
@@ -82,57 +83,53 @@ fn decode<'a>(r: &Record<'a>) -> Result<Event<'a>, Error> {
     Event::decode(r.value).map_err(|e| failed(e.to_string()))
 }
 
-/// An output line built in place and reused: integers through `itoa`,
-/// text as the event's bytes (a guest spends most of a pass-through query
-/// formatting, so no `format!` on the per-bid path).
-#[derive(Clone, Default)]
-struct Line {
-    bytes: Vec<u8>,
-    digits: itoa::Buffer,
+/// CSV fields appended to a record's value as it is emitted.
+trait Csv {
+    fn int(&mut self, n: impl itoa::Integer) -> &mut Self;
+    fn text(&mut self, t: &[u8]) -> &mut Self;
+    fn comma(&mut self) -> &mut Self;
 }
 
-impl Line {
-    fn start(&mut self) -> &mut Self {
-        self.bytes.clear();
-        self
-    }
-
+impl Csv for ValueWriter<'_> {
     fn int(&mut self, n: impl itoa::Integer) -> &mut Self {
-        self.bytes
-            .extend_from_slice(self.digits.format(n).as_bytes());
+        self.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         self
     }
 
     fn text(&mut self, t: &[u8]) -> &mut Self {
-        self.bytes.extend_from_slice(t);
+        self.extend_from_slice(t);
         self
     }
 
     fn comma(&mut self) -> &mut Self {
-        self.bytes.push(b',');
+        self.push(b',');
         self
     }
 }
 
-/// The line `write` makes of every bid it keeps; other events are dropped.
+/// The line `write` makes of every bid `keep` keeps; other events are
+/// dropped. The line is written straight into the output.
 fn bids(
-    write: fn(&Bid<'_>, &mut Line) -> bool,
+    keep: fn(&Bid<'_>) -> bool,
+    write: fn(&Bid<'_>, &mut ValueWriter<'_>),
 ) -> impl FnMut(Record<'_>, &mut Collector) -> Result<(), Error> + Clone + 'static {
-    let mut line = Line::default();
     move |r, out| {
         if let Event::Bid(b) = decode(&r)?
-            && write(&b, line.start())
+            && keep(&b)
         {
-            out.emit(&line.bytes);
+            out.emit_with(|line| write(&b, line));
         }
         Ok(())
     }
 }
 
-fn q0(b: &Bid<'_>, l: &mut Line) -> bool {
+fn every_bid(_: &Bid<'_>) -> bool {
+    true
+}
+
+fn q0(b: &Bid<'_>, l: &mut ValueWriter<'_>) {
     l.int(b.auction).comma().int(b.bidder).comma().int(b.price);
     l.comma().int(b.date_time).comma().text(&b.extra);
-    true
 }
 
 /// A price in dollar cents in euro cents: the whole cents and the
@@ -151,7 +148,7 @@ fn euro_cents(price: u64) -> (u64, u16) {
     )
 }
 
-fn q1(b: &Bid<'_>, l: &mut Line) -> bool {
+fn q1(b: &Bid<'_>, l: &mut ValueWriter<'_>) {
     let (cents, thousandths) = euro_cents(b.price);
     l.int(b.auction).comma().int(b.bidder).comma().int(cents);
     l.text(b".");
@@ -163,15 +160,14 @@ fn q1(b: &Bid<'_>, l: &mut Line) -> bool {
         .int(b.date_time)
         .comma()
         .text(&b.extra);
-    true
 }
 
-fn q2(b: &Bid<'_>, l: &mut Line) -> bool {
-    if !b.auction.is_multiple_of(Q2_MODULUS) {
-        return false;
-    }
+fn q2_keeps(b: &Bid<'_>) -> bool {
+    b.auction.is_multiple_of(Q2_MODULUS)
+}
+
+fn q2(b: &Bid<'_>, l: &mut ValueWriter<'_>) {
     l.int(b.auction).comma().int(b.price);
-    true
 }
 
 /// Text of an event, for the rare lines built with `format!`.
@@ -600,9 +596,9 @@ impl KeyedProcess for SyntheticCount {
 impl Application for Nexmark {
     fn operators() -> Vec<OperatorDef> {
         vec![
-            map("q0", bids(q0)).describe("bids as CSV"),
-            map("q1", bids(q1)).describe("bids with prices in euros"),
-            map("q2", bids(q2)).describe("bids on every 123rd auction"),
+            map("q0", bids(every_bid, q0)).describe("bids as CSV"),
+            map("q1", bids(every_bid, q1)).describe("bids with prices in euros"),
+            map("q2", bids(q2_keeps, q2)).describe("bids on every 123rd auction"),
             flat_map("q3-select", q3_select)
                 .describe("category-10 auctions and OR/ID/CA persons, keyed by person"),
             keyed_process("q3-join", |_| Ok(Q3Join)).describe("auctions joined with their sellers"),

@@ -506,7 +506,15 @@ mod tests {
             assert_eq!((d + 2) / 5, (f64::from(d) * 0.2).round() as u32, "{d}");
         }
         let mut rng = SplitMix64::new(3);
-        let edges = [0.0, 0.5, 1.5, 2.4999999999999996, 99.5, 1e8 + 0.5, 4503599627370495.5];
+        let edges = [
+            0.0,
+            0.5,
+            1.5,
+            2.4999999999999996,
+            99.5,
+            1e8 + 0.5,
+            4503599627370495.5,
+        ];
         let draws = (0..1_000_000).map(|_| 10f64.powf(rng.next_f64() * 6.0) * 100.0);
         for x in edges.into_iter().chain(draws) {
             assert_eq!(round_positive(x), x.round() as u64, "{x}");

@@ -76,7 +76,7 @@ pub use operator::{
 };
 pub use operator::{Config, OperatorDef};
 pub use plan::{Args, Graph, Node, NodeId};
-pub use record::{Collector, Record};
+pub use record::{Collector, Record, ValueWriter};
 pub use window::{Window, WindowAggregate, Windows, co_window, keyed_window};
 
 /// Errors an operator or a plan function reports to the user.

@@ -95,6 +95,28 @@ impl Collector {
         self.push(key, value, Some(timestamp));
     }
 
+    /// Emits a record without a key whose value `write` builds straight
+    /// in the output, saving the copy from a buffer of the operator's.
+    ///
+    /// ```
+    /// # use sluice_sdk::Collector;
+    /// # let mut out = Collector::default();
+    /// let (id, price) = (42u64, 7u64);
+    /// out.emit_with(|v| {
+    ///     use std::fmt::Write;
+    ///     write!(v, "{id},{price}").expect("writing to memory");
+    /// });
+    /// assert_eq!(out.len(), 1);
+    /// ```
+    pub fn emit_with(&mut self, write: impl FnOnce(&mut ValueWriter<'_>)) {
+        self.push_with(None, self.timestamp, write);
+    }
+
+    /// [`Collector::emit_with`] for a keyed record.
+    pub fn emit_keyed_with(&mut self, key: &[u8], write: impl FnOnce(&mut ValueWriter<'_>)) {
+        self.push_with(Some(key), self.timestamp, write);
+    }
+
     /// Records emitted so far in this call.
     pub fn len(&self) -> usize {
         self.meta.len() / META_BYTES
@@ -106,6 +128,15 @@ impl Collector {
     }
 
     fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        self.push_with(key, timestamp, |v| v.extend_from_slice(value));
+    }
+
+    fn push_with(
+        &mut self,
+        key: Option<&[u8]>,
+        timestamp: Option<i64>,
+        write: impl FnOnce(&mut ValueWriter<'_>),
+    ) {
         let key_len = match key {
             Some(k) => {
                 crate::bytes::append(&mut self.data, k);
@@ -113,10 +144,15 @@ impl Collector {
             }
             None => NO_KEY,
         };
-        crate::bytes::append(&mut self.data, value);
+        let mut value = ValueWriter {
+            start: self.data.len(),
+            data: &mut self.data,
+        };
+        write(&mut value);
+        let value_len = value.len();
         let mut meta = [0u8; META_BYTES];
         meta[..4].copy_from_slice(&key_len.to_le_bytes());
-        meta[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        meta[4..8].copy_from_slice(&(value_len as u32).to_le_bytes());
         meta[8..].copy_from_slice(&timestamp.unwrap_or(NO_TIMESTAMP).to_le_bytes());
         self.meta.extend_from_slice(&meta);
     }
@@ -135,6 +171,62 @@ impl Collector {
     pub(crate) fn clear(&mut self) {
         self.data.clear();
         self.meta.clear();
+    }
+}
+
+/// The value of a record being emitted by [`Collector::emit_with`]: bytes
+/// can only be appended to it. Also a `std::fmt::Write` and
+/// `std::io::Write`, so `write!` builds text in it.
+pub struct ValueWriter<'a> {
+    data: &'a mut Vec<u8>,
+    /// Where the value starts in `data`.
+    start: usize,
+}
+
+impl ValueWriter<'_> {
+    /// Appends bytes.
+    #[inline]
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        crate::bytes::append(self.data, bytes);
+    }
+
+    /// Appends one byte.
+    #[inline]
+    pub fn push(&mut self, byte: u8) {
+        self.data.push(byte);
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+}
+
+impl std::fmt::Write for ValueWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl std::io::Write for ValueWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -158,6 +250,36 @@ mod tests {
             [
                 (Some(b"k".as_slice()), b"value".as_slice(), Some(-7)),
                 (None, b"".as_slice(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn values_built_in_place_read_back_like_copied_ones() {
+        use std::fmt::Write as _;
+        let mut c = Collector::default();
+        c.emit_keyed(b"a", b"first");
+        c.emit_with(|v| {
+            v.extend_from_slice(b"12");
+            v.push(b',');
+            write!(v, "{}", 345).expect("fmt");
+            std::io::Write::write_all(v, b";").expect("io");
+            assert_eq!((v.len(), v.as_slice()), (7, b"12,345;".as_slice()));
+        });
+        c.emit_keyed_with(b"key", |v| assert!(v.is_empty()));
+        c.emit(b"last");
+        let b = c.take_batch();
+        let got: Vec<_> = records(&b.data, &b.meta)
+            .map(|r| r.map(|r| (r.key, r.value)))
+            .collect::<Result<_, _>>()
+            .expect("well formed");
+        assert_eq!(
+            got,
+            [
+                (Some(b"a".as_slice()), b"first".as_slice()),
+                (None, b"12,345;".as_slice()),
+                (Some(b"key".as_slice()), b"".as_slice()),
+                (None, b"last".as_slice()),
             ]
         );
     }
