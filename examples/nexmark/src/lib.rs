@@ -178,6 +178,9 @@ fn str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 /// q3's inputs, keyed by person: the sellers that qualify and the auctions
 /// of category 10.
 fn q3_select(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
+    if Event::is_bid(r.value) {
+        return Ok(());
+    }
     match decode(&r)? {
         Event::Person(p) if Q3_STATES.iter().any(|s| s.as_bytes() == &*p.state) => {
             out.emit_keyed(&p.id.to_le_bytes(), r.value)
@@ -512,6 +515,9 @@ impl WindowAggregate for Q7Max {
 
 /// q8, first step: persons by id and auctions by seller.
 fn q8_select(r: Record<'_>, out: &mut Collector) -> Result<(), Error> {
+    if Event::is_bid(r.value) {
+        return Ok(());
+    }
     match decode(&r)? {
         Event::Person(p) => out.emit_keyed(&p.id.to_le_bytes(), r.value),
         Event::Auction(a) => out.emit_keyed(&a.seller.to_le_bytes(), r.value),

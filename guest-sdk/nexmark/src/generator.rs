@@ -482,6 +482,7 @@ mod tests {
             let e = g.event(i);
             assert_eq!(e, g.event(i));
             assert_eq!(Event::decode(&e.encode()).expect("decodes"), e);
+            assert_eq!(Event::is_bid(&e.encode()), matches!(e, Event::Bid(_)));
         }
         assert!(Event::decode(b"\x07junk").is_err());
     }
