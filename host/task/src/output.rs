@@ -62,8 +62,43 @@ impl Output {
             .filter(|&n| n <= batch.data.len())
             .ok_or(RouteError::Malformed)?;
         batch.data.truncate(used);
-        self.pending[0].append(batch);
-        self.send_if_full(0, limits, send);
+        if batch.len() <= limits.records && used <= limits.bytes {
+            // Within one batch: what is pending goes first if the two do
+            // not fit together, and the batch is moved in, not copied.
+            let pending = &mut self.pending[0];
+            if pending.len() + batch.len() > limits.records || pending.bytes() + used > limits.bytes
+            {
+                send(self.channels[0], pending.take());
+            }
+            self.pending[0].append(batch);
+            self.send_if_full(0, limits, send);
+            return Ok(());
+        }
+        // Past the limits: in runs that fill the pending batch up to them,
+        // so that, as record by record, no batch sent holds more than the
+        // record limit or more than one record past the byte limit.
+        let (mut first, mut byte) = (0, 0);
+        while first < batch.len() {
+            let pending = &self.pending[0];
+            let records = limits.records.saturating_sub(pending.len());
+            let bytes = limits.bytes.saturating_sub(pending.bytes()) as u64;
+            let (mut end, mut run) = (first, 0u64);
+            while end < batch.len() && end - first < records {
+                let len = batch.meta[end].data_len();
+                // At least one record per run, however large.
+                if end > first && run + len > bytes {
+                    break;
+                }
+                run += len;
+                end += 1;
+            }
+            let end = end.max(first + 1);
+            byte = self.pending[0]
+                .extend_from(&batch, first..end, byte)
+                .ok_or(RouteError::Malformed)?;
+            first = end;
+            self.send_if_full(0, limits, send);
+        }
         Ok(())
     }
 
@@ -384,7 +419,7 @@ mod tests {
         let mut r = OutputRouter::new(
             128,
             BatchLimits {
-                records: 2,
+                records: 3,
                 bytes: 1 << 20,
             },
         );
@@ -409,8 +444,9 @@ mod tests {
             batches in proptest::collection::vec((0usize..40, 0usize..4), 0..12),
             hash in proptest::bool::ANY,
             limit in 1usize..50,
+            byte_limit in 1usize..200,
         ) {
-            let mut r = OutputRouter::new(128, BatchLimits { records: limit, bytes: 1 << 20 });
+            let mut r = OutputRouter::new(128, BatchLimits { records: limit, bytes: byte_limit });
             let edge = if hash { Partitioning::Hash } else { Partitioning::Forward };
             r.add_output(edge, vec![3]);
             let mut got = Vec::new();
@@ -419,6 +455,9 @@ mod tests {
                 batch.validate().expect("valid");
                 let used: u64 = batch.meta.iter().map(|m| m.data_len()).sum();
                 assert_eq!(used, batch.data.len() as u64, "no stray bytes");
+                // Within the limits (one 5-byte record may cross the byte limit).
+                assert!(batch.len() <= limit, "{} records", batch.len());
+                assert!(batch.data.len() < byte_limit + 5, "{} bytes", batch.data.len());
                 got.extend(batch.iter().map(|rec| {
                     assert_eq!(rec.key, Some(&b"k"[..]));
                     u32::from_le_bytes(rec.value.try_into().expect("4 bytes"))
