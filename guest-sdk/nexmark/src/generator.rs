@@ -195,8 +195,8 @@ fn price(rng: &mut SplitMix64) -> u64 {
     round_positive(10f64.powf(rng.next_f64() * 6.0) * 100.0)
 }
 
-/// `x.round()` for `0 <= x < 2^63`, without the library call `round` is
-/// on x86-64 before SSE 4.1 (`x - t` is exact for such `x`).
+/// `x.round()` for `0 <= x < 2^63` without calling libm, which is what
+/// `round` does on x86-64 before SSE 4.1 (`x - t` is exact for such `x`).
 fn round_positive(x: f64) -> u64 {
     let t = x as u64;
     t + u64::from(x - t as f64 >= 0.5)

@@ -41,7 +41,7 @@ struct Output {
 }
 
 impl Output {
-    /// Appends all of `batch` to the only target's pending batch (see
+    /// Passes all of `batch` to the only target (see
     /// [`OutputRouter::route`]).
     fn take_whole(
         &mut self,
@@ -168,8 +168,9 @@ impl OutputRouter {
     /// without a key.
     ///
     /// With a single output edge to a single subtask (every edge at
-    /// parallelism 1) the batch is moved into the pending one, or copied
-    /// in one piece behind what is pending, instead of record by record.
+    /// parallelism 1) the batch is moved on rather than copied record by
+    /// record: what is pending is sent first if the two would not fit in
+    /// one batch, and a batch past the limits is cut into runs.
     pub fn route(
         &mut self,
         batch: Batch,
