@@ -167,7 +167,8 @@ impl<'a> Reader<'a> {
 impl<'a> Event<'a> {
     /// Whether `bytes` are a bid's binary form, from its first byte alone:
     /// a query that wants only persons and auctions skips the bids (nine
-    /// events in ten) without decoding them. Decoding still checks the rest.
+    /// events in ten) without decoding them, and so without noticing a
+    /// malformed one.
     pub fn is_bid(bytes: &[u8]) -> bool {
         bytes.first() == Some(&BID)
     }

@@ -167,8 +167,8 @@ impl OutputRouter {
     /// routes record by record. Fails if a hash edge receives a record
     /// without a key.
     ///
-    /// With a single output edge to a single subtask (every edge at
-    /// parallelism 1) the batch is moved on rather than copied record by
+    /// With a single output edge to a single subtask (a forward edge, or
+    /// any edge into parallelism 1) the batch is moved on rather than copied record by
     /// record: what is pending is sent first if the two would not fit in
     /// one batch, and a batch past the limits is cut into runs.
     pub fn route(

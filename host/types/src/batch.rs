@@ -197,6 +197,10 @@ impl BatchBuilder {
         };
         let start = self.batch.data.len();
         write_value(&mut self.batch.data);
+        debug_assert!(
+            self.batch.data.len() >= start,
+            "push_with's writer removed bytes of earlier records"
+        );
         let value_len = self.batch.data.len().saturating_sub(start);
         self.batch.meta.push(RecordMeta {
             key_len,
